@@ -1,0 +1,226 @@
+//! Window aggregates: what one window of one (probe, target, metric) knows, how events are added
+//! to it, how windows merge into coarser tiers or fleet views, and the summary the query API shows.
+//!
+//! Invariant: `WindowAgg::merge` is associative and commutative on counts, min, max, packet counts,
+//! error counts and sketches; percentiles always come from a merged sketch, never from averaging.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Contribution, Metric};
+use crate::sketch::DdSketch;
+use crate::window::Tier;
+
+/// Identity of one window.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WindowKey {
+    pub probe: String,
+    pub target: String,
+    pub metric: Metric,
+    pub tier: Tier,
+    /// Window start, ms since the epoch; aligned to the tier.
+    pub start_ms: i64,
+}
+
+impl WindowKey {
+    /// The window of the next coarser tier that contains this one.
+    pub fn parent(&self) -> Option<WindowKey> {
+        let tier = self.tier.parent()?;
+        Some(WindowKey { tier, start_ms: tier.bin_start(self.start_ms), ..self.clone() })
+    }
+}
+
+/// Mergeable state of one window.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct WindowAgg {
+    /// Events that contributed to this window.
+    pub events: u64,
+    /// Values (samples) added; equals `sketch.count()`.
+    pub count: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub sum: f64,
+    pub sketch: DdSketch,
+    /// Packets sent / received (packet-train metrics only), for loss %.
+    pub sent: u64,
+    pub received: u64,
+    /// Sum and number of per-event RFC 3550 jitter estimates, so the mean merges exactly.
+    pub jitter_sum: f64,
+    pub jitter_n: u64,
+    /// Error counts by status class.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl WindowAgg {
+    pub fn add(&mut self, c: &Contribution<'_>) {
+        self.events += 1;
+        for &v in c.values {
+            self.count += 1;
+            self.sum += v;
+            self.min = Some(self.min.map_or(v, |m| m.min(v)));
+            self.max = Some(self.max.map_or(v, |m| m.max(v)));
+            self.sketch.insert(v);
+        }
+        self.sent += c.sent;
+        self.received += c.received;
+        if let Some(j) = c.jitter_estimate_ms {
+            self.jitter_sum += j;
+            self.jitter_n += 1;
+        }
+        if let Some(e) = c.error {
+            *self.errors.entry(e.as_str().to_string()).or_default() += 1;
+        }
+    }
+
+    pub fn merge(&mut self, o: &WindowAgg) {
+        self.events += o.events;
+        self.count += o.count;
+        self.sum += o.sum;
+        self.min = match (self.min, o.min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max = match (self.max, o.max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.sketch.merge(&o.sketch);
+        self.sent += o.sent;
+        self.received += o.received;
+        self.jitter_sum += o.jitter_sum;
+        self.jitter_n += o.jitter_n;
+        for (k, v) in &o.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn summary(&self) -> RollupSummary {
+        let q = |p| self.sketch.quantile(p).map(|v| clamp(v, self.min, self.max));
+        RollupSummary {
+            events: self.events,
+            count: self.count,
+            min: self.min,
+            max: self.max,
+            mean: (self.count > 0).then(|| self.sum / self.count as f64),
+            p50: q(0.5),
+            p90: q(0.9),
+            p95: q(0.95),
+            p99: q(0.99),
+            loss_pct: (self.sent > 0)
+                .then(|| 100.0 * (self.sent - self.received.min(self.sent)) as f64 / self.sent as f64),
+            sent: self.sent,
+            received: self.received,
+            jitter_ms: (self.jitter_n > 0).then(|| self.jitter_sum / self.jitter_n as f64),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+fn clamp(v: f64, min: Option<f64>, max: Option<f64>) -> f64 {
+    let v = min.map_or(v, |m| v.max(m));
+    max.map_or(v, |m| v.min(m))
+}
+
+/// A stored window: its key, state and the revision that orders its versions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollup {
+    pub key: WindowKey,
+    pub agg: WindowAgg,
+    /// Incremented each time the window's state is persisted; an upsert with a lower or equal
+    /// revision never overwrites a higher one.
+    pub revision: u64,
+    /// The watermark passed the window's end: only data beyond the lateness could change it, and
+    /// that is dropped.
+    pub closed: bool,
+}
+
+/// What the query API reports per window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollupSummary {
+    pub events: u64,
+    pub count: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub loss_pct: Option<f64>,
+    pub sent: u64,
+    pub received: u64,
+    pub jitter_ms: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// Merges the windows of `children` (all of one series, of the tier below `parent`) into the
+/// parent window's aggregate, in ascending window order so the result is deterministic.
+pub fn merge_children<'a>(children: impl IntoIterator<Item = &'a WindowAgg>) -> WindowAgg {
+    let mut out = WindowAgg::default();
+    for c in children {
+        out.merge(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Contribution, Status};
+    use proptest::prelude::*;
+
+    fn contrib(values: &[f64]) -> Contribution<'_> {
+        Contribution { metric: Metric::Rtt, values, sent: 10, received: 9, jitter_estimate_ms: Some(2.0), error: None }
+    }
+
+    #[test]
+    fn summary_reports_loss_and_jitter() {
+        let mut a = WindowAgg::default();
+        a.add(&contrib(&[1.0, 2.0, 3.0]));
+        a.add(&Contribution { error: Some(Status::Timeout), ..contrib(&[]) });
+        let s = a.summary();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.events, 2);
+        assert_eq!(s.min, Some(1.0));
+        assert_eq!(s.max, Some(3.0));
+        assert_eq!(s.mean, Some(2.0));
+        assert_eq!(s.loss_pct, Some(10.0));
+        assert_eq!(s.jitter_ms, Some(2.0));
+        assert_eq!(s.errors.get("timeout"), Some(&1));
+    }
+
+    #[test]
+    fn parent_key_is_the_enclosing_window() {
+        let k = WindowKey { probe: "p".into(), target: "t".into(), metric: Metric::Rtt, tier: Tier::M1, start_ms: 7_260_000 };
+        let h = k.parent().unwrap();
+        assert_eq!((h.tier, h.start_ms), (Tier::H1, 7_200_000));
+        let d = h.parent().unwrap();
+        assert_eq!((d.tier, d.start_ms), (Tier::D1, 0));
+        assert!(d.parent().is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn merge_of_parts_equals_aggregate_of_whole(
+            parts in proptest::collection::vec(proptest::collection::vec(0.0f64..5000.0, 0..40), 1..8)
+        ) {
+            let mut whole = WindowAgg::default();
+            let mut pieces = Vec::new();
+            for p in &parts {
+                let mut w = WindowAgg::default();
+                w.add(&contrib(p));
+                whole.add(&contrib(p));
+                pieces.push(w);
+            }
+            let merged = merge_children(pieces.iter());
+            prop_assert_eq!(merged.count, whole.count);
+            prop_assert_eq!(merged.events, whole.events);
+            prop_assert_eq!(merged.min, whole.min);
+            prop_assert_eq!(merged.max, whole.max);
+            prop_assert_eq!(&merged.sketch, &whole.sketch);
+            prop_assert_eq!(merged.sent, whole.sent);
+            prop_assert!((merged.sum - whole.sum).abs() <= 1e-6 * whole.sum.abs().max(1.0));
+        }
+    }
+}

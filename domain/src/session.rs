@@ -1,0 +1,116 @@
+//! Per-probe session bookkeeping: when a probe was last heard from, how many events it sent,
+//! which sequence numbers are missing, how many were dropped as too late, and its clock skew.
+//!
+//! Invariant: a session's counters only grow; `missing` is derived (sequence span minus events
+//! seen), so out-of-order arrivals that fill a gap lower it again.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a probe is currently reporting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Online,
+    Offline,
+    NeverSeen,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct SessionState {
+    pub probe: String,
+    /// Arrival time (receiver clock) of the first and last batch, ms.
+    pub first_seen_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+    /// Newest event time reported.
+    pub last_event_ms: Option<i64>,
+    pub min_seq: Option<u64>,
+    pub max_seq: Option<u64>,
+    /// Distinct events aggregated (duplicates excluded).
+    pub events: u64,
+    pub batches: u64,
+    pub duplicates: u64,
+    pub late_dropped: u64,
+    /// Smoothed estimate of (arrival − event time) minimum per batch, ms: the probe's clock offset
+    /// plus the smallest delivery delay. Positive: the probe's clock is behind.
+    pub clock_skew_ms: Option<f64>,
+}
+
+/// What one batch tells a session.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct BatchObservation {
+    pub arrival_ms: i64,
+    /// (seq, event time) of each event aggregated from the batch.
+    pub events: Vec<(u64, i64)>,
+    pub duplicates: u64,
+    pub late_dropped: u64,
+}
+
+/// Weight of a new skew sample in the moving average.
+const SKEW_EWMA: f64 = 0.2;
+
+impl SessionState {
+    pub fn new(probe: impl Into<String>) -> Self {
+        Self { probe: probe.into(), ..Default::default() }
+    }
+
+    pub fn observe(&mut self, obs: &BatchObservation) {
+        self.first_seen_ms.get_or_insert(obs.arrival_ms);
+        self.last_seen_ms = Some(self.last_seen_ms.map_or(obs.arrival_ms, |l| l.max(obs.arrival_ms)));
+        self.batches += 1;
+        self.duplicates += obs.duplicates;
+        self.late_dropped += obs.late_dropped;
+        let mut min_delay: Option<i64> = None;
+        for &(seq, ts) in &obs.events {
+            self.events += 1;
+            self.min_seq = Some(self.min_seq.map_or(seq, |m| m.min(seq)));
+            self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+            self.last_event_ms = Some(self.last_event_ms.map_or(ts, |m| m.max(ts)));
+            let d = obs.arrival_ms - ts;
+            min_delay = Some(min_delay.map_or(d, |m| m.min(d)));
+        }
+        if let Some(d) = min_delay {
+            let d = d as f64;
+            self.clock_skew_ms = Some(match self.clock_skew_ms {
+                None => d,
+                Some(s) => s + SKEW_EWMA * (d - s),
+            });
+        }
+    }
+
+    /// Sequence numbers inside the seen span that no event carried.
+    pub fn missing(&self) -> u64 {
+        match (self.min_seq, self.max_seq) {
+            (Some(lo), Some(hi)) => (hi - lo + 1).saturating_sub(self.events),
+            _ => 0,
+        }
+    }
+
+    pub fn status(&self, now_ms: i64, offline_after_ms: i64) -> SessionStatus {
+        match self.last_seen_ms {
+            None => SessionStatus::NeverSeen,
+            Some(l) if now_ms - l > offline_after_ms => SessionStatus::Offline,
+            Some(_) => SessionStatus::Online,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_and_skew() {
+        let mut s = SessionState::new("p1");
+        s.observe(&BatchObservation { arrival_ms: 10_000, events: vec![(1, 9_000), (2, 9_500), (5, 9_800)], duplicates: 1, late_dropped: 0 });
+        assert_eq!(s.missing(), 2);
+        assert_eq!(s.clock_skew_ms, Some(200.0));
+        s.observe(&BatchObservation { arrival_ms: 11_000, events: vec![(3, 10_000), (4, 10_500)], duplicates: 0, late_dropped: 2 });
+        assert_eq!(s.missing(), 0);
+        assert_eq!(s.events, 5);
+        assert_eq!(s.duplicates, 1);
+        assert_eq!(s.late_dropped, 2);
+        assert_eq!(s.status(11_500, 60_000), SessionStatus::Online);
+        assert_eq!(s.status(80_000, 60_000), SessionStatus::Offline);
+        assert_eq!(SessionState::new("x").status(0, 1), SessionStatus::NeverSeen);
+    }
+}

@@ -1,0 +1,317 @@
+//! DDSketch (Masson, Rim, Lee; VLDB 2019) with a logarithmic mapping: quantiles with a guaranteed
+//! relative error, mergeable without loss (merging two sketches equals sketching the union).
+//!
+//! Invariant: every value `v > MIN_POSITIVE` is counted in bin `k = ceil(log_gamma(v))`, whose
+//! representative `2·gamma^k/(gamma+1)` is within `ALPHA` relative error of every value in it.
+//! Values in `[0, MIN_POSITIVE]` go to a zero bin. Negative values are rejected upstream.
+
+use std::fmt;
+
+/// Relative accuracy guaranteed for every quantile.
+pub const ALPHA: f64 = 0.01;
+/// Values at or below this count as zero (1 ns expressed in milliseconds).
+pub const MIN_POSITIVE: f64 = 1e-6;
+const ENCODING_VERSION: u8 = 1;
+
+fn gamma() -> f64 {
+    (1.0 + ALPHA) / (1.0 - ALPHA)
+}
+
+fn ln_gamma() -> f64 {
+    gamma().ln()
+}
+
+/// A mergeable quantile sketch with dense bins between the lowest and highest key seen.
+#[derive(Clone, PartialEq, Default)]
+pub struct DdSketch {
+    /// Key of `bins[0]`.
+    offset: i32,
+    /// Counts for keys `offset ..= offset + bins.len() - 1`.
+    bins: Vec<u64>,
+    /// Count of values in `[0, MIN_POSITIVE]`.
+    zero_count: u64,
+    /// Total count (zero bin included); kept so quantile ranks need no pass over the bins.
+    count: u64,
+}
+
+impl fmt::Debug for DdSketch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DdSketch")
+            .field("count", &self.count)
+            .field("zero_count", &self.zero_count)
+            .field("offset", &self.offset)
+            .field("bins", &self.bins.len())
+            .finish()
+    }
+}
+
+/// Why a serialized sketch could not be read back.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SketchDecodeError {
+    #[error("sketch encoding is empty")]
+    Empty,
+    #[error("unsupported sketch encoding version {0}")]
+    Version(u8),
+    #[error("sketch encoding is truncated")]
+    Truncated,
+    #[error("sketch encoding has trailing bytes")]
+    Trailing,
+    #[error("sketch encoding has an out-of-range key")]
+    Range,
+}
+
+impl DdSketch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(v: f64) -> i32 {
+        (v.ln() / ln_gamma()).ceil() as i32
+    }
+
+    fn value_of(key: i32) -> f64 {
+        2.0 * gamma().powi(key) / (gamma() + 1.0)
+    }
+
+    /// Adds one value. Non-finite or negative values are ignored (validation rejects them first).
+    pub fn insert(&mut self, v: f64) {
+        self.insert_n(v, 1);
+    }
+
+    fn insert_n(&mut self, v: f64, n: u64) {
+        if !v.is_finite() || v < 0.0 || n == 0 {
+            return;
+        }
+        self.count += n;
+        if v <= MIN_POSITIVE {
+            self.zero_count += n;
+            return;
+        }
+        let k = Self::key(v);
+        self.add_to_key(k, n);
+    }
+
+    fn add_to_key(&mut self, k: i32, n: u64) {
+        if self.bins.is_empty() {
+            self.offset = k;
+            self.bins.push(n);
+            return;
+        }
+        if k < self.offset {
+            let grow = (self.offset - k) as usize;
+            let mut nb = vec![0u64; grow + self.bins.len()];
+            nb[grow..].copy_from_slice(&self.bins);
+            self.bins = nb;
+            self.offset = k;
+        }
+        let idx = (k - self.offset) as usize;
+        if idx >= self.bins.len() {
+            self.bins.resize(idx + 1, 0);
+        }
+        self.bins[idx] += n;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Merges `other` into `self`: the result equals the sketch of the union of both inputs.
+    pub fn merge(&mut self, other: &DdSketch) {
+        self.zero_count += other.zero_count;
+        self.count += other.zero_count;
+        for (i, &c) in other.bins.iter().enumerate() {
+            if c > 0 {
+                self.count += c;
+                self.add_to_key(other.offset + i as i32, c);
+            }
+        }
+    }
+
+    /// The value at rank `floor(q · (count − 1))` (0-based, ascending), within `ALPHA` relative
+    /// error. `None` for an empty sketch or `q` outside `[0, 1]`.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = (q * (self.count - 1) as f64).floor() as u64;
+        if rank < self.zero_count {
+            return Some(0.0);
+        }
+        let mut seen = self.zero_count;
+        for (i, &c) in self.bins.iter().enumerate() {
+            seen += c;
+            if seen > rank {
+                return Some(Self::value_of(self.offset + i as i32));
+            }
+        }
+        // Unreachable while `count` is consistent with the bins; stay total rather than panic.
+        self.bins
+            .iter()
+            .rposition(|&c| c > 0)
+            .map(|i| Self::value_of(self.offset + i as i32))
+    }
+
+    /// Compact binary form: version, zero count, offset, bin count, then counts (LEB128 varints).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.bins.len() * 2);
+        out.push(ENCODING_VERSION);
+        put_varint(&mut out, self.zero_count);
+        put_varint(&mut out, zigzag(self.offset as i64));
+        put_varint(&mut out, self.bins.len() as u64);
+        for &c in &self.bins {
+            put_varint(&mut out, c);
+        }
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Self, SketchDecodeError> {
+        let (&version, mut rest) = buf.split_first().ok_or(SketchDecodeError::Empty)?;
+        if version != ENCODING_VERSION {
+            return Err(SketchDecodeError::Version(version));
+        }
+        let zero_count = get_varint(&mut rest)?;
+        let offset = unzigzag(get_varint(&mut rest)?);
+        let offset = i32::try_from(offset).map_err(|_| SketchDecodeError::Range)?;
+        let n = get_varint(&mut rest)? as usize;
+        if n > 100_000 {
+            return Err(SketchDecodeError::Range);
+        }
+        let mut bins = Vec::with_capacity(n);
+        let mut count = zero_count;
+        for _ in 0..n {
+            let c = get_varint(&mut rest)?;
+            count = count.checked_add(c).ok_or(SketchDecodeError::Range)?;
+            bins.push(c);
+        }
+        if !rest.is_empty() {
+            return Err(SketchDecodeError::Trailing);
+        }
+        Ok(Self { offset, bins, zero_count, count })
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &mut &[u8]) -> Result<u64, SketchDecodeError> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = buf.split_first().ok_or(SketchDecodeError::Truncated)?;
+        *buf = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(SketchDecodeError::Range)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn exact(sorted: &[f64], q: f64) -> f64 {
+        sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
+    }
+
+    fn assert_close(est: f64, want: f64) {
+        if want == 0.0 {
+            assert!(est.abs() <= MIN_POSITIVE, "est {est} want 0");
+        } else {
+            let rel = (est - want).abs() / want;
+            assert!(rel <= ALPHA + 1e-9, "est {est} want {want} rel {rel}");
+        }
+    }
+
+    #[test]
+    fn empty_sketch_has_no_quantiles() {
+        assert_eq!(DdSketch::new().quantile(0.5), None);
+    }
+
+    #[test]
+    fn quantiles_within_relative_error() {
+        let mut s = DdSketch::new();
+        let mut vals: Vec<f64> = (1..=10_000).map(|i| i as f64 * 0.37).collect();
+        for &v in &vals {
+            s.insert(v);
+        }
+        vals.sort_by(f64::total_cmp);
+        for q in [0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0] {
+            assert_close(s.quantile(q).unwrap(), exact(&vals, q));
+        }
+    }
+
+    #[test]
+    fn zero_values_are_counted() {
+        let mut s = DdSketch::new();
+        s.insert(0.0);
+        s.insert(0.0);
+        s.insert(5.0);
+        assert_eq!(s.count(), 3);
+        assert_eq!(s.quantile(0.5), Some(0.0));
+        assert_close(s.quantile(1.0).unwrap(), 5.0);
+    }
+
+    #[test]
+    fn decode_rejects_garbage() {
+        assert_eq!(DdSketch::decode(&[]), Err(SketchDecodeError::Empty));
+        assert_eq!(DdSketch::decode(&[9]), Err(SketchDecodeError::Version(9)));
+        assert_eq!(DdSketch::decode(&[1, 0x80]), Err(SketchDecodeError::Truncated));
+        let mut ok = DdSketch::new();
+        ok.insert(3.0);
+        let mut enc = ok.encode();
+        enc.push(0);
+        assert_eq!(DdSketch::decode(&enc), Err(SketchDecodeError::Trailing));
+    }
+
+    proptest! {
+        #[test]
+        fn merge_equals_sketch_of_union(
+            a in proptest::collection::vec(0.0f64..100_000.0, 0..300),
+            b in proptest::collection::vec(0.0f64..100_000.0, 0..300),
+        ) {
+            let mut sa = DdSketch::new();
+            a.iter().for_each(|&v| sa.insert(v));
+            let mut sb = DdSketch::new();
+            b.iter().for_each(|&v| sb.insert(v));
+            let mut union = DdSketch::new();
+            a.iter().chain(b.iter()).for_each(|&v| union.insert(v));
+            let mut merged = sa.clone();
+            merged.merge(&sb);
+            prop_assert_eq!(merged.count(), union.count());
+            let mut all: Vec<f64> = a.iter().chain(b.iter()).copied().collect();
+            all.sort_by(f64::total_cmp);
+            for q in [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 1.0] {
+                prop_assert_eq!(merged.quantile(q), union.quantile(q));
+                if !all.is_empty() {
+                    assert_close(merged.quantile(q).unwrap(), exact(&all, q));
+                }
+            }
+        }
+
+        #[test]
+        fn encode_decode_round_trips(vals in proptest::collection::vec(0.0f64..1e6, 0..200)) {
+            let mut s = DdSketch::new();
+            vals.iter().for_each(|&v| s.insert(v));
+            prop_assert_eq!(DdSketch::decode(&s.encode()).unwrap(), s);
+        }
+    }
+}
