@@ -1,0 +1,448 @@
+//! The window aggregator: one actor per shard of probes. It applies batches to event-time 1m
+//! windows (per probe, target, metric), tracks each probe's watermark, and periodically commits
+//! the changed windows, the watermarks and the ids of the batches they contain through the writer;
+//! only then are those batches acked and their observations passed to the probe sessions.
+//!
+//! Invariant: a batch is acked only after a commit that contains its whole effect. Window state is
+//! always either in memory (dirty or clean) or in the store, and is read back from the store
+//! before any update, so a restart (process crash or actor restart) followed by redelivery of the
+//! unacked batches reproduces exactly the state it lost.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use netqoe_domain::{BatchObservation, Rollup, Tier, WindowAgg, WindowKey, Watermark, WatermarkVerdict};
+
+use crate::bus::{Acker, Batch, BatchId, Delivery};
+use crate::metrics::{
+    tracked_send, ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, BATCHES_AGGREGATED,
+    BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG, WINDOWS_OPEN,
+};
+use crate::session::{Observe, SessionRegistry};
+use crate::store::{RollupStore, StoreError, WriteSet};
+use crate::writer::{RollupWriter, Write};
+
+/// Tunables of an aggregator.
+#[derive(Clone, Debug)]
+pub struct AggregatorConfig {
+    /// Allowed lateness: the watermark trails the newest event time by this much.
+    pub lateness_ms: i64,
+    /// Commit after this many batches are pending.
+    pub flush_batches: usize,
+    /// Commit pending work at least this often.
+    pub flush_interval: Duration,
+    /// Windows and watermarks untouched this long (receiver clock) are dropped from memory once
+    /// persisted; they are read back from the store when needed.
+    pub idle_evict_ms: i64,
+    /// Mailbox capacity (bounded: senders wait).
+    pub mailbox: usize,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            lateness_ms: 120_000,
+            flush_batches: 64,
+            flush_interval: Duration::from_millis(250),
+            idle_evict_ms: 5 * 60_000,
+            mailbox: 64,
+        }
+    }
+}
+
+/// Errors of the pipeline's actors.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("actor unavailable: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}
+
+/// Apply one delivered batch.
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct Process(pub Delivery);
+
+/// Commit everything pending now (used on shutdown: open windows are written as partial
+/// revisions).
+#[derive(Message)]
+#[rtype(result = "Result<(), PipelineError>")]
+pub struct Drain;
+
+struct OpenWindow {
+    agg: WindowAgg,
+    /// Revision of the last persisted state (0: never persisted).
+    revision: u64,
+    /// Changed since the last commit.
+    dirty: bool,
+    /// A revision with `closed = true` was persisted.
+    emitted_closed: bool,
+    last_touch_ms: i64,
+}
+
+struct ProbeState {
+    wm: Watermark,
+    wm_dirty: bool,
+    last_touch_ms: i64,
+}
+
+struct Pending {
+    id: BatchId,
+    acker: Box<dyn Acker>,
+    /// None for a second copy of a batch already pending.
+    observation: Option<(String, BatchObservation)>,
+}
+
+enum Loaded {
+    AlreadyCommitted,
+    Apply { watermark: Option<Option<i64>>, windows: Vec<Rollup> },
+}
+
+pub struct Aggregator {
+    shard: usize,
+    cfg: AggregatorConfig,
+    store: Arc<dyn RollupStore>,
+    writer: Addr<RollupWriter>,
+    sessions: Addr<SessionRegistry>,
+    windows: HashMap<WindowKey, OpenWindow>,
+    probes: HashMap<String, ProbeState>,
+    pending: Vec<Pending>,
+    pending_ids: HashSet<BatchId>,
+}
+
+impl Aggregator {
+    pub fn new(
+        shard: usize,
+        cfg: AggregatorConfig,
+        store: Arc<dyn RollupStore>,
+        writer: Addr<RollupWriter>,
+        sessions: Addr<SessionRegistry>,
+    ) -> Self {
+        Self {
+            shard,
+            cfg,
+            store,
+            writer,
+            sessions,
+            windows: HashMap::new(),
+            probes: HashMap::new(),
+            pending: Vec::new(),
+            pending_ids: HashSet::new(),
+        }
+    }
+
+    fn set_windows_gauge(&self, before: usize) {
+        WINDOWS_OPEN.add(self.windows.len() as i64 - before as i64);
+    }
+
+    /// Window keys the batch touches that are not in memory (to be read from the store).
+    fn missing_keys(&self, batch: &Batch) -> Vec<WindowKey> {
+        let mut keys = HashSet::new();
+        for e in &batch.events {
+            for c in e.contributions() {
+                let k = WindowKey {
+                    probe: batch.probe.clone(),
+                    target: e.target.clone(),
+                    metric: c.metric,
+                    tier: Tier::M1,
+                    start_ms: Tier::M1.bin_start(e.ts_ms),
+                };
+                if !self.windows.contains_key(&k) {
+                    keys.insert(k);
+                }
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    fn apply(&mut self, batch: &Batch, watermark: Option<Option<i64>>, loaded: Vec<Rollup>) -> BatchObservation {
+        let now = crate::now_ms();
+        let before = self.windows.len();
+        if let Some(max_event_ms) = watermark {
+            self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
+                wm: Watermark { max_event_ms },
+                wm_dirty: false,
+                last_touch_ms: now,
+            });
+        }
+        for r in loaded {
+            self.windows.entry(r.key).or_insert(OpenWindow {
+                agg: r.agg,
+                revision: r.revision,
+                dirty: false,
+                emitted_closed: r.closed,
+                last_touch_ms: now,
+            });
+        }
+        let probe = self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
+            wm: Watermark::default(),
+            wm_dirty: false,
+            last_touch_ms: now,
+        });
+        probe.last_touch_ms = now;
+        let mut obs = BatchObservation {
+            arrival_ms: batch.received_ms,
+            events: Vec::with_capacity(batch.events.len()),
+            duplicates: batch.duplicates,
+            late_dropped: 0,
+        };
+        let mut newest = i64::MIN;
+        for e in &batch.events {
+            match probe.wm.observe(e.ts_ms, self.cfg.lateness_ms) {
+                WatermarkVerdict::LateDropped => {
+                    obs.late_dropped += 1;
+                    LATE_EVENTS.with_label_values(&["dropped"]).inc();
+                    tracing::debug!(probe = %batch.probe, event_id = %e.event_id, "late event dropped");
+                    continue;
+                }
+                WatermarkVerdict::LateAccepted => LATE_EVENTS.with_label_values(&["accepted"]).inc(),
+                WatermarkVerdict::InOrder => probe.wm_dirty = true,
+            }
+            newest = newest.max(e.ts_ms);
+            obs.events.push((e.seq, e.ts_ms));
+            for c in e.contributions() {
+                let k = WindowKey {
+                    probe: batch.probe.clone(),
+                    target: e.target.clone(),
+                    metric: c.metric,
+                    tier: Tier::M1,
+                    start_ms: Tier::M1.bin_start(e.ts_ms),
+                };
+                let w = self.windows.entry(k).or_insert_with(|| OpenWindow {
+                    agg: WindowAgg::default(),
+                    revision: 0,
+                    dirty: false,
+                    emitted_closed: false,
+                    last_touch_ms: now,
+                });
+                w.agg.add(&c);
+                w.dirty = true;
+                w.last_touch_ms = now;
+            }
+        }
+        EVENTS_AGGREGATED.inc_by(obs.events.len() as u64);
+        if newest > i64::MIN {
+            WATERMARK_LAG.set((batch.received_ms - newest) as f64 / 1000.0);
+        }
+        self.set_windows_gauge(before);
+        obs
+    }
+
+    /// Commits changed windows (and windows the watermark just closed), watermarks and pending
+    /// batch ids; then acks the batches and informs the sessions.
+    fn flush(&mut self) -> ResponseActFuture<Self, Result<(), PipelineError>> {
+        let lateness = self.cfg.lateness_ms;
+        let mut rollups = Vec::new();
+        for (k, w) in self.windows.iter_mut() {
+            let closed = self.probes.get(&k.probe).is_some_and(|p| p.wm.closes(k.start_ms, lateness));
+            if w.dirty || (closed && !w.emitted_closed) {
+                w.revision += 1;
+                w.dirty = false;
+                rollups.push(Rollup { key: k.clone(), agg: w.agg.clone(), revision: w.revision, closed });
+            }
+        }
+        let watermarks: Vec<(String, i64)> = self
+            .probes
+            .iter_mut()
+            .filter(|(_, p)| p.wm_dirty)
+            .filter_map(|(id, p)| {
+                p.wm_dirty = false;
+                p.wm.max_event_ms.map(|m| (id.clone(), m))
+            })
+            .collect();
+        let pending = std::mem::take(&mut self.pending);
+        if rollups.is_empty() && watermarks.is_empty() && pending.is_empty() {
+            self.evict();
+            return Box::pin(actix::fut::ready(Ok(())));
+        }
+        let written: Vec<(WindowKey, bool)> = rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
+        let ws = WriteSet {
+            rollups,
+            batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
+            watermarks: watermarks.clone(),
+        };
+        let writer = self.writer.clone();
+        let sessions = self.sessions.clone();
+        let shard = self.shard;
+        Box::pin(
+            async move {
+                match tracked_send(&writer, "writer", Write(ws)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err((PipelineError::Store(e), pending)),
+                    Err(e) => return Err((PipelineError::Mailbox(e), pending)),
+                }
+                let mut observations = Vec::new();
+                let mut committed = Vec::new();
+                for p in pending {
+                    committed.push(p.id);
+                    if let Some(o) = p.observation {
+                        BATCHES_AGGREGATED.inc();
+                        observations.push(o);
+                    }
+                    if let Err(error) = p.acker.ack().await {
+                        // The batch is committed: a redelivery will be recognised and skipped.
+                        tracing::warn!(%error, shard, "ack failed after commit");
+                    }
+                }
+                for (probe, obs) in observations {
+                    if let Err(error) = tracked_send(&sessions, "session_registry", Observe { probe, obs }).await {
+                        tracing::warn!(%error, "session registry unavailable; observation lost");
+                    }
+                }
+                Ok(committed)
+            }
+            .into_actor(self)
+            .map(move |res, act, _ctx| match res {
+                Ok(committed) => {
+                    for id in committed {
+                        act.pending_ids.remove(&id);
+                    }
+                    for (k, closed) in written {
+                        if closed {
+                            if let Some(w) = act.windows.get_mut(&k) {
+                                w.emitted_closed = true;
+                            }
+                        }
+                    }
+                    act.evict();
+                    Ok(())
+                }
+                Err((e, pending)) => {
+                    ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
+                    tracing::warn!(error = %e, shard = act.shard, "commit failed; will retry");
+                    // Everything written stays dirty (the next revision is higher still).
+                    for (k, _) in written {
+                        if let Some(w) = act.windows.get_mut(&k) {
+                            w.dirty = true;
+                        }
+                    }
+                    for (probe, _) in watermarks {
+                        if let Some(p) = act.probes.get_mut(&probe) {
+                            p.wm_dirty = true;
+                        }
+                    }
+                    let mut restored = pending;
+                    restored.append(&mut act.pending);
+                    act.pending = restored;
+                    Err(e)
+                }
+            }),
+        )
+    }
+
+    /// Drops persisted state that is closed or idle; the store has it.
+    fn evict(&mut self) {
+        let before = self.windows.len();
+        let now = crate::now_ms();
+        let idle = self.cfg.idle_evict_ms;
+        self.windows
+            .retain(|_, w| w.dirty || !(w.emitted_closed || now - w.last_touch_ms > idle));
+        let with_windows: HashSet<&str> = self.windows.keys().map(|k| k.probe.as_str()).collect();
+        self.probes
+            .retain(|id, p| p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str()));
+        self.set_windows_gauge(before);
+    }
+}
+
+impl Actor for Aggregator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.cfg.mailbox);
+        ctx.run_interval(self.cfg.flush_interval, |act, ctx| {
+            ctx.wait(act.flush().map(|r, _, _| {
+                if let Err(error) = r {
+                    tracing::debug!(%error, "periodic flush failed");
+                }
+            }));
+        });
+    }
+}
+
+impl Supervised for Aggregator {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        ACTOR_RESTARTS.with_label_values(&["aggregator"]).inc();
+        tracing::warn!(shard = self.shard, "aggregator restarting; state is rebuilt from the store");
+        let before = self.windows.len();
+        self.windows.clear();
+        self.probes.clear();
+        // Dropping the ackers requeues the uncommitted batches.
+        self.pending.clear();
+        self.pending_ids.clear();
+        self.set_windows_gauge(before);
+    }
+}
+
+impl Handler<Process> for Aggregator {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: Process, _ctx: &mut Context<Self>) -> Self::Result {
+        ACTOR_MESSAGES.with_label_values(&["aggregator"]).inc();
+        let started = Instant::now();
+        let Delivery { batch, redelivered, acker } = msg.0;
+        if self.pending_ids.contains(&batch.id) {
+            // Another copy is pending: settle this one with it.
+            self.pending.push(Pending { id: batch.id, acker, observation: None });
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+        }
+        let need_wm = !self.probes.contains_key(&batch.probe);
+        let keys = self.missing_keys(&batch);
+        let store = self.store.clone();
+        let probe = batch.probe.clone();
+        let id = batch.id.clone();
+        let fut = async move {
+            if redelivered && !store.processed(std::slice::from_ref(&id)).await?.is_empty() {
+                return Ok::<_, StoreError>(Loaded::AlreadyCommitted);
+            }
+            let watermark = if need_wm { Some(store.load_watermark(&probe).await?) } else { None };
+            let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
+            Ok(Loaded::Apply { watermark, windows })
+        }
+        .into_actor(self)
+        .then(move |res, act, _ctx| -> ResponseActFuture<Self, Result<(), PipelineError>> {
+            match res {
+                Err(e) => {
+                    ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
+                    tracing::warn!(error = %e, batch = %batch.id, "cannot load window state; batch requeued");
+                    drop(acker);
+                    Box::pin(actix::fut::ready(Err(e.into())))
+                }
+                Ok(Loaded::AlreadyCommitted) => {
+                    BATCHES_SKIPPED.inc();
+                    Box::pin(
+                        async move {
+                            if let Err(error) = acker.ack().await {
+                                tracing::warn!(%error, "ack of an already committed batch failed");
+                            }
+                            Ok(())
+                        }
+                        .into_actor(act),
+                    )
+                }
+                Ok(Loaded::Apply { watermark, windows }) => {
+                    let obs = act.apply(&batch, watermark, windows);
+                    act.pending_ids.insert(batch.id.clone());
+                    act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)) });
+                    ACTOR_HANDLER_SECONDS.with_label_values(&["aggregator"]).observe(started.elapsed().as_secs_f64());
+                    if act.pending.len() >= act.cfg.flush_batches {
+                        act.flush()
+                    } else {
+                        Box::pin(actix::fut::ready(Ok(())))
+                    }
+                }
+            }
+        });
+        AtomicResponse::new(Box::pin(fut))
+    }
+}
+
+impl Handler<Drain> for Aggregator {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(self.flush())
+    }
+}

@@ -1,0 +1,87 @@
+//! The `EventBus` port: how accepted batches travel from ingest to the aggregators.
+//!
+//! Invariant: `publish` returns Ok only once the batch is durable (committed to the journal, or
+//! confirmed by the broker). A delivery that is dropped without `ack` is redelivered.
+
+use async_trait::async_trait;
+use netqoe_domain::Event;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Stable identity of a batch across redeliveries.
+pub type BatchId = String;
+
+/// A batch of one probe's validated, deduplicated events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: BatchId,
+    pub probe: String,
+    /// Receiver clock at ingest, ms.
+    pub received_ms: i64,
+    /// Events of the posted batch that were already accepted earlier (not carried here).
+    pub duplicates: u64,
+    pub events: Vec<Event>,
+}
+
+/// What ingest learns from a publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// None when every event was a duplicate and nothing needed publishing.
+    pub batch_id: Option<BatchId>,
+    pub accepted: usize,
+    pub duplicates: usize,
+}
+
+/// Errors of a bus, each saying whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("bus overloaded: {0}")]
+    Overloaded(String),
+    #[error("bus failure: {0}")]
+    Failed(String),
+}
+
+impl BusError {
+    /// Whether the caller may retry later (ingest answers 503 with Retry-After).
+    pub fn retryable(&self) -> bool {
+        matches!(self, BusError::Unavailable(_) | BusError::Overloaded(_))
+    }
+}
+
+/// Settles one delivery. Dropping it without calling `ack` requeues the batch.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(self: Box<Self>) -> Result<(), BusError>;
+}
+
+/// One batch handed to the pipeline.
+pub struct Delivery {
+    pub batch: Batch,
+    /// The bus may have handed this batch out before (its effect may already be committed).
+    pub redelivered: bool,
+    pub acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("batch", &self.batch.id)
+            .field("probe", &self.batch.probe)
+            .field("redelivered", &self.redelivered)
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Durably accepts a probe's events, dropping those whose `event_id` was accepted before.
+    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError>;
+    /// Starts delivering batches; at most `prefetch` are unacked at once.
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Delivery>, BusError>;
+    /// Readiness: Ok when publishing would currently succeed.
+    async fn ready(&self) -> Result<(), BusError>;
+    /// Short name for health reports and logs.
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,140 @@
+//! In-process `RollupStore`: everything in a mutex-guarded map. It is the reference
+//! implementation of the store contract (tests and embedders that need no file); the embedded
+//! default persists with SQLite instead.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use netqoe_domain::rollup::merge_children;
+use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
+
+use crate::bus::BatchId;
+use crate::store::{parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet};
+
+#[derive(Default)]
+struct Inner {
+    rollups: BTreeMap<WindowKey, Rollup>,
+    batches: HashMap<BatchId, i64>,
+    watermarks: HashMap<String, i64>,
+    sessions: BTreeMap<String, SessionState>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
+        self.inner.lock().map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
+    }
+}
+
+fn series_range(rollups: &BTreeMap<WindowKey, Rollup>, parent: &WindowKey, child: Tier) -> Vec<Rollup> {
+    let lo = WindowKey { tier: child, start_ms: parent.start_ms, ..parent.clone() };
+    let hi = WindowKey { tier: child, start_ms: parent.start_ms + parent.tier.len_ms(), ..parent.clone() };
+    rollups.range(lo..hi).map(|(_, r)| r.clone()).collect()
+}
+
+#[async_trait]
+impl RollupStore for MemoryStore {
+    async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
+        let mut g = self.lock()?;
+        let mut report = CommitReport::default();
+        let now = crate::now_ms();
+        let mut changed = Vec::new();
+        for r in ws.rollups {
+            let newer = g.rollups.get(&r.key).is_none_or(|old| r.revision > old.revision);
+            if newer {
+                changed.push(r.key.clone());
+                g.rollups.insert(r.key.clone(), r);
+                *report.written.entry(Tier::M1).or_default() += 1;
+            }
+        }
+        for parent in parents_to_derive(&changed) {
+            let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
+            let children = series_range(&g.rollups, &parent, child);
+            let agg = merge_children(children.iter().map(|c| &c.agg));
+            let closed = children.iter().all(|c| c.closed);
+            let revision = g.rollups.get(&parent).map_or(1, |p| p.revision + 1);
+            g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, revision, closed });
+            *report.written.entry(parent.tier).or_default() += 1;
+        }
+        for id in ws.batches {
+            g.batches.insert(id, now);
+        }
+        for (probe, ms) in ws.watermarks {
+            let e = g.watermarks.entry(probe).or_insert(ms);
+            *e = (*e).max(ms);
+        }
+        Ok(report)
+    }
+
+    async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
+        let g = self.lock()?;
+        Ok(keys.iter().filter_map(|k| g.rollups.get(k).cloned()).collect())
+    }
+
+    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.lock()?.watermarks.get(probe).copied())
+    }
+
+    async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
+        let g = self.lock()?;
+        Ok(ids.iter().filter(|i| g.batches.contains_key(*i)).cloned().collect())
+    }
+
+    async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
+        let g = self.lock()?;
+        Ok(g.rollups
+            .values()
+            .filter(|r| {
+                r.key.tier == q.tier
+                    && r.key.start_ms >= q.from_ms
+                    && r.key.start_ms < q.to_ms
+                    && q.probe.as_ref().is_none_or(|p| &r.key.probe == p)
+                    && q.target.as_ref().is_none_or(|t| &r.key.target == t)
+                    && q.metric.is_none_or(|m| r.key.metric == m)
+            })
+            .take(q.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        for s in sessions {
+            g.sessions.insert(s.probe.clone(), s.clone());
+        }
+        Ok(())
+    }
+
+    async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
+        Ok(self.lock()?.sessions.get(probe).cloned())
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
+        Ok(self.lock()?.sessions.values().cloned().collect())
+    }
+
+    async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
+        let mut g = self.lock()?;
+        let before = g.rollups.len() + g.batches.len();
+        g.rollups.retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
+        g.batches.retain(|_, at| *at + retention.dedup_ms > now_ms);
+        Ok((before - g.rollups.len() - g.batches.len()) as u64)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}

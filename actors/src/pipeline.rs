@@ -1,0 +1,135 @@
+//! Wires the actor graph: the bus consumer, per-shard forwarders, the sharded aggregators (each on
+//! its own arbiter thread), the rollup writer and the session registry; and drains it on shutdown.
+//!
+//! Invariant: batches of one probe always reach the same shard, in the order the bus delivers
+//! them, and every hop uses `send().await` on a bounded mailbox or channel, so a slow store slows
+//! the consumer down instead of growing queues.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+
+use crate::aggregator::{Aggregator, AggregatorConfig, Drain, Process};
+use crate::bus::{BusError, EventBus};
+use crate::metrics::tracked_send;
+use crate::session::{SaveAll, SessionConfig, SessionRegistry};
+use crate::store::{Retention, RollupStore};
+use crate::writer::RollupWriter;
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Aggregator shards (probes are hashed onto them).
+    pub shards: usize,
+    /// Unacked deliveries the bus may hand out at once.
+    pub prefetch: usize,
+    pub aggregator: AggregatorConfig,
+    pub sessions: SessionConfig,
+    pub retention: Retention,
+    pub prune_every: Duration,
+    pub writer_mailbox: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            shards: 2,
+            prefetch: 256,
+            aggregator: AggregatorConfig::default(),
+            sessions: SessionConfig::default(),
+            retention: Retention::default(),
+            prune_every: Duration::from_secs(600),
+            writer_mailbox: 16,
+        }
+    }
+}
+
+/// Stable shard of a probe (FNV-1a), identical in every process.
+pub fn shard_of(probe: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in probe.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    pub aggregators: Vec<Addr<Aggregator>>,
+    pub sessions: Addr<SessionRegistry>,
+    pub writer: Addr<RollupWriter>,
+    consumer: Option<tokio::task::JoinHandle<()>>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Pipeline {
+    /// Starts the actors and begins consuming. Must be called inside an actix system.
+    pub async fn start(bus: Arc<dyn EventBus>, store: Arc<dyn RollupStore>, cfg: PipelineConfig) -> Result<Self, BusError> {
+        let shards = cfg.shards.max(1);
+        let writer_arbiter = Arbiter::new();
+        let (s, r, every, mb) = (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox);
+        let writer = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| RollupWriter::new(s, r, every, mb));
+        let (s, c) = (store.clone(), cfg.sessions.clone());
+        let sessions = Supervisor::start(move |_| SessionRegistry::new(s, c));
+        let mut arbiters = vec![writer_arbiter];
+        let mut aggregators = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let arbiter = Arbiter::new();
+            let (s, w, se, c) = (store.clone(), writer.clone(), sessions.clone(), cfg.aggregator.clone());
+            aggregators.push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                Aggregator::new(shard, c, s, w, se)
+            }));
+            arbiters.push(arbiter);
+        }
+        let mut rx = bus.consume(cfg.prefetch).await?;
+        let mut lanes = Vec::with_capacity(shards);
+        for (shard, agg) in aggregators.iter().enumerate() {
+            let (tx, mut lane_rx) = mpsc::channel(cfg.aggregator.mailbox.max(1));
+            let agg = agg.clone();
+            actix::spawn(async move {
+                while let Some(d) = lane_rx.recv().await {
+                    match tracked_send(&agg, "aggregator", Process(d)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::warn!(%error, shard, "batch not applied; it will be redelivered"),
+                        Err(error) => tracing::warn!(%error, shard, "aggregator unavailable; batch will be redelivered"),
+                    }
+                }
+            });
+            lanes.push(tx);
+        }
+        let consumer = actix::spawn(async move {
+            while let Some(d) = rx.recv().await {
+                let shard = shard_of(&d.batch.probe, lanes.len());
+                if lanes[shard].send(d).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { aggregators, sessions, writer, consumer: Some(consumer), arbiters })
+    }
+
+    /// Stops consuming and commits every open window as a partial revision, then saves sessions.
+    pub async fn drain(&mut self) -> Result<(), crate::aggregator::PipelineError> {
+        if let Some(c) = self.consumer.take() {
+            c.abort();
+        }
+        for a in &self.aggregators {
+            a.send(Drain).await??;
+        }
+        self.sessions.send(SaveAll).await??;
+        Ok(())
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        if let Some(c) = self.consumer.take() {
+            c.abort();
+        }
+        for a in &self.arbiters {
+            a.stop();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The `RollupStore` port: where window states, tiers, processed batch ids, watermarks and
+//! sessions are persisted, and how they are queried.
+//!
+//! Invariant: `commit` is idempotent and all-or-nothing where the backend allows: the 1m windows,
+//! the 1h/1d windows derived from them by merging, the batch ids whose effect they contain and the
+//! probes' watermarks are written together, so a crash never leaves a batch half-counted.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowKey};
+
+use crate::bus::BatchId;
+
+/// One unit of persistence from an aggregator.
+#[derive(Clone, Debug, Default)]
+pub struct WriteSet {
+    /// Full states of 1m windows (not deltas), each with a revision higher than the stored one.
+    pub rollups: Vec<Rollup>,
+    /// Batches whose whole effect is contained in `rollups` (and in earlier commits).
+    pub batches: Vec<BatchId>,
+    /// Newest event time per probe, so watermarks survive restarts.
+    pub watermarks: Vec<(String, i64)>,
+}
+
+/// What a commit wrote, per tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    pub written: BTreeMap<Tier, u64>,
+}
+
+/// Retention per tier, ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Retention {
+    pub m1_ms: i64,
+    pub h1_ms: i64,
+    pub d1_ms: i64,
+    /// How long processed batch ids and seen event ids are remembered.
+    pub dedup_ms: i64,
+}
+
+impl Retention {
+    pub fn for_tier(&self, t: Tier) -> i64 {
+        match t {
+            Tier::M1 => self.m1_ms,
+            Tier::H1 => self.h1_ms,
+            Tier::D1 => self.d1_ms,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { m1_ms: 7 * 86_400_000, h1_ms: 90 * 86_400_000, d1_ms: 730 * 86_400_000, dedup_ms: 8 * 86_400_000 }
+    }
+}
+
+/// A range query over one tier. `None` filters match everything.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RollupQuery {
+    pub probe: Option<String>,
+    pub target: Option<String>,
+    pub metric: Option<Metric>,
+    pub tier: Tier,
+    /// Window starts in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Upper bound on rows returned.
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    #[error("store failure: {0}")]
+    Failed(String),
+}
+
+impl StoreError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Failed(_))
+    }
+}
+
+#[async_trait]
+pub trait RollupStore: Send + Sync + 'static {
+    /// Upserts 1m windows (a lower or equal revision never overwrites), re-derives their 1h and
+    /// 1d windows by merging children, records batch ids and watermarks.
+    async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError>;
+    /// Current stored state of the given windows (missing ones are simply absent).
+    async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError>;
+    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError>;
+    /// The subset of `ids` already committed.
+    async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
+    /// Windows of one tier, ordered by (probe, target, metric, start).
+    async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
+    async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;
+    async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError>;
+    async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError>;
+    /// Deletes windows past their tier's retention and expired dedup records; returns rows deleted.
+    async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError>;
+    async fn ready(&self) -> Result<(), StoreError>;
+    fn name(&self) -> &'static str;
+}
+
+/// The 1h and 1d windows that must be re-derived after the given 1m windows changed, coarse
+/// tiers after fine ones so each is merged from up-to-date children.
+pub fn parents_to_derive<'a>(m1: impl IntoIterator<Item = &'a WindowKey>) -> Vec<WindowKey> {
+    let mut h1 = std::collections::BTreeSet::new();
+    for k in m1 {
+        if let Some(p) = k.parent() {
+            h1.insert(p);
+        }
+    }
+    let d1: std::collections::BTreeSet<WindowKey> = h1.iter().filter_map(|k| k.parent()).collect();
+    h1.into_iter().chain(d1).collect()
+}
