@@ -1,1 +1,132 @@
-fn main(){}
+//! The `netqoe` binary: one executable, several roles.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netqoe::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "netqoe",
+    version,
+    about = "Network Quality-of-Experience telemetry"
+)]
+struct Cli {
+    /// Configuration file (TOML); layered over the built-in defaults, under NETQOE__* variables.
+    #[arg(long, global = true, env = "NETQOE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process on the embedded default (SQLite journal and store).
+    Run,
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Token commands.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the layered configuration and print every error at once.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token: prints the token (give it to the probe or client) and its SHA-256 (put that in the config).
+    Mint {
+        /// Mint a probe (ingest) token for this probe id.
+        #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+        probe: Option<String>,
+        /// Mint a query (read) token with this name.
+        #[arg(long)]
+        query: Option<String>,
+    },
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT. (actix-server's own handling would stop the whole actor system
+/// before the pipeline could drain, so the server runs with signals disabled.)
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received; draining"),
+        _ = int.recv() => tracing::info!("SIGINT received; draining"),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => match load(cli.config.as_deref()) {
+            Ok(c) => {
+                println!(
+                    "configuration ok: bind {}, data_dir {}, bus {}, {} probe(s), {} query token(s)",
+                    c.http.bind,
+                    c.storage.data_dir.display(),
+                    c.bus.kind,
+                    c.probes.len(),
+                    c.query_tokens.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Token {
+            command: TokenCommand::Mint { probe, query },
+        } => {
+            if let Some(id) = probe {
+                let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+                println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[probes]]\nid = \"{id}\"\ntoken_sha256 = \"{digest}\"");
+            } else if let Some(name) = query {
+                let (token, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
+                println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[query_tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            netqoe::init_logging(&cfg.log.format, &cfg.log.level);
+            let system = actix_rt::System::new();
+            let r: anyhow::Result<()> = system.block_on(async move {
+                let listener = std::net::TcpListener::bind(cfg.bind_addr())
+                    .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
+                let app = netqoe::app::start(cfg, listener).await?;
+                wait_for_signal().await?;
+                app.shutdown().await
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netqoe: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -13,12 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use netqoe_domain::{BatchObservation, Rollup, Tier, WindowAgg, WindowKey, Watermark, WatermarkVerdict};
+use netqoe_domain::{
+    BatchObservation, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey,
+};
 
 use crate::bus::{Acker, Batch, BatchId, Delivery};
 use crate::metrics::{
-    tracked_send, ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, BATCHES_AGGREGATED,
-    BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG, WINDOWS_OPEN,
+    tracked_send, ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS,
+    BATCHES_AGGREGATED, BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG,
+    WINDOWS_OPEN,
 };
 use crate::session::{Observe, SessionRegistry};
 use crate::store::{RollupStore, StoreError, WriteSet};
@@ -98,7 +101,10 @@ struct Pending {
 
 enum Loaded {
     AlreadyCommitted,
-    Apply { watermark: Option<Option<i64>>, windows: Vec<Rollup> },
+    Apply {
+        watermark: Option<Option<i64>>,
+        windows: Vec<Rollup>,
+    },
 }
 
 pub struct Aggregator {
@@ -158,15 +164,22 @@ impl Aggregator {
         keys.into_iter().collect()
     }
 
-    fn apply(&mut self, batch: &Batch, watermark: Option<Option<i64>>, loaded: Vec<Rollup>) -> BatchObservation {
+    fn apply(
+        &mut self,
+        batch: &Batch,
+        watermark: Option<Option<i64>>,
+        loaded: Vec<Rollup>,
+    ) -> BatchObservation {
         let now = crate::now_ms();
         let before = self.windows.len();
         if let Some(max_event_ms) = watermark {
-            self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
-                wm: Watermark { max_event_ms },
-                wm_dirty: false,
-                last_touch_ms: now,
-            });
+            self.probes
+                .entry(batch.probe.clone())
+                .or_insert(ProbeState {
+                    wm: Watermark { max_event_ms },
+                    wm_dirty: false,
+                    last_touch_ms: now,
+                });
         }
         for r in loaded {
             self.windows.entry(r.key).or_insert(OpenWindow {
@@ -177,11 +190,14 @@ impl Aggregator {
                 last_touch_ms: now,
             });
         }
-        let probe = self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
-            wm: Watermark::default(),
-            wm_dirty: false,
-            last_touch_ms: now,
-        });
+        let probe = self
+            .probes
+            .entry(batch.probe.clone())
+            .or_insert(ProbeState {
+                wm: Watermark::default(),
+                wm_dirty: false,
+                last_touch_ms: now,
+            });
         probe.last_touch_ms = now;
         let mut obs = BatchObservation {
             arrival_ms: batch.received_ms,
@@ -198,7 +214,9 @@ impl Aggregator {
                     tracing::debug!(probe = %batch.probe, event_id = %e.event_id, "late event dropped");
                     continue;
                 }
-                WatermarkVerdict::LateAccepted => LATE_EVENTS.with_label_values(&["accepted"]).inc(),
+                WatermarkVerdict::LateAccepted => {
+                    LATE_EVENTS.with_label_values(&["accepted"]).inc()
+                }
                 WatermarkVerdict::InOrder => probe.wm_dirty = true,
             }
             newest = newest.max(e.ts_ms);
@@ -237,11 +255,19 @@ impl Aggregator {
         let lateness = self.cfg.lateness_ms;
         let mut rollups = Vec::new();
         for (k, w) in self.windows.iter_mut() {
-            let closed = self.probes.get(&k.probe).is_some_and(|p| p.wm.closes(k.start_ms, lateness));
+            let closed = self
+                .probes
+                .get(&k.probe)
+                .is_some_and(|p| p.wm.closes(k.start_ms, lateness));
             if w.dirty || (closed && !w.emitted_closed) {
                 w.revision += 1;
                 w.dirty = false;
-                rollups.push(Rollup { key: k.clone(), agg: w.agg.clone(), revision: w.revision, closed });
+                rollups.push(Rollup {
+                    key: k.clone(),
+                    agg: w.agg.clone(),
+                    revision: w.revision,
+                    closed,
+                });
             }
         }
         let watermarks: Vec<(String, i64)> = self
@@ -258,10 +284,15 @@ impl Aggregator {
             self.evict();
             return Box::pin(actix::fut::ready(Ok(())));
         }
-        let written: Vec<(WindowKey, bool)> = rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
+        let written: Vec<(WindowKey, bool)> =
+            rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
         let ws = WriteSet {
             rollups,
-            batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
+            batches: pending
+                .iter()
+                .filter(|p| p.observation.is_some())
+                .map(|p| p.id.clone())
+                .collect(),
             watermarks: watermarks.clone(),
         };
         let writer = self.writer.clone();
@@ -288,7 +319,9 @@ impl Aggregator {
                     }
                 }
                 for (probe, obs) in observations {
-                    if let Err(error) = tracked_send(&sessions, "session_registry", Observe { probe, obs }).await {
+                    if let Err(error) =
+                        tracked_send(&sessions, "session_registry", Observe { probe, obs }).await
+                    {
                         tracing::warn!(%error, "session registry unavailable; observation lost");
                     }
                 }
@@ -341,8 +374,9 @@ impl Aggregator {
         self.windows
             .retain(|_, w| w.dirty || !(w.emitted_closed || now - w.last_touch_ms > idle));
         let with_windows: HashSet<&str> = self.windows.keys().map(|k| k.probe.as_str()).collect();
-        self.probes
-            .retain(|id, p| p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str()));
+        self.probes.retain(|id, p| {
+            p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str())
+        });
         self.set_windows_gauge(before);
     }
 }
@@ -365,7 +399,10 @@ impl Actor for Aggregator {
 impl Supervised for Aggregator {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         ACTOR_RESTARTS.with_label_values(&["aggregator"]).inc();
-        tracing::warn!(shard = self.shard, "aggregator restarting; state is rebuilt from the store");
+        tracing::warn!(
+            shard = self.shard,
+            "aggregator restarting; state is rebuilt from the store"
+        );
         let before = self.windows.len();
         self.windows.clear();
         self.probes.clear();
@@ -382,10 +419,18 @@ impl Handler<Process> for Aggregator {
     fn handle(&mut self, msg: Process, _ctx: &mut Context<Self>) -> Self::Result {
         ACTOR_MESSAGES.with_label_values(&["aggregator"]).inc();
         let started = Instant::now();
-        let Delivery { batch, redelivered, acker } = msg.0;
+        let Delivery {
+            batch,
+            redelivered,
+            acker,
+        } = msg.0;
         if self.pending_ids.contains(&batch.id) {
             // Another copy is pending: settle this one with it.
-            self.pending.push(Pending { id: batch.id, acker, observation: None });
+            self.pending.push(Pending {
+                id: batch.id,
+                acker,
+                observation: None,
+            });
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
         }
         let need_wm = !self.probes.contains_key(&batch.probe);

@@ -77,7 +77,12 @@ impl std::fmt::Debug for Delivery {
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Durably accepts a probe's events, dropping those whose `event_id` was accepted before.
-    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError>;
+    async fn publish(
+        &self,
+        probe: &str,
+        events: Vec<Event>,
+        received_ms: i64,
+    ) -> Result<Published, BusError>;
     /// Starts delivering batches; at most `prefetch` are unacked at once.
     async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Delivery>, BusError>;
     /// Readiness: Ok when publishing would currently succeed.

@@ -10,7 +10,9 @@ use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
-use crate::store::{parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet};
+use crate::store::{
+    parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -31,13 +33,27 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner.lock().map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
     }
 }
 
-fn series_range(rollups: &BTreeMap<WindowKey, Rollup>, parent: &WindowKey, child: Tier) -> Vec<Rollup> {
-    let lo = WindowKey { tier: child, start_ms: parent.start_ms, ..parent.clone() };
-    let hi = WindowKey { tier: child, start_ms: parent.start_ms + parent.tier.len_ms(), ..parent.clone() };
+fn series_range(
+    rollups: &BTreeMap<WindowKey, Rollup>,
+    parent: &WindowKey,
+    child: Tier,
+) -> Vec<Rollup> {
+    let lo = WindowKey {
+        tier: child,
+        start_ms: parent.start_ms,
+        ..parent.clone()
+    };
+    let hi = WindowKey {
+        tier: child,
+        start_ms: parent.start_ms + parent.tier.len_ms(),
+        ..parent.clone()
+    };
     rollups.range(lo..hi).map(|(_, r)| r.clone()).collect()
 }
 
@@ -49,7 +65,10 @@ impl RollupStore for MemoryStore {
         let now = crate::now_ms();
         let mut changed = Vec::new();
         for r in ws.rollups {
-            let newer = g.rollups.get(&r.key).is_none_or(|old| r.revision > old.revision);
+            let newer = g
+                .rollups
+                .get(&r.key)
+                .is_none_or(|old| r.revision > old.revision);
             if newer {
                 changed.push(r.key.clone());
                 g.rollups.insert(r.key.clone(), r);
@@ -57,12 +76,24 @@ impl RollupStore for MemoryStore {
             }
         }
         for parent in parents_to_derive(&changed) {
-            let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
+            let child = if parent.tier == Tier::H1 {
+                Tier::M1
+            } else {
+                Tier::H1
+            };
             let children = series_range(&g.rollups, &parent, child);
             let agg = merge_children(children.iter().map(|c| &c.agg));
             let closed = children.iter().all(|c| c.closed);
             let revision = g.rollups.get(&parent).map_or(1, |p| p.revision + 1);
-            g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, revision, closed });
+            g.rollups.insert(
+                parent.clone(),
+                Rollup {
+                    key: parent.clone(),
+                    agg,
+                    revision,
+                    closed,
+                },
+            );
             *report.written.entry(parent.tier).or_default() += 1;
         }
         for id in ws.batches {
@@ -77,7 +108,10 @@ impl RollupStore for MemoryStore {
 
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
         let g = self.lock()?;
-        Ok(keys.iter().filter_map(|k| g.rollups.get(k).cloned()).collect())
+        Ok(keys
+            .iter()
+            .filter_map(|k| g.rollups.get(k).cloned())
+            .collect())
     }
 
     async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
@@ -86,7 +120,11 @@ impl RollupStore for MemoryStore {
 
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
         let g = self.lock()?;
-        Ok(ids.iter().filter(|i| g.batches.contains_key(*i)).cloned().collect())
+        Ok(ids
+            .iter()
+            .filter(|i| g.batches.contains_key(*i))
+            .cloned()
+            .collect())
     }
 
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
@@ -125,7 +163,8 @@ impl RollupStore for MemoryStore {
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let mut g = self.lock()?;
         let before = g.rollups.len() + g.batches.len();
-        g.rollups.retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
+        g.rollups
+            .retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
         g.batches.retain(|_, at| *at + retention.dedup_ms > now_ms);
         Ok((before - g.rollups.len() - g.batches.len()) as u64)
     }

@@ -66,18 +66,34 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the actors and begins consuming. Must be called inside an actix system.
-    pub async fn start(bus: Arc<dyn EventBus>, store: Arc<dyn RollupStore>, cfg: PipelineConfig) -> Result<Self, BusError> {
+    pub async fn start(
+        bus: Arc<dyn EventBus>,
+        store: Arc<dyn RollupStore>,
+        cfg: PipelineConfig,
+    ) -> Result<Self, BusError> {
         let shards = cfg.shards.max(1);
         let writer_arbiter = Arbiter::new();
-        let (s, r, every, mb) = (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox);
-        let writer = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| RollupWriter::new(s, r, every, mb));
+        let (s, r, every, mb) = (
+            store.clone(),
+            cfg.retention,
+            cfg.prune_every,
+            cfg.writer_mailbox,
+        );
+        let writer = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            RollupWriter::new(s, r, every, mb)
+        });
         let (s, c) = (store.clone(), cfg.sessions.clone());
         let sessions = Supervisor::start(move |_| SessionRegistry::new(s, c));
         let mut arbiters = vec![writer_arbiter];
         let mut aggregators = Vec::with_capacity(shards);
         for shard in 0..shards {
             let arbiter = Arbiter::new();
-            let (s, w, se, c) = (store.clone(), writer.clone(), sessions.clone(), cfg.aggregator.clone());
+            let (s, w, se, c) = (
+                store.clone(),
+                writer.clone(),
+                sessions.clone(),
+                cfg.aggregator.clone(),
+            );
             aggregators.push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
                 Aggregator::new(shard, c, s, w, se)
             }));
@@ -92,8 +108,12 @@ impl Pipeline {
                 while let Some(d) = lane_rx.recv().await {
                     match tracked_send(&agg, "aggregator", Process(d)).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(error)) => tracing::warn!(%error, shard, "batch not applied; it will be redelivered"),
-                        Err(error) => tracing::warn!(%error, shard, "aggregator unavailable; batch will be redelivered"),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, shard, "batch not applied; it will be redelivered")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, shard, "aggregator unavailable; batch will be redelivered")
+                        }
                     }
                 }
             });
@@ -107,7 +127,13 @@ impl Pipeline {
                 }
             }
         });
-        Ok(Self { aggregators, sessions, writer, consumer: Some(consumer), arbiters })
+        Ok(Self {
+            aggregators,
+            sessions,
+            writer,
+            consumer: Some(consumer),
+            arbiters,
+        })
     }
 
     /// Stops consuming and commits every open window as a partial revision, then saves sessions.

@@ -51,7 +51,12 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { m1_ms: 7 * 86_400_000, h1_ms: 90 * 86_400_000, d1_ms: 730 * 86_400_000, dedup_ms: 8 * 86_400_000 }
+        Self {
+            m1_ms: 7 * 86_400_000,
+            h1_ms: 90 * 86_400_000,
+            d1_ms: 730 * 86_400_000,
+            dedup_ms: 8 * 86_400_000,
+        }
     }
 }
 

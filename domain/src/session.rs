@@ -50,12 +50,18 @@ const SKEW_EWMA: f64 = 0.2;
 
 impl SessionState {
     pub fn new(probe: impl Into<String>) -> Self {
-        Self { probe: probe.into(), ..Default::default() }
+        Self {
+            probe: probe.into(),
+            ..Default::default()
+        }
     }
 
     pub fn observe(&mut self, obs: &BatchObservation) {
         self.first_seen_ms.get_or_insert(obs.arrival_ms);
-        self.last_seen_ms = Some(self.last_seen_ms.map_or(obs.arrival_ms, |l| l.max(obs.arrival_ms)));
+        self.last_seen_ms = Some(
+            self.last_seen_ms
+                .map_or(obs.arrival_ms, |l| l.max(obs.arrival_ms)),
+        );
         self.batches += 1;
         self.duplicates += obs.duplicates;
         self.late_dropped += obs.late_dropped;
@@ -101,16 +107,29 @@ mod tests {
     #[test]
     fn gaps_and_skew() {
         let mut s = SessionState::new("p1");
-        s.observe(&BatchObservation { arrival_ms: 10_000, events: vec![(1, 9_000), (2, 9_500), (5, 9_800)], duplicates: 1, late_dropped: 0 });
+        s.observe(&BatchObservation {
+            arrival_ms: 10_000,
+            events: vec![(1, 9_000), (2, 9_500), (5, 9_800)],
+            duplicates: 1,
+            late_dropped: 0,
+        });
         assert_eq!(s.missing(), 2);
         assert_eq!(s.clock_skew_ms, Some(200.0));
-        s.observe(&BatchObservation { arrival_ms: 11_000, events: vec![(3, 10_000), (4, 10_500)], duplicates: 0, late_dropped: 2 });
+        s.observe(&BatchObservation {
+            arrival_ms: 11_000,
+            events: vec![(3, 10_000), (4, 10_500)],
+            duplicates: 0,
+            late_dropped: 2,
+        });
         assert_eq!(s.missing(), 0);
         assert_eq!(s.events, 5);
         assert_eq!(s.duplicates, 1);
         assert_eq!(s.late_dropped, 2);
         assert_eq!(s.status(11_500, 60_000), SessionStatus::Online);
         assert_eq!(s.status(80_000, 60_000), SessionStatus::Offline);
-        assert_eq!(SessionState::new("x").status(0, 1), SessionStatus::NeverSeen);
+        assert_eq!(
+            SessionState::new("x").status(0, 1),
+            SessionStatus::NeverSeen
+        );
     }
 }

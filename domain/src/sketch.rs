@@ -190,7 +190,12 @@ impl DdSketch {
         if !rest.is_empty() {
             return Err(SketchDecodeError::Trailing);
         }
-        Ok(Self { offset, bins, zero_count, count })
+        Ok(Self {
+            offset,
+            bins,
+            zero_count,
+            count,
+        })
     }
 }
 
@@ -274,7 +279,10 @@ mod tests {
     fn decode_rejects_garbage() {
         assert_eq!(DdSketch::decode(&[]), Err(SketchDecodeError::Empty));
         assert_eq!(DdSketch::decode(&[9]), Err(SketchDecodeError::Version(9)));
-        assert_eq!(DdSketch::decode(&[1, 0x80]), Err(SketchDecodeError::Truncated));
+        assert_eq!(
+            DdSketch::decode(&[1, 0x80]),
+            Err(SketchDecodeError::Truncated)
+        );
         let mut ok = DdSketch::new();
         ok.insert(3.0);
         let mut enc = ok.encode();

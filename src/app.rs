@@ -1,0 +1,104 @@
+//! Wiring: opens the store and bus, starts the actor pipeline and the HTTP server on a given
+//! listener, and drains on shutdown. Tests drive `start` with a port-0 listener.
+//!
+//! Invariant: shutdown stops accepting first (ingest answers 503 while draining), then lets
+//! in-flight requests finish, then commits every open window as a partial revision.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use netqoe_actors::bus::EventBus;
+use netqoe_actors::pipeline::Pipeline;
+use netqoe_actors::store::RollupStore;
+
+use crate::auth::{RateLimiter, TokenBook};
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::sqlite::Sqlite;
+
+/// A running netqoe (all roles, one process).
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub state: web::Data<AppState>,
+    pub pipeline: Pipeline,
+    pub db: Sqlite,
+    server: actix_web::dev::ServerHandle,
+    server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Starts everything on the embedded default on `listener`. Signals are not handled here: the
+/// caller decides when to `shutdown` (the binary on SIGTERM/SIGINT, tests when they are done).
+pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<RunningApp> {
+    http::metrics::init();
+    let db = Sqlite::open(&cfg.storage.data_dir)?;
+    let bus: Arc<dyn EventBus> = Arc::new(db.clone());
+    let store: Arc<dyn RollupStore> = Arc::new(db.clone());
+    let pipeline = Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?;
+    if cfg.query_tokens.is_empty() {
+        tracing::warn!(
+            "no query_tokens configured: the query API is open to any caller that is not a probe"
+        );
+    }
+    if cfg.probes.is_empty() {
+        tracing::warn!("no probes configured: ingest rejects every request (mint one with `netqoe token mint --probe ID`)");
+    }
+    let state = web::Data::new(AppState {
+        tokens: TokenBook::from_config(&cfg),
+        limiter: RateLimiter::new(cfg.ingest.rate_per_probe, cfg.ingest.burst),
+        bus,
+        store,
+        sessions: pipeline.sessions.clone(),
+        draining: std::sync::atomic::AtomicBool::new(false),
+        cfg,
+    });
+    let addr = listener.local_addr()?;
+    let data = state.clone();
+    let workers = match state.cfg.http.workers {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        n => n,
+    };
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
+        .workers(workers)
+        .shutdown_timeout(30)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+    let handle = server.handle();
+    let server_task = Some(tokio::task::spawn_local(server));
+    tracing::info!(%addr, data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
+    Ok(RunningApp {
+        addr,
+        state,
+        pipeline,
+        db,
+        server: handle,
+        server_task,
+    })
+}
+
+impl RunningApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops accepting, finishes in-flight requests, drains the pipeline.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.state.draining.store(true, Ordering::Relaxed);
+        self.server.stop(true).await;
+        if let Some(t) = self.server_task.take() {
+            t.await??;
+        }
+        self.drain().await
+    }
+
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        tracing::info!("draining: committing open windows as partial revisions");
+        self.pipeline.drain().await?;
+        tracing::info!("drained");
+        Ok(())
+    }
+}

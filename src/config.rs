@@ -1,0 +1,464 @@
+//! Layered configuration: built-in defaults (`default.toml`), then a TOML file, then
+//! `NETQOE__SECTION__KEY` environment variables. Validation collects every problem at once.
+//!
+//! Invariant: a `Config` that left `load` is valid; secrets (token hashes) are never logged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("default.toml");
+const ENV_PREFIX: &str = "NETQOE__";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub storage: StorageConfig,
+    pub bus: BusConfig,
+    pub ingest: IngestConfig,
+    pub pipeline: PipelineSection,
+    pub session: SessionSection,
+    pub retention: RetentionSection,
+    pub log: LogConfig,
+    pub probes: Vec<ProbeEntry>,
+    pub query_tokens: Vec<QueryToken>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct HttpConfig {
+    pub bind: String,
+    pub max_body_bytes: usize,
+    pub max_events_per_batch: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct BusConfig {
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct IngestConfig {
+    pub rate_per_probe: f64,
+    pub burst: f64,
+    pub max_future_s: i64,
+    pub max_past_s: i64,
+    pub retry_after_s: u64,
+    pub max_duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PipelineSection {
+    pub shards: usize,
+    pub prefetch: usize,
+    pub flush_batches: usize,
+    pub flush_interval_ms: u64,
+    pub allowed_lateness_s: i64,
+    pub idle_evict_s: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct SessionSection {
+    pub offline_after_s: i64,
+    pub passivate_after_s: u64,
+    pub save_every_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct RetentionSection {
+    pub m1_days: i64,
+    pub h1_days: i64,
+    pub d1_days: i64,
+    pub prune_every_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct LogConfig {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct ProbeEntry {
+    pub id: String,
+    pub token_sha256: String,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ProbeEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProbeEntry")
+            .field("id", &self.id)
+            .field("token_sha256", &"<redacted>")
+            .field("revoked", &self.revoked)
+            .field("labels", &self.labels)
+            .finish()
+    }
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct QueryToken {
+    pub name: String,
+    pub token_sha256: String,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl std::fmt::Debug for QueryToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryToken")
+            .field("name", &self.name)
+            .field("token_sha256", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Every problem found, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Parses an environment value as a TOML value (number, bool, array, inline table), falling back
+/// to a plain string.
+fn env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the given environment (`NETQOE__…` pairs).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut root: toml::Value = toml::from_str(DEFAULTS)
+            .map_err(|e| ConfigErrors(vec![format!("built-in defaults: {e}")]))?;
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => match toml::from_str::<toml::Value>(&text) {
+                    Ok(v) => merge(&mut root, v),
+                    Err(e) => errors.push(format!("{}: {}", path.display(), e.message())),
+                },
+                Err(e) => errors.push(format!("{}: cannot read: {e}", path.display())),
+            }
+        }
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path.iter().any(String::is_empty) {
+                errors.push(format!("{k}: malformed variable name"));
+                continue;
+            }
+            let mut over = env_value(&v);
+            for seg in path.iter().rev() {
+                let mut t = toml::Table::new();
+                t.insert(seg.clone(), over);
+                over = toml::Value::Table(t);
+            }
+            merge(&mut root, over);
+        }
+        let mut unknown = Vec::new();
+        let parsed: Result<Config, _> =
+            serde_ignored::deserialize(root, |p| unknown.push(p.to_string()));
+        for u in unknown {
+            errors.push(format!("{u}: unknown key"));
+        }
+        match parsed {
+            Ok(cfg) => {
+                errors.extend(cfg.validate());
+                if errors.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(ConfigErrors(errors))
+                }
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Loads with the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Every semantic problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.http.bind.parse::<SocketAddr>().is_err() {
+            e.push(format!(
+                "http.bind: {:?} is not an address such as 127.0.0.1:8080",
+                self.http.bind
+            ));
+        }
+        if !(1024..=64 << 20).contains(&self.http.max_body_bytes) {
+            e.push("http.max_body_bytes: must be between 1024 and 67108864".into());
+        }
+        if !(1..=100_000).contains(&self.http.max_events_per_batch) {
+            e.push("http.max_events_per_batch: must be between 1 and 100000".into());
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            e.push("storage.data_dir: must not be empty".into());
+        }
+        if self.bus.kind != "embedded" {
+            e.push(format!(
+                "bus.kind: {:?} is not supported by this build (expected \"embedded\")",
+                self.bus.kind
+            ));
+        }
+        if !(self.ingest.rate_per_probe > 0.0) {
+            e.push("ingest.rate_per_probe: must be positive".into());
+        }
+        if self.ingest.burst < self.ingest.rate_per_probe.min(1.0) || !self.ingest.burst.is_finite()
+        {
+            e.push("ingest.burst: must be at least 1 and finite".into());
+        }
+        if self.ingest.max_future_s < 0 {
+            e.push("ingest.max_future_s: must not be negative".into());
+        }
+        if self.ingest.max_past_s <= 0 {
+            e.push("ingest.max_past_s: must be positive".into());
+        }
+        if self.ingest.max_past_s > self.retention.m1_days * 86_400 {
+            e.push(
+                "ingest.max_past_s: must not exceed the 1m retention (retention.m1_days)".into(),
+            );
+        }
+        if !(self.ingest.max_duration_ms > 0.0 && self.ingest.max_duration_ms.is_finite()) {
+            e.push("ingest.max_duration_ms: must be positive".into());
+        }
+        if !(1..=256).contains(&self.pipeline.shards) {
+            e.push("pipeline.shards: must be between 1 and 256".into());
+        }
+        if !(1..=100_000).contains(&self.pipeline.prefetch) {
+            e.push("pipeline.prefetch: must be between 1 and 100000".into());
+        }
+        if !(1..=10_000).contains(&self.pipeline.flush_batches) {
+            e.push("pipeline.flush_batches: must be between 1 and 10000".into());
+        }
+        if !(10..=60_000).contains(&self.pipeline.flush_interval_ms) {
+            e.push("pipeline.flush_interval_ms: must be between 10 and 60000".into());
+        }
+        if self.pipeline.allowed_lateness_s < 0
+            || self.pipeline.allowed_lateness_s >= self.ingest.max_past_s
+        {
+            e.push("pipeline.allowed_lateness_s: must be >= 0 and below ingest.max_past_s".into());
+        }
+        if self.pipeline.idle_evict_s < 1 {
+            e.push("pipeline.idle_evict_s: must be at least 1".into());
+        }
+        if self.session.offline_after_s < 1 {
+            e.push("session.offline_after_s: must be at least 1".into());
+        }
+        if self.session.save_every_s < 1 {
+            e.push("session.save_every_s: must be at least 1".into());
+        }
+        let r = &self.retention;
+        if r.m1_days < 1 || r.h1_days < r.m1_days || r.d1_days < r.h1_days {
+            e.push("retention: need 1 <= m1_days <= h1_days <= d1_days".into());
+        }
+        if r.prune_every_s < 1 {
+            e.push("retention.prune_every_s: must be at least 1".into());
+        }
+        if !matches!(self.log.format.as_str(), "plain" | "json") {
+            e.push(format!(
+                "log.format: {:?} must be \"plain\" or \"json\"",
+                self.log.format
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for (i, p) in self.probes.iter().enumerate() {
+            let valid_id = !p.id.is_empty()
+                && p.id.len() <= 128
+                && p.id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !valid_id {
+                e.push(format!(
+                    "probes[{i}].id: {:?} must be 1-128 characters of [A-Za-z0-9-_.]",
+                    p.id
+                ));
+            }
+            if !ids.insert(p.id.clone()) {
+                e.push(format!("probes[{i}].id: duplicate probe id {:?}", p.id));
+            }
+            if !is_sha256_hex(&p.token_sha256) {
+                e.push(format!(
+                    "probes[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"
+                ));
+            } else if !hashes.insert(p.token_sha256.to_ascii_lowercase()) {
+                e.push(format!("probes[{i}].token_sha256: token hash used twice"));
+            }
+        }
+        for (i, q) in self.query_tokens.iter().enumerate() {
+            if q.name.is_empty() {
+                e.push(format!("query_tokens[{i}].name: must not be empty"));
+            }
+            if !is_sha256_hex(&q.token_sha256) {
+                e.push(format!(
+                    "query_tokens[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"
+                ));
+            } else if !hashes.insert(q.token_sha256.to_ascii_lowercase()) {
+                e.push(format!("query_tokens[{i}].token_sha256: token hash used twice (probe and query tokens must differ)"));
+            }
+        }
+        e
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.http
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    pub fn pipeline_config(&self) -> netqoe_actors::pipeline::PipelineConfig {
+        use netqoe_actors::aggregator::AggregatorConfig;
+        use netqoe_actors::session::SessionConfig;
+        use netqoe_actors::store::Retention;
+        let day = 86_400_000;
+        netqoe_actors::pipeline::PipelineConfig {
+            shards: self.pipeline.shards,
+            prefetch: self.pipeline.prefetch,
+            aggregator: AggregatorConfig {
+                lateness_ms: self.pipeline.allowed_lateness_s * 1000,
+                flush_batches: self.pipeline.flush_batches,
+                flush_interval: Duration::from_millis(self.pipeline.flush_interval_ms),
+                idle_evict_ms: self.pipeline.idle_evict_s * 1000,
+                mailbox: 64,
+            },
+            sessions: SessionConfig {
+                passivate_after: Duration::from_secs(self.session.passivate_after_s),
+                save_every: Duration::from_secs(self.session.save_every_s),
+                mailbox: 256,
+            },
+            retention: Retention {
+                m1_ms: self.retention.m1_days * day,
+                h1_ms: self.retention.h1_days * day,
+                d1_ms: self.retention.d1_days * day,
+                dedup_ms: self.ingest.max_past_s * 1000 + day,
+            },
+            prune_every: Duration::from_secs(self.retention.prune_every_s),
+            writer_mailbox: 16,
+        }
+    }
+
+    pub fn event_limits(&self) -> netqoe_domain::EventLimits {
+        netqoe_domain::EventLimits {
+            max_future_ms: self.ingest.max_future_s * 1000,
+            max_past_ms: self.ingest.max_past_s * 1000,
+            max_duration_ms: self.ingest.max_duration_ms,
+            ..Default::default()
+        }
+    }
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.http.bind, "127.0.0.1:8080");
+        assert_eq!(c.pipeline.allowed_lateness_s, 120);
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[http]\nbind = \"127.0.0.1:9000\"\nmax_events_per_batch = 10\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&f),
+            env(&[("NETQOE__HTTP__BIND", "0.0.0.0:7000"), ("OTHER", "x")]),
+        )
+        .unwrap();
+        assert_eq!(c.http.bind, "0.0.0.0:7000");
+        assert_eq!(c.http.max_events_per_batch, 10);
+    }
+
+    #[test]
+    fn reports_every_error_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[http]\nbind = \"nope\"\ncolour = 3\n[log]\nformat = \"xml\"\n[[probes]]\nid = \"p 1\"\ntoken_sha256 = \"zz\"\n",
+        )
+        .unwrap();
+        let e = Config::load_from(Some(&f), env(&[("NETQOE__PIPELINE__SHARDS", "0")])).unwrap_err();
+        let text = e.to_string();
+        for needle in [
+            "http.colour: unknown key",
+            "http.bind",
+            "log.format",
+            "probes[0].id",
+            "probes[0].token_sha256",
+            "pipeline.shards",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in {text}");
+        }
+    }
+}

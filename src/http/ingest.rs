@@ -1,0 +1,395 @@
+//! `POST /v1/events`: authenticate the probe, check media type and size, decode (JSON or NDJSON),
+//! validate every event, rate-limit, publish durably, answer 202 with accepted/duplicate counts.
+//!
+//! Invariant: a batch is all-or-nothing: one invalid event rejects the batch and nothing of it is
+//! stored; the 202 is written only after `EventBus::publish` returned Ok.
+
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use netqoe_domain::event::validate;
+use netqoe_domain::{WireBatch, WireEvent};
+
+use super::metrics::{
+    EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, INGEST_BYTES, INGEST_REQUESTS,
+    INGEST_SECONDS,
+};
+use super::problem::{FieldProblem, Problem};
+use super::AppState;
+use crate::auth::{AuthError, Principal};
+
+/// Most field errors listed in one problem body.
+const MAX_LISTED_ERRORS: usize = 50;
+
+pub async fn post_events(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    let started = Instant::now();
+    let r = ingest(&req, payload, &state).await;
+    let status = match &r {
+        Ok(_) => "202".to_string(),
+        Err(p) => p.status.to_string(),
+    };
+    INGEST_REQUESTS.with_label_values(&[&status]).inc();
+    INGEST_SECONDS
+        .with_label_values(&[&status])
+        .observe(started.elapsed().as_secs_f64());
+    r
+}
+
+fn reject(reason: &str, n: usize, p: Problem) -> Problem {
+    EVENTS_REJECTED
+        .with_label_values(&[reason])
+        .inc_by(n.max(1) as u64);
+    p
+}
+
+pub fn probe_of(req: &HttpRequest, state: &AppState) -> Result<String, Problem> {
+    let header = req
+        .headers()
+        .get("Authorization")
+        .and_then(|h| h.to_str().ok());
+    match state.tokens.authenticate(header) {
+        Ok(Principal::Probe(id)) => Ok(id),
+        Ok(Principal::Query(_)) => Err(Problem::forbidden(
+            "a query token cannot ingest events; use the probe's token",
+        )),
+        Err(AuthError::Missing) => Err(Problem::unauthorized(
+            "missing Authorization: Bearer <probe token>",
+        )),
+        Err(AuthError::Malformed) => Err(Problem::unauthorized(
+            "Authorization must be 'Bearer <token>'",
+        )),
+        Err(AuthError::Unknown) => Err(Problem::unauthorized("unknown token")),
+        Err(AuthError::Revoked) => Err(Problem::forbidden("this token has been revoked")),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Format {
+    Json,
+    Ndjson,
+}
+
+fn format_of(req: &HttpRequest) -> Result<Format, Problem> {
+    let ct = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/ndjson" => Ok(Format::Ndjson),
+        _ => Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            format!("Content-Type {ct:?} is not accepted; send application/json or application/x-ndjson"),
+        )
+        .field("Content-Type")),
+    }
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!("the body exceeds the {limit}-byte limit (http.max_body_bytes); send smaller batches"),
+        )
+        .field("body")
+    };
+    let declared = req
+        .headers()
+        .get("Content-Length")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable-body",
+                "Unreadable body",
+                e.to_string(),
+            )
+            .field("body")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    INGEST_BYTES.inc_by(body.len() as u64);
+    Ok(body)
+}
+
+/// Maps a decode error at `path` to 400 (not JSON) or 422 (JSON of the wrong shape).
+fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
+    let msg = err.to_string();
+    let mut field = if path.is_empty() || path == "." {
+        "body".to_string()
+    } else {
+        path
+    };
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        if let Some(name) = rest.split('`').next() {
+            field = if field == "body" {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        if let Some(name) = rest.split('`').next() {
+            field = if field == "body" {
+                name.to_string()
+            } else {
+                format!("{field}.{name}")
+            };
+        }
+    }
+    match err.classify() {
+        serde_json::error::Category::Syntax
+        | serde_json::error::Category::Eof
+        | serde_json::error::Category::Io => reject(
+            "malformed",
+            1,
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON",
+                msg,
+            )
+            .field(field),
+        ),
+        serde_json::error::Category::Data => reject(
+            "schema",
+            1,
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "schema-violation",
+                "Event schema violation",
+                msg,
+            )
+            .field(field),
+        ),
+    }
+}
+
+fn decode(body: &[u8], format: Format) -> Result<Vec<WireEvent>, Problem> {
+    match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let batch: WireBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                decode_problem(path, e.inner())
+            })?;
+            de.end().map_err(|e| decode_problem(String::new(), &e))?;
+            Ok(batch.events)
+        }
+        Format::Ndjson => {
+            let mut out = Vec::new();
+            for line in body.split(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let i = out.len();
+                let mut de = serde_json::Deserializer::from_slice(line);
+                let ev: WireEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let p = e.path().to_string();
+                    let path = if p.is_empty() || p == "." {
+                        format!("events[{i}]")
+                    } else {
+                        format!("events[{i}].{p}")
+                    };
+                    decode_problem(path, e.inner())
+                })?;
+                de.end()
+                    .map_err(|e| decode_problem(format!("events[{i}]"), &e))?;
+                out.push(ev);
+            }
+            Ok(out)
+        }
+    }
+}
+
+async fn ingest(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, Problem> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(reject(
+            "unavailable",
+            1,
+            Problem::unavailable("this node is draining; retry on another", 1),
+        ));
+    }
+    let probe = match probe_of(req, state) {
+        Ok(p) => p,
+        Err(p) => {
+            return Err(reject(
+                if p.status == 401 {
+                    "unauthorized"
+                } else {
+                    "forbidden"
+                },
+                1,
+                p,
+            ))
+        }
+    };
+    let format = format_of(req).map_err(|p| reject("unsupported_media_type", 1, p))?;
+    let body = read_body(req, payload, state.cfg.http.max_body_bytes)
+        .await
+        .map_err(|p| reject("too_large", 1, p))?;
+    let wire = decode(&body, format)?;
+    let n = wire.len();
+    if n == 0 {
+        return Err(reject(
+            "invalid",
+            1,
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty-batch",
+                "Empty batch",
+                "a batch needs at least one event",
+            )
+            .field("events"),
+        ));
+    }
+    let max = state.cfg.http.max_events_per_batch;
+    if n > max {
+        return Err(reject(
+            "too_many_events",
+            n,
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too-many-events",
+                "Too many events",
+                format!(
+                    "{n} events exceed the limit of {max} per batch (http.max_events_per_batch)"
+                ),
+            )
+            .field("events"),
+        ));
+    }
+    let now = netqoe_actors::now_ms();
+    let limits = state.cfg.event_limits();
+    let mut events = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for (i, w) in wire.into_iter().enumerate() {
+        match validate(w, i, now, &limits) {
+            Ok(e) => events.push(e),
+            Err(fe) => {
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(FieldProblem {
+                        field: fe.field,
+                        reason: fe.reason,
+                    });
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let first = &errors[0];
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-event",
+            "Invalid event",
+            format!(
+                "{}: {} (the whole batch was rejected; nothing was stored)",
+                first.field, first.reason
+            ),
+        )
+        .field(first.field.clone());
+        p.errors = errors;
+        return Err(reject("invalid", n, p));
+    }
+    if let Err(wait) = state.limiter.take(&probe, n) {
+        return Err(reject(
+            "rate_limited",
+            n,
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Rate limit exceeded",
+                format!(
+                    "probe {probe} exceeds {} events/s (ingest.rate_per_probe)",
+                    state.cfg.ingest.rate_per_probe
+                ),
+            )
+            .retry_after(wait),
+        ));
+    }
+    match state.bus.publish(&probe, events, now).await {
+        Ok(p) => {
+            EVENTS_ACCEPTED.inc_by(p.accepted as u64);
+            EVENTS_DUPLICATE.inc_by(p.duplicates as u64);
+            tracing::debug!(%probe, accepted = p.accepted, duplicates = p.duplicates, batch = ?p.batch_id, "batch accepted");
+            Ok(HttpResponse::Accepted().json(serde_json::json!({
+                "accepted": p.accepted,
+                "duplicates": p.duplicates,
+                "batch_id": p.batch_id,
+            })))
+        }
+        Err(e) if e.retryable() => {
+            tracing::warn!(error = %e, %probe, "publish failed; answering 503");
+            Err(reject(
+                "unavailable",
+                n,
+                Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s),
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %probe, "publish failed");
+            Err(reject(
+                "unavailable",
+                n,
+                Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_name_fields() {
+        let p = decode(br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","rtt_ms":NaN}]}"#, Format::Json)
+            .unwrap_err();
+        assert_eq!(p.status, 400);
+        assert_eq!(p.field.as_deref(), Some("events[0].rtt_ms"));
+        let p = decode(br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","colour":1}]}"#, Format::Json)
+            .unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.field.as_deref(), Some("events[0].colour"));
+        assert_eq!(p.index, Some(0));
+        let p = decode(b"{\"event_id\":\"a\"}\n{nope", Format::Ndjson).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.field.as_deref(), Some("events[0].seq"));
+    }
+}

@@ -1,0 +1,70 @@
+//! The HTTP surface: ingest (`POST /v1/events`), query (`/v1/rollups`, `/v1/probes`), health
+//! (`/healthz`, `/readyz`) and `/metrics`.
+//!
+//! Invariant: a 202 is sent only after the bus said the batch is durable; every error is an RFC
+//! 9457 problem body naming the offending field where there is one.
+
+pub mod ingest;
+pub mod metrics;
+pub mod problem;
+pub mod query;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use netqoe_actors::bus::EventBus;
+use netqoe_actors::session::SessionRegistry;
+use netqoe_actors::store::RollupStore;
+
+use crate::auth::{RateLimiter, TokenBook};
+use crate::config::Config;
+
+/// Everything handlers need, shared across workers.
+pub struct AppState {
+    pub cfg: Config,
+    pub tokens: TokenBook,
+    pub limiter: RateLimiter,
+    pub bus: Arc<dyn EventBus>,
+    pub store: Arc<dyn RollupStore>,
+    pub sessions: Addr<SessionRegistry>,
+    /// Set when a drain began: ingest answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/events", web::post().to(ingest::post_events))
+        .route("/v1/rollups", web::get().to(query::rollups))
+        .route("/v1/probes", web::get().to(query::probes))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics::render));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let bus = state.bus.ready().await;
+    let store = state.store.ready().await;
+    let draining = state.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let component = |name: &str, r: Result<(), String>| match r {
+        Ok(()) => serde_json::json!({"component": name, "ready": true}),
+        Err(e) => serde_json::json!({"component": name, "ready": false, "detail": e}),
+    };
+    let ready = bus.is_ok() && store.is_ok() && !draining;
+    let body = serde_json::json!({
+        "ready": ready,
+        "components": [
+            component(&format!("bus:{}", state.bus.name()), bus.map_err(|e| e.to_string())),
+            component(&format!("store:{}", state.store.name()), store.map_err(|e| e.to_string())),
+            component("ingest", if draining { Err("draining".into()) } else { Ok(()) }),
+        ]
+    });
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

@@ -1,0 +1,304 @@
+//! Query API: `GET /v1/rollups` (per window, optionally merged across probes or targets by
+//! sketch merge) and `GET /v1/probes` (sessions with status and stats).
+//!
+//! Invariant: fleet views (`group_by`) merge sketches; percentiles are never averaged.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::SecondsFormat;
+use netqoe_actors::session::ListSessions;
+use netqoe_actors::store::RollupQuery;
+use netqoe_domain::{Metric, Rollup, Tier, WindowAgg};
+use serde::Deserialize;
+
+use super::problem::Problem;
+use super::AppState;
+use crate::auth::{AuthError, Principal};
+
+/// Most windows one query returns.
+const MAX_LIMIT: usize = 100_000;
+const DEFAULT_LIMIT: usize = 10_000;
+
+pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
+    let header = req
+        .headers()
+        .get("Authorization")
+        .and_then(|h| h.to_str().ok());
+    match (header, state.tokens.authenticate(header)) {
+        (_, Ok(Principal::Query(_))) => Ok(()),
+        (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden(
+            "probe tokens cannot read; use a query token",
+        )),
+        (None, _) if !state.tokens.query_tokens_configured => Ok(()),
+        (None, _) => Err(Problem::unauthorized(
+            "missing Authorization: Bearer <query token>",
+        )),
+        (_, Err(AuthError::Revoked)) => Err(Problem::forbidden("this token has been revoked")),
+        (_, Err(AuthError::Malformed)) => Err(Problem::unauthorized(
+            "Authorization must be 'Bearer <token>'",
+        )),
+        (_, Err(_)) => Err(Problem::unauthorized("unknown token")),
+    }
+}
+
+pub fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+fn parse_time(field: &str, s: &str) -> Result<i64, Problem> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.timestamp_millis())
+        .map_err(|e| {
+            Problem::bad_query(
+                field,
+                format!("{field}={s:?} is neither RFC 3339 nor epoch ms: {e}"),
+            )
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupParams {
+    probe: Option<String>,
+    target: Option<String>,
+    metric: Option<String>,
+    tier: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+    limit: Option<usize>,
+}
+
+fn window_json(
+    key_probe: Option<&str>,
+    key_target: Option<&str>,
+    metric: Metric,
+    tier: Tier,
+    start: i64,
+    agg: &WindowAgg,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let s = agg.summary();
+    let mut v = serde_json::json!({
+        "metric": metric.as_str(),
+        "tier": tier.as_str(),
+        "window_start": rfc3339(start),
+        "window_end": rfc3339(start + tier.len_ms()),
+        "events": s.events,
+        "count": s.count,
+        "min": s.min,
+        "max": s.max,
+        "mean": s.mean,
+        "p50": s.p50,
+        "p90": s.p90,
+        "p95": s.p95,
+        "p99": s.p99,
+        "loss_pct": s.loss_pct,
+        "sent": s.sent,
+        "received": s.received,
+        "jitter_ms": s.jitter_ms,
+        "errors": s.errors,
+    });
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        if let Some(p) = key_probe {
+            o.insert("probe".into(), p.into());
+        }
+        if let Some(t) = key_target {
+            o.insert("target".into(), t.into());
+        }
+        o.extend(e);
+    }
+    v
+}
+
+pub async fn rollups(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    check_query_auth(&req, &state)?;
+    let params: RollupParams = web::Query::<RollupParams>::from_query(req.query_string())
+        .map_err(|e| {
+            let msg = e.to_string();
+            let field = msg.split('`').nth(1).unwrap_or("query").to_string();
+            Problem::bad_query(&field, msg)
+        })?
+        .into_inner();
+    let tier = match params.tier.as_deref() {
+        None => Tier::M1,
+        Some(t) => Tier::parse(t).ok_or_else(|| {
+            Problem::bad_query("tier", format!("tier={t:?}: expected 1m, 1h or 1d"))
+        })?,
+    };
+    let metric = params
+        .metric
+        .as_deref()
+        .map(|m| {
+            Metric::parse(m).ok_or_else(|| {
+                Problem::bad_query(
+                    "metric",
+                    format!("metric={m:?}: expected one of rtt, jitter, dns, connect, tls, ttfb"),
+                )
+            })
+        })
+        .transpose()?;
+    let now = netqoe_actors::now_ms();
+    let to = params
+        .to
+        .as_deref()
+        .map(|s| parse_time("to", s))
+        .transpose()?
+        .unwrap_or(now + tier.len_ms());
+    let default_span = match tier {
+        Tier::M1 => 3_600_000,
+        Tier::H1 => 7 * 86_400_000,
+        Tier::D1 => 90 * 86_400_000,
+    };
+    let from = params
+        .from
+        .as_deref()
+        .map(|s| parse_time("from", s))
+        .transpose()?
+        .unwrap_or(to - default_span);
+    if from >= to {
+        return Err(Problem::bad_query("from", "from must be before to"));
+    }
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(Problem::bad_query(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let group_by = params.group_by.as_deref();
+    if !matches!(group_by, None | Some("target") | Some("probe")) {
+        return Err(Problem::bad_query(
+            "group_by",
+            "group_by must be target or probe",
+        ));
+    }
+    let q = RollupQuery {
+        probe: params.probe,
+        target: params.target,
+        metric,
+        tier,
+        from_ms: from,
+        to_ms: to,
+        limit: limit + 1,
+    };
+    let mut rows = state
+        .store
+        .query(&q)
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string(), 2))?;
+    let truncated = rows.len() > limit;
+    rows.truncate(limit);
+    let out: Vec<serde_json::Value> = match group_by {
+        None => rows
+            .iter()
+            .map(|r: &Rollup| {
+                window_json(
+                    Some(&r.key.probe),
+                    Some(&r.key.target),
+                    r.key.metric,
+                    tier,
+                    r.key.start_ms,
+                    &r.agg,
+                    serde_json::json!({"revision": r.revision, "closed": r.closed}),
+                )
+            })
+            .collect(),
+        Some(g) => {
+            let by_target = g == "target";
+            let mut groups: BTreeMap<
+                (String, Metric, i64),
+                (WindowAgg, std::collections::BTreeSet<String>),
+            > = BTreeMap::new();
+            for r in &rows {
+                let (k, member) = if by_target {
+                    (r.key.target.clone(), r.key.probe.clone())
+                } else {
+                    (r.key.probe.clone(), r.key.target.clone())
+                };
+                let e = groups.entry((k, r.key.metric, r.key.start_ms)).or_default();
+                e.0.merge(&r.agg);
+                e.1.insert(member);
+            }
+            groups
+                .iter()
+                .map(|((k, m, start), (agg, members))| {
+                    let extra = if by_target {
+                        serde_json::json!({"probes": members.len()})
+                    } else {
+                        serde_json::json!({"targets": members.len()})
+                    };
+                    if by_target {
+                        window_json(None, Some(k), *m, tier, *start, agg, extra)
+                    } else {
+                        window_json(Some(k), None, *m, tier, *start, agg, extra)
+                    }
+                })
+                .collect()
+        }
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "tier": tier.as_str(),
+        "from": rfc3339(from),
+        "to": rfc3339(to),
+        "group_by": group_by,
+        "truncated": truncated,
+        "rollups": out,
+    })))
+}
+
+pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
+    check_query_auth(&req, &state)?;
+    let sessions = state
+        .sessions
+        .send(ListSessions)
+        .await
+        .map_err(|e| Problem::unavailable(format!("session registry: {e}"), 2))?
+        .map_err(|e| Problem::unavailable(e.to_string(), 2))?;
+    let now = netqoe_actors::now_ms();
+    let offline_after = state.cfg.session.offline_after_s * 1000;
+    let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let labels_of = |id: &str| {
+        state
+            .cfg
+            .probes
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| serde_json::json!(p.labels))
+            .unwrap_or(serde_json::json!({}))
+    };
+    for s in &sessions {
+        by_id.insert(
+            s.probe.clone(),
+            serde_json::json!({
+                "probe": s.probe,
+                "status": s.status(now, offline_after),
+                "labels": labels_of(&s.probe),
+                "first_seen": s.first_seen_ms.and_then(rfc3339),
+                "last_seen": s.last_seen_ms.and_then(rfc3339),
+                "last_event": s.last_event_ms.and_then(rfc3339),
+                "events": s.events,
+                "batches": s.batches,
+                "duplicates": s.duplicates,
+                "late_dropped": s.late_dropped,
+                "missing": s.missing(),
+                "clock_skew_ms": s.clock_skew_ms,
+            }),
+        );
+    }
+    for p in &state.cfg.probes {
+        by_id.entry(p.id.clone()).or_insert_with(|| {
+            serde_json::json!({"probe": p.id, "status": "never_seen", "labels": p.labels, "events": 0, "revoked": p.revoked})
+        });
+    }
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"probes": by_id.into_values().collect::<Vec<_>>()})))
+}

@@ -1,0 +1,1035 @@
+//! The embedded default's persistence: one SQLite file (WAL) that is both the bus (a journal of
+//! accepted batches, deduplicated by event id) and the rollup store.
+//!
+//! All writes go through one writer thread that group-commits whatever is queued in a single
+//! transaction (one fsync for many requests), each job inside its own savepoint so one failing job
+//! does not fail the others. Reads use a small pool of reader connections.
+//!
+//! Invariants: `publish` answers only after its transaction committed (`synchronous = FULL`), so
+//! a 202 survives SIGKILL and power loss. A journal row is deleted only on ack, which the pipeline
+//! sends after the batch's effect is committed; rows present at start are redelivered (flagged),
+//! and their batch ids are checked against `processed_batches`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Published};
+use netqoe_actors::store::{
+    parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+};
+use netqoe_domain::rollup::merge_children;
+use netqoe_domain::sketch::DdSketch;
+use netqoe_domain::{Event, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+const SCHEMA_VERSION: i64 = 1;
+/// Most jobs folded into one transaction.
+const GROUP_MAX: usize = 512;
+/// Queue in front of the writer thread (bounded: callers wait).
+const WRITER_QUEUE: usize = 1024;
+/// A requeued batch becomes deliverable again after this long.
+const REQUEUE_DELAY: Duration = Duration::from_millis(500);
+/// Deliveries of one batch in this process before it is dead-lettered.
+const DELIVERY_LIMIT: u32 = 10;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    probe TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    duplicates INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY,
+    probe TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen_events (
+    probe TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (probe, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_events_ts ON seen_events (ts_ms);
+CREATE TABLE IF NOT EXISTS rollups (
+    tier TEXT NOT NULL,
+    probe TEXT NOT NULL,
+    target TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    closed INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min REAL,
+    max REAL,
+    sum REAL NOT NULL,
+    sent INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    jitter_sum REAL NOT NULL,
+    jitter_n INTEGER NOT NULL,
+    errors TEXT NOT NULL,
+    sketch BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tier, probe, target, metric, start_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollups_by_target ON rollups (tier, target, metric, start_ms);
+CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (tier, start_ms);
+CREATE TABLE IF NOT EXISTS processed_batches (
+    batch_id TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermarks (
+    probe TEXT PRIMARY KEY,
+    max_event_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    probe TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    let c = Connection::open(path)?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.pragma_update(None, "temp_store", "MEMORY")?;
+    c.pragma_update(None, "cache_size", -16_000)?;
+    Ok(c)
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Job {
+    Publish {
+        probe: String,
+        events: Vec<Event>,
+        received_ms: i64,
+        reply: Reply<Result<Published, String>>,
+    },
+    Commit {
+        ws: WriteSet,
+        reply: Reply<Result<CommitReport, String>>,
+    },
+    Ack {
+        id: i64,
+    },
+    DeadLetter {
+        id: i64,
+        reason: String,
+    },
+    SaveSessions {
+        sessions: Vec<SessionState>,
+        reply: Reply<Result<(), String>>,
+    },
+    Prune {
+        now_ms: i64,
+        retention: Retention,
+        reply: Reply<Result<u64, String>>,
+    },
+}
+
+/// Journal delivery bookkeeping for the consumer.
+#[derive(Default)]
+struct JournalState {
+    /// Highest journal id handed out.
+    cursor: i64,
+    /// Highest journal id present when the process started (those are redeliveries).
+    startup_max: i64,
+    inflight: HashSet<i64>,
+    /// Ids returned unacked, with the instant they become deliverable again.
+    requeued: BTreeMap<i64, Instant>,
+    /// Deliveries per id in this process (for the delivery limit).
+    deliveries: std::collections::HashMap<i64, u32>,
+}
+
+struct Shared {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    published: Notify,
+    acked: Notify,
+    journal: Mutex<JournalState>,
+}
+
+/// The SQLite file: implements both `EventBus` (journal) and `RollupStore`.
+#[derive(Clone)]
+pub struct Sqlite {
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    netqoe_actors::now_ms()
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) `dir/netqoe.db`, migrates it, and starts the writer thread.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("netqoe.db");
+        let conn = open_conn(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<i64> = conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO schema_version (version) VALUES (?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) => anyhow::bail!(
+                "{}: schema version {v} is newer than this build's {SCHEMA_VERSION}",
+                path.display()
+            ),
+        }
+        let startup_max: i64 =
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM journal", [], |r| r.get(0))?;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            jobs: tx,
+            readers: Mutex::new(Vec::new()),
+            published: Notify::new(),
+            acked: Notify::new(),
+            journal: Mutex::new(JournalState {
+                startup_max,
+                ..Default::default()
+            }),
+        });
+        let weak = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("netqoe-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, weak))?;
+        Ok(Self { shared })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .jobs
+            .send(make(tx))
+            .await
+            .map_err(|_| "sqlite writer stopped".to_string())?;
+        rx.await.map_err(|_| "sqlite writer stopped".to_string())
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match shared.readers.lock().ok().and_then(|mut p| p.pop()) {
+                Some(c) => c,
+                None => {
+                    open_conn(&shared.path).map_err(|e| StoreError::Unavailable(e.to_string()))?
+                }
+            };
+            let r = f(&conn).map_err(|e| StoreError::Failed(e.to_string()));
+            if let Ok(mut p) = shared.readers.lock() {
+                if p.len() < 8 {
+                    p.push(conn);
+                }
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Failed(format!("reader task: {e}")))?
+    }
+
+    /// Journal rows not yet acked (tests and readiness detail).
+    pub async fn journal_depth(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)))
+            .await
+    }
+
+    pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)))
+            .await
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
+    let mut conn = conn;
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let published = run_group(&mut conn, jobs);
+        if let Some(s) = shared.upgrade() {
+            if published {
+                s.published.notify_one();
+            }
+        }
+    }
+}
+
+enum Done {
+    Publish(Reply<Result<Published, String>>, Result<Published, String>),
+    Commit(
+        Reply<Result<CommitReport, String>>,
+        Result<CommitReport, String>,
+    ),
+    Unit(Reply<Result<(), String>>, Result<(), String>),
+    Count(Reply<Result<u64, String>>, Result<u64, String>),
+    Nothing,
+}
+
+/// Runs a group of jobs in one transaction; replies only after COMMIT. Returns whether any
+/// journal row was added.
+fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(t) => t,
+        Err(e) => {
+            fail_all(jobs, &e.to_string());
+            return false;
+        }
+    };
+    let mut done = Vec::with_capacity(jobs.len());
+    let mut published = false;
+    for job in jobs {
+        let sp = tx.execute_batch("SAVEPOINT job");
+        if let Err(e) = sp {
+            done.push(fail_one(job, &e.to_string()));
+            continue;
+        }
+        let d = match job {
+            Job::Publish {
+                probe,
+                events,
+                received_ms,
+                reply,
+            } => {
+                let r = publish_tx(&tx, &probe, events, received_ms).map_err(|e| e.to_string());
+                if matches!(&r, Ok(p) if p.batch_id.is_some()) {
+                    published = true;
+                }
+                Done::Publish(reply, r)
+            }
+            Job::Commit { ws, reply } => {
+                Done::Commit(reply, commit_tx(&tx, ws).map_err(|e| e.to_string()))
+            }
+            Job::Ack { id } => {
+                if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
+                    tracing::warn!(%error, id, "journal ack failed");
+                }
+                Done::Nothing
+            }
+            Job::DeadLetter { id, reason } => {
+                let r = tx.execute(
+                    "INSERT OR IGNORE INTO dead_letters (id, probe, received_ms, payload, reason, at_ms)
+                     SELECT id, probe, received_ms, payload, ?2, ?3 FROM journal WHERE id = ?1",
+                    params![id, reason, now_ms()],
+                );
+                let r = r.and_then(|_| tx.execute("DELETE FROM journal WHERE id = ?1", [id]));
+                if let Err(error) = r {
+                    tracing::warn!(%error, id, "dead-lettering failed");
+                }
+                Done::Nothing
+            }
+            Job::SaveSessions { sessions, reply } => {
+                Done::Unit(reply, save_sessions_tx(&tx, &sessions))
+            }
+            Job::Prune {
+                now_ms,
+                retention,
+                reply,
+            } => Done::Count(
+                reply,
+                prune_tx(&tx, now_ms, &retention).map_err(|e| e.to_string()),
+            ),
+        };
+        let failed = match &d {
+            Done::Publish(_, r) => r.is_err(),
+            Done::Commit(_, r) => r.is_err(),
+            Done::Unit(_, r) => r.is_err(),
+            Done::Count(_, r) => r.is_err(),
+            Done::Nothing => false,
+        };
+        let end = if failed {
+            tx.execute_batch("ROLLBACK TO job; RELEASE job")
+        } else {
+            tx.execute_batch("RELEASE job")
+        };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "savepoint release failed");
+        }
+        done.push(d);
+    }
+    if let Err(e) = tx.commit() {
+        let msg = format!("commit failed: {e}");
+        for d in done {
+            reply_err(d, &msg);
+        }
+        return false;
+    }
+    for d in done {
+        match d {
+            Done::Publish(r, v) => drop(r.send(v)),
+            Done::Commit(r, v) => drop(r.send(v)),
+            Done::Unit(r, v) => drop(r.send(v)),
+            Done::Count(r, v) => drop(r.send(v)),
+            Done::Nothing => {}
+        }
+    }
+    published
+}
+
+fn fail_one(job: Job, msg: &str) -> Done {
+    let m = msg.to_string();
+    match job {
+        Job::Publish { reply, .. } => Done::Publish(reply, Err(m)),
+        Job::Commit { reply, .. } => Done::Commit(reply, Err(m)),
+        Job::SaveSessions { reply, .. } => Done::Unit(reply, Err(m)),
+        Job::Prune { reply, .. } => Done::Count(reply, Err(m)),
+        Job::Ack { .. } | Job::DeadLetter { .. } => Done::Nothing,
+    }
+}
+
+fn fail_all(jobs: Vec<Job>, msg: &str) {
+    for j in jobs {
+        reply_err(fail_one(j, msg), msg);
+    }
+}
+
+fn reply_err(d: Done, msg: &str) {
+    let m = msg.to_string();
+    match d {
+        Done::Publish(r, _) => drop(r.send(Err(m))),
+        Done::Commit(r, _) => drop(r.send(Err(m))),
+        Done::Unit(r, _) => drop(r.send(Err(m))),
+        Done::Count(r, _) => drop(r.send(Err(m))),
+        Done::Nothing => {}
+    }
+}
+
+fn publish_tx(
+    tx: &Transaction<'_>,
+    probe: &str,
+    events: Vec<Event>,
+    received_ms: i64,
+) -> rusqlite::Result<Published> {
+    let mut seen = tx.prepare_cached(
+        "INSERT OR IGNORE INTO seen_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)",
+    )?;
+    let total = events.len();
+    let mut fresh = Vec::with_capacity(total);
+    for e in events {
+        if seen.execute(params![probe, e.event_id, e.ts_ms])? == 1 {
+            fresh.push(e);
+        }
+    }
+    let duplicates = total - fresh.len();
+    if fresh.is_empty() {
+        return Ok(Published {
+            batch_id: None,
+            accepted: 0,
+            duplicates,
+        });
+    }
+    let payload = serde_json::to_vec(&fresh)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![probe, received_ms, duplicates as i64, payload])?;
+    let id = tx.last_insert_rowid();
+    Ok(Published {
+        batch_id: Some(format!("j{id}")),
+        accepted: fresh.len(),
+        duplicates,
+    })
+}
+
+const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
+
+fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Result<usize> {
+    // `bump`: derived windows take the stored revision + 1; aggregator windows carry their own
+    // revision, and an older or equal one never overwrites a newer one.
+    let sql = if bump {
+        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms)
+         VALUES (?1,?2,?3,?4,?5,1,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+         ON CONFLICT (tier, probe, target, metric, start_ms) DO UPDATE SET
+           revision = rollups.revision + 1, closed = excluded.closed, events = excluded.events, count = excluded.count,
+           min = excluded.min, max = excluded.max, sum = excluded.sum, sent = excluded.sent, received = excluded.received,
+           jitter_sum = excluded.jitter_sum, jitter_n = excluded.jitter_n, errors = excluded.errors, sketch = excluded.sketch,
+           updated_ms = excluded.updated_ms
+         WHERE ?6 >= 0"
+    } else {
+        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+         ON CONFLICT (tier, probe, target, metric, start_ms) DO UPDATE SET
+           revision = excluded.revision, closed = excluded.closed, events = excluded.events, count = excluded.count,
+           min = excluded.min, max = excluded.max, sum = excluded.sum, sent = excluded.sent, received = excluded.received,
+           jitter_sum = excluded.jitter_sum, jitter_n = excluded.jitter_n, errors = excluded.errors, sketch = excluded.sketch,
+           updated_ms = excluded.updated_ms
+         WHERE excluded.revision > rollups.revision"
+    };
+    let a = &r.agg;
+    let errors = serde_json::to_string(&a.errors).unwrap_or_else(|_| "{}".into());
+    tx.prepare_cached(sql)?.execute(params![
+        r.key.tier.as_str(),
+        r.key.probe,
+        r.key.target,
+        r.key.metric.as_str(),
+        r.key.start_ms,
+        r.revision as i64,
+        r.closed,
+        a.events as i64,
+        a.count as i64,
+        a.min,
+        a.max,
+        a.sum,
+        a.sent as i64,
+        a.received as i64,
+        a.jitter_sum,
+        a.jitter_n as i64,
+        errors,
+        a.sketch.encode(),
+        now_ms(),
+    ])
+}
+
+fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
+    let tier: String = row.get(0)?;
+    let metric: String = row.get(3)?;
+    let errors: String = row.get(16)?;
+    let sketch: Vec<u8> = row.get(17)?;
+    let corrupt = |what: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
+    };
+    let tier = Tier::parse(&tier).ok_or_else(|| corrupt(format!("unknown tier {tier}")))?;
+    let metric =
+        Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?;
+    let sketch = DdSketch::decode(&sketch).map_err(|e| corrupt(format!("sketch: {e}")))?;
+    let errors: BTreeMap<String, u64> =
+        serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
+    Ok(Rollup {
+        key: WindowKey {
+            probe: row.get(1)?,
+            target: row.get(2)?,
+            metric,
+            tier,
+            start_ms: row.get(4)?,
+        },
+        revision: row.get::<_, i64>(5)? as u64,
+        closed: row.get(6)?,
+        agg: WindowAgg {
+            events: row.get::<_, i64>(7)? as u64,
+            count: row.get::<_, i64>(8)? as u64,
+            min: row.get(9)?,
+            max: row.get(10)?,
+            sum: row.get(11)?,
+            sent: row.get::<_, i64>(12)? as u64,
+            received: row.get::<_, i64>(13)? as u64,
+            jitter_sum: row.get(14)?,
+            jitter_n: row.get::<_, i64>(15)? as u64,
+            errors,
+            sketch,
+        },
+    })
+}
+
+fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitReport> {
+    let mut report = CommitReport::default();
+    let mut changed = Vec::new();
+    for r in &ws.rollups {
+        if upsert_rollup(tx, r, false)? == 1 {
+            changed.push(r.key.clone());
+            *report.written.entry(Tier::M1).or_default() += 1;
+        }
+    }
+    for parent in parents_to_derive(&changed) {
+        let child = if parent.tier == Tier::H1 {
+            Tier::M1
+        } else {
+            Tier::H1
+        };
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4
+             AND start_ms >= ?5 AND start_ms < ?6 ORDER BY start_ms"
+        ))?;
+        let children: Vec<Rollup> = stmt
+            .query_map(
+                params![
+                    child.as_str(),
+                    parent.probe,
+                    parent.target,
+                    parent.metric.as_str(),
+                    parent.start_ms,
+                    parent.start_ms + parent.tier.len_ms()
+                ],
+                row_to_rollup,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let agg = merge_children(children.iter().map(|c| &c.agg));
+        let closed = children.iter().all(|c| c.closed);
+        upsert_rollup(
+            tx,
+            &Rollup {
+                key: parent.clone(),
+                agg,
+                revision: 0,
+                closed,
+            },
+            true,
+        )?;
+        *report.written.entry(parent.tier).or_default() += 1;
+    }
+    let at = now_ms();
+    let mut ins = tx.prepare_cached(
+        "INSERT OR IGNORE INTO processed_batches (batch_id, at_ms) VALUES (?1, ?2)",
+    )?;
+    for id in &ws.batches {
+        ins.execute(params![id, at])?;
+    }
+    let mut wm = tx.prepare_cached(
+        "INSERT INTO watermarks (probe, max_event_ms) VALUES (?1, ?2)
+         ON CONFLICT (probe) DO UPDATE SET max_event_ms = MAX(max_event_ms, excluded.max_event_ms)",
+    )?;
+    for (probe, ms) in &ws.watermarks {
+        wm.execute(params![probe, ms])?;
+    }
+    Ok(report)
+}
+
+fn save_sessions_tx(tx: &Transaction<'_>, sessions: &[SessionState]) -> Result<(), String> {
+    let mut st = tx
+        .prepare_cached("INSERT INTO sessions (probe, state) VALUES (?1, ?2) ON CONFLICT (probe) DO UPDATE SET state = excluded.state")
+        .map_err(|e| e.to_string())?;
+    for s in sessions {
+        let json = serde_json::to_string(s).map_err(|e| e.to_string())?;
+        st.execute(params![s.probe, json])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlite::Result<u64> {
+    let mut n = 0;
+    for tier in Tier::ALL {
+        n += tx.execute(
+            "DELETE FROM rollups WHERE tier = ?1 AND start_ms < ?2",
+            params![
+                tier.as_str(),
+                now_ms - retention.for_tier(tier) - tier.len_ms()
+            ],
+        )?;
+    }
+    n += tx.execute(
+        "DELETE FROM processed_batches WHERE at_ms < ?1",
+        [now_ms - retention.dedup_ms],
+    )?;
+    n += tx.execute(
+        "DELETE FROM seen_events WHERE ts_ms < ?1",
+        [now_ms - retention.dedup_ms],
+    )?;
+    Ok(n as u64)
+}
+
+fn store_err(e: String) -> StoreError {
+    StoreError::Failed(e)
+}
+
+#[async_trait]
+impl RollupStore for Sqlite {
+    async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
+        self.submit(|reply| Job::Commit { ws, reply })
+            .await
+            .map_err(StoreError::Unavailable)?
+            .map_err(store_err)
+    }
+
+    async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4 AND start_ms = ?5"
+            ))?;
+            let mut out = Vec::new();
+            for k in keys {
+                if let Some(r) = st
+                    .query_row(params![k.tier.as_str(), k.probe, k.target, k.metric.as_str(), k.start_ms], row_to_rollup)
+                    .optional()?
+                {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
+        let probe = probe.to_string();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT max_event_ms FROM watermarks WHERE probe = ?1",
+                [probe],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM processed_batches WHERE batch_id = ?1")?;
+            let mut out = Vec::new();
+            for id in ids {
+                if st.exists([&id])? {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut sql = format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND start_ms >= ?2 AND start_ms < ?3");
+            let mut args: Vec<rusqlite::types::Value> =
+                vec![q.tier.as_str().to_string().into(), q.from_ms.into(), q.to_ms.into()];
+            if let Some(p) = &q.probe {
+                args.push(p.clone().into());
+                sql.push_str(&format!(" AND probe = ?{}", args.len()));
+            }
+            if let Some(t) = &q.target {
+                args.push(t.clone().into());
+                sql.push_str(&format!(" AND target = ?{}", args.len()));
+            }
+            if let Some(m) = q.metric {
+                args.push(m.as_str().to_string().into());
+                sql.push_str(&format!(" AND metric = ?{}", args.len()));
+            }
+            args.push((q.limit as i64).into());
+            sql.push_str(&format!(" ORDER BY probe, target, metric, start_ms LIMIT ?{}", args.len()));
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), row_to_rollup)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
+        let sessions = sessions.to_vec();
+        self.submit(|reply| Job::SaveSessions { sessions, reply })
+            .await
+            .map_err(StoreError::Unavailable)?
+            .map_err(store_err)
+    }
+
+    async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
+        let probe = probe.to_string();
+        let json: Option<String> = self
+            .read(move |c| {
+                c.query_row(
+                    "SELECT state FROM sessions WHERE probe = ?1",
+                    [probe],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
+        let rows: Vec<String> = self
+            .read(|c| {
+                let mut st = c.prepare("SELECT state FROM sessions ORDER BY probe")?;
+                let r = st.query_map([], |r| r.get(0))?.collect();
+                r
+            })
+            .await?;
+        rows.iter()
+            .map(|j| {
+                serde_json::from_str(j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))
+            })
+            .collect()
+    }
+
+    async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
+        let retention = *retention;
+        self.submit(|reply| Job::Prune {
+            now_ms,
+            retention,
+            reply,
+        })
+        .await
+        .map_err(StoreError::Unavailable)?
+        .map_err(store_err)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        if self.shared.jobs.is_closed() {
+            return Err(StoreError::Unavailable("sqlite writer stopped".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+struct JournalAcker {
+    id: i64,
+    shared: Arc<Shared>,
+    settled: bool,
+}
+
+#[async_trait]
+impl Acker for JournalAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
+        self.settled = true;
+        let r = self.shared.jobs.send(Job::Ack { id: self.id }).await;
+        if let Ok(mut j) = self.shared.journal.lock() {
+            j.inflight.remove(&self.id);
+            j.deliveries.remove(&self.id);
+        }
+        self.shared.acked.notify_one();
+        r.map_err(|_| BusError::Unavailable("sqlite writer stopped".into()))
+    }
+}
+
+impl Drop for JournalAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        if let Ok(mut j) = self.shared.journal.lock() {
+            j.inflight.remove(&self.id);
+            j.requeued.insert(self.id, Instant::now() + REQUEUE_DELAY);
+        }
+        self.shared.acked.notify_one();
+    }
+}
+
+struct JournalRow {
+    id: i64,
+    probe: String,
+    received_ms: i64,
+    duplicates: i64,
+    payload: Vec<u8>,
+}
+
+fn read_rows(
+    c: &Connection,
+    requeued: &[i64],
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<JournalRow>> {
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(JournalRow {
+            id: r.get(0)?,
+            probe: r.get(1)?,
+            received_ms: r.get(2)?,
+            duplicates: r.get(3)?,
+            payload: r.get(4)?,
+        })
+    };
+    let mut out = Vec::new();
+    let mut one = c.prepare_cached(
+        "SELECT id, probe, received_ms, duplicates, payload FROM journal WHERE id = ?1",
+    )?;
+    for id in requeued {
+        if let Some(r) = one.query_row([id], map).optional()? {
+            out.push(r);
+        }
+    }
+    if out.len() < limit {
+        let mut st = c.prepare_cached(
+            "SELECT id, probe, received_ms, duplicates, payload FROM journal WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, (limit - out.len()) as i64], map)?;
+        for r in rows {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
+
+impl Sqlite {
+    async fn consume_loop(self, tx: mpsc::Sender<Delivery>, prefetch: usize) {
+        loop {
+            let (free, requeued, after) = {
+                let Ok(mut j) = self.shared.journal.lock() else {
+                    return;
+                };
+                let free = prefetch.saturating_sub(j.inflight.len());
+                let now = Instant::now();
+                let due: Vec<i64> = j
+                    .requeued
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(id, _)| *id)
+                    .take(free)
+                    .collect();
+                for id in &due {
+                    j.requeued.remove(id);
+                }
+                (free, due, j.cursor)
+            };
+            if free == 0 {
+                tokio::select! {
+                    _ = self.shared.acked.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+            let req = requeued.clone();
+            let rows = match self.read(move |c| read_rows(c, &req, after, free)).await {
+                Ok(r) => r,
+                Err(error) => {
+                    tracing::warn!(%error, "journal read failed");
+                    if let Ok(mut j) = self.shared.journal.lock() {
+                        for id in requeued {
+                            j.requeued.insert(id, Instant::now() + REQUEUE_DELAY);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                tokio::select! {
+                    _ = self.shared.published.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+            for row in rows {
+                let (redelivered, over_limit) = {
+                    let Ok(mut j) = self.shared.journal.lock() else {
+                        return;
+                    };
+                    j.cursor = j.cursor.max(row.id);
+                    j.inflight.insert(row.id);
+                    let startup_max = j.startup_max;
+                    let n = j.deliveries.entry(row.id).or_insert(0);
+                    *n += 1;
+                    (row.id <= startup_max || *n > 1, *n > DELIVERY_LIMIT)
+                };
+                let events: Result<Vec<Event>, _> = serde_json::from_slice(&row.payload);
+                let reason = match (&events, over_limit) {
+                    (Err(e), _) => Some(format!("undecodable payload: {e}")),
+                    (Ok(_), true) => Some(format!("delivery limit of {DELIVERY_LIMIT} reached")),
+                    _ => None,
+                };
+                if let Some(reason) = reason {
+                    tracing::error!(id = row.id, probe = %row.probe, %reason, "journal batch dead-lettered");
+                    crate::http::metrics::DEAD_LETTERED.inc();
+                    if let Ok(mut j) = self.shared.journal.lock() {
+                        j.inflight.remove(&row.id);
+                        j.deliveries.remove(&row.id);
+                    }
+                    let _ = self
+                        .shared
+                        .jobs
+                        .send(Job::DeadLetter { id: row.id, reason })
+                        .await;
+                    continue;
+                }
+                let batch = Batch {
+                    id: format!("j{}", row.id),
+                    probe: row.probe,
+                    received_ms: row.received_ms,
+                    duplicates: row.duplicates as u64,
+                    events: events.unwrap_or_default(),
+                };
+                let acker = Box::new(JournalAcker {
+                    id: row.id,
+                    shared: self.shared.clone(),
+                    settled: false,
+                });
+                if tx
+                    .send(Delivery {
+                        batch,
+                        redelivered,
+                        acker,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for Sqlite {
+    async fn publish(
+        &self,
+        probe: &str,
+        events: Vec<Event>,
+        received_ms: i64,
+    ) -> Result<Published, BusError> {
+        let probe = probe.to_string();
+        self.submit(|reply| Job::Publish {
+            probe,
+            events,
+            received_ms,
+            reply,
+        })
+        .await
+        .map_err(BusError::Unavailable)?
+        .map_err(|e| {
+            if e.contains("database is locked") || e.contains("disk") || e.contains("full") {
+                BusError::Overloaded(e)
+            } else {
+                BusError::Failed(e)
+            }
+        })
+    }
+
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Delivery>, BusError> {
+        let (tx, rx) = mpsc::channel(prefetch.max(1));
+        let me = self.clone();
+        tokio::spawn(me.consume_loop(tx, prefetch.max(1)));
+        Ok(rx)
+    }
+
+    async fn ready(&self) -> Result<(), BusError> {
+        if self.shared.jobs.is_closed() {
+            Err(BusError::Unavailable("sqlite writer stopped".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
