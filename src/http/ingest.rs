@@ -150,22 +150,15 @@ fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
     } else {
         path
     };
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        if let Some(name) = rest.split('`').next() {
-            field = if field == "body" {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
-        }
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        if let Some(name) = rest.split('`').next() {
-            field = if field == "body" {
-                name.to_string()
-            } else {
-                format!("{field}.{name}")
-            };
+    // serde names the unknown or missing key in its message; the path may or may not include it.
+    let named = msg
+        .strip_prefix("unknown field `")
+        .or_else(|| msg.strip_prefix("missing field `"));
+    if let Some(name) = named.and_then(|rest| rest.split('`').next()) {
+        if field == "body" {
+            field = name.to_string();
+        } else if field != name && !field.ends_with(&format!(".{name}")) {
+            field = format!("{field}.{name}");
         }
     }
     match err.classify() {
@@ -347,6 +340,21 @@ async fn ingest(
         Ok(p) => {
             EVENTS_ACCEPTED.inc_by(p.accepted as u64);
             EVENTS_DUPLICATE.inc_by(p.duplicates as u64);
+            if p.batch_id.is_none() {
+                // Nothing new to aggregate, so no batch will reach the session: tell it here.
+                let obs = netqoe_domain::BatchObservation {
+                    arrival_ms: now,
+                    duplicates: p.duplicates as u64,
+                    ..Default::default()
+                };
+                let msg = netqoe_actors::session::Observe {
+                    probe: probe.clone(),
+                    obs,
+                };
+                if let Err(error) = state.sessions.send(msg).await {
+                    tracing::warn!(%error, %probe, "session registry unavailable");
+                }
+            }
             tracing::debug!(%probe, accepted = p.accepted, duplicates = p.duplicates, batch = ?p.batch_id, "batch accepted");
             Ok(HttpResponse::Accepted().json(serde_json::json!({
                 "accepted": p.accepted,

@@ -1,0 +1,218 @@
+//! Helpers shared by the integration tests: an in-process netqoe on a port-0 listener with a
+//! temporary data directory, probe and query tokens, and an HTTP client.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use netqoe::app::RunningApp;
+use netqoe::config::{Config, ProbeEntry, QueryToken};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub app: RunningApp,
+    pub dir: tempfile::TempDir,
+    /// (probe id, token)
+    pub probes: Vec<(String, String)>,
+    pub query_token: String,
+    pub revoked_token: String,
+    pub client: awc::Client,
+}
+
+/// Config for tests: given env-style overrides, `n` probes plus a revoked one and a query token.
+pub fn test_config(
+    dir: &std::path::Path,
+    n: usize,
+    overrides: &[(&str, &str)],
+) -> (Config, Vec<(String, String)>, String, String) {
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "NETQOE__STORAGE__DATA_DIR".into(),
+            dir.display().to_string(),
+        ),
+        ("NETQOE__HTTP__WORKERS".into(), "2".into()),
+    ];
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let mut cfg = Config::load_from(None, env).expect("test config is valid");
+    let mut probes = Vec::new();
+    for i in 0..n {
+        let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+        let id = format!("probe-{i}");
+        cfg.probes.push(ProbeEntry {
+            id: id.clone(),
+            token_sha256: digest,
+            revoked: false,
+            labels: Default::default(),
+        });
+        probes.push((id, token));
+    }
+    let (revoked, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+    cfg.probes.push(ProbeEntry {
+        id: "revoked-probe".into(),
+        token_sha256: digest,
+        revoked: true,
+        labels: Default::default(),
+    });
+    let (query, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
+    cfg.query_tokens.push(QueryToken {
+        name: "tests".into(),
+        token_sha256: digest,
+        revoked: false,
+    });
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    (cfg, probes, query, revoked)
+}
+
+pub async fn start(n: usize, overrides: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, probes, query_token, revoked_token) = test_config(dir.path(), n, overrides);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = netqoe::app::start(cfg, listener).await.expect("app starts");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    TestApp {
+        app,
+        dir,
+        probes,
+        query_token,
+        revoked_token,
+        client,
+    }
+}
+
+/// Minute-aligned epoch ms, two hours back from now (inside every acceptance horizon).
+pub fn base_ms() -> i64 {
+    let now = netqoe_actors::now_ms();
+    (now - 2 * 3_600_000) / 3_600_000 * 3_600_000
+}
+
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Deterministic pseudo-random generator (xorshift), so the tests need no seed management.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// A skewed, RTT-like sample around `median` ms.
+    pub fn rtt(&mut self, median: f64) -> f64 {
+        let u = self.next_f64().max(1e-9);
+        let v = median * (1.0 + 0.5 * (-u.ln() - 0.69));
+        (v.max(0.05) * 1000.0).round() / 1000.0
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: awc::http::header::HeaderMap,
+}
+
+pub async fn post(
+    client: &awc::Client,
+    url: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Resp {
+    let mut req = client
+        .post(url)
+        .insert_header(("Content-Type", content_type));
+    if let Some(t) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    let mut res = req.send_body(body).await.expect("request sent");
+    let bytes = res.body().limit(64 << 20).await.expect("body read");
+    Resp {
+        status: res.status().as_u16(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        headers: res.headers().clone(),
+    }
+}
+
+pub async fn get(client: &awc::Client, url: &str, token: Option<&str>) -> Resp {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    let mut res = req.send().await.expect("request sent");
+    let bytes = res.body().limit(64 << 20).await.expect("body read");
+    Resp {
+        status: res.status().as_u16(),
+        body: serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+        headers: res.headers().clone(),
+    }
+}
+
+pub async fn get_text(client: &awc::Client, url: &str) -> String {
+    let mut res = client.get(url).send().await.expect("request sent");
+    let bytes = res.body().limit(64 << 20).await.expect("body read");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+pub fn batch(events: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap()
+}
+
+/// Polls `f` until it returns Some, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sum of `count` over all 1m rollups of a metric in a range (query API).
+pub async fn total_count(
+    client: &awc::Client,
+    base: &str,
+    token: &str,
+    metric: &str,
+    from: i64,
+    to: i64,
+) -> u64 {
+    let r = get(
+        client,
+        &format!("{base}/v1/rollups?metric={metric}&tier=1m&from={from}&to={to}&limit=100000"),
+        Some(token),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["rollups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["count"].as_u64().unwrap())
+        .sum()
+}
+
+/// Value of a Prometheus sample line `name{labels} value` (labels as written, or "" for none).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}

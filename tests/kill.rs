@@ -1,0 +1,207 @@
+//! Crash safety: a child `netqoe run` is SIGKILLed right after answering 202 (with its commits
+//! held back so uncommitted work is certainly lost from memory), restarted on the same data
+//! directory, and every accepted event must end up in the rollups exactly once. Then SIGTERM
+//! drains it and it exits 0.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(config: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_netqoe"))
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env("NETQOE__HTTP__BIND", format!("127.0.0.1:{port}"))
+        .env("NETQOE__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("netqoe starts")
+}
+
+async fn wait_ready(client: &awc::Client, base: &str) {
+    eventually(30, "child ready", || async {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status().as_u16() == 200 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (probe_token, probe_hash) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+    let (query_token, query_hash) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
+    let config = dir.path().join("netqoe.toml");
+    let mut f = std::fs::File::create(&config).unwrap();
+    // Commits only every 30 s or 1000 batches: at the kill, the accepted batches are in the
+    // journal but their window state exists only in memory.
+    write!(
+        f,
+        "[storage]\ndata_dir = {:?}\n[pipeline]\nflush_interval_ms = 30000\nflush_batches = 1000\n\
+         [[probes]]\nid = \"p1\"\ntoken_sha256 = \"{probe_hash}\"\n[[query_tokens]]\nname = \"t\"\ntoken_sha256 = \"{query_hash}\"\n",
+        dir.path().join("data").display().to_string()
+    )
+    .unwrap();
+    drop(f);
+    let port = free_port();
+    let base_url = format!("http://127.0.0.1:{port}");
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut child = spawn(&config, port);
+    wait_ready(&client, &base_url).await;
+
+    let base = base_ms() + 10 * 60_000;
+    let mut rng = Rng(42);
+    let mut oracle: BTreeMap<i64, u64> = BTreeMap::new(); // minute → samples accepted
+    let mut batches = Vec::new();
+    for b in 0..30i64 {
+        let events: Vec<_> = (0..10i64)
+            .map(|k| {
+                let seq = b * 10 + k;
+                json!({"event_id": format!("e{seq}"), "seq": seq, "ts": rfc3339(base + seq * 2_000),
+                       "target": "t1", "kind": "icmp", "rtt_samples_ms": [rng.rtt(20.0), rng.rtt(20.0)], "sent": 2, "received": 2})
+            })
+            .collect();
+        batches.push(events);
+    }
+    let url = format!("{base_url}/v1/events");
+    // first life: 12 batches, SIGKILL right after the 12th 202
+    for events in &batches[..12] {
+        let r = post(
+            &client,
+            &url,
+            Some(&probe_token),
+            "application/json",
+            batch(events),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        for e in events {
+            *oracle
+                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
+                .or_default() += 2;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // second life: same data; the probe re-sends the 12th batch (it could not know), then the rest
+    let mut child = spawn(&config, port);
+    wait_ready(&client, &base_url).await;
+    let r = post(
+        &client,
+        &url,
+        Some(&probe_token),
+        "application/json",
+        batch(&batches[11]),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.body["duplicates"].as_u64(),
+        Some(10),
+        "the re-sent batch is recognised: {}",
+        r.body
+    );
+    assert_eq!(r.body["accepted"].as_u64(), Some(0));
+    for events in &batches[12..20] {
+        let r = post(
+            &client,
+            &url,
+            Some(&probe_token),
+            "application/json",
+            batch(events),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        for e in events {
+            *oracle
+                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
+                .or_default() += 2;
+        }
+    }
+    // kill again mid-stream, restart, send the rest
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn(&config, port);
+    wait_ready(&client, &base_url).await;
+    for events in &batches[20..] {
+        let r = post(
+            &client,
+            &url,
+            Some(&probe_token),
+            "application/json",
+            batch(events),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        for e in events {
+            *oracle
+                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
+                .or_default() += 2;
+        }
+    }
+    // SIGTERM drains: open windows are committed as partial revisions, exit code 0
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM drain exits 0, got {status:?}");
+
+    // third life only to read: every window exactly as the oracle says
+    let mut child = spawn(&config, port);
+    wait_ready(&client, &base_url).await;
+    let (from, to) = (base, base + 30 * 60_000);
+    let expected: u64 = oracle.values().sum();
+    assert_eq!(expected, 600);
+    eventually(30, "all accepted samples aggregated", || async {
+        (total_count(&client, &base_url, &query_token, "rtt", from, to).await == expected)
+            .then_some(())
+    })
+    .await;
+    let r = get(
+        &client,
+        &format!("{base_url}/v1/rollups?metric=rtt&from={from}&to={to}"),
+        Some(&query_token),
+    )
+    .await;
+    let got: BTreeMap<i64, u64> = r.body["rollups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let s = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis();
+            (s, w["count"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got, oracle,
+        "per-window counts equal the accepted events, once each"
+    );
+    let r = get(
+        &client,
+        &format!("{base_url}/v1/probes"),
+        Some(&query_token),
+    )
+    .await;
+    assert_eq!(r.body["probes"][0]["probe"], "p1");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
