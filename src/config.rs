@@ -251,7 +251,7 @@ impl Config {
                 self.bus.kind
             ));
         }
-        if !(self.ingest.rate_per_probe > 0.0) {
+        if self.ingest.rate_per_probe.is_nan() || self.ingest.rate_per_probe <= 0.0 {
             e.push("ingest.rate_per_probe: must be positive".into());
         }
         if self.ingest.burst < self.ingest.rate_per_probe.min(1.0) || !self.ingest.burst.is_finite()

@@ -37,13 +37,14 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
     let many: Vec<Value> = (0..21)
         .map(|i| good_event(&format!("m{i}"), now - 60_000))
         .collect();
-    let mut nan_body = batch(&[ok.clone()]);
+    let mut nan_body = batch(std::slice::from_ref(&ok));
     let s = String::from_utf8(nan_body.clone())
         .unwrap()
         .replace("12.5", "NaN");
     nan_body = s.into_bytes();
     // (name, token, content type, body, status, field)
-    let cases: Vec<(&str, Option<String>, &str, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (&'a str, Option<String>, &'a str, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "malformed json",
             Some(probe.clone()),
@@ -80,7 +81,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
             "wrong content type",
             Some(probe.clone()),
             "text/plain",
-            batch(&[ok.clone()]),
+            batch(std::slice::from_ref(&ok)),
             415,
             "Content-Type",
         ),
@@ -168,7 +169,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
             "missing token",
             None,
             json_ct,
-            batch(&[ok.clone()]),
+            batch(std::slice::from_ref(&ok)),
             401,
             "Authorization",
         ),
@@ -176,7 +177,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
             "invalid token",
             Some("nqp_not-a-real-token".into()),
             json_ct,
-            batch(&[ok.clone()]),
+            batch(std::slice::from_ref(&ok)),
             401,
             "Authorization",
         ),
@@ -184,7 +185,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
             "revoked token",
             Some(t.revoked_token.clone()),
             json_ct,
-            batch(&[ok.clone()]),
+            batch(std::slice::from_ref(&ok)),
             403,
             "Authorization",
         ),
@@ -192,7 +193,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
             "query token on ingest",
             Some(t.query_token.clone()),
             json_ct,
-            batch(&[ok.clone()]),
+            batch(std::slice::from_ref(&ok)),
             403,
             "Authorization",
         ),

@@ -79,10 +79,11 @@ impl Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
-    Rtt,
-    Jitter,
-    Dns,
+    // Declared in name order so `Ord` agrees with the text ordering of every store.
     Connect,
+    Dns,
+    Jitter,
+    Rtt,
     Tls,
     Ttfb,
 }

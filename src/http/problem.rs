@@ -11,8 +11,26 @@ pub struct FieldProblem {
 }
 
 /// An HTTP error as a value: status, a stable type slug, a human detail, and the field at fault.
+/// Boxed so `Result<_, Problem>` stays small on the happy path.
+#[derive(Debug, Clone)]
+pub struct Problem(Box<ProblemBody>);
+
+impl std::ops::Deref for Problem {
+    type Target = ProblemBody;
+    fn deref(&self) -> &ProblemBody {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemBody {
+        &mut self.0
+    }
+}
+
+/// The RFC 9457 body.
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+pub struct ProblemBody {
     #[serde(rename = "type")]
     pub type_: String,
     pub title: &'static str,
@@ -36,7 +54,7 @@ impl Problem {
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
-        Self {
+        Self(Box::new(ProblemBody {
             type_: format!("https://netqoe.dev/problems/{slug}"),
             title,
             status: status.as_u16(),
@@ -45,7 +63,7 @@ impl Problem {
             index: None,
             errors: Vec::new(),
             retry_after: None,
-        }
+        }))
     }
 
     /// Sets the field and, when it is `events[N]…`, the event index.
@@ -131,6 +149,6 @@ impl ResponseError for Problem {
         if self.status == 401 {
             b.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        b.body(serde_json::to_string(self).unwrap_or_else(|_| "{}".into()))
+        b.body(serde_json::to_string(&*self.0).unwrap_or_else(|_| "{}".into()))
     }
 }

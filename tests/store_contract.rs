@@ -1,0 +1,362 @@
+//! The store contract: every `RollupStore` backend must pass the same behaviours. Runs against the
+//! in-memory reference store and SQLite always.
+
+use std::sync::Arc;
+
+use netqoe_actors::memory::MemoryStore;
+use netqoe_actors::store::{Retention, RollupQuery, RollupStore, WriteSet};
+use netqoe_domain::event::Contribution;
+use netqoe_domain::rollup::merge_children;
+use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+
+const DAY: i64 = 86_400_000;
+
+fn key(probe: &str, target: &str, start_ms: i64) -> WindowKey {
+    WindowKey {
+        probe: probe.into(),
+        target: target.into(),
+        metric: Metric::Rtt,
+        tier: Tier::M1,
+        start_ms,
+    }
+}
+
+fn agg(values: &[f64]) -> WindowAgg {
+    let mut a = WindowAgg::default();
+    a.add(&Contribution {
+        metric: Metric::Rtt,
+        values,
+        sent: values.len() as u64,
+        received: values.len() as u64,
+        jitter_estimate_ms: Some(1.0),
+        error: None,
+    });
+    a
+}
+
+fn rollup(k: WindowKey, values: &[f64], revision: u64) -> Rollup {
+    Rollup {
+        key: k,
+        agg: agg(values),
+        revision,
+        closed: false,
+    }
+}
+
+fn ws(rollups: Vec<Rollup>) -> WriteSet {
+    WriteSet {
+        rollups,
+        ..Default::default()
+    }
+}
+
+fn q(tier: Tier, from_ms: i64, to_ms: i64) -> RollupQuery {
+    RollupQuery {
+        probe: None,
+        target: None,
+        metric: None,
+        tier,
+        from_ms,
+        to_ms,
+        limit: 10_000,
+    }
+}
+
+fn base() -> i64 {
+    (netqoe_actors::now_ms() - 3 * DAY) / DAY * DAY
+}
+
+async fn upsert_is_idempotent(s: Arc<dyn RollupStore>) {
+    let b = base();
+    let w = ws(vec![rollup(key("p", "t", b), &[1.0, 2.0], 1)]);
+    let r1 = s.commit(w.clone()).await.unwrap();
+    assert_eq!(r1.written.get(&Tier::M1), Some(&1));
+    let r2 = s.commit(w).await.unwrap();
+    assert_eq!(
+        r2.written.get(&Tier::M1),
+        None,
+        "same revision again writes nothing"
+    );
+    let rows = s.query(&q(Tier::M1, b, b + DAY)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].agg.count, 2);
+}
+
+async fn lower_revision_never_overwrites(s: Arc<dyn RollupStore>) {
+    let b = base();
+    s.commit(ws(vec![rollup(key("p", "t", b), &[1.0, 2.0, 3.0], 5)]))
+        .await
+        .unwrap();
+    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 4)]))
+        .await
+        .unwrap();
+    let got = s.load_windows(&[key("p", "t", b)]).await.unwrap();
+    assert_eq!((got[0].revision, got[0].agg.count), (5, 3));
+    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 6)]))
+        .await
+        .unwrap();
+    let got = s.load_windows(&[key("p", "t", b)]).await.unwrap();
+    assert_eq!((got[0].revision, got[0].agg.count), (6, 1));
+}
+
+async fn coarse_tiers_are_merges_of_finer_ones(s: Arc<dyn RollupStore>) {
+    let b = base();
+    let mut rs = Vec::new();
+    // two hours, three windows each
+    for (h, m) in [(0, 0), (0, 7), (0, 59), (1, 3), (1, 30), (1, 31)] {
+        let start = b + h * 3_600_000 + m * 60_000;
+        rs.push(rollup(
+            key("p", "t", start),
+            &[m as f64 + 1.0, 2.0 * (h as f64 + 1.0)],
+            1,
+        ));
+    }
+    s.commit(ws(rs.clone())).await.unwrap();
+    let h1 = s.query(&q(Tier::H1, b, b + DAY)).await.unwrap();
+    assert_eq!(h1.len(), 2);
+    for (i, h) in h1.iter().enumerate() {
+        let want = merge_children(rs[i * 3..i * 3 + 3].iter().map(|r| &r.agg));
+        assert_eq!(h.agg.count, want.count);
+        assert_eq!(h.agg.sketch, want.sketch);
+        assert_eq!(h.agg.min, want.min);
+        assert_eq!(h.agg.max, want.max);
+    }
+    let d1 = s.query(&q(Tier::D1, b, b + DAY)).await.unwrap();
+    assert_eq!(d1.len(), 1);
+    assert_eq!(d1[0].agg.count, 12);
+    assert_eq!(
+        d1[0].agg.sketch,
+        merge_children(h1.iter().map(|h| &h.agg)).sketch
+    );
+    // a new revision of one minute re-derives its hour and day
+    s.commit(ws(vec![rollup(rs[0].key.clone(), &[100.0], 2)]))
+        .await
+        .unwrap();
+    let h1b = s.query(&q(Tier::H1, b, b + 3_600_000)).await.unwrap();
+    assert_eq!(h1b[0].agg.count, 5);
+    assert_eq!(h1b[0].agg.max, Some(100.0));
+    assert!(h1b[0].revision > h1[0].revision);
+    let d1b = s.query(&q(Tier::D1, b, b + DAY)).await.unwrap();
+    assert_eq!(d1b[0].agg.count, 11);
+}
+
+async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
+    let w = WriteSet {
+        rollups: vec![],
+        batches: vec!["b1".into(), "b2".into()],
+        watermarks: vec![("p".into(), 500)],
+    };
+    s.commit(w).await.unwrap();
+    s.commit(WriteSet {
+        watermarks: vec![("p".into(), 300)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let done = s
+        .processed(&["b0".into(), "b1".into(), "b2".into(), "b3".into()])
+        .await
+        .unwrap();
+    assert_eq!(done, vec!["b1".to_string(), "b2".to_string()]);
+    assert_eq!(
+        s.load_watermark("p").await.unwrap(),
+        Some(500),
+        "watermarks never go back"
+    );
+    assert_eq!(s.load_watermark("other").await.unwrap(), None);
+}
+
+async fn sessions_round_trip(s: Arc<dyn RollupStore>) {
+    let mut a = SessionState::new("a");
+    a.events = 7;
+    a.clock_skew_ms = Some(12.5);
+    let b = SessionState::new("b");
+    s.save_sessions(&[b.clone(), a.clone()]).await.unwrap();
+    assert_eq!(s.load_session("a").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.load_session("zzz").await.unwrap(), None);
+    let all = s.list_sessions().await.unwrap();
+    assert_eq!(
+        all.iter().map(|x| x.probe.as_str()).collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    a.events = 8;
+    s.save_sessions(&[a.clone()]).await.unwrap();
+    assert_eq!(s.load_session("a").await.unwrap().unwrap().events, 8);
+}
+
+async fn queries_filter_order_and_limit(s: Arc<dyn RollupStore>) {
+    let b = base();
+    let mut rs = Vec::new();
+    for p in ["p2", "p1"] {
+        for t in ["tb", "ta"] {
+            for m in [2, 0, 1] {
+                rs.push(rollup(key(p, t, b + m * 60_000), &[1.0], 1));
+            }
+        }
+    }
+    let mut dns = rollup(key("p1", "ta", b), &[3.0], 1);
+    dns.key.metric = Metric::Dns;
+    rs.push(dns);
+    s.commit(ws(rs)).await.unwrap();
+    let all = s.query(&q(Tier::M1, b, b + 3 * 60_000)).await.unwrap();
+    assert_eq!(all.len(), 13);
+    let keys: Vec<_> = all
+        .iter()
+        .map(|r| {
+            (
+                r.key.probe.clone(),
+                r.key.target.clone(),
+                r.key.metric.as_str(),
+                r.key.start_ms,
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "ordered by probe, target, metric, start");
+    let mut f = q(Tier::M1, b + 60_000, b + 3 * 60_000);
+    f.probe = Some("p1".into());
+    f.target = Some("ta".into());
+    f.metric = Some(Metric::Rtt);
+    let got = s.query(&f).await.unwrap();
+    assert_eq!(
+        got.iter().map(|r| r.key.start_ms).collect::<Vec<_>>(),
+        vec![b + 60_000, b + 120_000]
+    );
+    let mut lim = q(Tier::M1, b, b + DAY);
+    lim.limit = 4;
+    assert_eq!(s.query(&lim).await.unwrap().len(), 4);
+}
+
+async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
+    let now = netqoe_actors::now_ms();
+    let old = (now - 10 * DAY) / DAY * DAY;
+    let recent = (now - DAY) / DAY * DAY;
+    s.commit(ws(vec![
+        rollup(key("p", "t", old), &[1.0], 1),
+        rollup(key("p", "t", recent), &[1.0], 1),
+    ]))
+    .await
+    .unwrap();
+    s.commit(WriteSet {
+        batches: vec!["x".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let retention = Retention {
+        m1_ms: 7 * DAY,
+        h1_ms: 90 * DAY,
+        d1_ms: 730 * DAY,
+        dedup_ms: DAY,
+    };
+    let n = s.prune(now, &retention).await.unwrap();
+    assert!(n >= 1);
+    assert!(
+        s.query(&q(Tier::M1, old, old + 60_000))
+            .await
+            .unwrap()
+            .is_empty(),
+        "1m past 7 days is gone"
+    );
+    assert_eq!(
+        s.query(&q(Tier::M1, recent, recent + 60_000))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.query(&q(Tier::H1, old, old + 3_600_000))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "1h kept for 90 days"
+    );
+    assert_eq!(
+        s.query(&q(Tier::D1, old, old + DAY)).await.unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.processed(&["x".into()]).await.unwrap().len(),
+        1,
+        "fresh batch ids stay"
+    );
+    let n = s.prune(now + 2 * DAY, &retention).await.unwrap();
+    assert!(n >= 1);
+    assert!(
+        s.processed(&["x".into()]).await.unwrap().is_empty(),
+        "expired batch ids are forgotten"
+    );
+}
+
+async fn missing_windows_are_absent(s: Arc<dyn RollupStore>) {
+    assert!(s
+        .load_windows(&[key("nobody", "t", 0)])
+        .await
+        .unwrap()
+        .is_empty());
+    s.ready().await.unwrap();
+}
+
+macro_rules! contract {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            #[allow(clippy::redundant_closure_call)]
+            async fn store() -> (Arc<dyn RollupStore>, Option<tempfile::TempDir>) {
+                ($make)().await
+            }
+            #[actix_rt::test]
+            async fn upsert_is_idempotent() {
+                let (s, _d) = store().await;
+                super::upsert_is_idempotent(s).await
+            }
+            #[actix_rt::test]
+            async fn lower_revision_never_overwrites() {
+                let (s, _d) = store().await;
+                super::lower_revision_never_overwrites(s).await
+            }
+            #[actix_rt::test]
+            async fn coarse_tiers_are_merges_of_finer_ones() {
+                let (s, _d) = store().await;
+                super::coarse_tiers_are_merges_of_finer_ones(s).await
+            }
+            #[actix_rt::test]
+            async fn batch_ids_and_watermarks_are_recorded() {
+                let (s, _d) = store().await;
+                super::batch_ids_and_watermarks_are_recorded(s).await
+            }
+            #[actix_rt::test]
+            async fn sessions_round_trip() {
+                let (s, _d) = store().await;
+                super::sessions_round_trip(s).await
+            }
+            #[actix_rt::test]
+            async fn queries_filter_order_and_limit() {
+                let (s, _d) = store().await;
+                super::queries_filter_order_and_limit(s).await
+            }
+            #[actix_rt::test]
+            async fn retention_prunes_per_tier() {
+                let (s, _d) = store().await;
+                super::retention_prunes_per_tier(s).await
+            }
+            #[actix_rt::test]
+            async fn missing_windows_are_absent() {
+                let (s, _d) = store().await;
+                super::missing_windows_are_absent(s).await
+            }
+        }
+    };
+}
+
+contract!(memory, || async {
+    (Arc::new(MemoryStore::new()) as Arc<dyn RollupStore>, None)
+});
+contract!(sqlite, || async {
+    let d = tempfile::tempdir().unwrap();
+    let s = netqoe::sqlite::Sqlite::open(d.path()).unwrap();
+    (Arc::new(s) as Arc<dyn RollupStore>, Some(d))
+});
