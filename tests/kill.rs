@@ -42,6 +42,23 @@ async fn wait_ready(client: &awc::Client, base: &str) {
     .await;
 }
 
+/// Posts one batch, expects 202, and records its samples per minute in the oracle.
+async fn send(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+    events: &[serde_json::Value],
+    base: i64,
+    oracle: &mut BTreeMap<i64, u64>,
+) {
+    let r = post(client, url, Some(token), "application/json", batch(events)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for e in events {
+        let ts = base + e["seq"].as_i64().unwrap() * 2_000;
+        *oracle.entry(ts / 60_000 * 60_000).or_default() += 2;
+    }
+}
+
 #[actix_rt::test]
 async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,20 +101,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let url = format!("{base_url}/v1/events");
     // first life: 12 batches, SIGKILL right after the 12th 202
     for events in &batches[..12] {
-        let r = post(
-            &client,
-            &url,
-            Some(&probe_token),
-            "application/json",
-            batch(events),
-        )
-        .await;
-        assert_eq!(r.status, 202, "{}", r.body);
-        for e in events {
-            *oracle
-                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
-                .or_default() += 2;
-        }
+        send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -122,20 +126,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     );
     assert_eq!(r.body["accepted"].as_u64(), Some(0));
     for events in &batches[12..20] {
-        let r = post(
-            &client,
-            &url,
-            Some(&probe_token),
-            "application/json",
-            batch(events),
-        )
-        .await;
-        assert_eq!(r.status, 202, "{}", r.body);
-        for e in events {
-            *oracle
-                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
-                .or_default() += 2;
-        }
+        send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
     // kill again mid-stream, restart, send the rest
     child.kill().unwrap();
@@ -143,20 +134,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let mut child = spawn(&config, port);
     wait_ready(&client, &base_url).await;
     for events in &batches[20..] {
-        let r = post(
-            &client,
-            &url,
-            Some(&probe_token),
-            "application/json",
-            batch(events),
-        )
-        .await;
-        assert_eq!(r.status, 202, "{}", r.body);
-        for e in events {
-            *oracle
-                .entry(base + (e["seq"].as_i64().unwrap() * 2_000) / 60_000 * 60_000)
-                .or_default() += 2;
-        }
+        send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
     // SIGTERM drains: open windows are committed as partial revisions, exit code 0
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -119,6 +119,17 @@ pub struct Aggregator {
     pending_ids: HashSet<BatchId>,
 }
 
+/// The 1m window an event's metric lands in.
+fn m1_key(probe: &str, e: &netqoe_domain::Event, metric: netqoe_domain::Metric) -> WindowKey {
+    WindowKey {
+        probe: probe.to_string(),
+        target: e.target.clone(),
+        metric,
+        tier: Tier::M1,
+        start_ms: Tier::M1.bin_start(e.ts_ms),
+    }
+}
+
 impl Aggregator {
     pub fn new(
         shard: usize,
@@ -149,13 +160,7 @@ impl Aggregator {
         let mut keys = HashSet::new();
         for e in &batch.events {
             for c in e.contributions() {
-                let k = WindowKey {
-                    probe: batch.probe.clone(),
-                    target: e.target.clone(),
-                    metric: c.metric,
-                    tier: Tier::M1,
-                    start_ms: Tier::M1.bin_start(e.ts_ms),
-                };
+                let k = m1_key(&batch.probe, e, c.metric);
                 if !self.windows.contains_key(&k) {
                     keys.insert(k);
                 }
@@ -222,13 +227,7 @@ impl Aggregator {
             newest = newest.max(e.ts_ms);
             obs.events.push((e.seq, e.ts_ms));
             for c in e.contributions() {
-                let k = WindowKey {
-                    probe: batch.probe.clone(),
-                    target: e.target.clone(),
-                    metric: c.metric,
-                    tier: Tier::M1,
-                    start_ms: Tier::M1.bin_start(e.ts_ms),
-                };
+                let k = m1_key(&batch.probe, e, c.metric);
                 let w = self.windows.entry(k).or_insert_with(|| OpenWindow {
                     agg: WindowAgg::default(),
                     revision: 0,
