@@ -37,12 +37,12 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     let store: Arc<dyn RollupStore> = Arc::new(db.clone());
     let pipeline = Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?;
     if cfg.query_tokens.is_empty() {
-        tracing::warn!(
-            "no query_tokens configured: the query API is open to any caller that is not a probe"
-        );
+        tracing::warn!("no query_tokens configured: the query API is open to any caller that is not a probe");
     }
     if cfg.probes.is_empty() {
-        tracing::warn!("no probes configured: ingest rejects every request (mint one with `netqoe token mint --probe ID`)");
+        tracing::warn!(
+            "no probes configured: ingest rejects every request (mint one with `netqoe token mint --probe ID`)"
+        );
     }
     let state = web::Data::new(AppState {
         tokens: TokenBook::from_config(&cfg),
@@ -56,9 +56,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     let addr = listener.local_addr()?;
     let data = state.clone();
     let workers = match state.cfg.http.workers {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
     let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
@@ -70,14 +68,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     let handle = server.handle();
     let server_task = Some(tokio::task::spawn_local(server));
     tracing::info!(%addr, data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
-    Ok(RunningApp {
-        addr,
-        state,
-        pipeline,
-        db,
-        server: handle,
-        server_task,
-    })
+    Ok(RunningApp { addr, state, pipeline, db, server: handle, server_task })
 }
 
 impl RunningApp {

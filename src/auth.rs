@@ -68,32 +68,16 @@ impl TokenBook {
         let mut by_digest = HashMap::new();
         for p in &cfg.probes {
             if let Some(d) = decode_digest(&p.token_sha256) {
-                by_digest.insert(
-                    d,
-                    Entry {
-                        digest: d,
-                        principal: Principal::Probe(p.id.clone()),
-                        revoked: p.revoked,
-                    },
-                );
+                by_digest.insert(d, Entry { digest: d, principal: Principal::Probe(p.id.clone()), revoked: p.revoked });
             }
         }
         for q in &cfg.query_tokens {
             if let Some(d) = decode_digest(&q.token_sha256) {
-                by_digest.insert(
-                    d,
-                    Entry {
-                        digest: d,
-                        principal: Principal::Query(q.name.clone()),
-                        revoked: q.revoked,
-                    },
-                );
+                by_digest
+                    .insert(d, Entry { digest: d, principal: Principal::Query(q.name.clone()), revoked: q.revoked });
             }
         }
-        Self {
-            by_digest,
-            query_tokens_configured: !cfg.query_tokens.is_empty(),
-        }
+        Self { by_digest, query_tokens_configured: !cfg.query_tokens.is_empty() }
     }
 
     /// Resolves an `Authorization` header value.
@@ -130,11 +114,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64) -> Self {
-        Self {
-            rate,
-            burst,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Self { rate, burst, buckets: Mutex::new(HashMap::new()) }
     }
 
     /// Takes `n` events from the probe's bucket, or says how many seconds until it could.
@@ -152,11 +132,7 @@ impl RateLimiter {
             *tokens -= n;
             Ok(())
         } else {
-            let wait = if n > self.burst {
-                (n / self.rate).ceil()
-            } else {
-                ((n - *tokens) / self.rate).ceil()
-            };
+            let wait = if n > self.burst { (n / self.rate).ceil() } else { ((n - *tokens) / self.rate).ceil() };
             Err(wait.max(1.0) as u64)
         }
     }
@@ -179,18 +155,9 @@ mod tests {
             labels: Default::default(),
         });
         let book = TokenBook::from_config(&cfg);
-        assert_eq!(
-            book.authenticate(Some(&format!("Bearer {t}"))),
-            Ok(Principal::Probe("p1".into()))
-        );
-        assert_eq!(
-            book.authenticate(Some("Bearer nope")),
-            Err(AuthError::Unknown)
-        );
-        assert_eq!(
-            book.authenticate(Some("Basic abc")),
-            Err(AuthError::Malformed)
-        );
+        assert_eq!(book.authenticate(Some(&format!("Bearer {t}"))), Ok(Principal::Probe("p1".into())));
+        assert_eq!(book.authenticate(Some("Bearer nope")), Err(AuthError::Unknown));
+        assert_eq!(book.authenticate(Some("Basic abc")), Err(AuthError::Malformed));
         assert_eq!(book.authenticate(None), Err(AuthError::Missing));
     }
 

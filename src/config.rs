@@ -117,10 +117,7 @@ pub struct QueryToken {
 
 impl std::fmt::Debug for QueryToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryToken")
-            .field("name", &self.name)
-            .field("token_sha256", &"<redacted>")
-            .finish()
+        f.debug_struct("QueryToken").field("name", &self.name).field("token_sha256", &"<redacted>").finish()
     }
 }
 
@@ -172,8 +169,8 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        let mut root: toml::Value = toml::from_str(DEFAULTS)
-            .map_err(|e| ConfigErrors(vec![format!("built-in defaults: {e}")]))?;
+        let mut root: toml::Value =
+            toml::from_str(DEFAULTS).map_err(|e| ConfigErrors(vec![format!("built-in defaults: {e}")]))?;
         if let Some(path) = file {
             match std::fs::read_to_string(path) {
                 Ok(text) => match toml::from_str::<toml::Value>(&text) {
@@ -201,8 +198,7 @@ impl Config {
             merge(&mut root, over);
         }
         let mut unknown = Vec::new();
-        let parsed: Result<Config, _> =
-            serde_ignored::deserialize(root, |p| unknown.push(p.to_string()));
+        let parsed: Result<Config, _> = serde_ignored::deserialize(root, |p| unknown.push(p.to_string()));
         for u in unknown {
             errors.push(format!("{u}: unknown key"));
         }
@@ -231,10 +227,7 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
         if self.http.bind.parse::<SocketAddr>().is_err() {
-            e.push(format!(
-                "http.bind: {:?} is not an address such as 127.0.0.1:8080",
-                self.http.bind
-            ));
+            e.push(format!("http.bind: {:?} is not an address such as 127.0.0.1:8080", self.http.bind));
         }
         if !(1024..=64 << 20).contains(&self.http.max_body_bytes) {
             e.push("http.max_body_bytes: must be between 1024 and 67108864".into());
@@ -246,16 +239,12 @@ impl Config {
             e.push("storage.data_dir: must not be empty".into());
         }
         if self.bus.kind != "embedded" {
-            e.push(format!(
-                "bus.kind: {:?} is not supported by this build (expected \"embedded\")",
-                self.bus.kind
-            ));
+            e.push(format!("bus.kind: {:?} is not supported by this build (expected \"embedded\")", self.bus.kind));
         }
         if self.ingest.rate_per_probe.is_nan() || self.ingest.rate_per_probe <= 0.0 {
             e.push("ingest.rate_per_probe: must be positive".into());
         }
-        if self.ingest.burst < self.ingest.rate_per_probe.min(1.0) || !self.ingest.burst.is_finite()
-        {
+        if self.ingest.burst < self.ingest.rate_per_probe.min(1.0) || !self.ingest.burst.is_finite() {
             e.push("ingest.burst: must be at least 1 and finite".into());
         }
         if self.ingest.max_future_s < 0 {
@@ -265,9 +254,7 @@ impl Config {
             e.push("ingest.max_past_s: must be positive".into());
         }
         if self.ingest.max_past_s > self.retention.m1_days * 86_400 {
-            e.push(
-                "ingest.max_past_s: must not exceed the 1m retention (retention.m1_days)".into(),
-            );
+            e.push("ingest.max_past_s: must not exceed the 1m retention (retention.m1_days)".into());
         }
         if !(self.ingest.max_duration_ms > 0.0 && self.ingest.max_duration_ms.is_finite()) {
             e.push("ingest.max_duration_ms: must be positive".into());
@@ -284,9 +271,7 @@ impl Config {
         if !(10..=60_000).contains(&self.pipeline.flush_interval_ms) {
             e.push("pipeline.flush_interval_ms: must be between 10 and 60000".into());
         }
-        if self.pipeline.allowed_lateness_s < 0
-            || self.pipeline.allowed_lateness_s >= self.ingest.max_past_s
-        {
+        if self.pipeline.allowed_lateness_s < 0 || self.pipeline.allowed_lateness_s >= self.ingest.max_past_s {
             e.push("pipeline.allowed_lateness_s: must be >= 0 and below ingest.max_past_s".into());
         }
         if self.pipeline.idle_evict_s < 1 {
@@ -306,32 +291,22 @@ impl Config {
             e.push("retention.prune_every_s: must be at least 1".into());
         }
         if !matches!(self.log.format.as_str(), "plain" | "json") {
-            e.push(format!(
-                "log.format: {:?} must be \"plain\" or \"json\"",
-                self.log.format
-            ));
+            e.push(format!("log.format: {:?} must be \"plain\" or \"json\"", self.log.format));
         }
         let mut ids = std::collections::HashSet::new();
         let mut hashes = std::collections::HashSet::new();
         for (i, p) in self.probes.iter().enumerate() {
             let valid_id = !p.id.is_empty()
                 && p.id.len() <= 128
-                && p.id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                && p.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !valid_id {
-                e.push(format!(
-                    "probes[{i}].id: {:?} must be 1-128 characters of [A-Za-z0-9-_.]",
-                    p.id
-                ));
+                e.push(format!("probes[{i}].id: {:?} must be 1-128 characters of [A-Za-z0-9-_.]", p.id));
             }
             if !ids.insert(p.id.clone()) {
                 e.push(format!("probes[{i}].id: duplicate probe id {:?}", p.id));
             }
             if !is_sha256_hex(&p.token_sha256) {
-                e.push(format!(
-                    "probes[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"
-                ));
+                e.push(format!("probes[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
             } else if !hashes.insert(p.token_sha256.to_ascii_lowercase()) {
                 e.push(format!("probes[{i}].token_sha256: token hash used twice"));
             }
@@ -341,21 +316,18 @@ impl Config {
                 e.push(format!("query_tokens[{i}].name: must not be empty"));
             }
             if !is_sha256_hex(&q.token_sha256) {
-                e.push(format!(
-                    "query_tokens[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"
-                ));
+                e.push(format!("query_tokens[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
             } else if !hashes.insert(q.token_sha256.to_ascii_lowercase()) {
-                e.push(format!("query_tokens[{i}].token_sha256: token hash used twice (probe and query tokens must differ)"));
+                e.push(format!(
+                    "query_tokens[{i}].token_sha256: token hash used twice (probe and query tokens must differ)"
+                ));
             }
         }
         e
     }
 
     pub fn bind_addr(&self) -> SocketAddr {
-        self.http
-            .bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        self.http.bind.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
     pub fn pipeline_config(&self) -> netqoe_actors::pipeline::PipelineConfig {
@@ -372,6 +344,7 @@ impl Config {
                 flush_interval: Duration::from_millis(self.pipeline.flush_interval_ms),
                 idle_evict_ms: self.pipeline.idle_evict_s * 1000,
                 mailbox: 64,
+                dedup_events: false,
             },
             sessions: SessionConfig {
                 passivate_after: Duration::from_secs(self.session.passivate_after_s),
@@ -408,10 +381,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -425,16 +395,8 @@ mod tests {
     fn env_overrides_file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
-        std::fs::write(
-            &f,
-            "[http]\nbind = \"127.0.0.1:9000\"\nmax_events_per_batch = 10\n",
-        )
-        .unwrap();
-        let c = Config::load_from(
-            Some(&f),
-            env(&[("NETQOE__HTTP__BIND", "0.0.0.0:7000"), ("OTHER", "x")]),
-        )
-        .unwrap();
+        std::fs::write(&f, "[http]\nbind = \"127.0.0.1:9000\"\nmax_events_per_batch = 10\n").unwrap();
+        let c = Config::load_from(Some(&f), env(&[("NETQOE__HTTP__BIND", "0.0.0.0:7000"), ("OTHER", "x")])).unwrap();
         assert_eq!(c.http.bind, "0.0.0.0:7000");
         assert_eq!(c.http.max_events_per_batch, 10);
     }

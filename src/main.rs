@@ -7,11 +7,7 @@ use clap::{Parser, Subcommand};
 use netqoe::config::Config;
 
 #[derive(Parser)]
-#[command(
-    name = "netqoe",
-    version,
-    about = "Network Quality-of-Experience telemetry"
-)]
+#[command(name = "netqoe", version, about = "Network Quality-of-Experience telemetry")]
 struct Cli {
     /// Configuration file (TOML); layered over the built-in defaults, under NETQOE__* variables.
     #[arg(long, global = true, env = "NETQOE_CONFIG")]
@@ -78,9 +74,7 @@ async fn wait_for_signal() -> anyhow::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config {
-            command: ConfigCommand::Check,
-        } => match load(cli.config.as_deref()) {
+        Command::Config { command: ConfigCommand::Check } => match load(cli.config.as_deref()) {
             Ok(c) => {
                 println!(
                     "configuration ok: bind {}, data_dir {}, bus {}, {} probe(s), {} query token(s)",
@@ -94,9 +88,7 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Token {
-            command: TokenCommand::Mint { probe, query },
-        } => {
+        Command::Token { command: TokenCommand::Mint { probe, query } } => {
             if let Some(id) = probe {
                 let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
                 println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[probes]]\nid = \"{id}\"\ntoken_sha256 = \"{digest}\"");

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Published};
+use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::store::{
     parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
 };
@@ -88,6 +88,13 @@ CREATE TABLE IF NOT EXISTS processed_batches (
     batch_id TEXT PRIMARY KEY,
     at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS applied_events (
+    probe TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    PRIMARY KEY (probe, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS applied_events_ts ON applied_events (ts_ms);
 CREATE TABLE IF NOT EXISTS watermarks (
     probe TEXT PRIMARY KEY,
     max_event_ms INTEGER NOT NULL
@@ -112,32 +119,12 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
 type Reply<T> = oneshot::Sender<T>;
 
 enum Job {
-    Publish {
-        probe: String,
-        events: Vec<Event>,
-        received_ms: i64,
-        reply: Reply<Result<Published, String>>,
-    },
-    Commit {
-        ws: WriteSet,
-        reply: Reply<Result<CommitReport, String>>,
-    },
-    Ack {
-        id: i64,
-    },
-    DeadLetter {
-        id: i64,
-        reason: String,
-    },
-    SaveSessions {
-        sessions: Vec<SessionState>,
-        reply: Reply<Result<(), String>>,
-    },
-    Prune {
-        now_ms: i64,
-        retention: Retention,
-        reply: Reply<Result<u64, String>>,
-    },
+    Publish { probe: String, events: Vec<Event>, received_ms: i64, reply: Reply<Result<Published, String>> },
+    Commit { ws: WriteSet, reply: Reply<Result<CommitReport, String>> },
+    Ack { id: i64 },
+    DeadLetter { id: i64, reason: String },
+    SaveSessions { sessions: Vec<SessionState>, reply: Reply<Result<(), String>> },
+    Prune { now_ms: i64, retention: Retention, reply: Reply<Result<u64, String>> },
 }
 
 /// Journal delivery bookkeeping for the consumer.
@@ -180,24 +167,17 @@ impl Sqlite {
         let path = dir.join("netqoe.db");
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA)?;
-        let version: Option<i64> = conn
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .optional()?;
+        let version: Option<i64> = conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).optional()?;
         match version {
             None => {
-                conn.execute(
-                    "INSERT INTO schema_version (version) VALUES (?1)",
-                    [SCHEMA_VERSION],
-                )?;
+                conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(v) => anyhow::bail!(
-                "{}: schema version {v} is newer than this build's {SCHEMA_VERSION}",
-                path.display()
-            ),
+            Some(v) => {
+                anyhow::bail!("{}: schema version {v} is newer than this build's {SCHEMA_VERSION}", path.display())
+            }
         }
-        let startup_max: i64 =
-            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM journal", [], |r| r.get(0))?;
+        let startup_max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM journal", [], |r| r.get(0))?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let shared = Arc::new(Shared {
             path: path.clone(),
@@ -205,15 +185,10 @@ impl Sqlite {
             readers: Mutex::new(Vec::new()),
             published: Notify::new(),
             acked: Notify::new(),
-            journal: Mutex::new(JournalState {
-                startup_max,
-                ..Default::default()
-            }),
+            journal: Mutex::new(JournalState { startup_max, ..Default::default() }),
         });
         let weak = Arc::downgrade(&shared);
-        std::thread::Builder::new()
-            .name("netqoe-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, weak))?;
+        std::thread::Builder::new().name("netqoe-sqlite-writer".into()).spawn(move || writer_loop(conn, rx, weak))?;
         Ok(Self { shared })
     }
 
@@ -223,11 +198,7 @@ impl Sqlite {
 
     async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
         let (tx, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(make(tx))
-            .await
-            .map_err(|_| "sqlite writer stopped".to_string())?;
+        self.shared.jobs.send(make(tx)).await.map_err(|_| "sqlite writer stopped".to_string())?;
         rx.await.map_err(|_| "sqlite writer stopped".to_string())
     }
 
@@ -239,9 +210,7 @@ impl Sqlite {
         tokio::task::spawn_blocking(move || {
             let conn = match shared.readers.lock().ok().and_then(|mut p| p.pop()) {
                 Some(c) => c,
-                None => {
-                    open_conn(&shared.path).map_err(|e| StoreError::Unavailable(e.to_string()))?
-                }
+                None => open_conn(&shared.path).map_err(|e| StoreError::Unavailable(e.to_string()))?,
             };
             let r = f(&conn).map_err(|e| StoreError::Failed(e.to_string()));
             if let Ok(mut p) = shared.readers.lock() {
@@ -257,13 +226,11 @@ impl Sqlite {
 
     /// Journal rows not yet acked (tests and readiness detail).
     pub async fn journal_depth(&self) -> Result<i64, StoreError> {
-        self.read(|c| c.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)))
-            .await
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0))).await
     }
 
     pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
-        self.read(|c| c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0)))
-            .await
+        self.read(|c| c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))).await
     }
 }
 
@@ -288,10 +255,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, shared: std::sync:
 
 enum Done {
     Publish(Reply<Result<Published, String>>, Result<Published, String>),
-    Commit(
-        Reply<Result<CommitReport, String>>,
-        Result<CommitReport, String>,
-    ),
+    Commit(Reply<Result<CommitReport, String>>, Result<CommitReport, String>),
     Unit(Reply<Result<(), String>>, Result<(), String>),
     Count(Reply<Result<u64, String>>, Result<u64, String>),
     Nothing,
@@ -316,21 +280,14 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
             continue;
         }
         let d = match job {
-            Job::Publish {
-                probe,
-                events,
-                received_ms,
-                reply,
-            } => {
+            Job::Publish { probe, events, received_ms, reply } => {
                 let r = publish_tx(&tx, &probe, events, received_ms).map_err(|e| e.to_string());
                 if matches!(&r, Ok(p) if p.batch_id.is_some()) {
                     published = true;
                 }
                 Done::Publish(reply, r)
             }
-            Job::Commit { ws, reply } => {
-                Done::Commit(reply, commit_tx(&tx, ws).map_err(|e| e.to_string()))
-            }
+            Job::Commit { ws, reply } => Done::Commit(reply, commit_tx(&tx, ws).map_err(|e| e.to_string())),
             Job::Ack { id } => {
                 if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
                     tracing::warn!(%error, id, "journal ack failed");
@@ -349,17 +306,10 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
                 }
                 Done::Nothing
             }
-            Job::SaveSessions { sessions, reply } => {
-                Done::Unit(reply, save_sessions_tx(&tx, &sessions))
+            Job::SaveSessions { sessions, reply } => Done::Unit(reply, save_sessions_tx(&tx, &sessions)),
+            Job::Prune { now_ms, retention, reply } => {
+                Done::Count(reply, prune_tx(&tx, now_ms, &retention).map_err(|e| e.to_string()))
             }
-            Job::Prune {
-                now_ms,
-                retention,
-                reply,
-            } => Done::Count(
-                reply,
-                prune_tx(&tx, now_ms, &retention).map_err(|e| e.to_string()),
-            ),
         };
         let failed = match &d {
             Done::Publish(_, r) => r.is_err(),
@@ -368,11 +318,8 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
             Done::Count(_, r) => r.is_err(),
             Done::Nothing => false,
         };
-        let end = if failed {
-            tx.execute_batch("ROLLBACK TO job; RELEASE job")
-        } else {
-            tx.execute_batch("RELEASE job")
-        };
+        let end =
+            if failed { tx.execute_batch("ROLLBACK TO job; RELEASE job") } else { tx.execute_batch("RELEASE job") };
         if let Err(e) = end {
             tracing::error!(error = %e, "savepoint release failed");
         }
@@ -425,15 +372,9 @@ fn reply_err(d: Done, msg: &str) {
     }
 }
 
-fn publish_tx(
-    tx: &Transaction<'_>,
-    probe: &str,
-    events: Vec<Event>,
-    received_ms: i64,
-) -> rusqlite::Result<Published> {
-    let mut seen = tx.prepare_cached(
-        "INSERT OR IGNORE INTO seen_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)",
-    )?;
+fn publish_tx(tx: &Transaction<'_>, probe: &str, events: Vec<Event>, received_ms: i64) -> rusqlite::Result<Published> {
+    let mut seen =
+        tx.prepare_cached("INSERT OR IGNORE INTO seen_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)")?;
     let total = events.len();
     let mut fresh = Vec::with_capacity(total);
     for e in events {
@@ -443,24 +384,13 @@ fn publish_tx(
     }
     let duplicates = total - fresh.len();
     if fresh.is_empty() {
-        return Ok(Published {
-            batch_id: None,
-            accepted: 0,
-            duplicates,
-        });
+        return Ok(Published { batch_id: None, accepted: 0, duplicates });
     }
-    let payload = serde_json::to_vec(&fresh)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.prepare_cached(
-        "INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![probe, received_ms, duplicates as i64, payload])?;
+    let payload = serde_json::to_vec(&fresh).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached("INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![probe, received_ms, duplicates as i64, payload])?;
     let id = tx.last_insert_rowid();
-    Ok(Published {
-        batch_id: Some(format!("j{id}")),
-        accepted: fresh.len(),
-        duplicates,
-    })
+    Ok(Published { batch_id: Some(format!("j{id}")), accepted: fresh.len(), duplicates })
 }
 
 const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
@@ -517,23 +447,13 @@ fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
     let metric: String = row.get(3)?;
     let errors: String = row.get(16)?;
     let sketch: Vec<u8> = row.get(17)?;
-    let corrupt = |what: String| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into())
-    };
+    let corrupt = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
     let tier = Tier::parse(&tier).ok_or_else(|| corrupt(format!("unknown tier {tier}")))?;
-    let metric =
-        Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?;
+    let metric = Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?;
     let sketch = DdSketch::decode(&sketch).map_err(|e| corrupt(format!("sketch: {e}")))?;
-    let errors: BTreeMap<String, u64> =
-        serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
+    let errors: BTreeMap<String, u64> = serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
     Ok(Rollup {
-        key: WindowKey {
-            probe: row.get(1)?,
-            target: row.get(2)?,
-            metric,
-            tier,
-            start_ms: row.get(4)?,
-        },
+        key: WindowKey { probe: row.get(1)?, target: row.get(2)?, metric, tier, start_ms: row.get(4)? },
         revision: row.get::<_, i64>(5)? as u64,
         closed: row.get(6)?,
         agg: WindowAgg {
@@ -562,11 +482,7 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
         }
     }
     for parent in parents_to_derive(&changed) {
-        let child = if parent.tier == Tier::H1 {
-            Tier::M1
-        } else {
-            Tier::H1
-        };
+        let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4
              AND start_ms >= ?5 AND start_ms < ?6 ORDER BY start_ms"
@@ -586,22 +502,11 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
             .collect::<rusqlite::Result<_>>()?;
         let agg = merge_children(children.iter().map(|c| &c.agg));
         let closed = children.iter().all(|c| c.closed);
-        upsert_rollup(
-            tx,
-            &Rollup {
-                key: parent.clone(),
-                agg,
-                revision: 0,
-                closed,
-            },
-            true,
-        )?;
+        upsert_rollup(tx, &Rollup { key: parent.clone(), agg, revision: 0, closed }, true)?;
         *report.written.entry(parent.tier).or_default() += 1;
     }
     let at = now_ms();
-    let mut ins = tx.prepare_cached(
-        "INSERT OR IGNORE INTO processed_batches (batch_id, at_ms) VALUES (?1, ?2)",
-    )?;
+    let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO processed_batches (batch_id, at_ms) VALUES (?1, ?2)")?;
     for id in &ws.batches {
         ins.execute(params![id, at])?;
     }
@@ -612,6 +517,11 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
     for (probe, ms) in &ws.watermarks {
         wm.execute(params![probe, ms])?;
     }
+    let mut ap =
+        tx.prepare_cached("INSERT OR IGNORE INTO applied_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)")?;
+    for (probe, id, ts) in &ws.applied_events {
+        ap.execute(params![probe, id, ts])?;
+    }
     Ok(report)
 }
 
@@ -621,8 +531,7 @@ fn save_sessions_tx(tx: &Transaction<'_>, sessions: &[SessionState]) -> Result<(
         .map_err(|e| e.to_string())?;
     for s in sessions {
         let json = serde_json::to_string(s).map_err(|e| e.to_string())?;
-        st.execute(params![s.probe, json])
-            .map_err(|e| e.to_string())?;
+        st.execute(params![s.probe, json]).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -632,20 +541,12 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     for tier in Tier::ALL {
         n += tx.execute(
             "DELETE FROM rollups WHERE tier = ?1 AND start_ms < ?2",
-            params![
-                tier.as_str(),
-                now_ms - retention.for_tier(tier) - tier.len_ms()
-            ],
+            params![tier.as_str(), now_ms - retention.for_tier(tier) - tier.len_ms()],
         )?;
     }
-    n += tx.execute(
-        "DELETE FROM processed_batches WHERE at_ms < ?1",
-        [now_ms - retention.dedup_ms],
-    )?;
-    n += tx.execute(
-        "DELETE FROM seen_events WHERE ts_ms < ?1",
-        [now_ms - retention.dedup_ms],
-    )?;
+    n += tx.execute("DELETE FROM processed_batches WHERE at_ms < ?1", [now_ms - retention.dedup_ms])?;
+    n += tx.execute("DELETE FROM seen_events WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
+    n += tx.execute("DELETE FROM applied_events WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
     Ok(n as u64)
 }
 
@@ -656,10 +557,7 @@ fn store_err(e: String) -> StoreError {
 #[async_trait]
 impl RollupStore for Sqlite {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
-        self.submit(|reply| Job::Commit { ws, reply })
-            .await
-            .map_err(StoreError::Unavailable)?
-            .map_err(store_err)
+        self.submit(|reply| Job::Commit { ws, reply }).await.map_err(StoreError::Unavailable)?.map_err(store_err)
     }
 
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
@@ -685,12 +583,7 @@ impl RollupStore for Sqlite {
     async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
         let probe = probe.to_string();
         self.read(move |c| {
-            c.query_row(
-                "SELECT max_event_ms FROM watermarks WHERE probe = ?1",
-                [probe],
-                |r| r.get(0),
-            )
-            .optional()
+            c.query_row("SELECT max_event_ms FROM watermarks WHERE probe = ?1", [probe], |r| r.get(0)).optional()
         })
         .await
     }
@@ -710,10 +603,26 @@ impl RollupStore for Sqlite {
         .await
     }
 
+    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let (probe, ids) = (probe.to_string(), event_ids.to_vec());
+        self.read(move |c| {
+            let mut st = c.prepare_cached("SELECT 1 FROM applied_events WHERE probe = ?1 AND event_id = ?2")?;
+            let mut out = Vec::new();
+            for id in ids {
+                if st.exists(params![probe, id])? {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
         let q = q.clone();
         self.read(move |c| {
-            let mut sql = format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND start_ms >= ?2 AND start_ms < ?3");
+            let mut sql =
+                format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND start_ms >= ?2 AND start_ms < ?3");
             let mut args: Vec<rusqlite::types::Value> =
                 vec![q.tier.as_str().to_string().into(), q.from_ms.into(), q.to_ms.into()];
             if let Some(p) = &q.probe {
@@ -748,19 +657,9 @@ impl RollupStore for Sqlite {
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
         let probe = probe.to_string();
         let json: Option<String> = self
-            .read(move |c| {
-                c.query_row(
-                    "SELECT state FROM sessions WHERE probe = ?1",
-                    [probe],
-                    |r| r.get(0),
-                )
-                .optional()
-            })
+            .read(move |c| c.query_row("SELECT state FROM sessions WHERE probe = ?1", [probe], |r| r.get(0)).optional())
             .await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))
-        })
-        .transpose()
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))).transpose()
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
@@ -771,23 +670,15 @@ impl RollupStore for Sqlite {
                 r
             })
             .await?;
-        rows.iter()
-            .map(|j| {
-                serde_json::from_str(j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))
-            })
-            .collect()
+        rows.iter().map(|j| serde_json::from_str(j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))).collect()
     }
 
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let retention = *retention;
-        self.submit(|reply| Job::Prune {
-            now_ms,
-            retention,
-            reply,
-        })
-        .await
-        .map_err(StoreError::Unavailable)?
-        .map_err(store_err)
+        self.submit(|reply| Job::Prune { now_ms, retention, reply })
+            .await
+            .map_err(StoreError::Unavailable)?
+            .map_err(store_err)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -843,12 +734,7 @@ struct JournalRow {
     payload: Vec<u8>,
 }
 
-fn read_rows(
-    c: &Connection,
-    requeued: &[i64],
-    after: i64,
-    limit: usize,
-) -> rusqlite::Result<Vec<JournalRow>> {
+fn read_rows(c: &Connection, requeued: &[i64], after: i64, limit: usize) -> rusqlite::Result<Vec<JournalRow>> {
     let map = |r: &rusqlite::Row<'_>| {
         Ok(JournalRow {
             id: r.get(0)?,
@@ -859,9 +745,7 @@ fn read_rows(
         })
     };
     let mut out = Vec::new();
-    let mut one = c.prepare_cached(
-        "SELECT id, probe, received_ms, duplicates, payload FROM journal WHERE id = ?1",
-    )?;
+    let mut one = c.prepare_cached("SELECT id, probe, received_ms, duplicates, payload FROM journal WHERE id = ?1")?;
     for id in requeued {
         if let Some(r) = one.query_row([id], map).optional()? {
             out.push(r);
@@ -880,7 +764,7 @@ fn read_rows(
 }
 
 impl Sqlite {
-    async fn consume_loop(self, tx: mpsc::Sender<Delivery>, prefetch: usize) {
+    async fn consume_loop(self, tx: mpsc::Sender<Incoming>, prefetch: usize) {
         loop {
             let (free, requeued, after) = {
                 let Ok(mut j) = self.shared.journal.lock() else {
@@ -888,13 +772,8 @@ impl Sqlite {
                 };
                 let free = prefetch.saturating_sub(j.inflight.len());
                 let now = Instant::now();
-                let due: Vec<i64> = j
-                    .requeued
-                    .iter()
-                    .filter(|(_, at)| **at <= now)
-                    .map(|(id, _)| *id)
-                    .take(free)
-                    .collect();
+                let due: Vec<i64> =
+                    j.requeued.iter().filter(|(_, at)| **at <= now).map(|(id, _)| *id).take(free).collect();
                 for id in &due {
                     j.requeued.remove(id);
                 }
@@ -953,11 +832,7 @@ impl Sqlite {
                         j.inflight.remove(&row.id);
                         j.deliveries.remove(&row.id);
                     }
-                    let _ = self
-                        .shared
-                        .jobs
-                        .send(Job::DeadLetter { id: row.id, reason })
-                        .await;
+                    let _ = self.shared.jobs.send(Job::DeadLetter { id: row.id, reason }).await;
                     continue;
                 }
                 let batch = Batch {
@@ -967,20 +842,9 @@ impl Sqlite {
                     duplicates: row.duplicates as u64,
                     events: events.unwrap_or_default(),
                 };
-                let acker = Box::new(JournalAcker {
-                    id: row.id,
-                    shared: self.shared.clone(),
-                    settled: false,
-                });
-                if tx
-                    .send(Delivery {
-                        batch,
-                        redelivered,
-                        acker,
-                    })
-                    .await
-                    .is_err()
-                {
+                let acker = Box::new(JournalAcker { id: row.id, shared: self.shared.clone(), settled: false });
+                let d = Delivery { batch, redelivered, acker, epoch: 0 };
+                if tx.send(Incoming::Deliver(d)).await.is_err() {
                     return;
                 }
             }
@@ -990,31 +854,25 @@ impl Sqlite {
 
 #[async_trait]
 impl EventBus for Sqlite {
-    async fn publish(
-        &self,
-        probe: &str,
-        events: Vec<Event>,
-        received_ms: i64,
-    ) -> Result<Published, BusError> {
+    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
         let probe = probe.to_string();
-        self.submit(|reply| Job::Publish {
-            probe,
-            events,
-            received_ms,
-            reply,
-        })
-        .await
-        .map_err(BusError::Unavailable)?
-        .map_err(|e| {
-            if e.contains("database is locked") || e.contains("disk") || e.contains("full") {
-                BusError::Overloaded(e)
-            } else {
-                BusError::Failed(e)
-            }
-        })
+        self.submit(|reply| Job::Publish { probe, events, received_ms, reply })
+            .await
+            .map_err(BusError::Unavailable)?
+            .map_err(|e| {
+                if e.contains("database is locked") || e.contains("disk") || e.contains("full") {
+                    BusError::Overloaded(e)
+                } else {
+                    BusError::Failed(e)
+                }
+            })
     }
 
-    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Delivery>, BusError> {
+    fn dedups_events(&self) -> bool {
+        true
+    }
+
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
         let (tx, rx) = mpsc::channel(prefetch.max(1));
         let me = self.clone();
         tokio::spawn(me.consume_loop(tx, prefetch.max(1)));

@@ -17,12 +17,7 @@ fn shipped_config_files_are_valid() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "toml") {
             let out = check(&p);
-            assert!(
-                out.status.success(),
-                "{}: {}",
-                p.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
             n += 1;
         }
     }
@@ -33,20 +28,11 @@ fn shipped_config_files_are_valid() {
 fn a_broken_config_lists_every_error_and_exits_2() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("bad.toml");
-    std::fs::write(
-        &p,
-        "[http]\nbind = \"nope\"\ncolour = 1\n[pipeline]\nshards = 0\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "[http]\nbind = \"nope\"\ncolour = 1\n[pipeline]\nshards = 0\n").unwrap();
     let out = check(&p);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "3 configuration error(s)",
-        "http.colour: unknown key",
-        "http.bind",
-        "pipeline.shards",
-    ] {
+    for needle in ["3 configuration error(s)", "http.colour: unknown key", "http.bind", "pipeline.shards"] {
         assert!(err.contains(needle), "{needle} missing from {err}");
     }
 }

@@ -54,28 +54,14 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
         // in batches of 25, in time order, alternating JSON and NDJSON bodies
         for (bi, chunk) in events.chunks(25).enumerate() {
             let r = if bi % 2 == 0 {
-                post(
-                    &t.client,
-                    &t.app.url("/v1/events"),
-                    Some(token),
-                    "application/json",
-                    batch(chunk),
-                )
-                .await
+                post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(chunk)).await
             } else {
                 let mut nd = Vec::new();
                 for e in chunk {
                     nd.extend(serde_json::to_vec(e).unwrap());
                     nd.push(b'\n');
                 }
-                post(
-                    &t.client,
-                    &t.app.url("/v1/events"),
-                    Some(token),
-                    "application/x-ndjson",
-                    nd,
-                )
-                .await
+                post(&t.client, &t.app.url("/v1/events"), Some(token), "application/x-ndjson", nd).await
             };
             assert_eq!(r.status, 202, "{}", r.body);
             assert_eq!(r.body["accepted"].as_u64(), Some(chunk.len() as u64));
@@ -84,15 +70,7 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
     let expected_samples: u64 = oracle.values().map(|v| v.len() as u64).sum();
     let (from, to) = (base, base + MINUTES * 60_000);
     eventually(30, "all samples aggregated", || async {
-        (total_count(
-            &t.client,
-            &format!("http://{}", t.app.addr),
-            &t.query_token,
-            "rtt",
-            from,
-            to,
-        )
-        .await
+        (total_count(&t.client, &format!("http://{}", t.app.addr), &t.query_token, "rtt", from, to).await
             == expected_samples)
             .then_some(())
     })
@@ -100,53 +78,26 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
 
     let r = get(
         &t.client,
-        &t.app.url(&format!(
-            "/v1/rollups?metric=rtt&tier=1m&from={}&to={}",
-            rfc3339(from),
-            rfc3339(to)
-        )),
+        &t.app.url(&format!("/v1/rollups?metric=rtt&tier=1m&from={}&to={}", rfc3339(from), rfc3339(to))),
         Some(&t.query_token),
     )
     .await;
     let rows = r.body["rollups"].as_array().unwrap();
-    assert_eq!(
-        rows.len(),
-        oracle.len(),
-        "one 1m window per probe × target × minute"
-    );
+    assert_eq!(rows.len(), oracle.len(), "one 1m window per probe × target × minute");
     for w in rows {
-        let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap())
-            .unwrap()
-            .timestamp_millis();
-        let key = (
-            w["probe"].as_str().unwrap().to_string(),
-            w["target"].as_str().unwrap().to_string(),
-            start,
-        );
-        let mut samples = oracle
-            .get(&key)
-            .unwrap_or_else(|| panic!("unexpected window {key:?}"))
-            .clone();
+        let start =
+            chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
+        let key = (w["probe"].as_str().unwrap().to_string(), w["target"].as_str().unwrap().to_string(), start);
+        let mut samples = oracle.get(&key).unwrap_or_else(|| panic!("unexpected window {key:?}")).clone();
         samples.sort_by(f64::total_cmp);
-        assert_eq!(
-            w["count"].as_u64().unwrap(),
-            samples.len() as u64,
-            "{key:?}"
-        );
+        assert_eq!(w["count"].as_u64().unwrap(), samples.len() as u64, "{key:?}");
         assert_eq!(w["min"].as_f64().unwrap(), samples[0], "{key:?}");
-        assert_eq!(
-            w["max"].as_f64().unwrap(),
-            *samples.last().unwrap(),
-            "{key:?}"
-        );
+        assert_eq!(w["max"].as_f64().unwrap(), *samples.last().unwrap(), "{key:?}");
         assert_eq!(w["loss_pct"].as_f64().unwrap(), 0.0);
         for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
             let want = exact(&samples, q);
             let got = w[name].as_f64().unwrap();
-            assert!(
-                (got - want).abs() / want <= 0.01,
-                "{key:?} {name}: got {got}, exact {want}"
-            );
+            assert!((got - want).abs() / want <= 0.01, "{key:?} {name}: got {got}, exact {want}");
         }
     }
 
@@ -178,21 +129,14 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
         assert_eq!(h.agg.events, merged.events);
         assert_eq!(h.agg.min, merged.min);
         assert_eq!(h.agg.max, merged.max);
-        assert_eq!(
-            h.agg.sketch, merged.sketch,
-            "1h sketch is the merge of the 1m sketches"
-        );
+        assert_eq!(h.agg.sketch, merged.sketch, "1h sketch is the merge of the 1m sketches");
         assert_eq!(h.agg.sent, merged.sent);
         assert!((h.agg.sum - merged.sum).abs() < 1e-6 * merged.sum);
     }
     // fleet view: group_by=target merges sketches over the 3 probes
     let r = get(
         &t.client,
-        &t.app.url(&format!(
-            "/v1/rollups?metric=rtt&tier=1h&group_by=target&from={}&to={}",
-            from - 86_400_000,
-            to
-        )),
+        &t.app.url(&format!("/v1/rollups?metric=rtt&tier=1h&group_by=target&from={}&to={}", from - 86_400_000, to)),
         Some(&t.query_token),
     )
     .await;
@@ -201,19 +145,13 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
     for f in fleet {
         assert_eq!(f["probes"].as_u64(), Some(PROBES as u64));
         let target = f["target"].as_str().unwrap();
-        let mut all: Vec<f64> = oracle
-            .iter()
-            .filter(|((_, tg, _), _)| tg == target)
-            .flat_map(|(_, v)| v.clone())
-            .collect();
+        let mut all: Vec<f64> =
+            oracle.iter().filter(|((_, tg, _), _)| tg == target).flat_map(|(_, v)| v.clone()).collect();
         all.sort_by(f64::total_cmp);
         assert_eq!(f["count"].as_u64().unwrap(), all.len() as u64);
         let got = f["p95"].as_f64().unwrap();
         let want = exact(&all, 0.95);
-        assert!(
-            (got - want).abs() / want <= 0.01,
-            "fleet p95 {got} vs {want}"
-        );
+        assert!((got - want).abs() / want <= 0.01, "fleet p95 {got} vs {want}");
     }
     t.app.shutdown().await.unwrap();
 }

@@ -14,11 +14,7 @@ use common::*;
 use serde_json::json;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(config: &std::path::Path, port: u16) -> Child {
@@ -78,9 +74,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     drop(f);
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let mut child = spawn(&config, port);
     wait_ready(&client, &base_url).await;
 
@@ -109,21 +103,9 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     // second life: same data; the probe re-sends the 12th batch (it could not know), then the rest
     let mut child = spawn(&config, port);
     wait_ready(&client, &base_url).await;
-    let r = post(
-        &client,
-        &url,
-        Some(&probe_token),
-        "application/json",
-        batch(&batches[11]),
-    )
-    .await;
+    let r = post(&client, &url, Some(&probe_token), "application/json", batch(&batches[11])).await;
     assert_eq!(r.status, 202);
-    assert_eq!(
-        r.body["duplicates"].as_u64(),
-        Some(10),
-        "the re-sent batch is recognised: {}",
-        r.body
-    );
+    assert_eq!(r.body["duplicates"].as_u64(), Some(10), "the re-sent batch is recognised: {}", r.body);
     assert_eq!(r.body["accepted"].as_u64(), Some(0));
     for events in &batches[12..20] {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
@@ -148,37 +130,22 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let expected: u64 = oracle.values().sum();
     assert_eq!(expected, 600);
     eventually(30, "all accepted samples aggregated", || async {
-        (total_count(&client, &base_url, &query_token, "rtt", from, to).await == expected)
-            .then_some(())
+        (total_count(&client, &base_url, &query_token, "rtt", from, to).await == expected).then_some(())
     })
     .await;
-    let r = get(
-        &client,
-        &format!("{base_url}/v1/rollups?metric=rtt&from={from}&to={to}"),
-        Some(&query_token),
-    )
-    .await;
+    let r = get(&client, &format!("{base_url}/v1/rollups?metric=rtt&from={from}&to={to}"), Some(&query_token)).await;
     let got: BTreeMap<i64, u64> = r.body["rollups"]
         .as_array()
         .unwrap()
         .iter()
         .map(|w| {
-            let s = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap())
-                .unwrap()
-                .timestamp_millis();
+            let s =
+                chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
             (s, w["count"].as_u64().unwrap())
         })
         .collect();
-    assert_eq!(
-        got, oracle,
-        "per-window counts equal the accepted events, once each"
-    );
-    let r = get(
-        &client,
-        &format!("{base_url}/v1/probes"),
-        Some(&query_token),
-    )
-    .await;
+    assert_eq!(got, oracle, "per-window counts equal the accepted events, once each");
+    let r = get(&client, &format!("{base_url}/v1/probes"), Some(&query_token)).await;
     assert_eq!(r.body["probes"][0]["probe"], "p1");
     child.kill().unwrap();
     child.wait().unwrap();

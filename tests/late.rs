@@ -9,10 +9,7 @@ use serde_json::{json, Value};
 async fn window(t: &TestApp, start: i64) -> Value {
     let r = get(
         &t.client,
-        &t.app.url(&format!(
-            "/v1/rollups?metric=rtt&from={start}&to={}",
-            start + 60_000
-        )),
+        &t.app.url(&format!("/v1/rollups?metric=rtt&from={start}&to={}", start + 60_000)),
         Some(&t.query_token),
     )
     .await;
@@ -27,21 +24,8 @@ async fn late_events_update_or_are_dropped_and_counted() {
     let base = base_ms();
     let ev = |id: &str, ts: i64, rtt: f64| json!({"event_id": id, "seq": 0, "ts": rfc3339(ts), "target": "t", "kind": "icmp", "rtt_ms": rtt});
     // minutes 0..=5, one event each at +5 s: newest = 5:05, watermark = 3:05
-    let events: Vec<Value> = (0..6)
-        .map(|m| ev(&format!("m{m}"), base + m * 60_000 + 5_000, 10.0))
-        .collect();
-    assert_eq!(
-        post(
-            &t.client,
-            &url,
-            Some(token),
-            "application/json",
-            batch(&events)
-        )
-        .await
-        .status,
-        202
-    );
+    let events: Vec<Value> = (0..6).map(|m| ev(&format!("m{m}"), base + m * 60_000 + 5_000, 10.0)).collect();
+    assert_eq!(post(&t.client, &url, Some(token), "application/json", batch(&events)).await.status, 202);
     let w3 = eventually(20, "minute 3 stored", || async {
         let w = window(&t, base + 3 * 60_000).await;
         (w["count"].as_u64() == Some(1)).then_some(w)
@@ -68,10 +52,7 @@ async fn late_events_update_or_are_dropped_and_counted() {
         (w["count"].as_u64() == Some(2)).then_some(w)
     })
     .await;
-    assert!(
-        w3b["revision"].as_u64() > w3["revision"].as_u64(),
-        "revision rises: {w3} → {w3b}"
-    );
+    assert!(w3b["revision"].as_u64() > w3["revision"].as_u64(), "revision rises: {w3} → {w3b}");
     assert_eq!(w3b["max"].as_f64(), Some(99.0));
 
     // beyond lateness: minute 1 ended at 2:00 ≤ watermark 3:05
@@ -89,23 +70,13 @@ async fn late_events_update_or_are_dropped_and_counted() {
     );
     eventually(20, "late drop counted on the session", || async {
         let r = get(&t.client, &t.app.url("/v1/probes"), Some(&t.query_token)).await;
-        let p = r.body["probes"]
-            .as_array()?
-            .iter()
-            .find(|p| p["probe"] == probe.as_str())?
-            .clone();
+        let p = r.body["probes"].as_array()?.iter().find(|p| p["probe"] == probe.as_str())?.clone();
         (p["late_dropped"].as_u64() == Some(1)).then_some(())
     })
     .await;
     let metrics = get_text(&t.client, &t.app.url("/metrics")).await;
-    assert_eq!(
-        metric_value(&metrics, "netqoe_late_events_total{outcome=\"dropped\"}"),
-        Some(1.0)
-    );
-    assert_eq!(
-        metric_value(&metrics, "netqoe_late_events_total{outcome=\"accepted\"}"),
-        Some(1.0)
-    );
+    assert_eq!(metric_value(&metrics, "netqoe_late_events_total{outcome=\"dropped\"}"), Some(1.0));
+    assert_eq!(metric_value(&metrics, "netqoe_late_events_total{outcome=\"accepted\"}"), Some(1.0));
     let w1b = window(&t, base + 60_000).await;
     assert_eq!(w1b["count"], w1["count"], "the closed window is untouched");
     assert_eq!(w1b["revision"], w1["revision"]);

@@ -12,13 +12,7 @@ use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 const DAY: i64 = 86_400_000;
 
 fn key(probe: &str, target: &str, start_ms: i64) -> WindowKey {
-    WindowKey {
-        probe: probe.into(),
-        target: target.into(),
-        metric: Metric::Rtt,
-        tier: Tier::M1,
-        start_ms,
-    }
+    WindowKey { probe: probe.into(), target: target.into(), metric: Metric::Rtt, tier: Tier::M1, start_ms }
 }
 
 fn agg(values: &[f64]) -> WindowAgg {
@@ -35,31 +29,15 @@ fn agg(values: &[f64]) -> WindowAgg {
 }
 
 fn rollup(k: WindowKey, values: &[f64], revision: u64) -> Rollup {
-    Rollup {
-        key: k,
-        agg: agg(values),
-        revision,
-        closed: false,
-    }
+    Rollup { key: k, agg: agg(values), revision, closed: false }
 }
 
 fn ws(rollups: Vec<Rollup>) -> WriteSet {
-    WriteSet {
-        rollups,
-        ..Default::default()
-    }
+    WriteSet { rollups, ..Default::default() }
 }
 
 fn q(tier: Tier, from_ms: i64, to_ms: i64) -> RollupQuery {
-    RollupQuery {
-        probe: None,
-        target: None,
-        metric: None,
-        tier,
-        from_ms,
-        to_ms,
-        limit: 10_000,
-    }
+    RollupQuery { probe: None, target: None, metric: None, tier, from_ms, to_ms, limit: 10_000 }
 }
 
 fn base() -> i64 {
@@ -72,11 +50,7 @@ async fn upsert_is_idempotent(s: Arc<dyn RollupStore>) {
     let r1 = s.commit(w.clone()).await.unwrap();
     assert_eq!(r1.written.get(&Tier::M1), Some(&1));
     let r2 = s.commit(w).await.unwrap();
-    assert_eq!(
-        r2.written.get(&Tier::M1),
-        None,
-        "same revision again writes nothing"
-    );
+    assert_eq!(r2.written.get(&Tier::M1), None, "same revision again writes nothing");
     let rows = s.query(&q(Tier::M1, b, b + DAY)).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].agg.count, 2);
@@ -84,17 +58,11 @@ async fn upsert_is_idempotent(s: Arc<dyn RollupStore>) {
 
 async fn lower_revision_never_overwrites(s: Arc<dyn RollupStore>) {
     let b = base();
-    s.commit(ws(vec![rollup(key("p", "t", b), &[1.0, 2.0, 3.0], 5)]))
-        .await
-        .unwrap();
-    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 4)]))
-        .await
-        .unwrap();
+    s.commit(ws(vec![rollup(key("p", "t", b), &[1.0, 2.0, 3.0], 5)])).await.unwrap();
+    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 4)])).await.unwrap();
     let got = s.load_windows(&[key("p", "t", b)]).await.unwrap();
     assert_eq!((got[0].revision, got[0].agg.count), (5, 3));
-    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 6)]))
-        .await
-        .unwrap();
+    s.commit(ws(vec![rollup(key("p", "t", b), &[9.0], 6)])).await.unwrap();
     let got = s.load_windows(&[key("p", "t", b)]).await.unwrap();
     assert_eq!((got[0].revision, got[0].agg.count), (6, 1));
 }
@@ -105,11 +73,7 @@ async fn coarse_tiers_are_merges_of_finer_ones(s: Arc<dyn RollupStore>) {
     // two hours, three windows each
     for (h, m) in [(0, 0), (0, 7), (0, 59), (1, 3), (1, 30), (1, 31)] {
         let start = b + h * 3_600_000 + m * 60_000;
-        rs.push(rollup(
-            key("p", "t", start),
-            &[m as f64 + 1.0, 2.0 * (h as f64 + 1.0)],
-            1,
-        ));
+        rs.push(rollup(key("p", "t", start), &[m as f64 + 1.0, 2.0 * (h as f64 + 1.0)], 1));
     }
     s.commit(ws(rs.clone())).await.unwrap();
     let h1 = s.query(&q(Tier::H1, b, b + DAY)).await.unwrap();
@@ -124,14 +88,9 @@ async fn coarse_tiers_are_merges_of_finer_ones(s: Arc<dyn RollupStore>) {
     let d1 = s.query(&q(Tier::D1, b, b + DAY)).await.unwrap();
     assert_eq!(d1.len(), 1);
     assert_eq!(d1[0].agg.count, 12);
-    assert_eq!(
-        d1[0].agg.sketch,
-        merge_children(h1.iter().map(|h| &h.agg)).sketch
-    );
+    assert_eq!(d1[0].agg.sketch, merge_children(h1.iter().map(|h| &h.agg)).sketch);
     // a new revision of one minute re-derives its hour and day
-    s.commit(ws(vec![rollup(rs[0].key.clone(), &[100.0], 2)]))
-        .await
-        .unwrap();
+    s.commit(ws(vec![rollup(rs[0].key.clone(), &[100.0], 2)])).await.unwrap();
     let h1b = s.query(&q(Tier::H1, b, b + 3_600_000)).await.unwrap();
     assert_eq!(h1b[0].agg.count, 5);
     assert_eq!(h1b[0].agg.max, Some(100.0));
@@ -141,29 +100,22 @@ async fn coarse_tiers_are_merges_of_finer_ones(s: Arc<dyn RollupStore>) {
 }
 
 async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
+    let now = netqoe_actors::now_ms();
     let w = WriteSet {
         rollups: vec![],
         batches: vec!["b1".into(), "b2".into()],
         watermarks: vec![("p".into(), 500)],
+        applied_events: vec![("p".into(), "e1".into(), now), ("q".into(), "e2".into(), now)],
     };
     s.commit(w).await.unwrap();
-    s.commit(WriteSet {
-        watermarks: vec![("p".into(), 300)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let done = s
-        .processed(&["b0".into(), "b1".into(), "b2".into(), "b3".into()])
-        .await
-        .unwrap();
+    s.commit(WriteSet { watermarks: vec![("p".into(), 300)], ..Default::default() }).await.unwrap();
+    let done = s.processed(&["b0".into(), "b1".into(), "b2".into(), "b3".into()]).await.unwrap();
     assert_eq!(done, vec!["b1".to_string(), "b2".to_string()]);
-    assert_eq!(
-        s.load_watermark("p").await.unwrap(),
-        Some(500),
-        "watermarks never go back"
-    );
+    assert_eq!(s.load_watermark("p").await.unwrap(), Some(500), "watermarks never go back");
     assert_eq!(s.load_watermark("other").await.unwrap(), None);
+    let ids = ["e1".to_string(), "e2".to_string(), "e3".to_string()];
+    assert_eq!(s.applied_events("p", &ids).await.unwrap(), vec!["e1".to_string()], "event ids are per probe");
+    assert_eq!(s.applied_events("q", &ids).await.unwrap(), vec!["e2".to_string()]);
 }
 
 async fn sessions_round_trip(s: Arc<dyn RollupStore>) {
@@ -175,10 +127,7 @@ async fn sessions_round_trip(s: Arc<dyn RollupStore>) {
     assert_eq!(s.load_session("a").await.unwrap(), Some(a.clone()));
     assert_eq!(s.load_session("zzz").await.unwrap(), None);
     let all = s.list_sessions().await.unwrap();
-    assert_eq!(
-        all.iter().map(|x| x.probe.as_str()).collect::<Vec<_>>(),
-        vec!["a", "b"]
-    );
+    assert_eq!(all.iter().map(|x| x.probe.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
     a.events = 8;
     s.save_sessions(&[a.clone()]).await.unwrap();
     assert_eq!(s.load_session("a").await.unwrap().unwrap().events, 8);
@@ -202,14 +151,7 @@ async fn queries_filter_order_and_limit(s: Arc<dyn RollupStore>) {
     assert_eq!(all.len(), 13);
     let keys: Vec<_> = all
         .iter()
-        .map(|r| {
-            (
-                r.key.probe.clone(),
-                r.key.target.clone(),
-                r.key.metric.as_str(),
-                r.key.start_ms,
-            )
-        })
+        .map(|r| (r.key.probe.clone(), r.key.target.clone(), r.key.metric.as_str(), r.key.start_ms))
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
@@ -219,10 +161,7 @@ async fn queries_filter_order_and_limit(s: Arc<dyn RollupStore>) {
     f.target = Some("ta".into());
     f.metric = Some(Metric::Rtt);
     let got = s.query(&f).await.unwrap();
-    assert_eq!(
-        got.iter().map(|r| r.key.start_ms).collect::<Vec<_>>(),
-        vec![b + 60_000, b + 120_000]
-    );
+    assert_eq!(got.iter().map(|r| r.key.start_ms).collect::<Vec<_>>(), vec![b + 60_000, b + 120_000]);
     let mut lim = q(Tier::M1, b, b + DAY);
     lim.limit = 4;
     assert_eq!(s.query(&lim).await.unwrap().len(), 4);
@@ -232,71 +171,34 @@ async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
     let now = netqoe_actors::now_ms();
     let old = (now - 10 * DAY) / DAY * DAY;
     let recent = (now - DAY) / DAY * DAY;
-    s.commit(ws(vec![
-        rollup(key("p", "t", old), &[1.0], 1),
-        rollup(key("p", "t", recent), &[1.0], 1),
-    ]))
-    .await
-    .unwrap();
+    s.commit(ws(vec![rollup(key("p", "t", old), &[1.0], 1), rollup(key("p", "t", recent), &[1.0], 1)])).await.unwrap();
     s.commit(WriteSet {
         batches: vec!["x".into()],
+        applied_events: vec![("p".into(), "old".into(), now - 2 * DAY), ("p".into(), "new".into(), now)],
         ..Default::default()
     })
     .await
     .unwrap();
-    let retention = Retention {
-        m1_ms: 7 * DAY,
-        h1_ms: 90 * DAY,
-        d1_ms: 730 * DAY,
-        dedup_ms: DAY,
-    };
+    let retention = Retention { m1_ms: 7 * DAY, h1_ms: 90 * DAY, d1_ms: 730 * DAY, dedup_ms: DAY };
     let n = s.prune(now, &retention).await.unwrap();
     assert!(n >= 1);
-    assert!(
-        s.query(&q(Tier::M1, old, old + 60_000))
-            .await
-            .unwrap()
-            .is_empty(),
-        "1m past 7 days is gone"
-    );
+    assert!(s.query(&q(Tier::M1, old, old + 60_000)).await.unwrap().is_empty(), "1m past 7 days is gone");
+    assert_eq!(s.query(&q(Tier::M1, recent, recent + 60_000)).await.unwrap().len(), 1);
+    assert_eq!(s.query(&q(Tier::H1, old, old + 3_600_000)).await.unwrap().len(), 1, "1h kept for 90 days");
+    assert_eq!(s.query(&q(Tier::D1, old, old + DAY)).await.unwrap().len(), 1);
+    assert_eq!(s.processed(&["x".into()]).await.unwrap().len(), 1, "fresh batch ids stay");
     assert_eq!(
-        s.query(&q(Tier::M1, recent, recent + 60_000))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        s.query(&q(Tier::H1, old, old + 3_600_000))
-            .await
-            .unwrap()
-            .len(),
-        1,
-        "1h kept for 90 days"
-    );
-    assert_eq!(
-        s.query(&q(Tier::D1, old, old + DAY)).await.unwrap().len(),
-        1
-    );
-    assert_eq!(
-        s.processed(&["x".into()]).await.unwrap().len(),
-        1,
-        "fresh batch ids stay"
+        s.applied_events("p", &["old".into(), "new".into()]).await.unwrap(),
+        vec!["new".to_string()],
+        "applied event ids older than the dedup horizon are forgotten"
     );
     let n = s.prune(now + 2 * DAY, &retention).await.unwrap();
     assert!(n >= 1);
-    assert!(
-        s.processed(&["x".into()]).await.unwrap().is_empty(),
-        "expired batch ids are forgotten"
-    );
+    assert!(s.processed(&["x".into()]).await.unwrap().is_empty(), "expired batch ids are forgotten");
 }
 
 async fn missing_windows_are_absent(s: Arc<dyn RollupStore>) {
-    assert!(s
-        .load_windows(&[key("nobody", "t", 0)])
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(s.load_windows(&[key("nobody", "t", 0)]).await.unwrap().is_empty());
     s.ready().await.unwrap();
 }
 
@@ -352,9 +254,7 @@ macro_rules! contract {
     };
 }
 
-contract!(memory, || async {
-    (Arc::new(MemoryStore::new()) as Arc<dyn RollupStore>, None)
-});
+contract!(memory, || async { (Arc::new(MemoryStore::new()) as Arc<dyn RollupStore>, None) });
 contract!(sqlite, || async {
     let d = tempfile::tempdir().unwrap();
     let s = netqoe::sqlite::Sqlite::open(d.path()).unwrap();

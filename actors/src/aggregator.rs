@@ -13,15 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use netqoe_domain::{
-    BatchObservation, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey,
-};
+use netqoe_domain::{BatchObservation, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey};
 
 use crate::bus::{Acker, Batch, BatchId, Delivery};
 use crate::metrics::{
-    tracked_send, ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS,
-    BATCHES_AGGREGATED, BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG,
-    WINDOWS_OPEN,
+    tracked_send, ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, BATCHES_AGGREGATED,
+    BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG, WINDOWS_OPEN,
 };
 use crate::session::{Observe, SessionRegistry};
 use crate::store::{RollupStore, StoreError, WriteSet};
@@ -41,6 +38,9 @@ pub struct AggregatorConfig {
     pub idle_evict_ms: i64,
     /// Mailbox capacity (bounded: senders wait).
     pub mailbox: usize,
+    /// Drop events whose id was already applied (checked against the store), for buses that do
+    /// not deduplicate at publish.
+    pub dedup_events: bool,
 }
 
 impl Default for AggregatorConfig {
@@ -51,6 +51,7 @@ impl Default for AggregatorConfig {
             flush_interval: Duration::from_millis(250),
             idle_evict_ms: 5 * 60_000,
             mailbox: 64,
+            dedup_events: false,
         }
     }
 }
@@ -68,6 +69,14 @@ pub enum PipelineError {
 #[derive(Message)]
 #[rtype(result = "Result<(), PipelineError>")]
 pub struct Process(pub Delivery);
+
+/// Bus consumption restarted at `epoch`: drop all in-memory state (it is rebuilt from the store)
+/// and ignore deliveries of earlier epochs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reset {
+    pub epoch: u64,
+}
 
 /// Commit everything pending now (used on shutdown: open windows are written as partial
 /// revisions).
@@ -97,6 +106,8 @@ struct Pending {
     acker: Box<dyn Acker>,
     /// None for a second copy of a batch already pending.
     observation: Option<(String, BatchObservation)>,
+    /// (event_id, event time) of the events applied (when deduplicating by event id).
+    applied: Vec<(String, i64)>,
 }
 
 enum Loaded {
@@ -104,6 +115,8 @@ enum Loaded {
     Apply {
         watermark: Option<Option<i64>>,
         windows: Vec<Rollup>,
+        /// Event ids of the batch already applied earlier (committed).
+        applied: HashSet<String>,
     },
 }
 
@@ -117,6 +130,10 @@ pub struct Aggregator {
     probes: HashMap<String, ProbeState>,
     pending: Vec<Pending>,
     pending_ids: HashSet<BatchId>,
+    /// (probe, event_id) applied but not yet committed.
+    pending_events: HashSet<(String, String)>,
+    /// Current consumption epoch; older deliveries are ignored.
+    epoch: u64,
 }
 
 /// The 1m window an event's metric lands in.
@@ -148,7 +165,21 @@ impl Aggregator {
             probes: HashMap::new(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
+            pending_events: HashSet::new(),
+            epoch: 0,
         }
+    }
+
+    /// Forgets everything held in memory; uncommitted batches are redelivered by the bus.
+    fn clear(&mut self) {
+        let before = self.windows.len();
+        self.windows.clear();
+        self.probes.clear();
+        // Dropping the ackers requeues the uncommitted batches.
+        self.pending.clear();
+        self.pending_ids.clear();
+        self.pending_events.clear();
+        self.set_windows_gauge(before);
     }
 
     fn set_windows_gauge(&self, before: usize) {
@@ -174,17 +205,16 @@ impl Aggregator {
         batch: &Batch,
         watermark: Option<Option<i64>>,
         loaded: Vec<Rollup>,
-    ) -> BatchObservation {
+        already: &HashSet<String>,
+    ) -> (BatchObservation, Vec<(String, i64)>) {
         let now = crate::now_ms();
         let before = self.windows.len();
         if let Some(max_event_ms) = watermark {
-            self.probes
-                .entry(batch.probe.clone())
-                .or_insert(ProbeState {
-                    wm: Watermark { max_event_ms },
-                    wm_dirty: false,
-                    last_touch_ms: now,
-                });
+            self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
+                wm: Watermark { max_event_ms },
+                wm_dirty: false,
+                last_touch_ms: now,
+            });
         }
         for r in loaded {
             self.windows.entry(r.key).or_insert(OpenWindow {
@@ -195,14 +225,11 @@ impl Aggregator {
                 last_touch_ms: now,
             });
         }
-        let probe = self
-            .probes
-            .entry(batch.probe.clone())
-            .or_insert(ProbeState {
-                wm: Watermark::default(),
-                wm_dirty: false,
-                last_touch_ms: now,
-            });
+        let probe = self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
+            wm: Watermark::default(),
+            wm_dirty: false,
+            last_touch_ms: now,
+        });
         probe.last_touch_ms = now;
         let mut obs = BatchObservation {
             arrival_ms: batch.received_ms,
@@ -211,7 +238,17 @@ impl Aggregator {
             late_dropped: 0,
         };
         let mut newest = i64::MIN;
+        let mut applied = Vec::new();
         for e in &batch.events {
+            if self.cfg.dedup_events {
+                let key = (batch.probe.clone(), e.event_id.clone());
+                if already.contains(&e.event_id) || self.pending_events.contains(&key) {
+                    obs.duplicates += 1;
+                    continue;
+                }
+                self.pending_events.insert(key);
+                applied.push((e.event_id.clone(), e.ts_ms));
+            }
             match probe.wm.observe(e.ts_ms, self.cfg.lateness_ms) {
                 WatermarkVerdict::LateDropped => {
                     obs.late_dropped += 1;
@@ -219,9 +256,7 @@ impl Aggregator {
                     tracing::debug!(probe = %batch.probe, event_id = %e.event_id, "late event dropped");
                     continue;
                 }
-                WatermarkVerdict::LateAccepted => {
-                    LATE_EVENTS.with_label_values(&["accepted"]).inc()
-                }
+                WatermarkVerdict::LateAccepted => LATE_EVENTS.with_label_values(&["accepted"]).inc(),
                 WatermarkVerdict::InOrder => probe.wm_dirty = true,
             }
             newest = newest.max(e.ts_ms);
@@ -245,7 +280,7 @@ impl Aggregator {
             WATERMARK_LAG.set((batch.received_ms - newest) as f64 / 1000.0);
         }
         self.set_windows_gauge(before);
-        obs
+        (obs, applied)
     }
 
     /// Commits changed windows (and windows the watermark just closed), watermarks and pending
@@ -254,19 +289,11 @@ impl Aggregator {
         let lateness = self.cfg.lateness_ms;
         let mut rollups = Vec::new();
         for (k, w) in self.windows.iter_mut() {
-            let closed = self
-                .probes
-                .get(&k.probe)
-                .is_some_and(|p| p.wm.closes(k.start_ms, lateness));
+            let closed = self.probes.get(&k.probe).is_some_and(|p| p.wm.closes(k.start_ms, lateness));
             if w.dirty || (closed && !w.emitted_closed) {
                 w.revision += 1;
                 w.dirty = false;
-                rollups.push(Rollup {
-                    key: k.clone(),
-                    agg: w.agg.clone(),
-                    revision: w.revision,
-                    closed,
-                });
+                rollups.push(Rollup { key: k.clone(), agg: w.agg.clone(), revision: w.revision, closed });
             }
         }
         let watermarks: Vec<(String, i64)> = self
@@ -283,16 +310,17 @@ impl Aggregator {
             self.evict();
             return Box::pin(actix::fut::ready(Ok(())));
         }
-        let written: Vec<(WindowKey, bool)> =
-            rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
+        let written: Vec<(WindowKey, bool)> = rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
+        let applied_events: Vec<(String, String, i64)> = pending
+            .iter()
+            .filter_map(|p| p.observation.as_ref().map(|(probe, _)| (probe, &p.applied)))
+            .flat_map(|(probe, applied)| applied.iter().map(move |(id, ts)| (probe.clone(), id.clone(), *ts)))
+            .collect();
         let ws = WriteSet {
             rollups,
-            batches: pending
-                .iter()
-                .filter(|p| p.observation.is_some())
-                .map(|p| p.id.clone())
-                .collect(),
+            batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
             watermarks: watermarks.clone(),
+            applied_events: applied_events.clone(),
         };
         let writer = self.writer.clone();
         let sessions = self.sessions.clone();
@@ -318,9 +346,7 @@ impl Aggregator {
                     }
                 }
                 for (probe, obs) in observations {
-                    if let Err(error) =
-                        tracked_send(&sessions, "session_registry", Observe { probe, obs }).await
-                    {
+                    if let Err(error) = tracked_send(&sessions, "session_registry", Observe { probe, obs }).await {
                         tracing::warn!(%error, "session registry unavailable; observation lost");
                     }
                 }
@@ -331,6 +357,9 @@ impl Aggregator {
                 Ok(committed) => {
                     for id in committed {
                         act.pending_ids.remove(&id);
+                    }
+                    for (probe, id, _) in applied_events {
+                        act.pending_events.remove(&(probe, id));
                     }
                     for (k, closed) in written {
                         if closed {
@@ -370,12 +399,9 @@ impl Aggregator {
         let before = self.windows.len();
         let now = crate::now_ms();
         let idle = self.cfg.idle_evict_ms;
-        self.windows
-            .retain(|_, w| w.dirty || !(w.emitted_closed || now - w.last_touch_ms > idle));
+        self.windows.retain(|_, w| w.dirty || !(w.emitted_closed || now - w.last_touch_ms > idle));
         let with_windows: HashSet<&str> = self.windows.keys().map(|k| k.probe.as_str()).collect();
-        self.probes.retain(|id, p| {
-            p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str())
-        });
+        self.probes.retain(|id, p| p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str()));
         self.set_windows_gauge(before);
     }
 }
@@ -398,10 +424,7 @@ impl Actor for Aggregator {
 impl Supervised for Aggregator {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         ACTOR_RESTARTS.with_label_values(&["aggregator"]).inc();
-        tracing::warn!(
-            shard = self.shard,
-            "aggregator restarting; state is rebuilt from the store"
-        );
+        tracing::warn!(shard = self.shard, "aggregator restarting; state is rebuilt from the store");
         let before = self.windows.len();
         self.windows.clear();
         self.probes.clear();
@@ -418,20 +441,20 @@ impl Handler<Process> for Aggregator {
     fn handle(&mut self, msg: Process, _ctx: &mut Context<Self>) -> Self::Result {
         ACTOR_MESSAGES.with_label_values(&["aggregator"]).inc();
         let started = Instant::now();
-        let Delivery {
-            batch,
-            redelivered,
-            acker,
-        } = msg.0;
-        if self.pending_ids.contains(&batch.id) {
-            // Another copy is pending: settle this one with it.
-            self.pending.push(Pending {
-                id: batch.id,
-                acker,
-                observation: None,
-            });
+        let Delivery { batch, redelivered, acker, epoch } = msg.0;
+        if epoch < self.epoch {
+            // From before a consumption reset: the bus redelivers it; never apply it here.
+            drop(acker);
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
         }
+        if self.pending_ids.contains(&batch.id) {
+            // Another copy is pending: settle this one with it.
+            self.pending.push(Pending { id: batch.id, acker, observation: None, applied: Vec::new() });
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+        }
+        let dedup = self.cfg.dedup_events;
+        let event_ids: Vec<String> =
+            if dedup { batch.events.iter().map(|e| e.event_id.clone()).collect() } else { Vec::new() };
         let need_wm = !self.probes.contains_key(&batch.probe);
         let keys = self.missing_keys(&batch);
         let store = self.store.clone();
@@ -443,7 +466,12 @@ impl Handler<Process> for Aggregator {
             }
             let watermark = if need_wm { Some(store.load_watermark(&probe).await?) } else { None };
             let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
-            Ok(Loaded::Apply { watermark, windows })
+            let applied = if dedup && !event_ids.is_empty() {
+                store.applied_events(&probe, &event_ids).await?.into_iter().collect()
+            } else {
+                HashSet::new()
+            };
+            Ok(Loaded::Apply { watermark, windows, applied })
         }
         .into_actor(self)
         .then(move |res, act, _ctx| -> ResponseActFuture<Self, Result<(), PipelineError>> {
@@ -466,10 +494,10 @@ impl Handler<Process> for Aggregator {
                         .into_actor(act),
                     )
                 }
-                Ok(Loaded::Apply { watermark, windows }) => {
-                    let obs = act.apply(&batch, watermark, windows);
+                Ok(Loaded::Apply { watermark, windows, applied }) => {
+                    let (obs, applied) = act.apply(&batch, watermark, windows, &applied);
                     act.pending_ids.insert(batch.id.clone());
-                    act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)) });
+                    act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)), applied });
                     ACTOR_HANDLER_SECONDS.with_label_values(&["aggregator"]).observe(started.elapsed().as_secs_f64());
                     if act.pending.len() >= act.cfg.flush_batches {
                         act.flush()
@@ -480,6 +508,15 @@ impl Handler<Process> for Aggregator {
             }
         });
         AtomicResponse::new(Box::pin(fut))
+    }
+}
+
+impl Handler<Reset> for Aggregator {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reset, _ctx: &mut Context<Self>) {
+        self.epoch = self.epoch.max(msg.epoch);
+        self.clear();
     }
 }
 

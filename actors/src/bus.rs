@@ -61,6 +61,8 @@ pub struct Delivery {
     pub batch: Batch,
     /// The bus may have handed this batch out before (its effect may already be committed).
     pub redelivered: bool,
+    /// Consumption epoch this delivery belongs to (see `Incoming::Reset`).
+    pub epoch: u64,
     pub acker: Box<dyn Acker>,
 }
 
@@ -74,17 +76,27 @@ impl std::fmt::Debug for Delivery {
     }
 }
 
+/// What a consuming bus hands the pipeline.
+#[derive(Debug)]
+pub enum Incoming {
+    Deliver(Delivery),
+    /// Consumption restarted (reconnect, consumer cancelled): unacked deliveries will come again,
+    /// possibly to another consumer, so in-memory state built from them must be dropped, and
+    /// deliveries of earlier epochs still queued must not be applied.
+    Reset {
+        epoch: u64,
+    },
+}
+
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Durably accepts a probe's events, dropping those whose `event_id` was accepted before.
-    async fn publish(
-        &self,
-        probe: &str,
-        events: Vec<Event>,
-        received_ms: i64,
-    ) -> Result<Published, BusError>;
-    /// Starts delivering batches; at most `prefetch` are unacked at once.
-    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Delivery>, BusError>;
+    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError>;
+    /// Starts delivering batches; at most `prefetch` are unacked at once (per consumer).
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError>;
+    /// True when `publish` already drops re-sent events exactly (the embedded journal); false
+    /// when the aggregators must deduplicate by event id against the store (a broker).
+    fn dedups_events(&self) -> bool;
     /// Readiness: Ok when publishing would currently succeed.
     async fn ready(&self) -> Result<(), BusError>;
     /// Short name for health reports and logs.

@@ -10,14 +10,14 @@ use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
-use crate::store::{
-    parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
-};
+use crate::store::{parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet};
 
 #[derive(Default)]
 struct Inner {
     rollups: BTreeMap<WindowKey, Rollup>,
     batches: HashMap<BatchId, i64>,
+    /// (probe, event_id) → event time
+    applied: HashMap<(String, String), i64>,
     watermarks: HashMap<String, i64>,
     sessions: BTreeMap<String, SessionState>,
 }
@@ -33,27 +33,13 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner
-            .lock()
-            .map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
     }
 }
 
-fn series_range(
-    rollups: &BTreeMap<WindowKey, Rollup>,
-    parent: &WindowKey,
-    child: Tier,
-) -> Vec<Rollup> {
-    let lo = WindowKey {
-        tier: child,
-        start_ms: parent.start_ms,
-        ..parent.clone()
-    };
-    let hi = WindowKey {
-        tier: child,
-        start_ms: parent.start_ms + parent.tier.len_ms(),
-        ..parent.clone()
-    };
+fn series_range(rollups: &BTreeMap<WindowKey, Rollup>, parent: &WindowKey, child: Tier) -> Vec<Rollup> {
+    let lo = WindowKey { tier: child, start_ms: parent.start_ms, ..parent.clone() };
+    let hi = WindowKey { tier: child, start_ms: parent.start_ms + parent.tier.len_ms(), ..parent.clone() };
     rollups.range(lo..hi).map(|(_, r)| r.clone()).collect()
 }
 
@@ -65,10 +51,7 @@ impl RollupStore for MemoryStore {
         let now = crate::now_ms();
         let mut changed = Vec::new();
         for r in ws.rollups {
-            let newer = g
-                .rollups
-                .get(&r.key)
-                .is_none_or(|old| r.revision > old.revision);
+            let newer = g.rollups.get(&r.key).is_none_or(|old| r.revision > old.revision);
             if newer {
                 changed.push(r.key.clone());
                 g.rollups.insert(r.key.clone(), r);
@@ -76,28 +59,19 @@ impl RollupStore for MemoryStore {
             }
         }
         for parent in parents_to_derive(&changed) {
-            let child = if parent.tier == Tier::H1 {
-                Tier::M1
-            } else {
-                Tier::H1
-            };
+            let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
             let children = series_range(&g.rollups, &parent, child);
             let agg = merge_children(children.iter().map(|c| &c.agg));
             let closed = children.iter().all(|c| c.closed);
             let revision = g.rollups.get(&parent).map_or(1, |p| p.revision + 1);
-            g.rollups.insert(
-                parent.clone(),
-                Rollup {
-                    key: parent.clone(),
-                    agg,
-                    revision,
-                    closed,
-                },
-            );
+            g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, revision, closed });
             *report.written.entry(parent.tier).or_default() += 1;
         }
         for id in ws.batches {
             g.batches.insert(id, now);
+        }
+        for (probe, id, ts) in ws.applied_events {
+            g.applied.insert((probe, id), ts);
         }
         for (probe, ms) in ws.watermarks {
             let e = g.watermarks.entry(probe).or_insert(ms);
@@ -108,10 +82,7 @@ impl RollupStore for MemoryStore {
 
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
         let g = self.lock()?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| g.rollups.get(k).cloned())
-            .collect())
+        Ok(keys.iter().filter_map(|k| g.rollups.get(k).cloned()).collect())
     }
 
     async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
@@ -120,11 +91,12 @@ impl RollupStore for MemoryStore {
 
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
         let g = self.lock()?;
-        Ok(ids
-            .iter()
-            .filter(|i| g.batches.contains_key(*i))
-            .cloned()
-            .collect())
+        Ok(ids.iter().filter(|i| g.batches.contains_key(*i)).cloned().collect())
+    }
+
+    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
+        let g = self.lock()?;
+        Ok(event_ids.iter().filter(|id| g.applied.contains_key(&(probe.to_string(), (*id).clone()))).cloned().collect())
     }
 
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
@@ -162,11 +134,11 @@ impl RollupStore for MemoryStore {
 
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let mut g = self.lock()?;
-        let before = g.rollups.len() + g.batches.len();
-        g.rollups
-            .retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
+        let before = g.rollups.len() + g.batches.len() + g.applied.len();
+        g.rollups.retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
         g.batches.retain(|_, at| *at + retention.dedup_ms > now_ms);
-        Ok((before - g.rollups.len() - g.batches.len()) as u64)
+        g.applied.retain(|_, ts| *ts + retention.dedup_ms > now_ms);
+        Ok((before - g.rollups.len() - g.batches.len() - g.applied.len()) as u64)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

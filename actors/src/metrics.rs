@@ -6,8 +6,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -41,16 +40,10 @@ fn gauge(name: &str, help: &str) -> IntGauge {
     reg(IntGauge::new(name, help).expect("valid metric definition"))
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 pub static ACTOR_RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "netqoe_actor_restarts_total",
-        "Actor restarts by supervisors, by actor type",
-        &["actor"],
-    )
+    counter_vec("netqoe_actor_restarts_total", "Actor restarts by supervisors, by actor type", &["actor"])
 });
 pub static ACTOR_MAILBOX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(
@@ -59,43 +52,22 @@ pub static ACTOR_MAILBOX: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         &["actor"],
     )
 });
-pub static ACTOR_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "netqoe_actor_messages_total",
-        "Messages handled, by actor type",
-        &["actor"],
-    )
-});
-pub static ACTOR_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "netqoe_actor_errors_total",
-        "Handler errors, by actor type",
-        &["actor"],
-    )
-});
+pub static ACTOR_MESSAGES: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("netqoe_actor_messages_total", "Messages handled, by actor type", &["actor"]));
+pub static ACTOR_ERRORS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("netqoe_actor_errors_total", "Handler errors, by actor type", &["actor"]));
 pub static ACTOR_HANDLER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     reg(HistogramVec::new(
-        HistogramOpts::new(
-            "netqoe_actor_handler_seconds",
-            "Handler latency by actor type",
-        )
-        .buckets(LATENCY_BUCKETS.to_vec()),
+        HistogramOpts::new("netqoe_actor_handler_seconds", "Handler latency by actor type")
+            .buckets(LATENCY_BUCKETS.to_vec()),
         &["actor"],
     )
     .expect("valid metric definition"))
 });
-pub static SESSIONS_ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
-        "netqoe_sessions_active",
-        "Probe session actors alive (not passivated)",
-    )
-});
-pub static WINDOWS_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
-        "netqoe_windows_open",
-        "1m windows held in memory by aggregators",
-    )
-});
+pub static SESSIONS_ACTIVE: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("netqoe_sessions_active", "Probe session actors alive (not passivated)"));
+pub static WINDOWS_OPEN: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("netqoe_windows_open", "1m windows held in memory by aggregators"));
 pub static LATE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "netqoe_late_events_total",
@@ -103,31 +75,15 @@ pub static LATE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["outcome"],
     )
 });
-pub static EVENTS_AGGREGATED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "netqoe_events_aggregated_total",
-        "Events applied to windows",
-    )
-});
-pub static BATCHES_AGGREGATED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "netqoe_batches_aggregated_total",
-        "Batches whose effect was committed and acked",
-    )
-});
+pub static EVENTS_AGGREGATED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_events_aggregated_total", "Events applied to windows"));
+pub static BATCHES_AGGREGATED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_batches_aggregated_total", "Batches whose effect was committed and acked"));
 pub static BATCHES_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "netqoe_batches_redelivered_skipped_total",
-        "Redelivered batches skipped because already committed",
-    )
+    counter("netqoe_batches_redelivered_skipped_total", "Redelivered batches skipped because already committed")
 });
-pub static ROLLUPS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "netqoe_rollups_written_total",
-        "Rollup rows written, by tier",
-        &["tier"],
-    )
-});
+pub static ROLLUPS_WRITTEN: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("netqoe_rollups_written_total", "Rollup rows written, by tier", &["tier"]));
 pub static STORE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
         HistogramOpts::new("netqoe_store_write_seconds", "Latency of one store commit")
@@ -137,13 +93,8 @@ pub static STORE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 });
 pub static STORE_IN_FLIGHT: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_store_writes_in_flight", "Store commits in progress"));
-pub static STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "netqoe_store_errors_total",
-        "Store operation failures, by operation",
-        &["op"],
-    )
-});
+pub static STORE_ERRORS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("netqoe_store_errors_total", "Store operation failures, by operation", &["op"]));
 pub static WATERMARK_LAG: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     reg(prometheus::Gauge::new(
         "netqoe_watermark_lag_seconds",

@@ -11,8 +11,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::aggregator::{Aggregator, AggregatorConfig, Drain, Process};
-use crate::bus::{BusError, EventBus};
+use crate::aggregator::{Aggregator, AggregatorConfig, Drain, Process, Reset};
+use crate::bus::{BusError, EventBus, Incoming};
 use crate::metrics::tracked_send;
 use crate::session::{SaveAll, SessionConfig, SessionRegistry};
 use crate::store::{Retention, RollupStore};
@@ -72,31 +72,21 @@ impl Pipeline {
         cfg: PipelineConfig,
     ) -> Result<Self, BusError> {
         let shards = cfg.shards.max(1);
+        let mut agg_cfg = cfg.aggregator.clone();
+        agg_cfg.dedup_events = !bus.dedups_events();
         let writer_arbiter = Arbiter::new();
-        let (s, r, every, mb) = (
-            store.clone(),
-            cfg.retention,
-            cfg.prune_every,
-            cfg.writer_mailbox,
-        );
-        let writer = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
-            RollupWriter::new(s, r, every, mb)
-        });
+        let (s, r, every, mb) = (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox);
+        let writer =
+            Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| RollupWriter::new(s, r, every, mb));
         let (s, c) = (store.clone(), cfg.sessions.clone());
         let sessions = Supervisor::start(move |_| SessionRegistry::new(s, c));
         let mut arbiters = vec![writer_arbiter];
         let mut aggregators = Vec::with_capacity(shards);
         for shard in 0..shards {
             let arbiter = Arbiter::new();
-            let (s, w, se, c) = (
-                store.clone(),
-                writer.clone(),
-                sessions.clone(),
-                cfg.aggregator.clone(),
-            );
-            aggregators.push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                Aggregator::new(shard, c, s, w, se)
-            }));
+            let (s, w, se, c) = (store.clone(), writer.clone(), sessions.clone(), agg_cfg.clone());
+            aggregators
+                .push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Aggregator::new(shard, c, s, w, se)));
             arbiters.push(arbiter);
         }
         let mut rx = bus.consume(cfg.prefetch).await?;
@@ -119,21 +109,30 @@ impl Pipeline {
             });
             lanes.push(tx);
         }
+        let aggs = aggregators.clone();
         let consumer = actix::spawn(async move {
-            while let Some(d) = rx.recv().await {
-                let shard = shard_of(&d.batch.probe, lanes.len());
-                if lanes[shard].send(d).await.is_err() {
-                    break;
+            while let Some(incoming) = rx.recv().await {
+                match incoming {
+                    Incoming::Deliver(d) => {
+                        let shard = shard_of(&d.batch.probe, lanes.len());
+                        if lanes[shard].send(d).await.is_err() {
+                            break;
+                        }
+                    }
+                    Incoming::Reset { epoch } => {
+                        // Batches already queued in lanes belong to the old consumption; the
+                        // aggregators drop them with their state (their acks would fail anyway).
+                        tracing::info!("bus consumption restarted; aggregator state is rebuilt from the store");
+                        for a in &aggs {
+                            if let Err(error) = a.send(Reset { epoch }).await {
+                                tracing::warn!(%error, "aggregator unavailable for reset");
+                            }
+                        }
+                    }
                 }
             }
         });
-        Ok(Self {
-            aggregators,
-            sessions,
-            writer,
-            consumer: Some(consumer),
-            arbiters,
-        })
+        Ok(Self { aggregators, sessions, writer, consumer: Some(consumer), arbiters })
     }
 
     /// Stops consuming and commits every open window as a partial revision, then saves sessions.

@@ -26,11 +26,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self {
-            passivate_after: Duration::from_secs(600),
-            save_every: Duration::from_secs(5),
-            mailbox: 256,
-        }
+        Self { passivate_after: Duration::from_secs(600), save_every: Duration::from_secs(5), mailbox: 256 }
     }
 }
 
@@ -91,13 +87,7 @@ pub struct SessionActor {
 
 impl SessionActor {
     fn new(probe: String, store: Arc<dyn RollupStore>, cfg: SessionConfig) -> Self {
-        Self {
-            state: SessionState::new(probe.clone()),
-            probe,
-            dirty: false,
-            store,
-            cfg,
-        }
+        Self { state: SessionState::new(probe.clone()), probe, dirty: false, store, cfg }
     }
 
     fn save_fut(&mut self) -> ResponseActFuture<Self, Result<(), StoreError>> {
@@ -107,17 +97,13 @@ impl SessionActor {
         let store = self.store.clone();
         let snapshot = self.state.clone();
         self.dirty = false;
-        Box::pin(
-            async move { store.save_sessions(&[snapshot]).await }
-                .into_actor(self)
-                .map(|r, act, _| {
-                    if let Err(error) = &r {
-                        act.dirty = true;
-                        tracing::warn!(%error, probe = %act.probe, "session save failed");
-                    }
-                    r
-                }),
-        )
+        Box::pin(async move { store.save_sessions(&[snapshot]).await }.into_actor(self).map(|r, act, _| {
+            if let Err(error) = &r {
+                act.dirty = true;
+                tracing::warn!(%error, probe = %act.probe, "session save failed");
+            }
+            r
+        }))
     }
 }
 
@@ -215,10 +201,7 @@ impl Handler<Fail> for SessionActor {
 impl Handler<Passivate> for SessionActor {
     type Result = AtomicResponse<Self, ()>;
     fn handle(&mut self, _: Passivate, _ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(Box::pin(
-            self.save_fut()
-                .map(|_, _, ctx: &mut Context<Self>| ctx.stop()),
-        ))
+        AtomicResponse::new(Box::pin(self.save_fut().map(|_, _, ctx: &mut Context<Self>| ctx.stop())))
     }
 }
 
@@ -236,11 +219,7 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     pub fn new(store: Arc<dyn RollupStore>, cfg: SessionConfig) -> Self {
-        Self {
-            store,
-            cfg,
-            live: HashMap::new(),
-        }
+        Self { store, cfg, live: HashMap::new() }
     }
 
     fn session(&mut self, probe: &str) -> Addr<SessionActor> {
@@ -250,13 +229,7 @@ impl SessionRegistry {
         }
         let (store, cfg, p) = (self.store.clone(), self.cfg.clone(), probe.to_string());
         let addr = Supervisor::start(move |_| SessionActor::new(p, store, cfg));
-        self.live.insert(
-            probe.to_string(),
-            Entry {
-                addr: addr.clone(),
-                last_activity: std::time::Instant::now(),
-            },
-        );
+        self.live.insert(probe.to_string(), Entry { addr: addr.clone(), last_activity: std::time::Instant::now() });
         addr
     }
 }
@@ -269,12 +242,8 @@ impl Actor for SessionRegistry {
         let every = (self.cfg.passivate_after / 4).max(Duration::from_millis(50));
         ctx.run_interval(every, |act, _ctx| {
             let idle = act.cfg.passivate_after;
-            let expired: Vec<String> = act
-                .live
-                .iter()
-                .filter(|(_, e)| e.last_activity.elapsed() > idle)
-                .map(|(p, _)| p.clone())
-                .collect();
+            let expired: Vec<String> =
+                act.live.iter().filter(|(_, e)| e.last_activity.elapsed() > idle).map(|(p, _)| p.clone()).collect();
             for probe in expired {
                 if let Some(e) = act.live.remove(&probe) {
                     tracing::debug!(%probe, "session passivated");
@@ -289,18 +258,14 @@ impl Actor for SessionRegistry {
 
 impl Supervised for SessionRegistry {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
-        ACTOR_RESTARTS
-            .with_label_values(&["session_registry"])
-            .inc();
+        ACTOR_RESTARTS.with_label_values(&["session_registry"]).inc();
     }
 }
 
 impl Handler<Observe> for SessionRegistry {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, msg: Observe, _ctx: &mut Context<Self>) -> Self::Result {
-        ACTOR_MESSAGES
-            .with_label_values(&["session_registry"])
-            .inc();
+        ACTOR_MESSAGES.with_label_values(&["session_registry"]).inc();
         let addr = self.session(&msg.probe);
         Box::pin(async move {
             if let Err(error) = addr.send(Apply(msg.obs)).await {
@@ -331,11 +296,7 @@ impl Handler<SaveAll> for SessionRegistry {
             for a in addrs {
                 match a.send(Save).await {
                     Ok(r) => r?,
-                    Err(e) => {
-                        return Err(StoreError::Failed(format!(
-                            "session actor unavailable: {e}"
-                        )))
-                    }
+                    Err(e) => return Err(StoreError::Failed(format!("session actor unavailable: {e}"))),
                 }
             }
             Ok(())
@@ -346,19 +307,11 @@ impl Handler<SaveAll> for SessionRegistry {
 impl Handler<ListSessions> for SessionRegistry {
     type Result = ResponseFuture<Result<Vec<SessionState>, StoreError>>;
     fn handle(&mut self, _: ListSessions, _ctx: &mut Context<Self>) -> Self::Result {
-        let addrs: Vec<_> = self
-            .live
-            .iter()
-            .map(|(p, e)| (p.clone(), e.addr.clone()))
-            .collect();
+        let addrs: Vec<_> = self.live.iter().map(|(p, e)| (p.clone(), e.addr.clone())).collect();
         let store = self.store.clone();
         Box::pin(async move {
-            let mut by_probe: std::collections::BTreeMap<String, SessionState> = store
-                .list_sessions()
-                .await?
-                .into_iter()
-                .map(|s| (s.probe.clone(), s))
-                .collect();
+            let mut by_probe: std::collections::BTreeMap<String, SessionState> =
+                store.list_sessions().await?.into_iter().map(|s| (s.probe.clone(), s)).collect();
             for (probe, addr) in addrs {
                 if let Ok(s) = addr.send(Snapshot).await {
                     by_probe.insert(probe, s);

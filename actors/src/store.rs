@@ -21,6 +21,9 @@ pub struct WriteSet {
     pub batches: Vec<BatchId>,
     /// Newest event time per probe, so watermarks survive restarts.
     pub watermarks: Vec<(String, i64)>,
+    /// (probe, event_id, event time) of every event applied in `rollups`, when the bus does not
+    /// deduplicate: a re-sent event is recognised against these.
+    pub applied_events: Vec<(String, String, i64)>,
 }
 
 /// What a commit wrote, per tier.
@@ -35,7 +38,7 @@ pub struct Retention {
     pub m1_ms: i64,
     pub h1_ms: i64,
     pub d1_ms: i64,
-    /// How long processed batch ids and seen event ids are remembered.
+    /// How long processed batch ids and seen/applied event ids are remembered.
     pub dedup_ms: i64,
 }
 
@@ -51,12 +54,7 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Self {
-            m1_ms: 7 * 86_400_000,
-            h1_ms: 90 * 86_400_000,
-            d1_ms: 730 * 86_400_000,
-            dedup_ms: 8 * 86_400_000,
-        }
+        Self { m1_ms: 7 * 86_400_000, h1_ms: 90 * 86_400_000, d1_ms: 730 * 86_400_000, dedup_ms: 8 * 86_400_000 }
     }
 }
 
@@ -100,6 +98,8 @@ pub trait RollupStore: Send + Sync + 'static {
     async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError>;
     /// The subset of `ids` already committed.
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
+    /// The subset of a probe's `event_ids` already applied (recorded through `applied_events`).
+    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError>;
     /// Windows of one tier, ordered by (probe, target, metric, start).
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;

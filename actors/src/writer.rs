@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::metrics::{
-    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, ROLLUPS_WRITTEN, STORE_ERRORS, STORE_IN_FLIGHT,
-    STORE_WRITE_SECONDS,
+    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, ROLLUPS_WRITTEN, STORE_ERRORS, STORE_IN_FLIGHT, STORE_WRITE_SECONDS,
 };
 use crate::store::{CommitReport, Retention, RollupStore, StoreError, WriteSet};
 
@@ -29,18 +28,8 @@ pub struct RollupWriter {
 }
 
 impl RollupWriter {
-    pub fn new(
-        store: Arc<dyn RollupStore>,
-        retention: Retention,
-        prune_every: Duration,
-        mailbox: usize,
-    ) -> Self {
-        Self {
-            store,
-            retention,
-            prune_every,
-            mailbox,
-        }
+    pub fn new(store: Arc<dyn RollupStore>, retention: Retention, prune_every: Duration, mailbox: usize) -> Self {
+        Self { store, retention, prune_every, mailbox }
     }
 }
 
@@ -91,9 +80,7 @@ impl Handler<Write> for RollupWriter {
                 match &r {
                     Ok(report) => {
                         for (tier, n) in &report.written {
-                            ROLLUPS_WRITTEN
-                                .with_label_values(&[tier.as_str()])
-                                .inc_by(*n);
+                            ROLLUPS_WRITTEN.with_label_values(&[tier.as_str()]).inc_by(*n);
                         }
                     }
                     Err(error) => {

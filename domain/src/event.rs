@@ -34,9 +34,7 @@ impl Kind {
 }
 
 /// Outcome of a measurement: `ok` or an error class.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     #[default]
@@ -89,14 +87,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
-        Metric::Rtt,
-        Metric::Jitter,
-        Metric::Dns,
-        Metric::Connect,
-        Metric::Tls,
-        Metric::Ttfb,
-    ];
+    pub const ALL: [Metric; 6] = [Metric::Rtt, Metric::Jitter, Metric::Dns, Metric::Connect, Metric::Tls, Metric::Ttfb];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -219,10 +210,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self { field: field.into(), reason: reason.into() }
     }
 }
 
@@ -243,36 +231,22 @@ fn check_duration(
             return Err(FieldError::new(at(field), "must not be negative"));
         }
         if v > limits.max_duration_ms {
-            return Err(FieldError::new(
-                at(field),
-                format!("{v} ms exceeds the {} ms limit", limits.max_duration_ms),
-            ));
+            return Err(FieldError::new(at(field), format!("{v} ms exceeds the {} ms limit", limits.max_duration_ms)));
         }
     }
     Ok(())
 }
 
 fn valid_name(s: &str, max: usize) -> bool {
-    !s.is_empty()
-        && s.len() <= max
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@[]".contains(&b))
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/@[]".contains(&b))
 }
 
 /// Validates one wire event. `index` is the event's position in its batch (for error paths) and
 /// `now_ms` the receiver's clock.
-pub fn validate(
-    w: WireEvent,
-    index: usize,
-    now_ms: i64,
-    limits: &EventLimits,
-) -> Result<Event, FieldError> {
+pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -> Result<Event, FieldError> {
     let at = |f: &str| format!("events[{index}].{f}");
     if !valid_name(&w.event_id, MAX_ID_LEN) {
-        return Err(FieldError::new(
-            at("event_id"),
-            format!("must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:/@]"),
-        ));
+        return Err(FieldError::new(at("event_id"), format!("must be 1-{MAX_ID_LEN} characters of [A-Za-z0-9-_.:/@]")));
     }
     if !valid_name(&w.target, MAX_TARGET_LEN) {
         return Err(FieldError::new(
@@ -286,21 +260,13 @@ pub fn validate(
     if ts_ms > now_ms + limits.max_future_ms {
         return Err(FieldError::new(
             at("ts"),
-            format!(
-                "{} s in the future (limit {} s)",
-                (ts_ms - now_ms) / 1000,
-                limits.max_future_ms / 1000
-            ),
+            format!("{} s in the future (limit {} s)", (ts_ms - now_ms) / 1000, limits.max_future_ms / 1000),
         ));
     }
     if ts_ms < now_ms - limits.max_past_ms {
         return Err(FieldError::new(
             at("ts"),
-            format!(
-                "{} s in the past (limit {} s)",
-                (now_ms - ts_ms) / 1000,
-                limits.max_past_ms / 1000
-            ),
+            format!("{} s in the past (limit {} s)", (now_ms - ts_ms) / 1000, limits.max_past_ms / 1000),
         ));
     }
 
@@ -317,10 +283,7 @@ pub fn validate(
         if present && !ok {
             return Err(FieldError::new(
                 at(field),
-                format!(
-                    "does not apply to kind {}",
-                    serde_json::to_string(&w.kind).unwrap_or_default()
-                ),
+                format!("does not apply to kind {}", serde_json::to_string(&w.kind).unwrap_or_default()),
             ));
         }
         Ok(())
@@ -344,21 +307,14 @@ pub fn validate(
 
     let rtt_samples_ms = match (w.rtt_ms, w.rtt_samples_ms) {
         (Some(_), Some(_)) => {
-            return Err(FieldError::new(
-                at("rtt_samples_ms"),
-                "give either rtt_ms or rtt_samples_ms, not both",
-            ))
+            return Err(FieldError::new(at("rtt_samples_ms"), "give either rtt_ms or rtt_samples_ms, not both"))
         }
         (Some(v), None) => vec![v],
         (None, Some(s)) => {
             if s.len() > limits.max_samples {
                 return Err(FieldError::new(
                     at("rtt_samples_ms"),
-                    format!(
-                        "{} samples exceed the limit of {}",
-                        s.len(),
-                        limits.max_samples
-                    ),
+                    format!("{} samples exceed the limit of {}", s.len(), limits.max_samples),
                 ));
             }
             for (i, &v) in s.iter().enumerate() {
@@ -372,39 +328,20 @@ pub fn validate(
     match (w.sent, w.received) {
         (Some(s), Some(r)) => {
             if s > limits.max_packets {
-                return Err(FieldError::new(
-                    at("sent"),
-                    format!("{s} exceeds the limit of {}", limits.max_packets),
-                ));
+                return Err(FieldError::new(at("sent"), format!("{s} exceeds the limit of {}", limits.max_packets)));
             }
             if r > s {
-                return Err(FieldError::new(
-                    at("received"),
-                    format!("{r} received exceeds {s} sent"),
-                ));
+                return Err(FieldError::new(at("received"), format!("{r} received exceeds {s} sent")));
             }
             if rtt_samples_ms.len() > r as usize {
                 return Err(FieldError::new(
                     at("rtt_samples_ms"),
-                    format!(
-                        "{} samples but only {r} packets received",
-                        rtt_samples_ms.len()
-                    ),
+                    format!("{} samples but only {r} packets received", rtt_samples_ms.len()),
                 ));
             }
         }
-        (Some(_), None) => {
-            return Err(FieldError::new(
-                at("received"),
-                "required when sent is given",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(FieldError::new(
-                at("sent"),
-                "required when received is given",
-            ))
-        }
+        (Some(_), None) => return Err(FieldError::new(at("received"), "required when sent is given")),
+        (None, Some(_)) => return Err(FieldError::new(at("sent"), "required when received is given")),
         (None, None) => {}
     }
 
@@ -417,10 +354,7 @@ pub fn validate(
         || w.tls_ms.is_some()
         || w.ttfb_ms.is_some();
     if status == Status::Ok && !has_value {
-        return Err(FieldError::new(
-            at("status"),
-            "an ok event must carry at least one measured value",
-        ));
+        return Err(FieldError::new(at("status"), "an ok event must carry at least one measured value"));
     }
 
     Ok(Event {
@@ -485,10 +419,7 @@ impl Event {
             };
             let is_primary = metric == primary;
             let (sent, received) = if metric == Metric::Rtt {
-                (
-                    u64::from(self.sent.unwrap_or(0)),
-                    u64::from(self.received.unwrap_or(0)),
-                )
+                (u64::from(self.sent.unwrap_or(0)), u64::from(self.received.unwrap_or(0)))
             } else {
                 (0, 0)
             };
@@ -500,11 +431,7 @@ impl Event {
                 values,
                 sent,
                 received,
-                jitter_estimate_ms: if metric == Metric::Rtt {
-                    rfc3550_jitter(values)
-                } else {
-                    None
-                },
+                jitter_estimate_ms: if metric == Metric::Rtt { rfc3550_jitter(values) } else { None },
                 error: if is_primary { error } else { None },
             });
         }
@@ -546,92 +473,22 @@ mod tests {
     #[test]
     fn rejections_name_the_field() {
         assert_eq!(
-            err(WireEvent {
-                rtt_samples_ms: Some(vec![1.0, -2.0]),
-                ..wire()
-            })
-            .field,
+            err(WireEvent { rtt_samples_ms: Some(vec![1.0, -2.0]), ..wire() }).field,
             "events[2].rtt_samples_ms[1]"
         );
         assert_eq!(
-            err(WireEvent {
-                rtt_samples_ms: Some(vec![f64::NAN]),
-                ..wire()
-            })
-            .field,
+            err(WireEvent { rtt_samples_ms: Some(vec![f64::NAN]), ..wire() }).field,
             "events[2].rtt_samples_ms[0]"
         );
-        assert_eq!(
-            err(WireEvent {
-                ts: "2030-01-01T00:00:00Z".into(),
-                ..wire()
-            })
-            .field,
-            "events[2].ts"
-        );
-        assert_eq!(
-            err(WireEvent {
-                ts: "2001-01-01T00:00:00Z".into(),
-                ..wire()
-            })
-            .field,
-            "events[2].ts"
-        );
-        assert_eq!(
-            err(WireEvent {
-                ts: "yesterday".into(),
-                ..wire()
-            })
-            .field,
-            "events[2].ts"
-        );
-        assert_eq!(
-            err(WireEvent {
-                received: Some(4),
-                ..wire()
-            })
-            .field,
-            "events[2].received"
-        );
-        assert_eq!(
-            err(WireEvent {
-                ttfb_ms: Some(3.0),
-                ..wire()
-            })
-            .field,
-            "events[2].ttfb_ms"
-        );
-        assert_eq!(
-            err(WireEvent {
-                event_id: "".into(),
-                ..wire()
-            })
-            .field,
-            "events[2].event_id"
-        );
-        assert_eq!(
-            err(WireEvent {
-                target: "a b".into(),
-                ..wire()
-            })
-            .field,
-            "events[2].target"
-        );
-        assert_eq!(
-            err(WireEvent {
-                rtt_ms: Some(1e9),
-                rtt_samples_ms: None,
-                ..wire()
-            })
-            .field,
-            "events[2].rtt_ms"
-        );
-        let empty = WireEvent {
-            rtt_samples_ms: None,
-            sent: None,
-            received: None,
-            ..wire()
-        };
+        assert_eq!(err(WireEvent { ts: "2030-01-01T00:00:00Z".into(), ..wire() }).field, "events[2].ts");
+        assert_eq!(err(WireEvent { ts: "2001-01-01T00:00:00Z".into(), ..wire() }).field, "events[2].ts");
+        assert_eq!(err(WireEvent { ts: "yesterday".into(), ..wire() }).field, "events[2].ts");
+        assert_eq!(err(WireEvent { received: Some(4), ..wire() }).field, "events[2].received");
+        assert_eq!(err(WireEvent { ttfb_ms: Some(3.0), ..wire() }).field, "events[2].ttfb_ms");
+        assert_eq!(err(WireEvent { event_id: "".into(), ..wire() }).field, "events[2].event_id");
+        assert_eq!(err(WireEvent { target: "a b".into(), ..wire() }).field, "events[2].target");
+        assert_eq!(err(WireEvent { rtt_ms: Some(1e9), rtt_samples_ms: None, ..wire() }).field, "events[2].rtt_ms");
+        let empty = WireEvent { rtt_samples_ms: None, sent: None, received: None, ..wire() };
         assert_eq!(err(empty).field, "events[2].status");
     }
 
@@ -667,11 +524,7 @@ mod tests {
             ..wire()
         };
         let e = validate(w, 0, NOW, &EventLimits::default()).unwrap();
-        let metrics: Vec<_> = e
-            .contributions()
-            .iter()
-            .map(|c| (c.metric, c.error))
-            .collect();
+        let metrics: Vec<_> = e.contributions().iter().map(|c| (c.metric, c.error)).collect();
         assert_eq!(
             metrics,
             vec![

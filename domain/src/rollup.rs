@@ -27,11 +27,7 @@ impl WindowKey {
     /// The window of the next coarser tier that contains this one.
     pub fn parent(&self) -> Option<WindowKey> {
         let tier = self.tier.parent()?;
-        Some(WindowKey {
-            tier,
-            start_ms: tier.bin_start(self.start_ms),
-            ..self.clone()
-        })
+        Some(WindowKey { tier, start_ms: tier.bin_start(self.start_ms), ..self.clone() })
     }
 }
 
@@ -100,11 +96,7 @@ impl WindowAgg {
     }
 
     pub fn summary(&self) -> RollupSummary {
-        let q = |p| {
-            self.sketch
-                .quantile(p)
-                .map(|v| clamp(v, self.min, self.max))
-        };
+        let q = |p| self.sketch.quantile(p).map(|v| clamp(v, self.min, self.max));
         RollupSummary {
             events: self.events,
             count: self.count,
@@ -115,9 +107,8 @@ impl WindowAgg {
             p90: q(0.9),
             p95: q(0.95),
             p99: q(0.99),
-            loss_pct: (self.sent > 0).then(|| {
-                100.0 * (self.sent - self.received.min(self.sent)) as f64 / self.sent as f64
-            }),
+            loss_pct: (self.sent > 0)
+                .then(|| 100.0 * (self.sent - self.received.min(self.sent)) as f64 / self.sent as f64),
             sent: self.sent,
             received: self.received,
             jitter_ms: (self.jitter_n > 0).then(|| self.jitter_sum / self.jitter_n as f64),
@@ -180,24 +171,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn contrib(values: &[f64]) -> Contribution<'_> {
-        Contribution {
-            metric: Metric::Rtt,
-            values,
-            sent: 10,
-            received: 9,
-            jitter_estimate_ms: Some(2.0),
-            error: None,
-        }
+        Contribution { metric: Metric::Rtt, values, sent: 10, received: 9, jitter_estimate_ms: Some(2.0), error: None }
     }
 
     #[test]
     fn summary_reports_loss_and_jitter() {
         let mut a = WindowAgg::default();
         a.add(&contrib(&[1.0, 2.0, 3.0]));
-        a.add(&Contribution {
-            error: Some(Status::Timeout),
-            ..contrib(&[])
-        });
+        a.add(&Contribution { error: Some(Status::Timeout), ..contrib(&[]) });
         let s = a.summary();
         assert_eq!(s.count, 3);
         assert_eq!(s.events, 2);

@@ -50,18 +50,12 @@ const SKEW_EWMA: f64 = 0.2;
 
 impl SessionState {
     pub fn new(probe: impl Into<String>) -> Self {
-        Self {
-            probe: probe.into(),
-            ..Default::default()
-        }
+        Self { probe: probe.into(), ..Default::default() }
     }
 
     pub fn observe(&mut self, obs: &BatchObservation) {
         self.first_seen_ms.get_or_insert(obs.arrival_ms);
-        self.last_seen_ms = Some(
-            self.last_seen_ms
-                .map_or(obs.arrival_ms, |l| l.max(obs.arrival_ms)),
-        );
+        self.last_seen_ms = Some(self.last_seen_ms.map_or(obs.arrival_ms, |l| l.max(obs.arrival_ms)));
         self.batches += 1;
         self.duplicates += obs.duplicates;
         self.late_dropped += obs.late_dropped;
@@ -127,9 +121,6 @@ mod tests {
         assert_eq!(s.late_dropped, 2);
         assert_eq!(s.status(11_500, 60_000), SessionStatus::Online);
         assert_eq!(s.status(80_000, 60_000), SessionStatus::Offline);
-        assert_eq!(
-            SessionState::new("x").status(0, 1),
-            SessionStatus::NeverSeen
-        );
+        assert_eq!(SessionState::new("x").status(0, 1), SessionStatus::NeverSeen);
     }
 }

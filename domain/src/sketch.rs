@@ -149,10 +149,7 @@ impl DdSketch {
             }
         }
         // Unreachable while `count` is consistent with the bins; stay total rather than panic.
-        self.bins
-            .iter()
-            .rposition(|&c| c > 0)
-            .map(|i| Self::value_of(self.offset + i as i32))
+        self.bins.iter().rposition(|&c| c > 0).map(|i| Self::value_of(self.offset + i as i32))
     }
 
     /// Compact binary form: version, zero count, offset, bin count, then counts (LEB128 varints).
@@ -190,12 +187,7 @@ impl DdSketch {
         if !rest.is_empty() {
             return Err(SketchDecodeError::Trailing);
         }
-        Ok(Self {
-            offset,
-            bins,
-            zero_count,
-            count,
-        })
+        Ok(Self { offset, bins, zero_count, count })
     }
 }
 
@@ -279,10 +271,7 @@ mod tests {
     fn decode_rejects_garbage() {
         assert_eq!(DdSketch::decode(&[]), Err(SketchDecodeError::Empty));
         assert_eq!(DdSketch::decode(&[9]), Err(SketchDecodeError::Version(9)));
-        assert_eq!(
-            DdSketch::decode(&[1, 0x80]),
-            Err(SketchDecodeError::Truncated)
-        );
+        assert_eq!(DdSketch::decode(&[1, 0x80]), Err(SketchDecodeError::Truncated));
         let mut ok = DdSketch::new();
         ok.insert(3.0);
         let mut enc = ok.encode();

@@ -111,8 +111,7 @@ impl Watermark {
 
     /// True when the 1m window starting at `start_ms` can no longer change.
     pub fn closes(&self, start_ms: i64, lateness_ms: i64) -> bool {
-        self.value(lateness_ms)
-            .is_some_and(|w| start_ms + Tier::M1.len_ms() <= w)
+        self.value(lateness_ms).is_some_and(|w| start_ms + Tier::M1.len_ms() <= w)
     }
 }
 
@@ -137,10 +136,7 @@ mod tests {
         // window [420s, 480s) ends at 480s ≤ 600s − 120s: closed
         assert_eq!(w.classify(470_000, lateness), WatermarkVerdict::LateDropped);
         // window [480s, 540s) ends at 540s > 480s: still open
-        assert_eq!(
-            w.classify(480_000, lateness),
-            WatermarkVerdict::LateAccepted
-        );
+        assert_eq!(w.classify(480_000, lateness), WatermarkVerdict::LateAccepted);
         assert_eq!(w.classify(600_000, lateness), WatermarkVerdict::InOrder);
         assert!(w.closes(420_000, lateness));
         assert!(!w.closes(480_000, lateness));

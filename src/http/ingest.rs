@@ -13,8 +13,7 @@ use netqoe_domain::event::validate;
 use netqoe_domain::{WireBatch, WireEvent};
 
 use super::metrics::{
-    EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, INGEST_BYTES, INGEST_REQUESTS,
-    INGEST_SECONDS,
+    EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, INGEST_BYTES, INGEST_REQUESTS, INGEST_SECONDS,
 };
 use super::problem::{FieldProblem, Problem};
 use super::AppState;
@@ -35,35 +34,22 @@ pub async fn post_events(
         Err(p) => p.status.to_string(),
     };
     INGEST_REQUESTS.with_label_values(&[&status]).inc();
-    INGEST_SECONDS
-        .with_label_values(&[&status])
-        .observe(started.elapsed().as_secs_f64());
+    INGEST_SECONDS.with_label_values(&[&status]).observe(started.elapsed().as_secs_f64());
     r
 }
 
 fn reject(reason: &str, n: usize, p: Problem) -> Problem {
-    EVENTS_REJECTED
-        .with_label_values(&[reason])
-        .inc_by(n.max(1) as u64);
+    EVENTS_REJECTED.with_label_values(&[reason]).inc_by(n.max(1) as u64);
     p
 }
 
 pub fn probe_of(req: &HttpRequest, state: &AppState) -> Result<String, Problem> {
-    let header = req
-        .headers()
-        .get("Authorization")
-        .and_then(|h| h.to_str().ok());
+    let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
     match state.tokens.authenticate(header) {
         Ok(Principal::Probe(id)) => Ok(id),
-        Ok(Principal::Query(_)) => Err(Problem::forbidden(
-            "a query token cannot ingest events; use the probe's token",
-        )),
-        Err(AuthError::Missing) => Err(Problem::unauthorized(
-            "missing Authorization: Bearer <probe token>",
-        )),
-        Err(AuthError::Malformed) => Err(Problem::unauthorized(
-            "Authorization must be 'Bearer <token>'",
-        )),
+        Ok(Principal::Query(_)) => Err(Problem::forbidden("a query token cannot ingest events; use the probe's token")),
+        Err(AuthError::Missing) => Err(Problem::unauthorized("missing Authorization: Bearer <probe token>")),
+        Err(AuthError::Malformed) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
         Err(AuthError::Unknown) => Err(Problem::unauthorized("unknown token")),
         Err(AuthError::Revoked) => Err(Problem::forbidden("this token has been revoked")),
     }
@@ -76,17 +62,8 @@ enum Format {
 }
 
 fn format_of(req: &HttpRequest) -> Result<Format, Problem> {
-    let ct = req
-        .headers()
-        .get("Content-Type")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let ct = req.headers().get("Content-Type").and_then(|h| h.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/json" => Ok(Format::Json),
         "application/x-ndjson" | "application/ndjson" => Ok(Format::Ndjson),
@@ -100,11 +77,7 @@ fn format_of(req: &HttpRequest) -> Result<Format, Problem> {
     }
 }
 
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, Problem> {
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -114,24 +87,15 @@ async fn read_body(
         )
         .field("body")
     };
-    let declared = req
-        .headers()
-        .get("Content-Length")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|s| s.parse::<usize>().ok());
+    let declared =
+        req.headers().get("Content-Length").and_then(|h| h.to_str().ok()).and_then(|s| s.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable-body",
-                "Unreadable body",
-                e.to_string(),
-            )
-            .field("body")
+            Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body", e.to_string()).field("body")
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -145,15 +109,9 @@ async fn read_body(
 /// Maps a decode error at `path` to 400 (not JSON) or 422 (JSON of the wrong shape).
 fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
     let msg = err.to_string();
-    let mut field = if path.is_empty() || path == "." {
-        "body".to_string()
-    } else {
-        path
-    };
+    let mut field = if path.is_empty() || path == "." { "body".to_string() } else { path };
     // serde names the unknown or missing key in its message; the path may or may not include it.
-    let named = msg
-        .strip_prefix("unknown field `")
-        .or_else(|| msg.strip_prefix("missing field `"));
+    let named = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("missing field `"));
     if let Some(name) = named.and_then(|rest| rest.split('`').next()) {
         if field == "body" {
             field = name.to_string();
@@ -162,29 +120,18 @@ fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
         }
     }
     match err.classify() {
-        serde_json::error::Category::Syntax
-        | serde_json::error::Category::Eof
-        | serde_json::error::Category::Io => reject(
-            "malformed",
-            1,
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON",
-                msg,
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
+            reject(
+                "malformed",
+                1,
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON", msg).field(field),
             )
-            .field(field),
-        ),
+        }
         serde_json::error::Category::Data => reject(
             "schema",
             1,
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "schema-violation",
-                "Event schema violation",
-                msg,
-            )
-            .field(field),
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "schema-violation", "Event schema violation", msg)
+                .field(field),
         ),
     }
 }
@@ -211,15 +158,11 @@ fn decode(body: &[u8], format: Format) -> Result<Vec<WireEvent>, Problem> {
                 let mut de = serde_json::Deserializer::from_slice(line);
                 let ev: WireEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                     let p = e.path().to_string();
-                    let path = if p.is_empty() || p == "." {
-                        format!("events[{i}]")
-                    } else {
-                        format!("events[{i}].{p}")
-                    };
+                    let path =
+                        if p.is_empty() || p == "." { format!("events[{i}]") } else { format!("events[{i}].{p}") };
                     decode_problem(path, e.inner())
                 })?;
-                de.end()
-                    .map_err(|e| decode_problem(format!("events[{i}]"), &e))?;
+                de.end().map_err(|e| decode_problem(format!("events[{i}]"), &e))?;
                 out.push(ev);
             }
             Ok(out)
@@ -227,36 +170,16 @@ fn decode(body: &[u8], format: Format) -> Result<Vec<WireEvent>, Problem> {
     }
 }
 
-async fn ingest(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<HttpResponse, Problem> {
+async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, Problem> {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
-        return Err(reject(
-            "unavailable",
-            1,
-            Problem::unavailable("this node is draining; retry on another", 1),
-        ));
+        return Err(reject("unavailable", 1, Problem::unavailable("this node is draining; retry on another", 1)));
     }
     let probe = match probe_of(req, state) {
         Ok(p) => p,
-        Err(p) => {
-            return Err(reject(
-                if p.status == 401 {
-                    "unauthorized"
-                } else {
-                    "forbidden"
-                },
-                1,
-                p,
-            ))
-        }
+        Err(p) => return Err(reject(if p.status == 401 { "unauthorized" } else { "forbidden" }, 1, p)),
     };
     let format = format_of(req).map_err(|p| reject("unsupported_media_type", 1, p))?;
-    let body = read_body(req, payload, state.cfg.http.max_body_bytes)
-        .await
-        .map_err(|p| reject("too_large", 1, p))?;
+    let body = read_body(req, payload, state.cfg.http.max_body_bytes).await.map_err(|p| reject("too_large", 1, p))?;
     let wire = decode(&body, format)?;
     let n = wire.len();
     if n == 0 {
@@ -281,9 +204,7 @@ async fn ingest(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "too-many-events",
                 "Too many events",
-                format!(
-                    "{n} events exceed the limit of {max} per batch (http.max_events_per_batch)"
-                ),
+                format!("{n} events exceed the limit of {max} per batch (http.max_events_per_batch)"),
             )
             .field("events"),
         ));
@@ -297,10 +218,7 @@ async fn ingest(
             Ok(e) => events.push(e),
             Err(fe) => {
                 if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(FieldProblem {
-                        field: fe.field,
-                        reason: fe.reason,
-                    });
+                    errors.push(FieldProblem { field: fe.field, reason: fe.reason });
                 }
             }
         }
@@ -311,10 +229,7 @@ async fn ingest(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-event",
             "Invalid event",
-            format!(
-                "{}: {} (the whole batch was rejected; nothing was stored)",
-                first.field, first.reason
-            ),
+            format!("{}: {} (the whole batch was rejected; nothing was stored)", first.field, first.reason),
         )
         .field(first.field.clone());
         p.errors = errors;
@@ -328,10 +243,7 @@ async fn ingest(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 "Rate limit exceeded",
-                format!(
-                    "probe {probe} exceeds {} events/s (ingest.rate_per_probe)",
-                    state.cfg.ingest.rate_per_probe
-                ),
+                format!("probe {probe} exceeds {} events/s (ingest.rate_per_probe)", state.cfg.ingest.rate_per_probe),
             )
             .retry_after(wait),
         ));
@@ -347,10 +259,7 @@ async fn ingest(
                     duplicates: p.duplicates as u64,
                     ..Default::default()
                 };
-                let msg = netqoe_actors::session::Observe {
-                    probe: probe.clone(),
-                    obs,
-                };
+                let msg = netqoe_actors::session::Observe { probe: probe.clone(), obs };
                 if let Err(error) = state.sessions.send(msg).await {
                     tracing::warn!(%error, %probe, "session registry unavailable");
                 }
@@ -364,19 +273,11 @@ async fn ingest(
         }
         Err(e) if e.retryable() => {
             tracing::warn!(error = %e, %probe, "publish failed; answering 503");
-            Err(reject(
-                "unavailable",
-                n,
-                Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s),
-            ))
+            Err(reject("unavailable", n, Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s)))
         }
         Err(e) => {
             tracing::error!(error = %e, %probe, "publish failed");
-            Err(reject(
-                "unavailable",
-                n,
-                Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s),
-            ))
+            Err(reject("unavailable", n, Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s)))
         }
     }
 }
@@ -387,12 +288,18 @@ mod tests {
 
     #[test]
     fn decode_errors_name_fields() {
-        let p = decode(br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","rtt_ms":NaN}]}"#, Format::Json)
-            .unwrap_err();
+        let p = decode(
+            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","rtt_ms":NaN}]}"#,
+            Format::Json,
+        )
+        .unwrap_err();
         assert_eq!(p.status, 400);
         assert_eq!(p.field.as_deref(), Some("events[0].rtt_ms"));
-        let p = decode(br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","colour":1}]}"#, Format::Json)
-            .unwrap_err();
+        let p = decode(
+            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","colour":1}]}"#,
+            Format::Json,
+        )
+        .unwrap_err();
         assert_eq!(p.status, 422);
         assert_eq!(p.field.as_deref(), Some("events[0].colour"));
         assert_eq!(p.index, Some(0));

@@ -4,9 +4,7 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder};
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     if let Err(e) = netqoe_actors::metrics::registry().register(Box::new(c.clone())) {
@@ -16,11 +14,7 @@ fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
 }
 
 pub static EVENTS_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "netqoe_events_accepted_total",
-        "Events accepted by ingest and made durable",
-    )
-    .expect("metric"))
+    reg(IntCounter::new("netqoe_events_accepted_total", "Events accepted by ingest and made durable").expect("metric"))
 });
 pub static EVENTS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     reg(IntCounterVec::new(
@@ -33,48 +27,26 @@ pub static EVENTS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric"))
 });
 pub static EVENTS_DUPLICATE: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "netqoe_events_duplicate_total",
-        "Events whose event_id was already accepted",
-    )
-    .expect("metric"))
+    reg(IntCounter::new("netqoe_events_duplicate_total", "Events whose event_id was already accepted").expect("metric"))
 });
 pub static INGEST_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new(
-            "netqoe_ingest_requests_total",
-            "Ingest requests by HTTP status",
-        ),
-        &["status"],
-    )
-    .expect("metric"))
+    reg(IntCounterVec::new(Opts::new("netqoe_ingest_requests_total", "Ingest requests by HTTP status"), &["status"])
+        .expect("metric"))
 });
 pub static INGEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     reg(HistogramVec::new(
-        HistogramOpts::new(
-            "netqoe_ingest_request_seconds",
-            "Ingest request latency (until durable)",
-        )
-        .buckets(vec![
-            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ]),
+        HistogramOpts::new("netqoe_ingest_request_seconds", "Ingest request latency (until durable)")
+            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
         &["status"],
     )
     .expect("metric"))
 });
 pub static INGEST_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "netqoe_ingest_body_bytes_total",
-        "Request body bytes read by ingest",
-    )
-    .expect("metric"))
+    reg(IntCounter::new("netqoe_ingest_body_bytes_total", "Request body bytes read by ingest").expect("metric"))
 });
 pub static DEAD_LETTERED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
-        "netqoe_batches_dead_lettered_total",
-        "Batches moved to the dead-letter table/queue",
-    )
-    .expect("metric"))
+    reg(IntCounter::new("netqoe_batches_dead_lettered_total", "Batches moved to the dead-letter table/queue")
+        .expect("metric"))
 });
 
 pub const REJECT_REASONS: &[&str] = &[
@@ -101,9 +73,7 @@ pub fn init() {
     for r in REJECT_REASONS {
         EVENTS_REJECTED.with_label_values(&[r]);
     }
-    for s in [
-        "202", "400", "401", "403", "413", "415", "422", "429", "503",
-    ] {
+    for s in ["202", "400", "401", "403", "413", "415", "422", "429", "503"] {
         INGEST_REQUESTS.with_label_values(&[s]);
     }
 }
@@ -112,9 +82,7 @@ pub async fn render() -> HttpResponse {
     let families = netqoe_actors::metrics::registry().gather();
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&families, &mut buf) {
-        Ok(()) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4")
-            .body(buf),
+        Ok(()) => HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(buf),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
     }
 }

@@ -48,12 +48,7 @@ pub struct ProblemBody {
 }
 
 impl Problem {
-    pub fn new(
-        status: StatusCode,
-        slug: &str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
         Self(Box::new(ProblemBody {
             type_: format!("https://netqoe.dev/problems/{slug}"),
             title,
@@ -80,13 +75,7 @@ impl Problem {
     }
 
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Unauthorized",
-            detail,
-        )
-        .field("Authorization")
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail).field("Authorization")
     }
 
     pub fn forbidden(detail: &str) -> Self {
@@ -94,32 +83,16 @@ impl Problem {
     }
 
     pub fn bad_query(field: &str, detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "Invalid query parameter",
-            detail,
-        )
-        .field(field)
+        Self::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter", detail).field(field)
     }
 
     pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service unavailable",
-            detail,
-        )
-        .retry_after(retry_after)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+            .retry_after(retry_after)
     }
 
     pub fn internal(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
-            detail,
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", detail)
     }
 }
 

@@ -21,30 +21,20 @@ const MAX_LIMIT: usize = 100_000;
 const DEFAULT_LIMIT: usize = 10_000;
 
 pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
-    let header = req
-        .headers()
-        .get("Authorization")
-        .and_then(|h| h.to_str().ok());
+    let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
     match (header, state.tokens.authenticate(header)) {
         (_, Ok(Principal::Query(_))) => Ok(()),
-        (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden(
-            "probe tokens cannot read; use a query token",
-        )),
+        (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden("probe tokens cannot read; use a query token")),
         (None, _) if !state.tokens.query_tokens_configured => Ok(()),
-        (None, _) => Err(Problem::unauthorized(
-            "missing Authorization: Bearer <query token>",
-        )),
+        (None, _) => Err(Problem::unauthorized("missing Authorization: Bearer <query token>")),
         (_, Err(AuthError::Revoked)) => Err(Problem::forbidden("this token has been revoked")),
-        (_, Err(AuthError::Malformed)) => Err(Problem::unauthorized(
-            "Authorization must be 'Bearer <token>'",
-        )),
+        (_, Err(AuthError::Malformed)) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
         (_, Err(_)) => Err(Problem::unauthorized("unknown token")),
     }
 }
 
 pub fn rfc3339(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 fn parse_time(field: &str, s: &str) -> Result<i64, Problem> {
@@ -53,12 +43,7 @@ fn parse_time(field: &str, s: &str) -> Result<i64, Problem> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.timestamp_millis())
-        .map_err(|e| {
-            Problem::bad_query(
-                field,
-                format!("{field}={s:?} is neither RFC 3339 nor epoch ms: {e}"),
-            )
-        })
+        .map_err(|e| Problem::bad_query(field, format!("{field}={s:?} is neither RFC 3339 nor epoch ms: {e}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,10 +101,7 @@ fn window_json(
     v
 }
 
-pub async fn rollups(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, Problem> {
+pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     check_query_auth(&req, &state)?;
     let params: RollupParams = web::Query::<RollupParams>::from_query(req.query_string())
         .map_err(|e| {
@@ -130,9 +112,9 @@ pub async fn rollups(
         .into_inner();
     let tier = match params.tier.as_deref() {
         None => Tier::M1,
-        Some(t) => Tier::parse(t).ok_or_else(|| {
-            Problem::bad_query("tier", format!("tier={t:?}: expected 1m, 1h or 1d"))
-        })?,
+        Some(t) => {
+            Tier::parse(t).ok_or_else(|| Problem::bad_query("tier", format!("tier={t:?}: expected 1m, 1h or 1d")))?
+        }
     };
     let metric = params
         .metric
@@ -147,39 +129,23 @@ pub async fn rollups(
         })
         .transpose()?;
     let now = netqoe_actors::now_ms();
-    let to = params
-        .to
-        .as_deref()
-        .map(|s| parse_time("to", s))
-        .transpose()?
-        .unwrap_or(now + tier.len_ms());
+    let to = params.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or(now + tier.len_ms());
     let default_span = match tier {
         Tier::M1 => 3_600_000,
         Tier::H1 => 7 * 86_400_000,
         Tier::D1 => 90 * 86_400_000,
     };
-    let from = params
-        .from
-        .as_deref()
-        .map(|s| parse_time("from", s))
-        .transpose()?
-        .unwrap_or(to - default_span);
+    let from = params.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(to - default_span);
     if from >= to {
         return Err(Problem::bad_query("from", "from must be before to"));
     }
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(Problem::bad_query(
-            "limit",
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        ));
+        return Err(Problem::bad_query("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let group_by = params.group_by.as_deref();
     if !matches!(group_by, None | Some("target") | Some("probe")) {
-        return Err(Problem::bad_query(
-            "group_by",
-            "group_by must be target or probe",
-        ));
+        return Err(Problem::bad_query("group_by", "group_by must be target or probe"));
     }
     let q = RollupQuery {
         probe: params.probe,
@@ -190,11 +156,7 @@ pub async fn rollups(
         to_ms: to,
         limit: limit + 1,
     };
-    let mut rows = state
-        .store
-        .query(&q)
-        .await
-        .map_err(|e| Problem::unavailable(e.to_string(), 2))?;
+    let mut rows = state.store.query(&q).await.map_err(|e| Problem::unavailable(e.to_string(), 2))?;
     let truncated = rows.len() > limit;
     rows.truncate(limit);
     let out: Vec<serde_json::Value> = match group_by {
@@ -214,10 +176,8 @@ pub async fn rollups(
             .collect(),
         Some(g) => {
             let by_target = g == "target";
-            let mut groups: BTreeMap<
-                (String, Metric, i64),
-                (WindowAgg, std::collections::BTreeSet<String>),
-            > = BTreeMap::new();
+            let mut groups: BTreeMap<(String, Metric, i64), (WindowAgg, std::collections::BTreeSet<String>)> =
+                BTreeMap::new();
             for r in &rows {
                 let (k, member) = if by_target {
                     (r.key.target.clone(), r.key.probe.clone())
@@ -299,6 +259,5 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             serde_json::json!({"probe": p.id, "status": "never_seen", "labels": p.labels, "events": 0, "revoked": p.revoked})
         });
     }
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"probes": by_id.into_values().collect::<Vec<_>>()})))
+    Ok(HttpResponse::Ok().json(serde_json::json!({"probes": by_id.into_values().collect::<Vec<_>>()})))
 }

@@ -25,17 +25,10 @@ pub fn test_config(
     overrides: &[(&str, &str)],
 ) -> (Config, Vec<(String, String)>, String, String) {
     let mut env: Vec<(String, String)> = vec![
-        (
-            "NETQOE__STORAGE__DATA_DIR".into(),
-            dir.display().to_string(),
-        ),
+        ("NETQOE__STORAGE__DATA_DIR".into(), dir.display().to_string()),
         ("NETQOE__HTTP__WORKERS".into(), "2".into()),
     ];
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    env.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut cfg = Config::load_from(None, env).expect("test config is valid");
     let mut probes = Vec::new();
     for i in 0..n {
@@ -57,11 +50,7 @@ pub fn test_config(
         labels: Default::default(),
     });
     let (query, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
-    cfg.query_tokens.push(QueryToken {
-        name: "tests".into(),
-        token_sha256: digest,
-        revoked: false,
-    });
+    cfg.query_tokens.push(QueryToken { name: "tests".into(), token_sha256: digest, revoked: false });
     assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
     (cfg, probes, query, revoked)
 }
@@ -71,17 +60,8 @@ pub async fn start(n: usize, overrides: &[(&str, &str)]) -> TestApp {
     let (cfg, probes, query_token, revoked_token) = test_config(dir.path(), n, overrides);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let app = netqoe::app::start(cfg, listener).await.expect("app starts");
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    TestApp {
-        app,
-        dir,
-        probes,
-        query_token,
-        revoked_token,
-        client,
-    }
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    TestApp { app, dir, probes, query_token, revoked_token, client }
 }
 
 /// Minute-aligned epoch ms, two hours back from now (inside every acceptance horizon).
@@ -91,9 +71,7 @@ pub fn base_ms() -> i64 {
 }
 
 pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Deterministic pseudo-random generator (xorshift), so the tests need no seed management.
@@ -119,16 +97,8 @@ pub struct Resp {
     pub headers: awc::http::header::HeaderMap,
 }
 
-pub async fn post(
-    client: &awc::Client,
-    url: &str,
-    token: Option<&str>,
-    content_type: &str,
-    body: Vec<u8>,
-) -> Resp {
-    let mut req = client
-        .post(url)
-        .insert_header(("Content-Type", content_type));
+pub async fn post(client: &awc::Client, url: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Resp {
+    let mut req = client.post(url).insert_header(("Content-Type", content_type));
     if let Some(t) = token {
         req = req.insert_header(("Authorization", format!("Bearer {t}")));
     }
@@ -150,8 +120,7 @@ pub async fn get(client: &awc::Client, url: &str, token: Option<&str>) -> Resp {
     let bytes = res.body().limit(64 << 20).await.expect("body read");
     Resp {
         status: res.status().as_u16(),
-        body: serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
+        body: serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())),
         headers: res.headers().clone(),
     }
 }
@@ -185,14 +154,7 @@ where
 }
 
 /// Sum of `count` over all 1m rollups of a metric in a range (query API).
-pub async fn total_count(
-    client: &awc::Client,
-    base: &str,
-    token: &str,
-    metric: &str,
-    from: i64,
-    to: i64,
-) -> u64 {
+pub async fn total_count(client: &awc::Client, base: &str, token: &str, metric: &str, from: i64, to: i64) -> u64 {
     let r = get(
         client,
         &format!("{base}/v1/rollups?metric={metric}&tier=1m&from={from}&to={to}&limit=100000"),
@@ -200,19 +162,12 @@ pub async fn total_count(
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    r.body["rollups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["count"].as_u64().unwrap())
-        .sum()
+    r.body["rollups"].as_array().unwrap().iter().map(|w| w["count"].as_u64().unwrap()).sum()
 }
 
 /// Value of a Prometheus sample line `name{labels} value` (labels as written, or "" for none).
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)
-            .and_then(|rest| rest.strip_prefix(' '))
-            .and_then(|v| v.trim().parse().ok())
+        l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     })
 }
