@@ -16,26 +16,55 @@ use netqoe_actors::store::RollupStore;
 use crate::auth::{RateLimiter, TokenBook};
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::rabbit::RabbitBus;
 use crate::sqlite::Sqlite;
+
+/// Which roles this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    /// Ingest and query API (`POST /v1/events`, `GET /v1/rollups`, `GET /v1/probes`).
+    pub api: bool,
+    /// The aggregation pipeline (consume, aggregate, write rollups, sessions).
+    pub aggregate: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { api: true, aggregate: true };
+    pub const INGEST: Roles = Roles { api: true, aggregate: false };
+    pub const AGGREGATE: Roles = Roles { api: false, aggregate: true };
+}
 
 /// A running netqoe (all roles, one process).
 pub struct RunningApp {
     pub addr: SocketAddr,
     pub state: web::Data<AppState>,
-    pub pipeline: Pipeline,
+    /// The pipeline, when this process aggregates.
+    pub pipeline: Option<Pipeline>,
     pub db: Sqlite,
     server: actix_web::dev::ServerHandle,
     server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Starts everything on the embedded default on `listener`. Signals are not handled here: the
-/// caller decides when to `shutdown` (the binary on SIGTERM/SIGINT, tests when they are done).
+/// Starts every role on `listener` (see `start_roles`).
 pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<RunningApp> {
+    start_roles(cfg, listener, Roles::ALL).await
+}
+
+/// Starts the given roles with the configured bus (`bus.kind`) and store. Signals are not handled
+/// here: the caller decides when to `shutdown` (the binary on SIGTERM/SIGINT, tests when done).
+pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> anyhow::Result<RunningApp> {
     http::metrics::init();
     let db = Sqlite::open(&cfg.storage.data_dir)?;
-    let bus: Arc<dyn EventBus> = Arc::new(db.clone());
+    let bus: Arc<dyn EventBus> = match cfg.bus.kind.as_str() {
+        "rabbitmq" => Arc::new(RabbitBus::new(cfg.rabbitmq.clone())),
+        _ => Arc::new(db.clone()),
+    };
     let store: Arc<dyn RollupStore> = Arc::new(db.clone());
-    let pipeline = Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?;
+    let pipeline = if roles.aggregate {
+        Some(Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?)
+    } else {
+        None
+    };
     if cfg.query_tokens.is_empty() {
         tracing::warn!("no query_tokens configured: the query API is open to any caller that is not a probe");
     }
@@ -49,7 +78,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
         limiter: RateLimiter::new(cfg.ingest.rate_per_probe, cfg.ingest.burst),
         bus,
         store,
-        sessions: pipeline.sessions.clone(),
+        sessions: pipeline.as_ref().map(|p| p.sessions.clone()),
         draining: std::sync::atomic::AtomicBool::new(false),
         cfg,
     });
@@ -59,15 +88,22 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::routes))
-        .workers(workers)
-        .shutdown_timeout(30)
-        .disable_signals()
-        .listen(listener)?
-        .run();
+    let server = HttpServer::new(move || {
+        let app = App::new().app_data(data.clone()).configure(http::admin_routes);
+        if roles.api {
+            app.configure(http::api_routes)
+        } else {
+            app
+        }
+    })
+    .workers(workers)
+    .shutdown_timeout(30)
+    .disable_signals()
+    .listen(listener)?
+    .run();
     let handle = server.handle();
     let server_task = Some(tokio::task::spawn_local(server));
-    tracing::info!(%addr, data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
+    tracing::info!(%addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
     Ok(RunningApp { addr, state, pipeline, db, server: handle, server_task })
 }
 
@@ -87,8 +123,10 @@ impl RunningApp {
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
-        tracing::info!("draining: committing open windows as partial revisions");
-        self.pipeline.drain().await?;
+        if let Some(p) = self.pipeline.as_mut() {
+            tracing::info!("draining: committing open windows as partial revisions");
+            p.drain().await?;
+        }
         tracing::info!("drained");
         Ok(())
     }

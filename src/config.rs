@@ -18,6 +18,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub storage: StorageConfig,
     pub bus: BusConfig,
+    pub rabbitmq: RabbitConfig,
     pub ingest: IngestConfig,
     pub pipeline: PipelineSection,
     pub session: SessionSection,
@@ -43,6 +44,38 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BusConfig {
     pub kind: String,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct RabbitConfig {
+    pub uris: Vec<String>,
+    pub prefix: String,
+    pub shards: usize,
+    pub delivery_limit: u32,
+    pub publish_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub op_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+/// `amqp://user:secret@host:5672/vhost` → `amqp://host:5672/vhost` (for logs and errors).
+pub fn redact_uri(uri: &str) -> String {
+    match (uri.find("://"), uri.find('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}{}", &uri[..s + 3], &uri[at + 1..]),
+        _ => uri.to_string(),
+    }
+}
+
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitConfig")
+            .field("uris", &self.uris.iter().map(|u| redact_uri(u)).collect::<Vec<_>>())
+            .field("prefix", &self.prefix)
+            .field("shards", &self.shards)
+            .field("delivery_limit", &self.delivery_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -238,8 +271,39 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             e.push("storage.data_dir: must not be empty".into());
         }
-        if self.bus.kind != "embedded" {
-            e.push(format!("bus.kind: {:?} is not supported by this build (expected \"embedded\")", self.bus.kind));
+        if !matches!(self.bus.kind.as_str(), "embedded" | "rabbitmq") {
+            e.push(format!("bus.kind: {:?} must be \"embedded\" or \"rabbitmq\"", self.bus.kind));
+        }
+        let r = &self.rabbitmq;
+        if r.uris.is_empty() {
+            e.push("rabbitmq.uris: at least one broker URI is needed".into());
+        }
+        for (i, u) in r.uris.iter().enumerate() {
+            if !(u.starts_with("amqp://") || u.starts_with("amqps://")) {
+                e.push(format!("rabbitmq.uris[{i}]: {:?} must start with amqp:// or amqps://", redact_uri(u)));
+            }
+        }
+        if r.prefix.is_empty() || !r.prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+            e.push("rabbitmq.prefix: must be non-empty, of [A-Za-z0-9-_.:]".into());
+        }
+        if !(1..=1024).contains(&r.shards) {
+            e.push("rabbitmq.shards: must be between 1 and 1024".into());
+        }
+        if !(1..=1000).contains(&r.delivery_limit) {
+            e.push("rabbitmq.delivery_limit: must be between 1 and 1000".into());
+        }
+        for (k, v) in [
+            ("publish_timeout_ms", r.publish_timeout_ms),
+            ("connect_timeout_ms", r.connect_timeout_ms),
+            ("op_timeout_ms", r.op_timeout_ms),
+            ("reconnect_min_ms", r.reconnect_min_ms),
+        ] {
+            if !(10..=600_000).contains(&v) {
+                e.push(format!("rabbitmq.{k}: must be between 10 and 600000"));
+            }
+        }
+        if r.reconnect_max_ms < r.reconnect_min_ms {
+            e.push("rabbitmq.reconnect_max_ms: must be at least reconnect_min_ms".into());
         }
         if self.ingest.rate_per_probe.is_nan() || self.ingest.rate_per_probe <= 0.0 {
             e.push("ingest.rate_per_probe: must be positive".into());

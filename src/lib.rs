@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod rabbit;
 pub mod sqlite;
 
 /// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set).

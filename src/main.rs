@@ -18,8 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run every role in one process on the embedded default (SQLite journal and store).
-    Run,
+    /// Run every role in one process (default bus: embedded SQLite journal; store: SQLite).
+    Run {
+        /// Override bus.kind: "embedded" or "rabbitmq".
+        #[arg(long)]
+        bus: Option<String>,
+    },
+    /// Run the ingest role: HTTP ingest and query API, publishing to the configured bus.
+    Ingest,
+    /// Run the aggregate role: consume the bus, aggregate windows, write rollups.
+    Aggregate,
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -98,17 +106,33 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run => {
-            let cfg = match load(cli.config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
+        Command::Run { .. } | Command::Ingest | Command::Aggregate => {
+            let (roles, bus) = match cli.command {
+                Command::Run { bus } => (netqoe::app::Roles::ALL, bus),
+                Command::Ingest => (netqoe::app::Roles::INGEST, None),
+                _ => (netqoe::app::Roles::AGGREGATE, None),
             };
+            let mut env: Vec<(String, String)> = std::env::vars().collect();
+            if let Some(b) = bus {
+                env.push(("NETQOE__BUS__KIND".into(), b));
+            }
+            let cfg = match Config::load_from(cli.config.as_deref(), env) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if (roles != netqoe::app::Roles::ALL) && cfg.bus.kind == "embedded" {
+                eprintln!("bus.kind: the ingest and aggregate roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
+                return ExitCode::from(2);
+            }
             netqoe::init_logging(&cfg.log.format, &cfg.log.level);
             let system = actix_rt::System::new();
             let r: anyhow::Result<()> = system.block_on(async move {
                 let listener = std::net::TcpListener::bind(cfg.bind_addr())
                     .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
-                let app = netqoe::app::start(cfg, listener).await?;
+                let app = netqoe::app::start_roles(cfg, listener, roles).await?;
                 wait_for_signal().await?;
                 app.shutdown().await
             });

@@ -33,7 +33,7 @@ async fn a_failed_session_actor_is_restarted_and_the_pipeline_keeps_going() {
         "netqoe_actor_restarts_total{actor=\"session\"}",
     )
     .unwrap();
-    let failed = t.app.pipeline.sessions.send(InjectFault { probe: "probe-0".into() }).await.unwrap();
+    let failed = t.app.pipeline.as_ref().unwrap().sessions.send(InjectFault { probe: "probe-0".into() }).await.unwrap();
     assert!(failed, "the fault was injected into a live session");
 
     // the pipeline keeps going for both probes

@@ -248,7 +248,31 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
             .retry_after(wait),
         ));
     }
-    match state.bus.publish(&probe, events, now).await {
+    // A bus that does not deduplicate at publish (a broker) gets the events already applied
+    // filtered out here, best effort; the aggregators deduplicate authoritatively.
+    let mut known_duplicates = 0;
+    if !state.bus.dedups_events() {
+        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+        match state.store.applied_events(&probe, &ids).await {
+            Ok(seen) if !seen.is_empty() => {
+                let seen: std::collections::HashSet<String> = seen.into_iter().collect();
+                events.retain(|e| !seen.contains(&e.event_id));
+                known_duplicates = seen.len();
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "duplicate pre-check skipped"),
+        }
+        if events.is_empty() {
+            EVENTS_DUPLICATE.inc_by(known_duplicates as u64);
+            return Ok(HttpResponse::Accepted().json(serde_json::json!({
+                "accepted": 0, "duplicates": known_duplicates, "batch_id": null,
+            })));
+        }
+    }
+    match state.bus.publish(&probe, events, now).await.map(|mut p| {
+        p.duplicates += known_duplicates;
+        p
+    }) {
         Ok(p) => {
             EVENTS_ACCEPTED.inc_by(p.accepted as u64);
             EVENTS_DUPLICATE.inc_by(p.duplicates as u64);
@@ -260,8 +284,10 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
                     ..Default::default()
                 };
                 let msg = netqoe_actors::session::Observe { probe: probe.clone(), obs };
-                if let Err(error) = state.sessions.send(msg).await {
-                    tracing::warn!(%error, %probe, "session registry unavailable");
+                if let Some(registry) = &state.sessions {
+                    if let Err(error) = registry.send(msg).await {
+                        tracing::warn!(%error, %probe, "session registry unavailable");
+                    }
                 }
             }
             tracing::debug!(%probe, accepted = p.accepted, duplicates = p.duplicates, batch = ?p.batch_id, "batch accepted");

@@ -27,16 +27,22 @@ pub struct AppState {
     pub limiter: RateLimiter,
     pub bus: Arc<dyn EventBus>,
     pub store: Arc<dyn RollupStore>,
-    pub sessions: Addr<SessionRegistry>,
+    /// The local session registry (None in the ingest-only role: sessions are read from the store).
+    pub sessions: Option<Addr<SessionRegistry>>,
     /// Set when a drain began: ingest answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Ingest and query API (the `ingest` role and `run`).
+pub fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(ingest::post_events))
         .route("/v1/rollups", web::get().to(query::rollups))
-        .route("/v1/probes", web::get().to(query::probes))
-        .route("/healthz", web::get().to(healthz))
+        .route("/v1/probes", web::get().to(query::probes));
+}
+
+/// Health and metrics (every role).
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics::render));
 }

@@ -217,12 +217,14 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
 
 pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     check_query_auth(&req, &state)?;
-    let sessions = state
-        .sessions
-        .send(ListSessions)
-        .await
-        .map_err(|e| Problem::unavailable(format!("session registry: {e}"), 2))?
-        .map_err(|e| Problem::unavailable(e.to_string(), 2))?;
+    let sessions = match &state.sessions {
+        Some(registry) => registry
+            .send(ListSessions)
+            .await
+            .map_err(|e| Problem::unavailable(format!("session registry: {e}"), 2))?
+            .map_err(|e| Problem::unavailable(e.to_string(), 2))?,
+        None => state.store.list_sessions().await.map_err(|e| Problem::unavailable(e.to_string(), 2))?,
+    };
     let now = netqoe_actors::now_ms();
     let offline_after = state.cfg.session.offline_after_s * 1000;
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();

@@ -1,0 +1,629 @@
+//! RabbitMQ `EventBus`: ingest publishes each accepted batch (versioned JSON envelope) to a direct
+//! exchange routed by probe shard into K quorum queues (single active consumer, delivery limit,
+//! dead-lettering into a DLQ), with publisher confirms and `mandatory`; aggregators consume the
+//! shard queues with manual acks and bounded prefetch.
+//!
+//! lapin does not recover anything by itself: this module owns reconnects (capped exponential
+//! backoff with jitter over the configured broker list), re-declares the topology and re-consumes
+//! after each one, and wraps every broker await in a timeout.
+//!
+//! Invariants: `publish` returns Ok only after the broker's ack of a routed message; anything
+//! else (nack, return, timeout, lost connection, `connection.blocked`) is an error that ingest
+//! turns into 503. After every reconnect the consumer first emits `Incoming::Reset` with a new
+//! epoch, so state built from deliveries of a dead channel is dropped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use netqoe_actors::bus::{Acker, Batch, BusError, Delivery, EventBus, Incoming, Published};
+use netqoe_domain::Event;
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Mutex};
+
+use crate::config::{redact_uri, RabbitConfig};
+
+/// Version of the envelope carried in every message.
+pub const ENVELOPE_VERSION: u32 = 1;
+pub const CONTENT_TYPE: &str = "application/vnd.netqoe.batch.v1+json";
+
+fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    if let Err(e) = netqoe_actors::metrics::registry().register(Box::new(c.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    c
+}
+
+pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    reg(Histogram::with_opts(
+        HistogramOpts::new("netqoe_bus_publish_confirm_seconds", "Publish until the broker's confirm")
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+    )
+    .expect("metric"))
+});
+pub static PUBLISH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new("netqoe_bus_publish_failures_total", "Publishes that did not end in a confirm, by reason"),
+        &["reason"],
+    )
+    .expect("metric"))
+});
+pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    reg(IntCounterVec::new(
+        Opts::new("netqoe_bus_reconnects_total", "Broker (re)connections established, by side"),
+        &["side"],
+    )
+    .expect("metric"))
+});
+pub static POISON: LazyLock<IntCounter> = LazyLock::new(|| {
+    reg(IntCounter::new(
+        "netqoe_bus_poison_messages_total",
+        "Undecodable messages rejected (dead-lettered after the delivery limit)",
+    )
+    .expect("metric"))
+});
+pub static DLQ_DEPTH: LazyLock<IntGauge> =
+    LazyLock::new(|| reg(IntGauge::new("netqoe_bus_dlq_depth", "Messages in the dead-letter queue").expect("metric")));
+pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(Opts::new("netqoe_bus_queue_depth", "Ready messages per shard queue"), &["shard"])
+        .expect("metric"))
+});
+pub static CONSUMER_UNACKED: LazyLock<IntGauge> = LazyLock::new(|| {
+    reg(IntGauge::new(
+        "netqoe_bus_consumer_unacked",
+        "Deliveries held by this consumer and not yet settled (prefetch in use)",
+    )
+    .expect("metric"))
+});
+
+pub fn init_metrics() {
+    LazyLock::force(&PUBLISH_SECONDS);
+    LazyLock::force(&POISON);
+    LazyLock::force(&DLQ_DEPTH);
+    LazyLock::force(&CONSUMER_UNACKED);
+    for r in ["nack", "returned", "timeout", "unavailable", "blocked"] {
+        PUBLISH_FAILURES.with_label_values(&[r]);
+    }
+    for s in ["publisher", "consumer"] {
+        RECONNECTS.with_label_values(&[s]);
+    }
+}
+
+/// What travels through the broker.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub v: u32,
+    pub batch_id: String,
+    pub probe: String,
+    pub received_ms: i64,
+    pub duplicates: u64,
+    pub events: Vec<Event>,
+}
+
+/// Names of everything the topology declares.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub events_exchange: String,
+    pub dead_letter_exchange: String,
+    pub dlq: String,
+    pub rollups_exchange: String,
+    pub diagnoser_queue: String,
+    pub diagnoses_exchange: String,
+    pub shards: Vec<String>,
+}
+
+impl Names {
+    pub fn new(prefix: &str, shards: usize) -> Self {
+        Self {
+            events_exchange: format!("{prefix}events"),
+            dead_letter_exchange: format!("{prefix}events.dlx"),
+            dlq: format!("{prefix}events.dlq"),
+            rollups_exchange: format!("{prefix}rollups"),
+            diagnoser_queue: format!("{prefix}diagnoser"),
+            diagnoses_exchange: format!("{prefix}diagnoses"),
+            shards: (0..shards).map(|i| format!("{prefix}events.shard.{i:03}")).collect(),
+        }
+    }
+}
+
+fn timeout_err(what: &str) -> BusError {
+    BusError::Unavailable(format!("broker did not answer {what} in time"))
+}
+
+async fn within<T>(
+    d: Duration,
+    what: &str,
+    f: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(d, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(BusError::Unavailable(format!("{what}: {e}"))),
+        Err(_) => Err(timeout_err(what)),
+    }
+}
+
+fn quorum_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+    for (k, v) in extra {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+/// Declares every exchange, queue and binding (idempotent; run after each (re)connect).
+pub async fn declare_topology(ch: &Channel, cfg: &RabbitConfig, op: Duration) -> Result<Names, BusError> {
+    let n = Names::new(&cfg.prefix, cfg.shards);
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let qdurable = QueueDeclareOptions { durable: true, ..Default::default() };
+    within(
+        op,
+        "declare events exchange",
+        ch.exchange_declare(&n.events_exchange, ExchangeKind::Direct, durable, FieldTable::default()),
+    )
+    .await?;
+    within(
+        op,
+        "declare dead-letter exchange",
+        ch.exchange_declare(&n.dead_letter_exchange, ExchangeKind::Fanout, durable, FieldTable::default()),
+    )
+    .await?;
+    within(op, "declare DLQ", ch.queue_declare(&n.dlq, qdurable, quorum_args(&[]))).await?;
+    within(
+        op,
+        "bind DLQ",
+        ch.queue_bind(&n.dlq, &n.dead_letter_exchange, "", QueueBindOptions::default(), FieldTable::default()),
+    )
+    .await?;
+    for (i, q) in n.shards.iter().enumerate() {
+        let args = quorum_args(&[
+            ("x-single-active-consumer", AMQPValue::Boolean(true)),
+            ("x-delivery-limit", AMQPValue::LongInt(cfg.delivery_limit as i32)),
+            ("x-dead-letter-exchange", AMQPValue::LongString(LongString::from(n.dead_letter_exchange.as_str()))),
+        ]);
+        within(op, "declare shard queue", ch.queue_declare(q, qdurable, args)).await?;
+        within(
+            op,
+            "bind shard queue",
+            ch.queue_bind(q, &n.events_exchange, &i.to_string(), QueueBindOptions::default(), FieldTable::default()),
+        )
+        .await?;
+    }
+    within(
+        op,
+        "declare rollups exchange",
+        ch.exchange_declare(&n.rollups_exchange, ExchangeKind::Fanout, durable, FieldTable::default()),
+    )
+    .await?;
+    within(op, "declare diagnoser queue", ch.queue_declare(&n.diagnoser_queue, qdurable, quorum_args(&[]))).await?;
+    within(
+        op,
+        "bind diagnoser queue",
+        ch.queue_bind(&n.diagnoser_queue, &n.rollups_exchange, "", QueueBindOptions::default(), FieldTable::default()),
+    )
+    .await?;
+    within(
+        op,
+        "declare diagnoses exchange",
+        ch.exchange_declare(&n.diagnoses_exchange, ExchangeKind::Topic, durable, FieldTable::default()),
+    )
+    .await?;
+    Ok(n)
+}
+
+/// Connects to the first broker of the list that answers (starting at a rotating position).
+pub async fn connect(cfg: &RabbitConfig, name: &str, start: usize) -> Result<Connection, BusError> {
+    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let mut last = BusError::Unavailable("no broker URI configured".into());
+    for k in 0..cfg.uris.len() {
+        let uri = &cfg.uris[(start + k) % cfg.uris.len()];
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name(LongString::from(name));
+        match tokio::time::timeout(timeout, Connection::connect(uri, props)).await {
+            Ok(Ok(c)) => {
+                tracing::info!(broker = %redact_uri(uri), connection = name, "connected to broker");
+                return Ok(c);
+            }
+            Ok(Err(e)) => last = BusError::Unavailable(format!("{}: {e}", redact_uri(uri))),
+            Err(_) => last = BusError::Unavailable(format!("{}: connect timed out", redact_uri(uri))),
+        }
+    }
+    Err(last)
+}
+
+/// Capped exponential backoff with full jitter.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(cfg: &RabbitConfig) -> Self {
+        let min = Duration::from_millis(cfg.reconnect_min_ms);
+        Self { min, max: Duration::from_millis(cfg.reconnect_max_ms), next: min }
+    }
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+    fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let ms = d.as_millis() as u64;
+        Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2 + 1))
+    }
+}
+
+struct PublisherState {
+    conn: Option<Connection>,
+    channel: Option<Channel>,
+    names: Option<Names>,
+    /// No reconnect attempt before this instant (fail fast with 503 meanwhile).
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    rotation: usize,
+}
+
+struct Inner {
+    cfg: RabbitConfig,
+    publisher: Mutex<PublisherState>,
+    epoch: AtomicU64,
+}
+
+/// The RabbitMQ bus.
+#[derive(Clone)]
+pub struct RabbitBus {
+    inner: Arc<Inner>,
+}
+
+impl RabbitBus {
+    pub fn new(cfg: RabbitConfig) -> Self {
+        init_metrics();
+        let backoff = Backoff::new(&cfg);
+        Self {
+            inner: Arc::new(Inner {
+                publisher: Mutex::new(PublisherState {
+                    conn: None,
+                    channel: None,
+                    names: None,
+                    retry_at: None,
+                    backoff,
+                    rotation: 0,
+                }),
+                epoch: AtomicU64::new(0),
+                cfg,
+            }),
+        }
+    }
+
+    pub fn names(&self) -> Names {
+        Names::new(&self.inner.cfg.prefix, self.inner.cfg.shards)
+    }
+
+    fn op(&self) -> Duration {
+        Duration::from_millis(self.inner.cfg.op_timeout_ms)
+    }
+
+    /// A confirm-mode channel, connecting (and declaring the topology) if needed.
+    async fn publisher(&self) -> Result<(Channel, Names), BusError> {
+        let mut st = self.inner.publisher.lock().await;
+        if let (Some(c), Some(ch), Some(n)) = (&st.conn, &st.channel, &st.names) {
+            if c.status().connected() && ch.status().connected() {
+                if c.status().blocked() {
+                    PUBLISH_FAILURES.with_label_values(&["blocked"]).inc();
+                    return Err(BusError::Overloaded("broker blocked publishing (memory or disk alarm)".into()));
+                }
+                return Ok((ch.clone(), n.clone()));
+            }
+        }
+        st.channel = None;
+        st.names = None;
+        if let Some(c) = st.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), c.close(0, "reconnecting")).await;
+        }
+        if st.retry_at.is_some_and(|t| Instant::now() < t) {
+            return Err(BusError::Unavailable("broker unreachable; reconnect pending".into()));
+        }
+        let attempt = async {
+            let conn = connect(&self.inner.cfg, "netqoe-publisher", st.rotation).await?;
+            let ch = within(self.op(), "open channel", conn.create_channel()).await?;
+            within(self.op(), "confirm.select", ch.confirm_select(ConfirmSelectOptions::default())).await?;
+            let names = declare_topology(&ch, &self.inner.cfg, self.op()).await?;
+            Ok::<_, BusError>((conn, ch, names))
+        };
+        match attempt.await {
+            Ok((conn, ch, names)) => {
+                RECONNECTS.with_label_values(&["publisher"]).inc();
+                st.backoff.reset();
+                st.retry_at = None;
+                st.conn = Some(conn);
+                st.channel = Some(ch.clone());
+                st.names = Some(names.clone());
+                Ok((ch, names))
+            }
+            Err(e) => {
+                st.rotation += 1;
+                let d = st.backoff.delay();
+                st.retry_at = Some(Instant::now() + d);
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "publisher cannot reach the broker");
+                Err(e)
+            }
+        }
+    }
+
+    async fn invalidate_publisher(&self) {
+        let mut st = self.inner.publisher.lock().await;
+        st.channel = None;
+        st.names = None;
+        if let Some(c) = st.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), c.close(0, "publish failed")).await;
+        }
+    }
+
+    /// Publishes raw bytes to a shard queue (used by tests to inject poison messages).
+    pub async fn publish_raw(&self, shard: usize, payload: &[u8]) -> Result<(), BusError> {
+        let (ch, names) = self.publisher().await?;
+        let confirm = within(
+            self.op(),
+            "publish",
+            ch.basic_publish(
+                &names.events_exchange,
+                &shard.to_string(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                payload,
+                BasicProperties::default().with_delivery_mode(2),
+            ),
+        )
+        .await?;
+        match within(self.op(), "confirm", confirm).await? {
+            Confirmation::Ack(None) => Ok(()),
+            other => Err(BusError::Failed(format!("not confirmed: {other:?}"))),
+        }
+    }
+
+    /// Ready messages in the dead-letter queue and in each shard queue.
+    pub async fn depths(&self) -> Result<(u32, Vec<u32>), BusError> {
+        let (ch, names) = self.publisher().await?;
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        let dlq =
+            within(self.op(), "inspect DLQ", ch.queue_declare(&names.dlq, passive, FieldTable::default())).await?;
+        let mut shards = Vec::new();
+        for q in &names.shards {
+            let s = within(self.op(), "inspect shard", ch.queue_declare(q, passive, FieldTable::default())).await?;
+            shards.push(s.message_count());
+        }
+        Ok((dlq.message_count(), shards))
+    }
+
+    async fn consume_once(
+        &self,
+        tx: &mpsc::Sender<Incoming>,
+        prefetch: usize,
+        epoch: u64,
+        rotation: usize,
+    ) -> Result<(), BusError> {
+        let cfg = &self.inner.cfg;
+        let conn = connect(cfg, "netqoe-consumer", rotation).await?;
+        let setup = within(self.op(), "open channel", conn.create_channel()).await?;
+        let names = declare_topology(&setup, cfg, self.op()).await?;
+        let per_shard = prefetch.div_ceil(cfg.shards).max(1) as u16;
+        let mut streams = Vec::with_capacity(names.shards.len());
+        for q in &names.shards {
+            let ch = within(self.op(), "open channel", conn.create_channel()).await?;
+            within(self.op(), "basic.qos", ch.basic_qos(per_shard, BasicQosOptions::default())).await?;
+            let tag = format!("netqoe-{}-{}", std::process::id(), q);
+            let consumer = within(
+                self.op(),
+                "basic.consume",
+                ch.basic_consume(q, &tag, BasicConsumeOptions::default(), FieldTable::default()),
+            )
+            .await?;
+            streams.push(consumer);
+        }
+        RECONNECTS.with_label_values(&["consumer"]).inc();
+        tracing::info!(shards = names.shards.len(), prefetch_per_shard = per_shard, epoch, "consuming shard queues");
+        let mut merged = futures_util::stream::select_all(streams);
+        let mut depth_tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                next = merged.next() => {
+                    let delivery = match next {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => return Err(BusError::Unavailable(format!("consumer: {e}"))),
+                        None => return Err(BusError::Unavailable("consumer cancelled".into())),
+                    };
+                    let envelope: Result<Envelope, String> = serde_json::from_slice::<Envelope>(&delivery.data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|e| if e.v == ENVELOPE_VERSION { Ok(e) } else { Err(format!("unsupported envelope version {}", e.v)) });
+                    let envelope = match envelope {
+                        Ok(e) => e,
+                        Err(reason) => {
+                            POISON.inc();
+                            tracing::error!(%reason, redelivered = delivery.redelivered, "undecodable message; returned to the queue until its delivery limit dead-letters it");
+                            let nack = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() });
+                            within(self.op(), "nack", nack).await?;
+                            continue;
+                        }
+                    };
+                    CONSUMER_UNACKED.inc();
+                    let d = Delivery {
+                        batch: Batch {
+                            id: envelope.batch_id,
+                            probe: envelope.probe,
+                            received_ms: envelope.received_ms,
+                            duplicates: envelope.duplicates,
+                            events: envelope.events,
+                        },
+                        redelivered: delivery.redelivered,
+                        acker: Box::new(RabbitAcker { acker: Some(delivery.acker), op: self.op() }),
+                        epoch,
+                    };
+                    if tx.send(Incoming::Deliver(d)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = depth_tick.tick() => {
+                    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                    if let Ok(q) = within(self.op(), "inspect DLQ", setup.queue_declare(&names.dlq, passive, FieldTable::default())).await {
+                        DLQ_DEPTH.set(q.message_count() as i64);
+                    }
+                    for (i, name) in names.shards.iter().enumerate() {
+                        if let Ok(q) = within(self.op(), "inspect shard", setup.queue_declare(name, passive, FieldTable::default())).await {
+                            QUEUE_DEPTH.with_label_values(&[&format!("{i:03}")]).set(q.message_count() as i64);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct RabbitAcker {
+    acker: Option<lapin::acker::Acker>,
+    op: Duration,
+}
+
+#[async_trait]
+impl Acker for RabbitAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
+        let Some(a) = self.acker.take() else { return Ok(()) };
+        CONSUMER_UNACKED.dec();
+        within(self.op, "ack", a.ack(BasicAckOptions::default())).await
+    }
+}
+
+impl Drop for RabbitAcker {
+    fn drop(&mut self) {
+        // Not acked: hand it back to the broker now (closing the channel would too).
+        if let Some(a) = self.acker.take() {
+            CONSUMER_UNACKED.dec();
+            if let Ok(h) = tokio::runtime::Handle::try_current() {
+                let op = self.op;
+                h.spawn(async move {
+                    let _ = tokio::time::timeout(op, a.nack(BasicNackOptions { requeue: true, ..Default::default() }))
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for RabbitBus {
+    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
+        let started = Instant::now();
+        let n = events.len();
+        let batch_id = format!("{probe}:{received_ms}:{:016x}", rand::thread_rng().gen::<u64>());
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            batch_id: batch_id.clone(),
+            probe: probe.to_string(),
+            received_ms,
+            duplicates: 0,
+            events,
+        };
+        let payload = serde_json::to_vec(&envelope).map_err(|e| BusError::Failed(e.to_string()))?;
+        let (ch, names) = self.publisher().await.inspect_err(|e| {
+            if !matches!(e, BusError::Overloaded(_)) {
+                PUBLISH_FAILURES.with_label_values(&["unavailable"]).inc();
+            }
+        })?;
+        let shard = netqoe_actors::pipeline::shard_of(probe, self.inner.cfg.shards);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from(CONTENT_TYPE))
+            .with_message_id(ShortString::from(batch_id.as_str()))
+            .with_timestamp((received_ms / 1000) as u64);
+        let wait = Duration::from_millis(self.inner.cfg.publish_timeout_ms);
+        let outcome = tokio::time::timeout(wait, async {
+            let confirm = ch
+                .basic_publish(
+                    &names.events_exchange,
+                    &shard.to_string(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    &payload,
+                    props,
+                )
+                .await?;
+            confirm.await
+        })
+        .await;
+        let result = match outcome {
+            Ok(Ok(Confirmation::Ack(None))) => Ok(Published { batch_id: Some(batch_id), accepted: n, duplicates: 0 }),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => {
+                PUBLISH_FAILURES.with_label_values(&["returned"]).inc();
+                Err(BusError::Failed("the broker returned the batch as unroutable (topology missing?)".into()))
+            }
+            Ok(Ok(Confirmation::Nack(_))) => {
+                PUBLISH_FAILURES.with_label_values(&["nack"]).inc();
+                Err(BusError::Overloaded("the broker nacked the batch".into()))
+            }
+            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::Failed("channel not in confirm mode".into())),
+            Ok(Err(e)) => {
+                PUBLISH_FAILURES.with_label_values(&["unavailable"]).inc();
+                self.invalidate_publisher().await;
+                Err(BusError::Unavailable(format!("publish: {e}")))
+            }
+            Err(_) => {
+                PUBLISH_FAILURES.with_label_values(&["timeout"]).inc();
+                // A confirm that never came (alarm, partition): start over on a fresh connection.
+                self.invalidate_publisher().await;
+                Err(BusError::Overloaded(format!("no publisher confirm within {} ms", wait.as_millis())))
+            }
+        };
+        PUBLISH_SECONDS.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
+        let (tx, rx) = mpsc::channel(prefetch.max(1));
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut backoff = Backoff::new(&me.inner.cfg);
+            let mut rotation = 0;
+            loop {
+                let epoch = me.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                if tx.send(Incoming::Reset { epoch }).await.is_err() {
+                    return;
+                }
+                let started = Instant::now();
+                match me.consume_once(&tx, prefetch, epoch, rotation).await {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(%error, "consumer lost the broker; reconnecting"),
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                rotation += 1;
+                tokio::time::sleep(backoff.delay()).await;
+            }
+        });
+        Ok(rx)
+    }
+
+    fn dedups_events(&self) -> bool {
+        false
+    }
+
+    async fn ready(&self) -> Result<(), BusError> {
+        self.publisher().await.map(|_| ())
+    }
+
+    fn name(&self) -> &'static str {
+        "rabbitmq"
+    }
+}
