@@ -171,3 +171,40 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
     })
 }
+
+/// A unique exchange/queue prefix for one broker test.
+pub fn unique_prefix(tag: &str) -> String {
+    format!("t{}-{}-{}.", std::process::id(), tag, netqoe_actors::now_ms() % 1_000_000)
+}
+
+/// Overrides selecting the RabbitMQ bus with this prefix and shard count.
+pub fn rabbit_overrides(prefix: &str, shards: usize) -> Vec<(String, String)> {
+    vec![
+        ("NETQOE__BUS__KIND".into(), "rabbitmq".into()),
+        ("NETQOE__RABBITMQ__PREFIX".into(), prefix.into()),
+        ("NETQOE__RABBITMQ__SHARDS".into(), shards.to_string()),
+        ("NETQOE__RABBITMQ__RECONNECT_MAX_MS".into(), "1000".into()),
+    ]
+}
+
+pub const MGMT: &str = "http://127.0.0.1:15672/api";
+
+/// GET on the RabbitMQ management API (guest/guest).
+pub async fn mgmt_get(client: &awc::Client, path: &str) -> Value {
+    let mut r = client.get(format!("{MGMT}{path}")).basic_auth("guest", "guest").send().await.expect("management API");
+    let b = r.body().limit(64 << 20).await.unwrap();
+    serde_json::from_slice(&b).unwrap_or(Value::Null)
+}
+
+/// Deletes every queue and exchange whose name starts with `prefix` (test clean-up).
+pub async fn delete_prefix(client: &awc::Client, prefix: &str) {
+    for kind in ["queues", "exchanges"] {
+        let list = mgmt_get(client, &format!("/{kind}/%2F")).await;
+        for q in list.as_array().cloned().unwrap_or_default() {
+            let name = q["name"].as_str().unwrap_or_default();
+            if name.starts_with(prefix) {
+                let _ = client.delete(format!("{MGMT}/{kind}/%2F/{name}")).basic_auth("guest", "guest").send().await;
+            }
+        }
+    }
+}
