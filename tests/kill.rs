@@ -6,37 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn(config: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_netqoe"))
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env("NETQOE__HTTP__BIND", format!("127.0.0.1:{port}"))
-        .env("NETQOE__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("netqoe starts")
-}
-
-async fn wait_ready(client: &awc::Client, base: &str) {
-    eventually(30, "child ready", || async {
-        match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().as_u16() == 200 => Some(()),
-            _ => None,
-        }
-    })
-    .await;
-}
 
 /// Posts one batch, expects 202, and records its samples per minute in the oracle.
 async fn send(
@@ -58,24 +31,14 @@ async fn send(
 #[actix_rt::test]
 async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (probe_token, probe_hash) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
-    let (query_token, query_hash) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
-    let config = dir.path().join("netqoe.toml");
-    let mut f = std::fs::File::create(&config).unwrap();
     // Commits only every 30 s or 1000 batches: at the kill, the accepted batches are in the
     // journal but their window state exists only in memory.
-    write!(
-        f,
-        "[storage]\ndata_dir = {:?}\n[pipeline]\nflush_interval_ms = 30000\nflush_batches = 1000\n\
-         [[probes]]\nid = \"p1\"\ntoken_sha256 = \"{probe_hash}\"\n[[query_tokens]]\nname = \"t\"\ntoken_sha256 = \"{query_hash}\"\n",
-        dir.path().join("data").display().to_string()
-    )
-    .unwrap();
-    drop(f);
+    let (config, probe_token, query_token) =
+        write_config(dir.path(), "[pipeline]\nflush_interval_ms = 30000\nflush_batches = 1000\n");
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut child = spawn(&config, port);
+    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
     wait_ready(&client, &base_url).await;
 
     let base = base_ms() + 10 * 60_000;
@@ -101,7 +64,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     child.wait().unwrap();
 
     // second life: same data; the probe re-sends the 12th batch (it could not know), then the rest
-    let mut child = spawn(&config, port);
+    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
     wait_ready(&client, &base_url).await;
     let r = post(&client, &url, Some(&probe_token), "application/json", batch(&batches[11])).await;
     assert_eq!(r.status, 202);
@@ -113,7 +76,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     // kill again mid-stream, restart, send the rest
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut child = spawn(&config, port);
+    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
     wait_ready(&client, &base_url).await;
     for events in &batches[20..] {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
@@ -124,7 +87,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     assert!(status.success(), "SIGTERM drain exits 0, got {status:?}");
 
     // third life only to read: every window exactly as the oracle says
-    let mut child = spawn(&config, port);
+    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
     wait_ready(&client, &base_url).await;
     let (from, to) = (base, base + 30 * 60_000);
     let expected: u64 = oracle.values().sum();

@@ -36,7 +36,12 @@ fn events_for(probe: &str, base: i64, from_seq: i64, n: i64, rng: &mut Rng) -> V
 async fn rollup_map(client: &awc::Client, base_url: &str, token: &str, from: i64, to: i64) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for tier in ["1m", "1h"] {
-        let r = get(client, &format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}&limit=100000", from - 86_400_000), Some(token)).await;
+        let r = get(
+            client,
+            &format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}&limit=100000", from - 86_400_000),
+            Some(token),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.body);
         for w in r.body["rollups"].as_array().unwrap() {
             let mut w = w.clone();
@@ -64,7 +69,8 @@ async fn through_the_broker_rollups_equal_the_embedded_run() {
             let token = &app.probes[pi].1;
             for b in 0..6 {
                 let evs = events_for(&format!("probe-{pi}"), base, b * 50, 50, &mut rng);
-                let r = post(&app.client, &app.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await;
+                let r =
+                    post(&app.client, &app.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await;
                 assert_eq!(r.status, 202, "{probe}: {}", r.body);
             }
         }
@@ -79,7 +85,8 @@ async fn through_the_broker_rollups_equal_the_embedded_run() {
         .await;
     }
     let a = rollup_map(&rabbit.client, &format!("http://{}", rabbit.app.addr), &rabbit.query_token, from, to).await;
-    let b = rollup_map(&embedded.client, &format!("http://{}", embedded.app.addr), &embedded.query_token, from, to).await;
+    let b =
+        rollup_map(&embedded.client, &format!("http://{}", embedded.app.addr), &embedded.query_token, from, to).await;
     assert!(!a.is_empty());
     assert_eq!(a.len(), b.len(), "same windows");
     for (k, v) in &a {
@@ -101,12 +108,17 @@ async fn poison_messages_go_to_the_dlq_and_other_probes_are_unaffected() {
     let t = start(2, &overrides(&ov)).await;
     let bus = RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
     bus.publish_raw(0, b"this is not an envelope").await.unwrap();
-    bus.publish_raw(1, br#"{"v":99,"batch_id":"x","probe":"p","received_ms":0,"duplicates":0,"events":[]}"#).await.unwrap();
+    bus.publish_raw(1, br#"{"v":99,"batch_id":"x","probe":"p","received_ms":0,"duplicates":0,"events":[]}"#)
+        .await
+        .unwrap();
     let base = base_ms();
     let mut rng = Rng(3);
     for (i, (_, token)) in t.probes.iter().enumerate() {
         let evs = events_for(&format!("probe-{i}"), base, 0, 20, &mut rng);
-        assert_eq!(post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await.status, 202);
+        assert_eq!(
+            post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await.status,
+            202
+        );
     }
     let url = format!("http://{}", t.app.addr);
     eventually(60, "good batches aggregated", || async {
@@ -157,10 +169,14 @@ async fn memory_alarm_answers_503_within_the_publish_timeout_and_recovers() {
     let base = base_ms();
     let mut rng = Rng(5);
     let evs = events_for("probe-0", base, 0, 10, &mut rng);
-    assert_eq!(post(&t.client, &t.app.url("/v1/events"), Some(&token), "application/json", batch(&evs)).await.status, 202);
+    assert_eq!(
+        post(&t.client, &t.app.url("/v1/events"), Some(&token), "application/json", batch(&evs)).await.status,
+        202
+    );
 
     let guard = WatermarkGuard;
-    let out = std::process::Command::new("rabbitmqctl").args(["set_vm_memory_high_watermark", "0.0001"]).output().unwrap();
+    let out =
+        std::process::Command::new("rabbitmqctl").args(["set_vm_memory_high_watermark", "0.0001"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut seq = 10;
     let (status, took) = eventually(60, "ingest answers 503 under the alarm", || {

@@ -208,3 +208,66 @@ pub async fn delete_prefix(client: &awc::Client, prefix: &str) {
         }
     }
 }
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `netqoe --config CONFIG ARGS…` listening on `port`, with extra environment.
+pub fn spawn_netqoe(
+    config: &std::path::Path,
+    args: &[&str],
+    port: u16,
+    env: &[(String, String)],
+) -> std::process::Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_netqoe"));
+    c.arg("--config").arg(config).args(args);
+    c.env("NETQOE__HTTP__BIND", format!("127.0.0.1:{port}")).env("NETQOE__LOG__LEVEL", "warn");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("netqoe starts")
+}
+
+pub async fn wait_ready(client: &awc::Client, base: &str) {
+    eventually(60, "process ready", || async {
+        match client.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status().as_u16() == 200 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+/// Writes a config file with one probe and one query token; returns (path, probe token, query token).
+pub fn write_config(dir: &std::path::Path, extra: &str) -> (std::path::PathBuf, String, String) {
+    let (probe_token, probe_hash) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+    let (query_token, query_hash) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
+    let path = dir.join("netqoe.toml");
+    let text = format!(
+        "{extra}\n[storage]\ndata_dir = {:?}\n\n[[probes]]\nid = \"p1\"\ntoken_sha256 = \"{probe_hash}\"\n\n[[query_tokens]]\nname = \"t\"\ntoken_sha256 = \"{query_hash}\"\n",
+        dir.join("data").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    (path, probe_token, query_token)
+}
+
+/// A child process killed when the guard drops (so a failing test leaves no orphan behind).
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+    /// SIGKILL now and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
