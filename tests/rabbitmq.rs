@@ -5,18 +5,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use netqoe::rabbit::RabbitBus;
 use serde_json::{json, Value};
-
-static BROKER: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    BROKER.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn overrides(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
@@ -57,7 +50,7 @@ async fn rollup_map(client: &awc::Client, base_url: &str, token: &str, from: i64
 
 #[actix_rt::test]
 async fn through_the_broker_rollups_equal_the_embedded_run() {
-    let _g = lock();
+    let _g = BROKER.lock().await;
     let prefix = unique_prefix("e2e");
     let rabbit = start(3, &overrides(&rabbit_overrides(&prefix, 4))).await;
     let embedded = start(3, &[]).await;
@@ -101,7 +94,7 @@ async fn through_the_broker_rollups_equal_the_embedded_run() {
 
 #[actix_rt::test]
 async fn poison_messages_go_to_the_dlq_and_other_probes_are_unaffected() {
-    let _g = lock();
+    let _g = BROKER.lock().await;
     let prefix = unique_prefix("dlq");
     let mut ov = rabbit_overrides(&prefix, 2);
     ov.push(("NETQOE__RABBITMQ__DELIVERY_LIMIT".into(), "3".into()));
@@ -160,7 +153,7 @@ impl Drop for WatermarkGuard {
 
 #[actix_rt::test]
 async fn memory_alarm_answers_503_within_the_publish_timeout_and_recovers() {
-    let _g = lock();
+    let _g = BROKER.lock().await;
     let prefix = unique_prefix("alarm");
     let mut ov = rabbit_overrides(&prefix, 2);
     ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "1500".into()));

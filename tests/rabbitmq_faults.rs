@@ -7,17 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-
-static BROKER: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    BROKER.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Event spacing: 20 000 events span under 17 minutes.
 const STEP_MS: i64 = 50;
@@ -78,7 +71,7 @@ fn all_active_on(s: &[(usize, Vec<String>)], n: usize, pid: u32) -> bool {
 
 #[actix_rt::test]
 async fn single_active_consumer_fails_over_when_the_active_aggregator_is_killed() {
-    let _g = lock();
+    let _g = BROKER.lock().await;
     const K: usize = 4;
     let prefix = unique_prefix("sac");
     let dir = tempfile::tempdir().unwrap();
@@ -161,7 +154,7 @@ impl Drop for StartAppGuard {
 
 #[actix_rt::test]
 async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_twice() {
-    let _g = lock();
+    let _g = BROKER.lock().await;
     let prefix = unique_prefix("restart");
     let mut ov = rabbit_overrides(&prefix, 4);
     ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "2000".into()));

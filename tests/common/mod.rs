@@ -271,3 +271,6 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// Serialises the tests of one binary that use the shared broker (alarms, restarts, clusters).
+pub static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
