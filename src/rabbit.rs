@@ -570,6 +570,8 @@ impl EventBus for RabbitBus {
             }
             Ok(Ok(Confirmation::Nack(_))) => {
                 PUBLISH_FAILURES.with_label_values(&["nack"]).inc();
+                // A channel whose quorum-queue leader died can keep nacking; start afresh.
+                self.invalidate_publisher().await;
                 Err(BusError::Overloaded("the broker nacked the batch".into()))
             }
             Ok(Ok(Confirmation::NotRequested)) => Err(BusError::Failed("channel not in confirm mode".into())),

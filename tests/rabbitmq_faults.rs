@@ -256,3 +256,123 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;
 }
+
+/// A private 3-node cluster (scripts/rabbitmq-cluster.sh), stopped when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/rabbitmq-cluster.sh")
+    }
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash").arg(Self::script()).arg("start").arg(dir.path()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "cluster start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("3-node cluster: {}", String::from_utf8_lossy(&out.stdout).trim());
+        Self { dir }
+    }
+    fn kill_node(&self, n: u32) {
+        let pid = std::fs::read_to_string(self.dir.path().join(format!("nq{n}/pid"))).unwrap();
+        let pid: i32 = pid.trim().parse().unwrap();
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "SIGKILL node {n}");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash").arg(Self::script()).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+#[actix_rt::test]
+async fn cluster_node_sigkill_under_load_loses_no_confirmed_event() {
+    let _g = BROKER.lock().await;
+    let cluster = Cluster::start();
+    let prefix = unique_prefix("cluster");
+    let uris = "[\"amqp://guest:guest@127.0.0.1:5681/%2f?heartbeat=5\", \"amqp://guest:guest@127.0.0.1:5682/%2f?heartbeat=5\", \"amqp://guest:guest@127.0.0.1:5683/%2f?heartbeat=5\"]";
+    let mut ov = rabbit_overrides(&prefix, 4);
+    ov.push(("NETQOE__RABBITMQ__URIS".into(), uris.into()));
+    ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "3000".into()));
+    ov.push(("NETQOE__RABBITMQ__CONNECT_TIMEOUT_MS".into(), "1000".into()));
+    let ov: Vec<(&str, &str)> = ov.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let t = start(1, &ov).await;
+    let token = t.probes[0].1.clone();
+    let url = t.app.url("/v1/events");
+    let base = netqoe_actors::now_ms() / 60_000 * 60_000 - 90 * 60_000;
+    let started = Instant::now();
+    let (mut ok, mut unavailable, mut seq) = (0u64, 0u64, 0i64);
+    let mut pending = Vec::new();
+    let mut last_ok = Instant::now();
+    let mut stall = Duration::ZERO;
+    let mut killed: Option<Instant> = None;
+    while started.elapsed() < Duration::from_secs(20) && seq < 20_000 {
+        if killed.is_none() && started.elapsed() > Duration::from_secs(4) {
+            cluster.kill_node(1);
+            killed = Some(Instant::now());
+        }
+        let b = if killed.is_some() && !pending.is_empty() {
+            pending.remove(0)
+        } else {
+            seq += 20;
+            seq - 20
+        };
+        let r = post(&t.client, &url, Some(&token), "application/json", batch(&batch_events(base, b, 20))).await;
+        match r.status {
+            202 => {
+                ok += 1;
+                stall = stall.max(last_ok.elapsed());
+                last_ok = Instant::now();
+                if killed.is_some_and(|k| k.elapsed() > Duration::from_secs(8)) && pending.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            503 => {
+                unavailable += 1;
+                pending.push(b);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected status {other}: {}", r.body),
+        }
+    }
+    assert!(killed.is_some());
+    for b in std::mem::take(&mut pending) {
+        eventually(60, "re-sent batch accepted", || {
+            let (c, u, tk) = (t.client.clone(), url.clone(), token.clone());
+            async move {
+                let r = post(&c, &u, Some(&tk), "application/json", batch(&batch_events(base, b, 20))).await;
+                if r.status != 202 {
+                    eprintln!("re-send of batch {b}: {} {}", r.status, r.body);
+                }
+                (r.status == 202).then_some(())
+            }
+        })
+        .await;
+    }
+    let oracle = minute_oracle(base, 0..seq);
+    let expected: u64 = oracle.values().sum();
+    let (from, to) = (base, base + seq * STEP_MS + 120_000);
+    let base_url = format!("http://{}", t.app.addr);
+    eventually(120, "every confirmed event aggregated", || async {
+        (total_count(&t.client, &base_url, &t.query_token, "rtt", from, to).await >= expected).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let stored = stored_by_minute(&t.client, &base_url, &t.query_token, from, to).await;
+    eprintln!(
+        "cluster node loss: {ok} × 202, {unavailable} × 503; {} events expected, {} stored; longest publish stall {} ms",
+        expected / 3,
+        stored.values().sum::<u64>() / 3,
+        stall.as_millis()
+    );
+    assert_eq!(stored, oracle, "no confirmed event lost, none counted twice");
+    t.app.shutdown().await.unwrap();
+    drop(cluster);
+}
