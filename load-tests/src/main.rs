@@ -1,0 +1,520 @@
+//! netqoe-loadgen: load generator, oracle and broker baseline for netqoe.
+//!
+//! - `setup` writes a netqoe config with N probes (token hashes) and the matching tokens file;
+//! - `run` offers an open-loop constant-rate load (batches scheduled at fixed intended times;
+//!   latency measured from the intended time, so queueing is not hidden by coordinated omission),
+//!   keeps what was acknowledged and checks the stored rollups against it (zero tolerance);
+//! - `baseline` measures a plain lapin publish (confirms) → consume (acks) round trip of the same
+//!   batches on the same broker and queue type: the physical limit of the broker hop.
+//!
+//! Targets 127.0.0.1 only, and every mode stops by itself after `--duration`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser)]
+#[command(name = "netqoe-loadgen", about = "Load generator, oracle and broker baseline for netqoe")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write DIR/netqoe.toml (N probes, one query token) and DIR/tokens.json.
+    Setup {
+        #[arg(long, default_value_t = 100)]
+        probes: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// bus.kind for the written config
+        #[arg(long, default_value = "embedded")]
+        bus: String,
+    },
+    /// Offer an open-loop load to a running netqoe and check the result.
+    Run(RunArgs),
+    /// Plain lapin publish→consume round trip on a quorum queue (no netqoe code).
+    Baseline(BaselineArgs),
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long)]
+    tokens: PathBuf,
+    /// Targets per probe.
+    #[arg(long, default_value_t = 2)]
+    targets: usize,
+    /// Events per batch (per request).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Offered events per second (open loop).
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Sender threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Requests in flight per worker (beyond: requests wait, and their latency counts from the intended time).
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Compare the stored rollups with what was acknowledged.
+    #[arg(long)]
+    oracle: bool,
+    /// Longest wait for the pipeline to catch up before the oracle check (seconds).
+    #[arg(long, default_value_t = 120)]
+    settle: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+struct BaselineArgs {
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp: String,
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Unconfirmed publishes in flight.
+    #[arg(long, default_value_t = 256)]
+    window: usize,
+    #[arg(long, default_value_t = 500)]
+    prefetch: u16,
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tokens {
+    probes: Vec<(String, String)>,
+    query: String,
+}
+
+fn loopback_only(url: &str) -> anyhow::Result<()> {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    let host = if url.contains("://[::1]") { "[::1]" } else { host };
+    if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") && !host.starts_with("127.") {
+        bail!("--url {url}: load tests target the loopback address only (127.0.0.0/8, localhost, [::1])");
+    }
+    Ok(())
+}
+
+fn setup(probes: usize, out: &PathBuf, bus: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let mut toml = format!("[bus]\nkind = \"{bus}\"\n[storage]\ndata_dir = {:?}\n\n", out.join("data").display().to_string());
+    let mut tokens = Vec::with_capacity(probes);
+    for i in 0..probes {
+        let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
+        let id = format!("probe-{i:05}");
+        toml.push_str(&format!("[[probes]]\nid = \"{id}\"\ntoken_sha256 = \"{digest}\"\n"));
+        tokens.push((id, token));
+    }
+    let (query, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
+    toml.push_str(&format!("\n[[query_tokens]]\nname = \"loadgen\"\ntoken_sha256 = \"{digest}\"\n"));
+    std::fs::write(out.join("netqoe.toml"), toml)?;
+    std::fs::write(out.join("tokens.json"), serde_json::to_vec(&Tokens { probes: tokens, query })?)?;
+    println!("wrote {} and {}", out.join("netqoe.toml").display(), out.join("tokens.json").display());
+    Ok(())
+}
+
+/// Generates realistic measurement events: per (probe, target) a median RTT, skewed samples around
+/// it, Bernoulli packet loss over a 10-packet train.
+struct Generator {
+    rng: rand::rngs::StdRng,
+    targets: usize,
+}
+
+impl Generator {
+    fn batch(&mut self, probe_idx: usize, probe: &str, seq: &mut u64, ts_ms: i64, n: usize) -> (serde_json::Value, Vec<(String, i64, u64)>) {
+        let mut events = Vec::with_capacity(n);
+        let mut oracle = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = (*seq as usize + i) % self.targets;
+            let target = format!("target-{t:03}.example");
+            let median = 5.0 + ((probe_idx * 31 + t * 17) % 120) as f64;
+            let mut samples = Vec::with_capacity(10);
+            for _ in 0..10 {
+                if self.rng.gen::<f64>() >= 0.005 {
+                    let u: f64 = self.rng.gen::<f64>().max(1e-9);
+                    samples.push(((median * (1.0 + 0.3 * (-u.ln() - 0.69))).max(0.1) * 1000.0).round() / 1000.0);
+                }
+            }
+            *seq += 1;
+            let ts = ts_ms - (n - i) as i64;
+            oracle.push((target.clone(), ts / 60_000 * 60_000, samples.len() as u64));
+            events.push(serde_json::json!({
+                "event_id": format!("{probe}-{}", *seq), "seq": *seq, "ts": rfc3339(ts), "target": target,
+                "kind": "udp", "rtt_samples_ms": samples, "sent": 10, "received": samples.len(),
+            }));
+        }
+        (serde_json::json!({ "events": events }), oracle)
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    netqoe_actors::now_ms()
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    hist: Option<Histogram<u64>>,
+    statuses: BTreeMap<u16, u64>,
+    offered_events: u64,
+    accepted_events: u64,
+    /// (probe, target, minute) → samples acknowledged
+    oracle: BTreeMap<(String, String, i64), u64>,
+    /// second → (accepted events, latency histogram)
+    timeline: BTreeMap<u64, (u64, Histogram<u64>)>,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, start: Instant) -> WorkerResult {
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let url = format!("{}/v1/events", args.url);
+    let mut gen = Generator { rng: rand::rngs::StdRng::seed_from_u64(args.seed * 1000 + w as u64), targets: args.targets };
+    let per_worker_rate = args.rate as f64 / args.workers as f64;
+    let interval = Duration::from_secs_f64(args.batch as f64 / per_worker_rate);
+    let total = (args.duration as f64 / interval.as_secs_f64()).floor() as u64;
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
+    let shared = Arc::new(std::sync::Mutex::new(WorkerResult { hist: Some(hist()), ..Default::default() }));
+    let mut seqs = vec![0u64; probes.len()];
+    let mut handles = Vec::new();
+    for k in 0..total {
+        let intended = start + interval * k as u32;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
+        let pi = (k as usize) % probes.len();
+        let (idx, probe, token) = &probes[pi];
+        let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
+        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch);
+        let body = serde_json::to_vec(&body).expect("json");
+        let permit = permits.clone().acquire_owned().await.expect("semaphore");
+        let (client, url, token, probe, shared) = (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone());
+        let n = args.batch as u64;
+        handles.push(actix_rt::spawn(async move {
+            let res = client
+                .post(&url)
+                .insert_header(("Authorization", format!("Bearer {token}")))
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body)
+                .await;
+            let status = match res {
+                Ok(mut r) => {
+                    let _ = r.body().await;
+                    r.status().as_u16()
+                }
+                Err(_) => 0,
+            };
+            drop(permit);
+            let latency_us = (Instant::now() - intended).as_micros().max(1) as u64;
+            let second = (intended - start).as_secs();
+            let mut g = shared.lock().expect("lock");
+            g.offered_events += n;
+            *g.statuses.entry(status).or_default() += 1;
+            if let Some(h) = g.hist.as_mut() {
+                let _ = h.record(latency_us.min(120_000_000));
+            }
+            let slot = g.timeline.entry(second).or_insert_with(|| (0, hist()));
+            let _ = slot.1.record(latency_us.min(120_000_000));
+            if (200..300).contains(&status) {
+                slot.0 += n;
+                g.accepted_events += n;
+                for (target, minute, samples) in oracle {
+                    *g.oracle.entry((probe.clone(), target, minute)).or_default() += samples;
+                }
+            }
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let mut g = shared.lock().expect("lock");
+    std::mem::take(&mut *g)
+}
+
+async fn metric(client: &awc::Client, url: &str, name: &str) -> Option<f64> {
+    let mut r = client.get(format!("{url}/metrics")).send().await.ok()?;
+    let b = r.body().limit(64 << 20).await.ok()?;
+    String::from_utf8_lossy(&b).lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+fn pct(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    loopback_only(&args.url)?;
+    let tokens: Tokens = serde_json::from_slice(&std::fs::read(&args.tokens).with_context(|| format!("{}", args.tokens.display()))?)?;
+    if tokens.probes.is_empty() {
+        bail!("{}: no probes", args.tokens.display());
+    }
+    let admin = actix_rt::System::new();
+    let url = args.url.clone();
+    let aggregated_before = admin.block_on(async {
+        let c = awc::Client::default();
+        metric(&c, &url, "netqoe_events_aggregated_total").await.unwrap_or(0.0)
+    });
+    let start = Instant::now() + Duration::from_millis(200);
+    let started_ms = now_ms();
+    let mut threads = Vec::new();
+    for w in 0..args.workers {
+        let probes: Vec<(usize, String, String)> = tokens
+            .probes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % args.workers == w)
+            .map(|(i, (p, t))| (i, p.clone(), t.clone()))
+            .collect();
+        let a = args.clone();
+        threads.push(std::thread::spawn(move || actix_rt::System::new().block_on(worker(w, a, probes, start))));
+    }
+    let progress_until = start + Duration::from_secs(args.duration);
+    while Instant::now() < progress_until {
+        std::thread::sleep(Duration::from_secs(5).min(progress_until.saturating_duration_since(Instant::now()) + Duration::from_millis(1)));
+        eprintln!("loadgen: {:>4.0}/{} s", (Instant::now() - start).as_secs_f64().max(0.0), args.duration);
+    }
+    let mut total = WorkerResult { hist: Some(hist()), ..Default::default() };
+    for t in threads {
+        let r = t.join().map_err(|_| anyhow::anyhow!("worker panicked"))?;
+        if let (Some(a), Some(b)) = (total.hist.as_mut(), r.hist.as_ref()) {
+            a.add(b).ok();
+        }
+        for (k, v) in r.statuses {
+            *total.statuses.entry(k).or_default() += v;
+        }
+        total.offered_events += r.offered_events;
+        total.accepted_events += r.accepted_events;
+        for (k, v) in r.oracle {
+            *total.oracle.entry(k).or_default() += v;
+        }
+        for (s, (n, h)) in r.timeline {
+            let slot = total.timeline.entry(s).or_insert_with(|| (0, hist()));
+            slot.0 += n;
+            slot.1.add(&h).ok();
+        }
+    }
+    let send_secs = args.duration as f64;
+    let h = total.hist.take().unwrap_or_else(hist);
+    // consumer side: until the pipeline has aggregated everything acknowledged
+    let (caught_up_s, oracle_report) = admin.block_on(async {
+        let c = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        let want = aggregated_before + total.accepted_events as f64;
+        let deadline = Instant::now() + Duration::from_secs(args.settle);
+        let mut caught = None;
+        while Instant::now() < deadline {
+            if metric(&c, &args.url, "netqoe_events_aggregated_total").await.unwrap_or(0.0) >= want {
+                caught = Some((Instant::now() - start).as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let report = if args.oracle { Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, started_ms).await) } else { None };
+        (caught, report)
+    });
+    let offered = total.offered_events as f64 / send_secs;
+    let accepted = total.accepted_events as f64 / send_secs;
+    let consumed = caught_up_s.map(|s| total.accepted_events as f64 / s);
+    println!("offered   {:>10.0} events/s ({} events)", offered, total.offered_events);
+    println!("accepted  {:>10.0} events/s ({} events, 2xx)", accepted, total.accepted_events);
+    match consumed {
+        Some(c) => println!("consumed  {:>10.0} events/s (aggregated and committed, caught up {:.1} s after start)", c, caught_up_s.unwrap_or(0.0)),
+        None => println!("consumed  (did not catch up within {} s)", args.settle),
+    }
+    println!("statuses  {:?}", total.statuses);
+    println!("latency   p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (from intended send time)", pct(&h, 0.5), pct(&h, 0.99), pct(&h, 0.999), h.max() as f64 / 1000.0);
+    if let Some(r) = &oracle_report {
+        println!("oracle    {}", serde_json::to_string(r)?);
+    }
+    let timeline: Vec<serde_json::Value> = total
+        .timeline
+        .iter()
+        .map(|(s, (n, h))| serde_json::json!({"second": s, "accepted_events": n, "p99_ms": pct(h, 0.99)}))
+        .collect();
+    let report = serde_json::json!({
+        "offered_events_per_s": offered, "accepted_events_per_s": accepted, "consumed_events_per_s": consumed,
+        "offered_events": total.offered_events, "accepted_events": total.accepted_events,
+        "statuses": total.statuses, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
+        "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report, "timeline": timeline,
+        "batch": args.batch, "rate": args.rate, "duration_s": args.duration, "probes": tokens.probes.len(), "targets": args.targets,
+    });
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if oracle_report.as_ref().is_some_and(|r| r["clean"] != serde_json::Value::Bool(true)) {
+        bail!("oracle found differences");
+    }
+    Ok(())
+}
+
+/// Compares stored 1m windows with the acknowledged samples: zero tolerance on counts.
+async fn check_oracle(c: &awc::Client, url: &str, token: &str, oracle: &BTreeMap<(String, String, i64), u64>, started_ms: i64) -> serde_json::Value {
+    let from = started_ms / 60_000 * 60_000 - 120_000;
+    let to = now_ms() + 120_000;
+    let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
+    let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
+    for p in probes {
+        let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=100000");
+        let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else { continue };
+        let b = r.body().limit(256 << 20).await.unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+        for w in v["rollups"].as_array().cloned().unwrap_or_default() {
+            let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or("")).map(|d| d.timestamp_millis()).unwrap_or(0);
+            stored.insert((p.clone(), w["target"].as_str().unwrap_or("").to_string(), start), w["count"].as_u64().unwrap_or(0));
+        }
+    }
+    let (mut missing, mut duplicated, mut differing) = (0u64, 0u64, 0u64);
+    for (k, want) in oracle {
+        let got = stored.get(k).copied().unwrap_or(0);
+        if got != *want {
+            differing += 1;
+            if got < *want {
+                missing += want - got;
+            } else {
+                duplicated += got - want;
+            }
+        }
+    }
+    let unexpected = stored.keys().filter(|k| !oracle.contains_key(*k)).count();
+    serde_json::json!({"windows": oracle.len(), "windows_differing": differing, "missing_samples": missing,
+                       "duplicated_samples": duplicated, "unexpected_windows": unexpected,
+                       "clean": differing == 0 && unexpected == 0})
+}
+
+fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
+    let host = args.amqp.split('@').next_back().unwrap_or("");
+    if !(host.starts_with("127.") || host.starts_with("localhost")) {
+        bail!("--amqp: the baseline targets a broker on the loopback address only");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        use futures_util::StreamExt;
+        use lapin::options::*;
+        use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+        let props = || lapin::ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio);
+        let pubc = lapin::Connection::connect(&args.amqp, props()).await?;
+        let subc = lapin::Connection::connect(&args.amqp, props()).await?;
+        let pch = pubc.create_channel().await?;
+        let sch = subc.create_channel().await?;
+        let queue = format!("netqoe-bench.baseline.{}", std::process::id());
+        let mut qargs = FieldTable::default();
+        qargs.insert(ShortString::from("x-queue-type"), AMQPValue::LongString(LongString::from("quorum")));
+        pch.queue_declare(&queue, QueueDeclareOptions { durable: true, ..Default::default() }, qargs).await?;
+        pch.confirm_select(ConfirmSelectOptions::default()).await?;
+        sch.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
+        // the same batches netqoe receives
+        let mut gen = Generator { rng: rand::rngs::StdRng::seed_from_u64(1), targets: 2 };
+        let mut seq = 0;
+        let payload = serde_json::to_vec(&gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch).0)?;
+        let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = Instant::now() + Duration::from_secs(args.duration);
+        let cons = consumed.clone();
+        let mut consumer = sch.basic_consume(&queue, "baseline", BasicConsumeOptions::default(), FieldTable::default()).await?;
+        let consumer_task = tokio::spawn(async move {
+            let mut since_ack = 0u32;
+            while let Some(Ok(d)) = consumer.next().await {
+                since_ack += 1;
+                cons.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if since_ack >= 50 {
+                    let _ = d.acker.ack(BasicAckOptions { multiple: true }).await;
+                    since_ack = 0;
+                }
+                if Instant::now() > stop {
+                    let _ = d.acker.ack(BasicAckOptions { multiple: true }).await;
+                    break;
+                }
+            }
+        });
+        let warm = Instant::now() + Duration::from_secs(2);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut published = 0u64;
+        let mut warm_count: Option<(Instant, u64)> = None;
+        while Instant::now() < stop {
+            while in_flight.len() < args.window {
+                let c = pch.basic_publish("", &queue, BasicPublishOptions::default(), &payload, lapin::BasicProperties::default().with_delivery_mode(2)).await?;
+                in_flight.push(c);
+                published += 1;
+            }
+            if let Some(r) = in_flight.next().await {
+                r?;
+            }
+            if warm_count.is_none() && Instant::now() > warm {
+                warm_count = Some((Instant::now(), consumed.load(std::sync::atomic::Ordering::Relaxed)));
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r?;
+        }
+        let end_count = consumed.load(std::sync::atomic::Ordering::Relaxed);
+        let (t0, c0) = warm_count.unwrap_or((Instant::now(), 0));
+        let secs = (Instant::now() - t0).as_secs_f64().max(0.001);
+        let msgs = (end_count - c0) as f64 / secs;
+        consumer_task.abort();
+        let _ = pch.queue_delete(&queue, QueueDeleteOptions::default()).await;
+        let report = serde_json::json!({"messages_per_s": msgs, "events_per_s": msgs * args.batch as f64, "batch": args.batch,
+                                        "payload_bytes": payload.len(), "published": published});
+        println!("baseline  {:>10.0} events/s ({:.0} msgs/s of {} events, {} bytes each)", msgs * args.batch as f64, msgs, args.batch, payload.len());
+        if let Some(p) = &args.json {
+            std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup { probes, out, bus } => setup(probes, &out, &bus),
+        Cmd::Run(a) => run(a),
+        Cmd::Baseline(a) => baseline(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_targets_are_allowed() {
+        assert!(loopback_only("http://127.0.0.1:8080").is_ok());
+        assert!(loopback_only("http://localhost:8080").is_ok());
+        assert!(loopback_only("http://[::1]:8080").is_ok());
+        assert!(loopback_only("http://10.0.0.1:8080").is_err());
+        assert!(loopback_only("http://example.com").is_err());
+    }
+
+    #[test]
+    fn generated_batches_are_valid_events() {
+        let mut g = Generator { rng: rand::rngs::StdRng::seed_from_u64(1), targets: 3 };
+        let mut seq = 0;
+        let now = now_ms();
+        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50);
+        let batch: netqoe_domain::WireBatch = serde_json::from_value(body).unwrap();
+        for (i, w) in batch.events.into_iter().enumerate() {
+            netqoe_domain::event::validate(w, i, now, &Default::default()).unwrap();
+        }
+        assert_eq!(oracle.len(), 50);
+        assert_eq!(seq, 50);
+    }
+}
