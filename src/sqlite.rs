@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::store::{
-    parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
 };
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
@@ -97,7 +97,8 @@ CREATE TABLE IF NOT EXISTS applied_events (
 CREATE INDEX IF NOT EXISTS applied_events_ts ON applied_events (ts_ms);
 CREATE TABLE IF NOT EXISTS watermarks (
     probe TEXT PRIMARY KEY,
-    max_event_ms INTEGER NOT NULL
+    max_event_ms INTEGER,
+    max_seq INTEGER
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     probe TEXT PRIMARY KEY,
@@ -511,11 +512,13 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
         ins.execute(params![id, at])?;
     }
     let mut wm = tx.prepare_cached(
-        "INSERT INTO watermarks (probe, max_event_ms) VALUES (?1, ?2)
-         ON CONFLICT (probe) DO UPDATE SET max_event_ms = MAX(max_event_ms, excluded.max_event_ms)",
+        "INSERT INTO watermarks (probe, max_event_ms, max_seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (probe) DO UPDATE SET
+           max_event_ms = MAX(COALESCE(max_event_ms, excluded.max_event_ms), COALESCE(excluded.max_event_ms, max_event_ms)),
+           max_seq = MAX(COALESCE(max_seq, excluded.max_seq), COALESCE(excluded.max_seq, max_seq))",
     )?;
-    for (probe, ms) in &ws.watermarks {
-        wm.execute(params![probe, ms])?;
+    for (probe, mark) in &ws.watermarks {
+        wm.execute(params![probe, mark.max_event_ms, mark.max_seq.map(|s| s as i64)])?;
     }
     let mut ap =
         tx.prepare_cached("INSERT OR IGNORE INTO applied_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)")?;
@@ -580,10 +583,13 @@ impl RollupStore for Sqlite {
         .await
     }
 
-    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
+    async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError> {
         let probe = probe.to_string();
         self.read(move |c| {
-            c.query_row("SELECT max_event_ms FROM watermarks WHERE probe = ?1", [probe], |r| r.get(0)).optional()
+            c.query_row("SELECT max_event_ms, max_seq FROM watermarks WHERE probe = ?1", [probe], |r| {
+                Ok(ProbeMark { max_event_ms: r.get(0)?, max_seq: r.get::<_, Option<i64>>(1)?.map(|s| s as u64) })
+            })
+            .optional()
         })
         .await
     }

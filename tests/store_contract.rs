@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use netqoe_actors::memory::MemoryStore;
-use netqoe_actors::store::{Retention, RollupQuery, RollupStore, WriteSet};
+use netqoe_actors::store::{ProbeMark, Retention, RollupQuery, RollupStore, WriteSet};
 use netqoe_domain::event::Contribution;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
@@ -104,15 +104,26 @@ async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
     let w = WriteSet {
         rollups: vec![],
         batches: vec!["b1".into(), "b2".into()],
-        watermarks: vec![("p".into(), 500)],
+        watermarks: vec![("p".into(), ProbeMark { max_event_ms: Some(500), max_seq: None })],
         applied_events: vec![("p".into(), "e1".into(), now), ("q".into(), "e2".into(), now)],
     };
     s.commit(w).await.unwrap();
-    s.commit(WriteSet { watermarks: vec![("p".into(), 300)], ..Default::default() }).await.unwrap();
+    let older = ProbeMark { max_event_ms: Some(300), max_seq: Some(42) };
+    s.commit(WriteSet { watermarks: vec![("p".into(), older)], ..Default::default() }).await.unwrap();
+    s.commit(WriteSet {
+        watermarks: vec![("p".into(), ProbeMark { max_event_ms: None, max_seq: Some(7) })],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let done = s.processed(&["b0".into(), "b1".into(), "b2".into(), "b3".into()]).await.unwrap();
     assert_eq!(done, vec!["b1".to_string(), "b2".to_string()]);
-    assert_eq!(s.load_watermark("p").await.unwrap(), Some(500), "watermarks never go back");
-    assert_eq!(s.load_watermark("other").await.unwrap(), None);
+    assert_eq!(
+        s.load_mark("p").await.unwrap(),
+        Some(ProbeMark { max_event_ms: Some(500), max_seq: Some(42) }),
+        "marks never go back, field by field"
+    );
+    assert_eq!(s.load_mark("other").await.unwrap(), None);
     let ids = ["e1".to_string(), "e2".to_string(), "e3".to_string()];
     assert_eq!(s.applied_events("p", &ids).await.unwrap(), vec!["e1".to_string()], "event ids are per probe");
     assert_eq!(s.applied_events("q", &ids).await.unwrap(), vec!["e2".to_string()]);

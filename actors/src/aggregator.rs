@@ -21,7 +21,7 @@ use crate::metrics::{
     BATCHES_SKIPPED, EVENTS_AGGREGATED, LATE_EVENTS, WATERMARK_LAG, WINDOWS_OPEN,
 };
 use crate::session::{Observe, SessionRegistry};
-use crate::store::{RollupStore, StoreError, WriteSet};
+use crate::store::{ProbeMark, RollupStore, StoreError, WriteSet};
 use crate::writer::{RollupWriter, Write};
 
 /// Tunables of an aggregator.
@@ -98,6 +98,8 @@ struct OpenWindow {
 struct ProbeState {
     wm: Watermark,
     wm_dirty: bool,
+    /// Highest seq applied (committed or pending); events above it need no dedup lookup.
+    max_seq: Option<u64>,
     last_touch_ms: i64,
 }
 
@@ -113,7 +115,8 @@ struct Pending {
 enum Loaded {
     AlreadyCommitted,
     Apply {
-        watermark: Option<Option<i64>>,
+        /// The probe's stored mark, when its state was not in memory.
+        mark: Option<ProbeMark>,
         windows: Vec<Rollup>,
         /// Event ids of the batch already applied earlier (committed).
         applied: HashSet<String>,
@@ -203,16 +206,17 @@ impl Aggregator {
     fn apply(
         &mut self,
         batch: &Batch,
-        watermark: Option<Option<i64>>,
+        mark: Option<ProbeMark>,
         loaded: Vec<Rollup>,
         already: &HashSet<String>,
     ) -> (BatchObservation, Vec<(String, i64)>) {
         let now = crate::now_ms();
         let before = self.windows.len();
-        if let Some(max_event_ms) = watermark {
+        if let Some(m) = mark {
             self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
-                wm: Watermark { max_event_ms },
+                wm: Watermark { max_event_ms: m.max_event_ms },
                 wm_dirty: false,
+                max_seq: m.max_seq,
                 last_touch_ms: now,
             });
         }
@@ -228,6 +232,7 @@ impl Aggregator {
         let probe = self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
             wm: Watermark::default(),
             wm_dirty: false,
+            max_seq: None,
             last_touch_ms: now,
         });
         probe.last_touch_ms = now;
@@ -248,6 +253,10 @@ impl Aggregator {
                 }
                 self.pending_events.insert(key);
                 applied.push((e.event_id.clone(), e.ts_ms));
+                if probe.max_seq.is_none_or(|m| e.seq > m) {
+                    probe.max_seq = Some(e.seq);
+                    probe.wm_dirty = true;
+                }
             }
             match probe.wm.observe(e.ts_ms, self.cfg.lateness_ms) {
                 WatermarkVerdict::LateDropped => {
@@ -296,13 +305,13 @@ impl Aggregator {
                 rollups.push(Rollup { key: k.clone(), agg: w.agg.clone(), revision: w.revision, closed });
             }
         }
-        let watermarks: Vec<(String, i64)> = self
+        let watermarks: Vec<(String, ProbeMark)> = self
             .probes
             .iter_mut()
             .filter(|(_, p)| p.wm_dirty)
-            .filter_map(|(id, p)| {
+            .map(|(id, p)| {
                 p.wm_dirty = false;
-                p.wm.max_event_ms.map(|m| (id.clone(), m))
+                (id.clone(), ProbeMark { max_event_ms: p.wm.max_event_ms, max_seq: p.max_seq })
             })
             .collect();
         let pending = std::mem::take(&mut self.pending);
@@ -453,8 +462,10 @@ impl Handler<Process> for Aggregator {
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
         }
         let dedup = self.cfg.dedup_events;
-        let event_ids: Vec<String> =
-            if dedup { batch.events.iter().map(|e| e.event_id.clone()).collect() } else { Vec::new() };
+        // (seq, id) of the batch's events, for the dedup lookup of those at or below the mark
+        let seq_ids: Vec<(u64, String)> =
+            if dedup { batch.events.iter().map(|e| (e.seq, e.event_id.clone())).collect() } else { Vec::new() };
+        let known_max_seq = self.probes.get(&batch.probe).and_then(|p| p.max_seq);
         let need_wm = !self.probes.contains_key(&batch.probe);
         let keys = self.missing_keys(&batch);
         let store = self.store.clone();
@@ -464,14 +475,19 @@ impl Handler<Process> for Aggregator {
             if redelivered && !store.processed(std::slice::from_ref(&id)).await?.is_empty() {
                 return Ok::<_, StoreError>(Loaded::AlreadyCommitted);
             }
-            let watermark = if need_wm { Some(store.load_watermark(&probe).await?) } else { None };
+            let mark = if need_wm { Some(store.load_mark(&probe).await?.unwrap_or_default()) } else { None };
             let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
-            let applied = if dedup && !event_ids.is_empty() {
-                store.applied_events(&probe, &event_ids).await?.into_iter().collect()
+            let max_seq = if need_wm { mark.and_then(|m| m.max_seq) } else { known_max_seq };
+            let to_check: Vec<String> = match max_seq {
+                Some(m) => seq_ids.into_iter().filter(|(seq, _)| *seq <= m).map(|(_, id)| id).collect(),
+                None => Vec::new(),
+            };
+            let applied = if dedup && !to_check.is_empty() {
+                store.applied_events(&probe, &to_check).await?.into_iter().collect()
             } else {
                 HashSet::new()
             };
-            Ok(Loaded::Apply { watermark, windows, applied })
+            Ok(Loaded::Apply { mark, windows, applied })
         }
         .into_actor(self)
         .then(move |res, act, _ctx| -> ResponseActFuture<Self, Result<(), PipelineError>> {
@@ -494,8 +510,8 @@ impl Handler<Process> for Aggregator {
                         .into_actor(act),
                     )
                 }
-                Ok(Loaded::Apply { watermark, windows, applied }) => {
-                    let (obs, applied) = act.apply(&batch, watermark, windows, &applied);
+                Ok(Loaded::Apply { mark, windows, applied }) => {
+                    let (obs, applied) = act.apply(&batch, mark, windows, &applied);
                     act.pending_ids.insert(batch.id.clone());
                     act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)), applied });
                     ACTOR_HANDLER_SECONDS.with_label_values(&["aggregator"]).observe(started.elapsed().as_secs_f64());

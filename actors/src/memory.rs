@@ -10,7 +10,9 @@ use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
-use crate::store::{parents_to_derive, CommitReport, Retention, RollupQuery, RollupStore, StoreError, WriteSet};
+use crate::store::{
+    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -18,7 +20,7 @@ struct Inner {
     batches: HashMap<BatchId, i64>,
     /// (probe, event_id) → event time
     applied: HashMap<(String, String), i64>,
-    watermarks: HashMap<String, i64>,
+    watermarks: HashMap<String, ProbeMark>,
     sessions: BTreeMap<String, SessionState>,
 }
 
@@ -73,9 +75,8 @@ impl RollupStore for MemoryStore {
         for (probe, id, ts) in ws.applied_events {
             g.applied.insert((probe, id), ts);
         }
-        for (probe, ms) in ws.watermarks {
-            let e = g.watermarks.entry(probe).or_insert(ms);
-            *e = (*e).max(ms);
+        for (probe, mark) in ws.watermarks {
+            g.watermarks.entry(probe).or_default().merge(&mark);
         }
         Ok(report)
     }
@@ -85,7 +86,7 @@ impl RollupStore for MemoryStore {
         Ok(keys.iter().filter_map(|k| g.rollups.get(k).cloned()).collect())
     }
 
-    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError> {
+    async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError> {
         Ok(self.lock()?.watermarks.get(probe).copied())
     }
 

@@ -19,11 +19,28 @@ pub struct WriteSet {
     pub rollups: Vec<Rollup>,
     /// Batches whose whole effect is contained in `rollups` (and in earlier commits).
     pub batches: Vec<BatchId>,
-    /// Newest event time per probe, so watermarks survive restarts.
-    pub watermarks: Vec<(String, i64)>,
+    /// Per-probe marks (newest event time, highest applied seq), so they survive restarts.
+    pub watermarks: Vec<(String, ProbeMark)>,
     /// (probe, event_id, event time) of every event applied in `rollups`, when the bus does not
     /// deduplicate: a re-sent event is recognised against these.
     pub applied_events: Vec<(String, String, i64)>,
+}
+
+/// What the store remembers of a probe's stream. Both fields only grow (a commit keeps the max).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProbeMark {
+    /// Newest event time seen (the watermark is this minus the allowed lateness).
+    pub max_event_ms: Option<i64>,
+    /// Highest `seq` among applied events: an event with a higher seq cannot have been applied
+    /// before (a re-sent event carries its original seq), so only lower ones need an id lookup.
+    pub max_seq: Option<u64>,
+}
+
+impl ProbeMark {
+    pub fn merge(&mut self, o: &ProbeMark) {
+        self.max_event_ms = self.max_event_ms.max(o.max_event_ms);
+        self.max_seq = self.max_seq.max(o.max_seq);
+    }
 }
 
 /// What a commit wrote, per tier.
@@ -95,7 +112,7 @@ pub trait RollupStore: Send + Sync + 'static {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError>;
     /// Current stored state of the given windows (missing ones are simply absent).
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError>;
-    async fn load_watermark(&self, probe: &str) -> Result<Option<i64>, StoreError>;
+    async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError>;
     /// The subset of `ids` already committed.
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
     /// The subset of a probe's `event_ids` already applied (recorded through `applied_events`).

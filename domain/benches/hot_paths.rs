@@ -39,7 +39,8 @@ fn windows(c: &mut Criterion) {
     let body = batch_json(100);
     let limits = EventLimits { max_past_ms: i64::MAX / 4, ..Default::default() };
     let batch: WireBatch = serde_json::from_slice(&body).unwrap();
-    let events: Vec<Event> = batch.events.into_iter().enumerate().map(|(i, w)| validate(w, i, NOW, &limits).unwrap()).collect();
+    let events: Vec<Event> =
+        batch.events.into_iter().enumerate().map(|(i, w)| validate(w, i, NOW, &limits).unwrap()).collect();
     let mut g = c.benchmark_group("windows");
     g.throughput(Throughput::Elements(events.len() as u64));
     g.bench_function("assign 1m window + aggregate (per event)", |b| {
@@ -73,7 +74,11 @@ fn sketches(c: &mut Criterion) {
     let mut a = DdSketch::new();
     let mut b2 = DdSketch::new();
     for (i, &v) in values.iter().enumerate() {
-        if i % 2 == 0 { a.insert(v) } else { b2.insert(v * 1.3) }
+        if i % 2 == 0 {
+            a.insert(v)
+        } else {
+            b2.insert(v * 1.3)
+        }
     }
     g.throughput(Throughput::Elements(1));
     g.bench_function("merge", |b| {
@@ -91,12 +96,15 @@ fn envelope(c: &mut Criterion) {
     let body = batch_json(100);
     let limits = EventLimits { max_past_ms: i64::MAX / 4, ..Default::default() };
     let batch: WireBatch = serde_json::from_slice(&body).unwrap();
-    let events: Vec<Event> = batch.events.into_iter().enumerate().map(|(i, w)| validate(w, i, NOW, &limits).unwrap()).collect();
+    let events: Vec<Event> =
+        batch.events.into_iter().enumerate().map(|(i, w)| validate(w, i, NOW, &limits).unwrap()).collect();
     let encoded = serde_json::to_vec(&events).unwrap();
     let mut g = c.benchmark_group("envelope");
     g.throughput(Throughput::Elements(100));
     g.bench_function("encode 100 events", |b| b.iter(|| serde_json::to_vec(black_box(&events)).unwrap()));
-    g.bench_function("decode 100 events", |b| b.iter(|| serde_json::from_slice::<Vec<Event>>(black_box(&encoded)).unwrap()));
+    g.bench_function("decode 100 events", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Event>>(black_box(&encoded)).unwrap())
+    });
     g.finish();
 }
 

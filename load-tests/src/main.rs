@@ -116,7 +116,8 @@ fn loopback_only(url: &str) -> anyhow::Result<()> {
 
 fn setup(probes: usize, out: &PathBuf, bus: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
-    let mut toml = format!("[bus]\nkind = \"{bus}\"\n[storage]\ndata_dir = {:?}\n\n", out.join("data").display().to_string());
+    let mut toml =
+        format!("[bus]\nkind = \"{bus}\"\n[storage]\ndata_dir = {:?}\n\n", out.join("data").display().to_string());
     let mut tokens = Vec::with_capacity(probes);
     for i in 0..probes {
         let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
@@ -140,7 +141,14 @@ struct Generator {
 }
 
 impl Generator {
-    fn batch(&mut self, probe_idx: usize, probe: &str, seq: &mut u64, ts_ms: i64, n: usize) -> (serde_json::Value, Vec<(String, i64, u64)>) {
+    fn batch(
+        &mut self,
+        probe_idx: usize,
+        probe: &str,
+        seq: &mut u64,
+        ts_ms: i64,
+        n: usize,
+    ) -> (serde_json::Value, Vec<(String, i64, u64)>) {
         let mut events = Vec::with_capacity(n);
         let mut oracle = Vec::with_capacity(n);
         for i in 0..n {
@@ -167,7 +175,9 @@ impl Generator {
 }
 
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default()
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {
@@ -193,7 +203,8 @@ fn hist() -> Histogram<u64> {
 async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, start: Instant) -> WorkerResult {
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let url = format!("{}/v1/events", args.url);
-    let mut gen = Generator { rng: rand::rngs::StdRng::seed_from_u64(args.seed * 1000 + w as u64), targets: args.targets };
+    let mut gen =
+        Generator { rng: rand::rngs::StdRng::seed_from_u64(args.seed * 1000 + w as u64), targets: args.targets };
     let per_worker_rate = args.rate as f64 / args.workers as f64;
     let interval = Duration::from_secs_f64(args.batch as f64 / per_worker_rate);
     let total = (args.duration as f64 / interval.as_secs_f64()).floor() as u64;
@@ -210,7 +221,8 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch);
         let body = serde_json::to_vec(&body).expect("json");
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let (client, url, token, probe, shared) = (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone());
+        let (client, url, token, probe, shared) =
+            (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone());
         let n = args.batch as u64;
         handles.push(actix_rt::spawn(async move {
             let res = client
@@ -256,7 +268,9 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
 async fn metric(client: &awc::Client, url: &str, name: &str) -> Option<f64> {
     let mut r = client.get(format!("{url}/metrics")).send().await.ok()?;
     let b = r.body().limit(64 << 20).await.ok()?;
-    String::from_utf8_lossy(&b).lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
@@ -265,7 +279,8 @@ fn pct(h: &Histogram<u64>, q: f64) -> f64 {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     loopback_only(&args.url)?;
-    let tokens: Tokens = serde_json::from_slice(&std::fs::read(&args.tokens).with_context(|| format!("{}", args.tokens.display()))?)?;
+    let tokens: Tokens =
+        serde_json::from_slice(&std::fs::read(&args.tokens).with_context(|| format!("{}", args.tokens.display()))?)?;
     if tokens.probes.is_empty() {
         bail!("{}: no probes", args.tokens.display());
     }
@@ -291,7 +306,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let progress_until = start + Duration::from_secs(args.duration);
     while Instant::now() < progress_until {
-        std::thread::sleep(Duration::from_secs(5).min(progress_until.saturating_duration_since(Instant::now()) + Duration::from_millis(1)));
+        std::thread::sleep(
+            Duration::from_secs(5)
+                .min(progress_until.saturating_duration_since(Instant::now()) + Duration::from_millis(1)),
+        );
         eprintln!("loadgen: {:>4.0}/{} s", (Instant::now() - start).as_secs_f64().max(0.0), args.duration);
     }
     let mut total = WorkerResult { hist: Some(hist()), ..Default::default() };
@@ -329,7 +347,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let report = if args.oracle { Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, started_ms).await) } else { None };
+        let report = if args.oracle {
+            Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, started_ms).await)
+        } else {
+            None
+        };
         (caught, report)
     });
     let offered = total.offered_events as f64 / send_secs;
@@ -338,11 +360,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("offered   {:>10.0} events/s ({} events)", offered, total.offered_events);
     println!("accepted  {:>10.0} events/s ({} events, 2xx)", accepted, total.accepted_events);
     match consumed {
-        Some(c) => println!("consumed  {:>10.0} events/s (aggregated and committed, caught up {:.1} s after start)", c, caught_up_s.unwrap_or(0.0)),
+        Some(c) => println!(
+            "consumed  {:>10.0} events/s (aggregated and committed, caught up {:.1} s after start)",
+            c,
+            caught_up_s.unwrap_or(0.0)
+        ),
         None => println!("consumed  (did not catch up within {} s)", args.settle),
     }
     println!("statuses  {:?}", total.statuses);
-    println!("latency   p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (from intended send time)", pct(&h, 0.5), pct(&h, 0.99), pct(&h, 0.999), h.max() as f64 / 1000.0);
+    println!(
+        "latency   p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (from intended send time)",
+        pct(&h, 0.5),
+        pct(&h, 0.99),
+        pct(&h, 0.999),
+        h.max() as f64 / 1000.0
+    );
     if let Some(r) = &oracle_report {
         println!("oracle    {}", serde_json::to_string(r)?);
     }
@@ -368,19 +400,32 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Compares stored 1m windows with the acknowledged samples: zero tolerance on counts.
-async fn check_oracle(c: &awc::Client, url: &str, token: &str, oracle: &BTreeMap<(String, String, i64), u64>, started_ms: i64) -> serde_json::Value {
+async fn check_oracle(
+    c: &awc::Client,
+    url: &str,
+    token: &str,
+    oracle: &BTreeMap<(String, String, i64), u64>,
+    started_ms: i64,
+) -> serde_json::Value {
     let from = started_ms / 60_000 * 60_000 - 120_000;
     let to = now_ms() + 120_000;
     let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
     let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
     for p in probes {
         let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=100000");
-        let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else { continue };
+        let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else {
+            continue;
+        };
         let b = r.body().limit(256 << 20).await.unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
         for w in v["rollups"].as_array().cloned().unwrap_or_default() {
-            let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or("")).map(|d| d.timestamp_millis()).unwrap_or(0);
-            stored.insert((p.clone(), w["target"].as_str().unwrap_or("").to_string(), start), w["count"].as_u64().unwrap_or(0));
+            let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or(""))
+                .map(|d| d.timestamp_millis())
+                .unwrap_or(0);
+            stored.insert(
+                (p.clone(), w["target"].as_str().unwrap_or("").to_string(), start),
+                w["count"].as_u64().unwrap_or(0),
+            );
         }
     }
     let (mut missing, mut duplicated, mut differing) = (0u64, 0u64, 0u64);

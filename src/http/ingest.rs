@@ -139,6 +139,10 @@ fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
 fn decode(body: &[u8], format: Format) -> Result<Vec<WireEvent>, Problem> {
     match format {
         Format::Json => {
+            // Fast path without path tracking; only a failing body is parsed again to name the field.
+            if let Ok(batch) = serde_json::from_slice::<WireBatch>(body) {
+                return Ok(batch.events);
+            }
             let mut de = serde_json::Deserializer::from_slice(body);
             let batch: WireBatch = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = e.path().to_string();
@@ -155,6 +159,10 @@ fn decode(body: &[u8], format: Format) -> Result<Vec<WireEvent>, Problem> {
                     continue;
                 }
                 let i = out.len();
+                if let Ok(ev) = serde_json::from_slice::<WireEvent>(line) {
+                    out.push(ev);
+                    continue;
+                }
                 let mut de = serde_json::Deserializer::from_slice(line);
                 let ev: WireEvent = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                     let p = e.path().to_string();
@@ -252,8 +260,20 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
     // filtered out here, best effort; the aggregators deduplicate authoritatively.
     let mut known_duplicates = 0;
     if !state.bus.dedups_events() {
-        let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
-        match state.store.applied_events(&probe, &ids).await {
+        // Only events at or below the probe's highest applied seq can have been applied before.
+        let max_seq = match state.store.load_mark(&probe).await {
+            Ok(m) => m.and_then(|m| m.max_seq),
+            Err(error) => {
+                tracing::debug!(%error, "duplicate pre-check skipped");
+                None
+            }
+        };
+        let ids: Vec<String> = match max_seq {
+            Some(m) => events.iter().filter(|e| e.seq <= m).map(|e| e.event_id.clone()).collect(),
+            None => Vec::new(),
+        };
+        let seen = if ids.is_empty() { Ok(Vec::new()) } else { state.store.applied_events(&probe, &ids).await };
+        match seen {
             Ok(seen) if !seen.is_empty() => {
                 let seen: std::collections::HashSet<String> = seen.into_iter().collect();
                 events.retain(|e| !seen.contains(&e.event_id));
