@@ -30,13 +30,19 @@ modes=("$MODE")
 work=$(mktemp -d)
 trap 'pkill -f "netqoe --config $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$BIN/netqoe-loadgen" setup --probes "$PROBES" --out "$work" >/dev/null
-runs=()
+# CPU seconds (user + system) of a process so far
+cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+broker_pid() { pgrep -f 'beam.smp.*-sname rabbit@' | head -1 || true; }
 for mode in "${modes[@]}"; do
   for i in $(seq 1 "$PAIRS"); do
     if [ "$mode" = rabbitmq ]; then
       echo "== $mode pair $i: B (baseline)"
+      bp=$(broker_pid); b0=$(cpu_of "${bp:-0}")
       "$BIN/netqoe-loadgen" baseline --duration "$DURATION" --batch "$BATCH" --json "$OUT/$mode-B$i.json"
+      b1=$(cpu_of "${bp:-0}")
+      python3 -c "import json,sys; p=sys.argv[1]; d=json.load(open(p)); d['broker_cpu_s']=float(sys.argv[3])-float(sys.argv[2]); json.dump(d, open(p,'w'), indent=1)" "$OUT/$mode-B$i.json" "$b0" "$b1"
     fi
+    bp=$(broker_pid); broker0=$(cpu_of "${bp:-0}")
     echo "== $mode pair $i: P (netqoe)"
     rm -rf "$work/data"
     NETQOE__BUS__KIND=$mode NETQOE__RABBITMQ__PREFIX="bench$i." NETQOE__HTTP__BIND="127.0.0.1:$PORT" NETQOE__LOG__LEVEL=warn \
@@ -49,14 +55,16 @@ for mode in "${modes[@]}"; do
       --json "$OUT/$mode-P$i.json" 2> >(grep -v '^loadgen:' >&2) || status=$?
     read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    broker1=$(cpu_of "${bp:-0}")
     kill -TERM "$pid"; wait "$pid" || true
-    python3 - "$OUT/$mode-P$i.json" "$utime" "$stime" "$hwm" "$status" <<'PY'
+    python3 - "$OUT/$mode-P$i.json" "$utime" "$stime" "$hwm" "$status" "$broker0" "$broker1" "$mode" <<'PY'
 import json, os, sys
 p, ut, st, hwm, status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 d = json.load(open(p))
 d["cpu_seconds"] = (ut + st) / os.sysconf("SC_CLK_TCK")
 d["peak_rss_mib"] = hwm / 1024
 d["oracle_exit"] = status
+d["broker_cpu_s"] = (float(sys.argv[7]) - float(sys.argv[6])) if sys.argv[8] == "rabbitmq" else None
 json.dump(d, open(p, "w"), indent=1)
 PY
   done
@@ -74,17 +82,21 @@ for mode in modes:
         rows.append({"mode": mode, "pair": i, "B_events_per_s": b and b["events_per_s"], "P_consumed_events_per_s": c,
                      "P_accepted_events_per_s": p["accepted_events_per_s"], "ratio_P_B": (c / b["events_per_s"]) if b else None,
                      "p99_ms": p["p99_ms"], "p999_ms": p["p999_ms"], "cpu_s": p["cpu_seconds"], "peak_rss_mib": p["peak_rss_mib"],
+                     "loadgen_cpu_s": p.get("loadgen_cpu_s"), "broker_cpu_s_P": p.get("broker_cpu_s"),
+                     "broker_cpu_s_B": b and b.get("broker_cpu_s"),
+                     "max_pct_err": (p.get("oracle") or {}).get("max_percentile_rel_error"),
                      "oracle_clean": bool(p.get("oracle") and p["oracle"].get("clean"))})
         series.append((f"{mode} P{i}", p["timeline"]))
         i += 1
 meta = {"date": datetime.datetime.utcnow().isoformat() + "Z", "nproc": os.cpu_count(),
         "env": {k: os.environ.get(k) for k in ["PAIRS", "DURATION", "RATE", "BATCH", "PROBES", "TARGETS", "WORKERS"]}}
 json.dump({"meta": meta, "rows": rows}, open(f"{out}/results.json", "w"), indent=1)
-lines = [f"{'mode':9} {'pair':>4} {'B ev/s':>10} {'P ev/s':>10} {'P/B':>6} {'p99 ms':>8} {'p99.9':>8} {'CPU s':>7} {'RSS MiB':>8} oracle"]
+lines = [f"{'mode':9} {'pair':>4} {'B ev/s':>10} {'P ev/s':>10} {'P/B':>6} {'p99 ms':>8} {'p99.9':>8} {'CPU s':>7} {'RSS MiB':>8} {'gen CPU':>8} {'brk B':>6} {'brk P':>6} {'pct err':>8} oracle"]
 for r in rows:
     b = f"{r['B_events_per_s']:.0f}" if r["B_events_per_s"] else "-"
     ratio = f"{r['ratio_P_B']:.2f}" if r["ratio_P_B"] is not None else "-"
-    lines.append(f"{r['mode']:9} {r['pair']:>4} {b:>10} {r['P_consumed_events_per_s']:>10.0f} {ratio:>6} {r['p99_ms']:>8.1f} {r['p999_ms']:>8.1f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>8.1f} {'clean' if r['oracle_clean'] else 'DIFF'}")
+    f = lambda v, w, d=1: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
+    lines.append(f"{r['mode']:9} {r['pair']:>4} {b:>10} {r['P_consumed_events_per_s']:>10.0f} {ratio:>6} {r['p99_ms']:>8.1f} {r['p999_ms']:>8.1f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>8.1f} {f(r['loadgen_cpu_s'], 8)} {f(r['broker_cpu_s_B'], 6)} {f(r['broker_cpu_s_P'], 6)} {f(r['max_pct_err'], 8, 4)} {'clean' if r['oracle_clean'] else 'DIFF'}")
 text = "\n".join(lines)
 print(text)
 open(f"{out}/summary.txt", "w").write(text + "\n")

@@ -148,7 +148,7 @@ impl Generator {
         seq: &mut u64,
         ts_ms: i64,
         n: usize,
-    ) -> (serde_json::Value, Vec<(String, i64, u64)>) {
+    ) -> (serde_json::Value, Vec<(String, i64, Vec<f64>)>) {
         let mut events = Vec::with_capacity(n);
         let mut oracle = Vec::with_capacity(n);
         for i in 0..n {
@@ -164,7 +164,7 @@ impl Generator {
             }
             *seq += 1;
             let ts = ts_ms - (n - i) as i64;
-            oracle.push((target.clone(), ts / 60_000 * 60_000, samples.len() as u64));
+            oracle.push((target.clone(), ts / 60_000 * 60_000, samples.clone()));
             events.push(serde_json::json!({
                 "event_id": format!("{probe}-{}", *seq), "seq": *seq, "ts": rfc3339(ts), "target": target,
                 "kind": "udp", "rtt_samples_ms": samples, "sent": 10, "received": samples.len(),
@@ -192,6 +192,8 @@ struct WorkerResult {
     accepted_events: u64,
     /// (probe, target, minute) → samples acknowledged
     oracle: BTreeMap<(String, String, i64), u64>,
+    /// Exact acknowledged samples of the windows of every 50th probe, for percentile error.
+    exact: BTreeMap<(String, String, i64), Vec<f64>>,
     /// second → (accepted events, latency histogram)
     timeline: BTreeMap<u64, (u64, Histogram<u64>)>,
 }
@@ -217,6 +219,7 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
         let pi = (k as usize) % probes.len();
         let (idx, probe, token) = &probes[pi];
+        let keep_exact = idx % 50 == 0;
         let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
         let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch);
         let body = serde_json::to_vec(&body).expect("json");
@@ -253,7 +256,11 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
                 slot.0 += n;
                 g.accepted_events += n;
                 for (target, minute, samples) in oracle {
-                    *g.oracle.entry((probe.clone(), target, minute)).or_default() += samples;
+                    let key = (probe.clone(), target, minute);
+                    *g.oracle.entry(key.clone()).or_default() += samples.len() as u64;
+                    if keep_exact {
+                        g.exact.entry(key).or_default().extend(samples);
+                    }
                 }
             }
         }));
@@ -271,6 +278,15 @@ async fn metric(client: &awc::Client, url: &str, name: &str) -> Option<f64> {
     String::from_utf8_lossy(&b)
         .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// CPU seconds (user + system) this process used so far, from /proc/self/stat.
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn pct(h: &Histogram<u64>, q: f64) -> f64 {
@@ -326,6 +342,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         for (k, v) in r.oracle {
             *total.oracle.entry(k).or_default() += v;
         }
+        for (k, v) in r.exact {
+            total.exact.entry(k).or_default().extend(v);
+        }
         for (s, (n, h)) in r.timeline {
             let slot = total.timeline.entry(s).or_insert_with(|| (0, hist()));
             slot.0 += n;
@@ -348,7 +367,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let report = if args.oracle {
-            Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, started_ms).await)
+            Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.exact, started_ms).await)
         } else {
             None
         };
@@ -389,6 +408,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "statuses": total.statuses, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
         "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report, "timeline": timeline,
         "batch": args.batch, "rate": args.rate, "duration_s": args.duration, "probes": tokens.probes.len(), "targets": args.targets,
+    "loadgen_cpu_s": own_cpu_seconds(),
     });
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
@@ -405,11 +425,13 @@ async fn check_oracle(
     url: &str,
     token: &str,
     oracle: &BTreeMap<(String, String, i64), u64>,
+    exact: &BTreeMap<(String, String, i64), Vec<f64>>,
     started_ms: i64,
 ) -> serde_json::Value {
     let from = started_ms / 60_000 * 60_000 - 120_000;
     let to = now_ms() + 120_000;
     let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
+    let mut quantiles: BTreeMap<(String, String, i64), [f64; 3]> = BTreeMap::new();
     let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
     for p in probes {
         let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=100000");
@@ -422,10 +444,10 @@ async fn check_oracle(
             let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or(""))
                 .map(|d| d.timestamp_millis())
                 .unwrap_or(0);
-            stored.insert(
-                (p.clone(), w["target"].as_str().unwrap_or("").to_string(), start),
-                w["count"].as_u64().unwrap_or(0),
-            );
+            let key = (p.clone(), w["target"].as_str().unwrap_or("").to_string(), start);
+            let q = |k: &str| w[k].as_f64().unwrap_or(f64::NAN);
+            quantiles.insert(key.clone(), [q("p50"), q("p95"), q("p99")]);
+            stored.insert(key, w["count"].as_u64().unwrap_or(0));
         }
     }
     let (mut missing, mut duplicated, mut differing) = (0u64, 0u64, 0u64);
@@ -441,9 +463,25 @@ async fn check_oracle(
         }
     }
     let unexpected = stored.keys().filter(|k| !oracle.contains_key(*k)).count();
+    // percentile error against the exact samples (every 50th probe's windows)
+    let mut max_err: f64 = 0.0;
+    let mut checked = 0;
+    for (k, samples) in exact {
+        let (Some(got), false) = (quantiles.get(k), samples.is_empty()) else { continue };
+        let mut v = samples.clone();
+        v.sort_by(f64::total_cmp);
+        for (i, q) in [0.5, 0.95, 0.99].iter().enumerate() {
+            let want = v[(q * (v.len() - 1) as f64).floor() as usize];
+            if want > 0.0 {
+                max_err = max_err.max((got[i] - want).abs() / want);
+            }
+        }
+        checked += 1;
+    }
     serde_json::json!({"windows": oracle.len(), "windows_differing": differing, "missing_samples": missing,
                        "duplicated_samples": duplicated, "unexpected_windows": unexpected,
-                       "clean": differing == 0 && unexpected == 0})
+                       "percentile_windows_checked": checked, "max_percentile_rel_error": max_err,
+                       "clean": differing == 0 && unexpected == 0 && max_err <= 0.01 + 1e-9})
 }
 
 fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
