@@ -32,7 +32,7 @@ trap 'pkill -f "netqoe --config $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$BIN/netqoe-loadgen" setup --probes "$PROBES" --out "$work" >/dev/null
 # CPU seconds (user + system) of a process so far
 cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-broker_pid() { pgrep -f 'beam.smp.*-sname rabbit@' | head -1 || true; }
+broker_pid() { rabbitmqctl eval 'os:getpid().' 2>/dev/null | tr -d '"' || true; }
 for mode in "${modes[@]}"; do
   for i in $(seq 1 "$PAIRS"); do
     if [ "$mode" = rabbitmq ]; then
