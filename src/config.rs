@@ -19,6 +19,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub bus: BusConfig,
     pub rabbitmq: RabbitConfig,
+    pub scylla: ScyllaConfig,
     pub ingest: IngestConfig,
     pub pipeline: PipelineSection,
     pub session: SessionSection,
@@ -58,6 +59,40 @@ pub struct RabbitConfig {
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
 }
+
+#[derive(Clone, Deserialize, Serialize)]
+pub struct ScyllaConfig {
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    pub replication: String,
+    pub datacenters: BTreeMap<String, u32>,
+    pub replication_factor: u32,
+    pub local_dc: String,
+    pub read_consistency: String,
+    pub write_consistency: String,
+    pub username: String,
+    pub password: String,
+    pub tls: bool,
+    pub ca_file: String,
+    pub max_in_flight: usize,
+    pub request_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for ScyllaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScyllaConfig")
+            .field("contact_points", &self.contact_points)
+            .field("keyspace", &self.keyspace)
+            .field("replication", &self.replication)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const CONSISTENCY_LEVELS: &[&str] =
+    &["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"];
 
 /// `amqp://user:secret@host:5672/vhost` → `amqp://host:5672/vhost` (for logs and errors).
 pub fn redact_uri(uri: &str) -> String {
@@ -304,6 +339,52 @@ impl Config {
         }
         if r.reconnect_max_ms < r.reconnect_min_ms {
             e.push("rabbitmq.reconnect_max_ms: must be at least reconnect_min_ms".into());
+        }
+        let sc = &self.scylla;
+        if sc.contact_points.is_empty() {
+            e.push("scylla.contact_points: at least one host:port is needed".into());
+        }
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 48
+                && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if !ident(&sc.keyspace) {
+            e.push(format!(
+                "scylla.keyspace: {:?} must be a CQL identifier ([A-Za-z][A-Za-z0-9_]*, ≤ 48)",
+                sc.keyspace
+            ));
+        }
+        match sc.replication.as_str() {
+            "SimpleStrategy" if sc.replication_factor == 0 => {
+                e.push("scylla.replication_factor: must be at least 1".into())
+            }
+            "SimpleStrategy" => {}
+            "NetworkTopologyStrategy" => {
+                if sc.datacenters.is_empty() || sc.datacenters.values().any(|rf| *rf == 0) {
+                    e.push("scylla.datacenters: give each data center a replication factor ≥ 1".into());
+                }
+                for dc in sc.datacenters.keys() {
+                    if !dc.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b)) {
+                        e.push(format!("scylla.datacenters: {dc:?} is not a data center name"));
+                    }
+                }
+            }
+            other => e.push(format!(
+                "scylla.replication: {other:?} must be \"NetworkTopologyStrategy\" or \"SimpleStrategy\""
+            )),
+        }
+        for (k, v) in [("read_consistency", &sc.read_consistency), ("write_consistency", &sc.write_consistency)] {
+            if !CONSISTENCY_LEVELS.contains(&v.as_str()) {
+                e.push(format!("scylla.{k}: {v:?} must be one of {}", CONSISTENCY_LEVELS.join(", ")));
+            }
+        }
+        if !(1..=65_536).contains(&sc.max_in_flight) {
+            e.push("scylla.max_in_flight: must be between 1 and 65536".into());
+        }
+        if !(10..=600_000).contains(&sc.request_timeout_ms) {
+            e.push("scylla.request_timeout_ms: must be between 10 and 600000".into());
         }
         if self.ingest.rate_per_probe.is_nan() || self.ingest.rate_per_probe <= 0.0 {
             e.push("ingest.rate_per_probe: must be positive".into());

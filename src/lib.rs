@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod rabbit;
+pub mod scylla;
 pub mod sqlite;
 
 /// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set).

@@ -28,6 +28,12 @@ enum Command {
     Ingest,
     /// Run the aggregate role: consume the bus, aggregate windows, write rollups.
     Aggregate,
+    /// Apply the CQL schema to ScyllaDB/Cassandra (idempotent; a no-op when current).
+    Migrate {
+        /// Print the schema instead of applying it.
+        #[arg(long)]
+        print: bool,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -96,6 +102,40 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Migrate { print } => {
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            if print {
+                print!("{}", netqoe::scylla::schema::script(&cfg));
+                return ExitCode::SUCCESS;
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("netqoe: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(netqoe::scylla::migrate(&cfg)) {
+                Ok(netqoe::scylla::Migration::AlreadyCurrent(v)) => {
+                    println!("schema version {v} is current in keyspace {}: nothing to do", cfg.scylla.keyspace);
+                    ExitCode::SUCCESS
+                }
+                Ok(netqoe::scylla::Migration::Applied { from, to, statements }) => {
+                    println!(
+                        "applied schema version {to} ({statements} statements; was {from:?}) to keyspace {}",
+                        cfg.scylla.keyspace
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("netqoe migrate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Token { command: TokenCommand::Mint { probe, query } } => {
             if let Some(id) = probe {
                 let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
