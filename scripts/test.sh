@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/ensure-rabbitmq.sh
+# C libraries the build links (openssl for the CQL driver's TLS); in the base image, installed if not
+if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
 echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
