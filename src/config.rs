@@ -489,7 +489,6 @@ impl Config {
                 flush_interval: Duration::from_millis(self.pipeline.flush_interval_ms),
                 idle_evict_ms: self.pipeline.idle_evict_s * 1000,
                 mailbox: 64,
-                dedup_events: false,
             },
             sessions: SessionConfig {
                 passivate_after: Duration::from_secs(self.session.passivate_after_s),

@@ -22,11 +22,12 @@ use netqoe_actors::store::{
 };
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
-use netqoe_domain::{Event, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+use netqoe_domain::{Event, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: rollups.applied (per-window event set), watermarks.max_seq; applied_events dropped.
+const SCHEMA_VERSION: i64 = 2;
 /// Most jobs folded into one transaction.
 const GROUP_MAX: usize = 512;
 /// Queue in front of the writer thread (bounded: callers wait).
@@ -79,6 +80,7 @@ CREATE TABLE IF NOT EXISTS rollups (
     jitter_n INTEGER NOT NULL,
     errors TEXT NOT NULL,
     sketch BLOB NOT NULL,
+    applied BLOB NOT NULL DEFAULT x'',
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (tier, probe, target, metric, start_ms)
 ) WITHOUT ROWID;
@@ -88,13 +90,6 @@ CREATE TABLE IF NOT EXISTS processed_batches (
     batch_id TEXT PRIMARY KEY,
     at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS applied_events (
-    probe TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    PRIMARY KEY (probe, event_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS applied_events_ts ON applied_events (ts_ms);
 CREATE TABLE IF NOT EXISTS watermarks (
     probe TEXT PRIMARY KEY,
     max_event_ms INTEGER,
@@ -174,6 +169,13 @@ impl Sqlite {
                 conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(1) => {
+                ensure_column(&conn, "rollups", "applied", "BLOB NOT NULL DEFAULT x''")?;
+                ensure_column(&conn, "watermarks", "max_seq", "INTEGER")?;
+                conn.execute_batch("DROP TABLE IF EXISTS applied_events")?;
+                conn.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
+                tracing::info!(path = %path.display(), "store migrated from schema version 1 to 2");
+            }
             Some(v) => {
                 anyhow::bail!("{}: schema version {v} is newer than this build's {SCHEMA_VERSION}", path.display())
             }
@@ -233,6 +235,15 @@ impl Sqlite {
     pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))).await
     }
+}
+
+/// Adds a column if the table lacks it (migrations).
+fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
+    let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
+    if !st.exists([column])? {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, shared: std::sync::Weak<Shared>) {
@@ -394,28 +405,28 @@ fn publish_tx(tx: &Transaction<'_>, probe: &str, events: Vec<Event>, received_ms
     Ok(Published { batch_id: Some(format!("j{id}")), accepted: fresh.len(), duplicates })
 }
 
-const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
+const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, applied";
 
 fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Result<usize> {
     // `bump`: derived windows take the stored revision + 1; aggregator windows carry their own
     // revision, and an older or equal one never overwrites a newer one.
     let sql = if bump {
-        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms)
-         VALUES (?1,?2,?3,?4,?5,1,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms, applied)
+         VALUES (?1,?2,?3,?4,?5,1,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)
          ON CONFLICT (tier, probe, target, metric, start_ms) DO UPDATE SET
            revision = rollups.revision + 1, closed = excluded.closed, events = excluded.events, count = excluded.count,
            min = excluded.min, max = excluded.max, sum = excluded.sum, sent = excluded.sent, received = excluded.received,
            jitter_sum = excluded.jitter_sum, jitter_n = excluded.jitter_n, errors = excluded.errors, sketch = excluded.sketch,
-           updated_ms = excluded.updated_ms
+           updated_ms = excluded.updated_ms, applied = excluded.applied
          WHERE ?6 >= 0"
     } else {
-        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms)
-         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)
+        "INSERT INTO rollups (tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms, applied)
+         VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)
          ON CONFLICT (tier, probe, target, metric, start_ms) DO UPDATE SET
            revision = excluded.revision, closed = excluded.closed, events = excluded.events, count = excluded.count,
            min = excluded.min, max = excluded.max, sum = excluded.sum, sent = excluded.sent, received = excluded.received,
            jitter_sum = excluded.jitter_sum, jitter_n = excluded.jitter_n, errors = excluded.errors, sketch = excluded.sketch,
-           updated_ms = excluded.updated_ms
+           updated_ms = excluded.updated_ms, applied = excluded.applied
          WHERE excluded.revision > rollups.revision"
     };
     let a = &r.agg;
@@ -440,6 +451,7 @@ fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Resu
         errors,
         a.sketch.encode(),
         now_ms(),
+        r.applied.encode(),
     ])
 }
 
@@ -448,12 +460,15 @@ fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
     let metric: String = row.get(3)?;
     let errors: String = row.get(16)?;
     let sketch: Vec<u8> = row.get(17)?;
+    let applied: Vec<u8> = row.get(18)?;
     let corrupt = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
     let tier = Tier::parse(&tier).ok_or_else(|| corrupt(format!("unknown tier {tier}")))?;
     let metric = Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?;
     let sketch = DdSketch::decode(&sketch).map_err(|e| corrupt(format!("sketch: {e}")))?;
     let errors: BTreeMap<String, u64> = serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
+    let applied = EventSet::decode(&applied).ok_or_else(|| corrupt("applied event set".into()))?;
     Ok(Rollup {
+        applied,
         key: WindowKey { probe: row.get(1)?, target: row.get(2)?, metric, tier, start_ms: row.get(4)? },
         revision: row.get::<_, i64>(5)? as u64,
         closed: row.get(6)?,
@@ -503,7 +518,11 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
             .collect::<rusqlite::Result<_>>()?;
         let agg = merge_children(children.iter().map(|c| &c.agg));
         let closed = children.iter().all(|c| c.closed);
-        upsert_rollup(tx, &Rollup { key: parent.clone(), agg, revision: 0, closed }, true)?;
+        upsert_rollup(
+            tx,
+            &Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision: 0, closed },
+            true,
+        )?;
         *report.written.entry(parent.tier).or_default() += 1;
     }
     let at = now_ms();
@@ -519,11 +538,6 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
     )?;
     for (probe, mark) in &ws.watermarks {
         wm.execute(params![probe, mark.max_event_ms, mark.max_seq.map(|s| s as i64)])?;
-    }
-    let mut ap =
-        tx.prepare_cached("INSERT OR IGNORE INTO applied_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)")?;
-    for (probe, id, ts) in &ws.applied_events {
-        ap.execute(params![probe, id, ts])?;
     }
     Ok(report)
 }
@@ -549,7 +563,6 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     }
     n += tx.execute("DELETE FROM processed_batches WHERE at_ms < ?1", [now_ms - retention.dedup_ms])?;
     n += tx.execute("DELETE FROM seen_events WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
-    n += tx.execute("DELETE FROM applied_events WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
     Ok(n as u64)
 }
 
@@ -601,21 +614,6 @@ impl RollupStore for Sqlite {
             let mut out = Vec::new();
             for id in ids {
                 if st.exists([&id])? {
-                    out.push(id);
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
-        let (probe, ids) = (probe.to_string(), event_ids.to_vec());
-        self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT 1 FROM applied_events WHERE probe = ?1 AND event_id = ?2")?;
-            let mut out = Vec::new();
-            for id in ids {
-                if st.exists(params![probe, id])? {
                     out.push(id);
                 }
             }

@@ -7,7 +7,7 @@ use netqoe_actors::memory::MemoryStore;
 use netqoe_actors::store::{ProbeMark, Retention, RollupQuery, RollupStore, WriteSet};
 use netqoe_domain::event::Contribution;
 use netqoe_domain::rollup::merge_children;
-use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+use netqoe_domain::{event_hash, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 
 const DAY: i64 = 86_400_000;
 
@@ -29,7 +29,11 @@ fn agg(values: &[f64]) -> WindowAgg {
 }
 
 fn rollup(k: WindowKey, values: &[f64], revision: u64) -> Rollup {
-    Rollup { key: k, agg: agg(values), revision, closed: false }
+    let mut applied = EventSet::default();
+    for (i, _) in values.iter().enumerate() {
+        applied.insert(event_hash(&format!("e{i}-{revision}")));
+    }
+    Rollup { key: k, agg: agg(values), applied, revision, closed: false }
 }
 
 fn ws(rollups: Vec<Rollup>) -> WriteSet {
@@ -54,6 +58,10 @@ async fn upsert_is_idempotent(s: Arc<dyn RollupStore>) {
     let rows = s.query(&q(Tier::M1, b, b + DAY)).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].agg.count, 2);
+    assert_eq!(rows[0].applied.len(), 2, "the window's event set is stored with it");
+    assert!(rows[0].applied.contains(event_hash("e0-1")));
+    let h = s.query(&q(Tier::H1, b, b + DAY)).await.unwrap();
+    assert!(h[0].applied.is_empty(), "derived tiers carry no event set");
 }
 
 async fn lower_revision_never_overwrites(s: Arc<dyn RollupStore>) {
@@ -100,12 +108,10 @@ async fn coarse_tiers_are_merges_of_finer_ones(s: Arc<dyn RollupStore>) {
 }
 
 async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
-    let now = netqoe_actors::now_ms();
     let w = WriteSet {
         rollups: vec![],
         batches: vec!["b1".into(), "b2".into()],
         watermarks: vec![("p".into(), ProbeMark { max_event_ms: Some(500), max_seq: None })],
-        applied_events: vec![("p".into(), "e1".into(), now), ("q".into(), "e2".into(), now)],
     };
     s.commit(w).await.unwrap();
     let older = ProbeMark { max_event_ms: Some(300), max_seq: Some(42) };
@@ -124,9 +130,6 @@ async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
         "marks never go back, field by field"
     );
     assert_eq!(s.load_mark("other").await.unwrap(), None);
-    let ids = ["e1".to_string(), "e2".to_string(), "e3".to_string()];
-    assert_eq!(s.applied_events("p", &ids).await.unwrap(), vec!["e1".to_string()], "event ids are per probe");
-    assert_eq!(s.applied_events("q", &ids).await.unwrap(), vec!["e2".to_string()]);
 }
 
 async fn sessions_round_trip(s: Arc<dyn RollupStore>) {
@@ -183,13 +186,7 @@ async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
     let old = (now - 10 * DAY) / DAY * DAY;
     let recent = (now - DAY) / DAY * DAY;
     s.commit(ws(vec![rollup(key("p", "t", old), &[1.0], 1), rollup(key("p", "t", recent), &[1.0], 1)])).await.unwrap();
-    s.commit(WriteSet {
-        batches: vec!["x".into()],
-        applied_events: vec![("p".into(), "old".into(), now - 2 * DAY), ("p".into(), "new".into(), now)],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    s.commit(WriteSet { batches: vec!["x".into()], ..Default::default() }).await.unwrap();
     let retention = Retention { m1_ms: 7 * DAY, h1_ms: 90 * DAY, d1_ms: 730 * DAY, dedup_ms: DAY };
     let n = s.prune(now, &retention).await.unwrap();
     assert!(n >= 1);
@@ -198,11 +195,6 @@ async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
     assert_eq!(s.query(&q(Tier::H1, old, old + 3_600_000)).await.unwrap().len(), 1, "1h kept for 90 days");
     assert_eq!(s.query(&q(Tier::D1, old, old + DAY)).await.unwrap().len(), 1);
     assert_eq!(s.processed(&["x".into()]).await.unwrap().len(), 1, "fresh batch ids stay");
-    assert_eq!(
-        s.applied_events("p", &["old".into(), "new".into()]).await.unwrap(),
-        vec!["new".to_string()],
-        "applied event ids older than the dedup horizon are forgotten"
-    );
     let n = s.prune(now + 2 * DAY, &retention).await.unwrap();
     assert!(n >= 1);
     assert!(s.processed(&["x".into()]).await.unwrap().is_empty(), "expired batch ids are forgotten");

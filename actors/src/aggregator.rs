@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use netqoe_domain::{BatchObservation, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey};
+use netqoe_domain::{
+    event_hash, BatchObservation, EventSet, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey,
+};
 
 use crate::bus::{Acker, Batch, BatchId, Delivery};
 use crate::metrics::{
@@ -38,9 +40,6 @@ pub struct AggregatorConfig {
     pub idle_evict_ms: i64,
     /// Mailbox capacity (bounded: senders wait).
     pub mailbox: usize,
-    /// Drop events whose id was already applied (checked against the store), for buses that do
-    /// not deduplicate at publish.
-    pub dedup_events: bool,
 }
 
 impl Default for AggregatorConfig {
@@ -51,7 +50,6 @@ impl Default for AggregatorConfig {
             flush_interval: Duration::from_millis(250),
             idle_evict_ms: 5 * 60_000,
             mailbox: 64,
-            dedup_events: false,
         }
     }
 }
@@ -92,13 +90,15 @@ struct OpenWindow {
     dirty: bool,
     /// A revision with `closed = true` was persisted.
     emitted_closed: bool,
+    /// Events this window contains (persisted with it): a re-sent event is never counted twice.
+    applied: EventSet,
     last_touch_ms: i64,
 }
 
 struct ProbeState {
     wm: Watermark,
     wm_dirty: bool,
-    /// Highest seq applied (committed or pending); events above it need no dedup lookup.
+    /// Highest seq applied (committed or pending).
     max_seq: Option<u64>,
     last_touch_ms: i64,
 }
@@ -108,8 +108,6 @@ struct Pending {
     acker: Box<dyn Acker>,
     /// None for a second copy of a batch already pending.
     observation: Option<(String, BatchObservation)>,
-    /// (event_id, event time) of the events applied (when deduplicating by event id).
-    applied: Vec<(String, i64)>,
 }
 
 enum Loaded {
@@ -118,8 +116,6 @@ enum Loaded {
         /// The probe's stored mark, when its state was not in memory.
         mark: Option<ProbeMark>,
         windows: Vec<Rollup>,
-        /// Event ids of the batch already applied earlier (committed).
-        applied: HashSet<String>,
     },
 }
 
@@ -133,8 +129,6 @@ pub struct Aggregator {
     probes: HashMap<String, ProbeState>,
     pending: Vec<Pending>,
     pending_ids: HashSet<BatchId>,
-    /// (probe, event_id) applied but not yet committed.
-    pending_events: HashSet<(String, String)>,
     /// Current consumption epoch; older deliveries are ignored.
     epoch: u64,
 }
@@ -168,7 +162,6 @@ impl Aggregator {
             probes: HashMap::new(),
             pending: Vec::new(),
             pending_ids: HashSet::new(),
-            pending_events: HashSet::new(),
             epoch: 0,
         }
     }
@@ -181,7 +174,6 @@ impl Aggregator {
         // Dropping the ackers requeues the uncommitted batches.
         self.pending.clear();
         self.pending_ids.clear();
-        self.pending_events.clear();
         self.set_windows_gauge(before);
     }
 
@@ -203,13 +195,7 @@ impl Aggregator {
         keys.into_iter().collect()
     }
 
-    fn apply(
-        &mut self,
-        batch: &Batch,
-        mark: Option<ProbeMark>,
-        loaded: Vec<Rollup>,
-        already: &HashSet<String>,
-    ) -> (BatchObservation, Vec<(String, i64)>) {
+    fn apply(&mut self, batch: &Batch, mark: Option<ProbeMark>, loaded: Vec<Rollup>) -> BatchObservation {
         let now = crate::now_ms();
         let before = self.windows.len();
         if let Some(m) = mark {
@@ -226,6 +212,7 @@ impl Aggregator {
                 revision: r.revision,
                 dirty: false,
                 emitted_closed: r.closed,
+                applied: r.applied,
                 last_touch_ms: now,
             });
         }
@@ -243,20 +230,18 @@ impl Aggregator {
             late_dropped: 0,
         };
         let mut newest = i64::MIN;
-        let mut applied = Vec::new();
         for e in &batch.events {
-            if self.cfg.dedup_events {
-                let key = (batch.probe.clone(), e.event_id.clone());
-                if already.contains(&e.event_id) || self.pending_events.contains(&key) {
-                    obs.duplicates += 1;
-                    continue;
-                }
-                self.pending_events.insert(key);
-                applied.push((e.event_id.clone(), e.ts_ms));
-                if probe.max_seq.is_none_or(|m| e.seq > m) {
-                    probe.max_seq = Some(e.seq);
-                    probe.wm_dirty = true;
-                }
+            let h = event_hash(&e.event_id);
+            let contributions = e.contributions();
+            // A window that already contains the event skips it; the event is a duplicate when
+            // every window it touches has it (after a partial commit, only some may).
+            let seen = contributions
+                .iter()
+                .filter(|c| self.windows.get(&m1_key(&batch.probe, e, c.metric)).is_some_and(|w| w.applied.contains(h)))
+                .count();
+            if !contributions.is_empty() && seen == contributions.len() {
+                obs.duplicates += 1;
+                continue;
             }
             match probe.wm.observe(e.ts_ms, self.cfg.lateness_ms) {
                 WatermarkVerdict::LateDropped => {
@@ -268,20 +253,27 @@ impl Aggregator {
                 WatermarkVerdict::LateAccepted => LATE_EVENTS.with_label_values(&["accepted"]).inc(),
                 WatermarkVerdict::InOrder => probe.wm_dirty = true,
             }
+            if probe.max_seq.is_none_or(|m| e.seq > m) {
+                probe.max_seq = Some(e.seq);
+                probe.wm_dirty = true;
+            }
             newest = newest.max(e.ts_ms);
             obs.events.push((e.seq, e.ts_ms));
-            for c in e.contributions() {
+            for c in &contributions {
                 let k = m1_key(&batch.probe, e, c.metric);
                 let w = self.windows.entry(k).or_insert_with(|| OpenWindow {
                     agg: WindowAgg::default(),
                     revision: 0,
                     dirty: false,
                     emitted_closed: false,
+                    applied: EventSet::default(),
                     last_touch_ms: now,
                 });
-                w.agg.add(&c);
-                w.dirty = true;
-                w.last_touch_ms = now;
+                if w.applied.insert(h) {
+                    w.agg.add(c);
+                    w.dirty = true;
+                    w.last_touch_ms = now;
+                }
             }
         }
         EVENTS_AGGREGATED.inc_by(obs.events.len() as u64);
@@ -289,7 +281,7 @@ impl Aggregator {
             WATERMARK_LAG.set((batch.received_ms - newest) as f64 / 1000.0);
         }
         self.set_windows_gauge(before);
-        (obs, applied)
+        obs
     }
 
     /// Commits changed windows (and windows the watermark just closed), watermarks and pending
@@ -302,7 +294,13 @@ impl Aggregator {
             if w.dirty || (closed && !w.emitted_closed) {
                 w.revision += 1;
                 w.dirty = false;
-                rollups.push(Rollup { key: k.clone(), agg: w.agg.clone(), revision: w.revision, closed });
+                rollups.push(Rollup {
+                    key: k.clone(),
+                    agg: w.agg.clone(),
+                    applied: w.applied.clone(),
+                    revision: w.revision,
+                    closed,
+                });
             }
         }
         let watermarks: Vec<(String, ProbeMark)> = self
@@ -320,16 +318,10 @@ impl Aggregator {
             return Box::pin(actix::fut::ready(Ok(())));
         }
         let written: Vec<(WindowKey, bool)> = rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
-        let applied_events: Vec<(String, String, i64)> = pending
-            .iter()
-            .filter_map(|p| p.observation.as_ref().map(|(probe, _)| (probe, &p.applied)))
-            .flat_map(|(probe, applied)| applied.iter().map(move |(id, ts)| (probe.clone(), id.clone(), *ts)))
-            .collect();
         let ws = WriteSet {
             rollups,
             batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
             watermarks: watermarks.clone(),
-            applied_events: applied_events.clone(),
         };
         let writer = self.writer.clone();
         let sessions = self.sessions.clone();
@@ -366,9 +358,6 @@ impl Aggregator {
                 Ok(committed) => {
                     for id in committed {
                         act.pending_ids.remove(&id);
-                    }
-                    for (probe, id, _) in applied_events {
-                        act.pending_events.remove(&(probe, id));
                     }
                     for (k, closed) in written {
                         if closed {
@@ -458,14 +447,9 @@ impl Handler<Process> for Aggregator {
         }
         if self.pending_ids.contains(&batch.id) {
             // Another copy is pending: settle this one with it.
-            self.pending.push(Pending { id: batch.id, acker, observation: None, applied: Vec::new() });
+            self.pending.push(Pending { id: batch.id, acker, observation: None });
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
         }
-        let dedup = self.cfg.dedup_events;
-        // (seq, id) of the batch's events, for the dedup lookup of those at or below the mark
-        let seq_ids: Vec<(u64, String)> =
-            if dedup { batch.events.iter().map(|e| (e.seq, e.event_id.clone())).collect() } else { Vec::new() };
-        let known_max_seq = self.probes.get(&batch.probe).and_then(|p| p.max_seq);
         let need_wm = !self.probes.contains_key(&batch.probe);
         let keys = self.missing_keys(&batch);
         let store = self.store.clone();
@@ -477,17 +461,7 @@ impl Handler<Process> for Aggregator {
             }
             let mark = if need_wm { Some(store.load_mark(&probe).await?.unwrap_or_default()) } else { None };
             let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
-            let max_seq = if need_wm { mark.and_then(|m| m.max_seq) } else { known_max_seq };
-            let to_check: Vec<String> = match max_seq {
-                Some(m) => seq_ids.into_iter().filter(|(seq, _)| *seq <= m).map(|(_, id)| id).collect(),
-                None => Vec::new(),
-            };
-            let applied = if dedup && !to_check.is_empty() {
-                store.applied_events(&probe, &to_check).await?.into_iter().collect()
-            } else {
-                HashSet::new()
-            };
-            Ok(Loaded::Apply { mark, windows, applied })
+            Ok(Loaded::Apply { mark, windows })
         }
         .into_actor(self)
         .then(move |res, act, _ctx| -> ResponseActFuture<Self, Result<(), PipelineError>> {
@@ -510,10 +484,10 @@ impl Handler<Process> for Aggregator {
                         .into_actor(act),
                     )
                 }
-                Ok(Loaded::Apply { mark, windows, applied }) => {
-                    let (obs, applied) = act.apply(&batch, mark, windows, &applied);
+                Ok(Loaded::Apply { mark, windows }) => {
+                    let obs = act.apply(&batch, mark, windows);
                     act.pending_ids.insert(batch.id.clone());
-                    act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)), applied });
+                    act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)) });
                     ACTOR_HANDLER_SECONDS.with_label_values(&["aggregator"]).observe(started.elapsed().as_secs_f64());
                     if act.pending.len() >= act.cfg.flush_batches {
                         act.flush()

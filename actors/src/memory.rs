@@ -18,8 +18,6 @@ use crate::store::{
 struct Inner {
     rollups: BTreeMap<WindowKey, Rollup>,
     batches: HashMap<BatchId, i64>,
-    /// (probe, event_id) → event time
-    applied: HashMap<(String, String), i64>,
     watermarks: HashMap<String, ProbeMark>,
     sessions: BTreeMap<String, SessionState>,
 }
@@ -66,14 +64,12 @@ impl RollupStore for MemoryStore {
             let agg = merge_children(children.iter().map(|c| &c.agg));
             let closed = children.iter().all(|c| c.closed);
             let revision = g.rollups.get(&parent).map_or(1, |p| p.revision + 1);
-            g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, revision, closed });
+            let applied = Default::default();
+            g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, applied, revision, closed });
             *report.written.entry(parent.tier).or_default() += 1;
         }
         for id in ws.batches {
             g.batches.insert(id, now);
-        }
-        for (probe, id, ts) in ws.applied_events {
-            g.applied.insert((probe, id), ts);
         }
         for (probe, mark) in ws.watermarks {
             g.watermarks.entry(probe).or_default().merge(&mark);
@@ -93,11 +89,6 @@ impl RollupStore for MemoryStore {
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
         let g = self.lock()?;
         Ok(ids.iter().filter(|i| g.batches.contains_key(*i)).cloned().collect())
-    }
-
-    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError> {
-        let g = self.lock()?;
-        Ok(event_ids.iter().filter(|id| g.applied.contains_key(&(probe.to_string(), (*id).clone()))).cloned().collect())
     }
 
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
@@ -135,11 +126,10 @@ impl RollupStore for MemoryStore {
 
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let mut g = self.lock()?;
-        let before = g.rollups.len() + g.batches.len() + g.applied.len();
+        let before = g.rollups.len() + g.batches.len();
         g.rollups.retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
         g.batches.retain(|_, at| *at + retention.dedup_ms > now_ms);
-        g.applied.retain(|_, ts| *ts + retention.dedup_ms > now_ms);
-        Ok((before - g.rollups.len() - g.batches.len() - g.applied.len()) as u64)
+        Ok((before - g.rollups.len() - g.batches.len()) as u64)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

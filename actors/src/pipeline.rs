@@ -72,8 +72,7 @@ impl Pipeline {
         cfg: PipelineConfig,
     ) -> Result<Self, BusError> {
         let shards = cfg.shards.max(1);
-        let mut agg_cfg = cfg.aggregator.clone();
-        agg_cfg.dedup_events = !bus.dedups_events();
+        let agg_cfg = cfg.aggregator.clone();
         let writer_arbiter = Arbiter::new();
         let (s, r, every, mb) = (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox);
         let writer =

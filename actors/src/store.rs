@@ -21,9 +21,6 @@ pub struct WriteSet {
     pub batches: Vec<BatchId>,
     /// Per-probe marks (newest event time, highest applied seq), so they survive restarts.
     pub watermarks: Vec<(String, ProbeMark)>,
-    /// (probe, event_id, event time) of every event applied in `rollups`, when the bus does not
-    /// deduplicate: a re-sent event is recognised against these.
-    pub applied_events: Vec<(String, String, i64)>,
 }
 
 /// What the store remembers of a probe's stream. Both fields only grow (a commit keeps the max).
@@ -55,7 +52,7 @@ pub struct Retention {
     pub m1_ms: i64,
     pub h1_ms: i64,
     pub d1_ms: i64,
-    /// How long processed batch ids and seen/applied event ids are remembered.
+    /// How long processed batch ids and seen event ids (ingest dedup) are remembered.
     pub dedup_ms: i64,
 }
 
@@ -115,8 +112,6 @@ pub trait RollupStore: Send + Sync + 'static {
     async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError>;
     /// The subset of `ids` already committed.
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
-    /// The subset of a probe's `event_ids` already applied (recorded through `applied_events`).
-    async fn applied_events(&self, probe: &str, event_ids: &[String]) -> Result<Vec<String>, StoreError>;
     /// Windows of one tier, ordered by (probe, target, metric, start).
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;

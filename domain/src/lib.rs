@@ -11,7 +11,7 @@ pub mod sketch;
 pub mod window;
 
 pub use event::{Event, EventLimits, FieldError, Kind, Metric, Status, WireBatch, WireEvent};
-pub use rollup::{Rollup, RollupSummary, WindowAgg, WindowKey};
+pub use rollup::{event_hash, EventSet, Rollup, RollupSummary, WindowAgg, WindowKey};
 pub use session::{BatchObservation, SessionState, SessionStatus};
 pub use sketch::DdSketch;
 pub use window::{Tier, Watermark, WatermarkVerdict};

@@ -122,11 +122,68 @@ fn clamp(v: f64, min: Option<f64>, max: Option<f64>) -> f64 {
     max.map_or(v, |m| v.min(m))
 }
 
+/// 64-bit FNV-1a of an event id: what a window remembers of each event it contains. Stable across
+/// processes and versions (it is persisted).
+pub fn event_hash(event_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in event_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The events a 1m window contains, as a sorted set of `event_hash`es. Stored with the window's
+/// state in one row, so a window can never count an event twice even when the other writes of a
+/// commit (other windows, batch ids) did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EventSet(Vec<u64>);
+
+impl EventSet {
+    pub fn contains(&self, h: u64) -> bool {
+        self.0.binary_search(&h).is_ok()
+    }
+
+    /// Adds `h`; false if it was there already.
+    pub fn insert(&mut self, h: u64) -> bool {
+        match self.0.binary_search(&h) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, h);
+                true
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// 8 bytes little-endian per hash, ascending.
+    pub fn encode(&self) -> Vec<u8> {
+        self.0.iter().flat_map(|h| h.to_le_bytes()).collect()
+    }
+
+    pub fn decode(buf: &[u8]) -> Option<Self> {
+        if !buf.len().is_multiple_of(8) {
+            return None;
+        }
+        let v: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        v.windows(2).all(|w| w[0] < w[1]).then_some(EventSet(v))
+    }
+}
+
 /// A stored window: its key, state and the revision that orders its versions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rollup {
     pub key: WindowKey,
     pub agg: WindowAgg,
+    /// Events contained (1m windows; empty for derived tiers).
+    pub applied: EventSet,
     /// Incremented each time the window's state is persisted; an upsert with a lower or equal
     /// revision never overwrites a higher one.
     pub revision: u64,
@@ -188,6 +245,22 @@ mod tests {
         assert_eq!(s.loss_pct, Some(10.0));
         assert_eq!(s.jitter_ms, Some(2.0));
         assert_eq!(s.errors.get("timeout"), Some(&1));
+    }
+
+    #[test]
+    fn event_sets_round_trip_and_reject_garbage() {
+        let mut s = EventSet::default();
+        assert!(s.insert(event_hash("b")));
+        assert!(s.insert(event_hash("a")));
+        assert!(!s.insert(event_hash("a")));
+        assert!(s.contains(event_hash("b")) && !s.contains(event_hash("c")));
+        assert_eq!(EventSet::decode(&s.encode()), Some(s.clone()));
+        assert_eq!(EventSet::decode(&[1, 2, 3]), None);
+        let mut unsorted = s.encode();
+        unsorted.rotate_left(8);
+        assert_eq!(EventSet::decode(&unsorted), None);
+        assert_eq!(event_hash("probe-1-42"), event_hash("probe-1-42"));
+        assert_eq!(event_hash(""), 0xcbf2_9ce4_8422_2325);
     }
 
     #[test]

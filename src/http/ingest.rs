@@ -256,43 +256,9 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
             .retry_after(wait),
         ));
     }
-    // A bus that does not deduplicate at publish (a broker) gets the events already applied
-    // filtered out here, best effort; the aggregators deduplicate authoritatively.
-    let mut known_duplicates = 0;
-    if !state.bus.dedups_events() {
-        // Only events at or below the probe's highest applied seq can have been applied before.
-        let max_seq = match state.store.load_mark(&probe).await {
-            Ok(m) => m.and_then(|m| m.max_seq),
-            Err(error) => {
-                tracing::debug!(%error, "duplicate pre-check skipped");
-                None
-            }
-        };
-        let ids: Vec<String> = match max_seq {
-            Some(m) => events.iter().filter(|e| e.seq <= m).map(|e| e.event_id.clone()).collect(),
-            None => Vec::new(),
-        };
-        let seen = if ids.is_empty() { Ok(Vec::new()) } else { state.store.applied_events(&probe, &ids).await };
-        match seen {
-            Ok(seen) if !seen.is_empty() => {
-                let seen: std::collections::HashSet<String> = seen.into_iter().collect();
-                events.retain(|e| !seen.contains(&e.event_id));
-                known_duplicates = seen.len();
-            }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "duplicate pre-check skipped"),
-        }
-        if events.is_empty() {
-            EVENTS_DUPLICATE.inc_by(known_duplicates as u64);
-            return Ok(HttpResponse::Accepted().json(serde_json::json!({
-                "accepted": 0, "duplicates": known_duplicates, "batch_id": null,
-            })));
-        }
-    }
-    match state.bus.publish(&probe, events, now).await.map(|mut p| {
-        p.duplicates += known_duplicates;
-        p
-    }) {
+    // Over a broker, re-sent events are recognised downstream (each window knows its events);
+    // `duplicates` here counts what the bus itself recognised.
+    match state.bus.publish(&probe, events, now).await {
         Ok(p) => {
             EVENTS_ACCEPTED.inc_by(p.accepted as u64);
             EVENTS_DUPLICATE.inc_by(p.duplicates as u64);

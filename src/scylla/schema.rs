@@ -16,7 +16,8 @@ pub const BUCKET_1D_MS: i64 = 366 * 86_400_000; // a year
 
 /// Columns of a window's mergeable state, shared by the per-probe and by-target tables.
 const STATE_COLUMNS: &str = "revision bigint, closed boolean, events bigint, count bigint, min double, max double, \
-sum double, sent bigint, received bigint, jitter_sum double, jitter_n bigint, errors map<text, bigint>, sketch blob";
+sum double, sent bigint, received bigint, jitter_sum double, jitter_n bigint, errors map<text, bigint>, sketch blob, \
+applied blob";
 
 fn replication(cfg: &Config) -> String {
     let s = &cfg.scylla;
@@ -69,10 +70,6 @@ pub fn statements(cfg: &Config) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {ks}.processed_batches (batch_id text PRIMARY KEY, at_ms bigint) \
              WITH default_time_to_live = {dedup_s}"
         ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.applied_events (probe text, event_id text, ts_ms bigint, \
-             PRIMARY KEY ((probe, event_id))) WITH default_time_to_live = {dedup_s}"
-        ),
         // max_event_ms and max_seq are written USING TIMESTAMP <value>, so last-write-wins keeps the maximum.
         format!("CREATE TABLE IF NOT EXISTS {ks}.probe_marks (probe text PRIMARY KEY, max_event_ms bigint, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.probe_sessions (probe text PRIMARY KEY, state text, updated_ms bigint)"),
@@ -124,7 +121,6 @@ mod tests {
             "rollups_by_target_1h",
             "rollups_by_target_1d",
             "processed_batches",
-            "applied_events",
             "probe_marks",
             "probe_sessions",
             "incidents",
