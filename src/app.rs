@@ -60,6 +60,11 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         _ => Arc::new(db.clone()),
     };
     let store: Arc<dyn RollupStore> = Arc::new(db.clone());
+    // Connect the publisher now, on this (the main) runtime, so its I/O outlives the HTTP workers;
+    // an unreachable broker is not fatal here (ingest answers 503 and retries the connection).
+    if let Err(error) = bus.ready().await {
+        tracing::warn!(%error, bus = bus.name(), "bus not ready at start");
+    }
     let pipeline = if roles.aggregate {
         Some(Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?)
     } else {
@@ -127,6 +132,7 @@ impl RunningApp {
             tracing::info!("draining: committing open windows as partial revisions");
             p.drain().await?;
         }
+        self.state.bus.close().await;
         tracing::info!("drained");
         Ok(())
     }

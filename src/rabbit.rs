@@ -282,6 +282,10 @@ struct Inner {
     cfg: RabbitConfig,
     publisher: Mutex<PublisherState>,
     epoch: AtomicU64,
+    /// Set by `close`: the consumer loop closes its connection and ends.
+    closing: tokio::sync::watch::Sender<bool>,
+    /// The consumer loop, awaited by `close`.
+    consumer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The RabbitMQ bus.
@@ -305,6 +309,8 @@ impl RabbitBus {
                     rotation: 0,
                 }),
                 epoch: AtomicU64::new(0),
+                closing: tokio::sync::watch::channel(false).0,
+                consumer: std::sync::Mutex::new(None),
                 cfg,
             }),
         }
@@ -438,8 +444,13 @@ impl RabbitBus {
         tracing::info!(shards = names.shards.len(), prefetch_per_shard = per_shard, epoch, "consuming shard queues");
         let mut merged = futures_util::stream::select_all(streams);
         let mut depth_tick = tokio::time::interval(Duration::from_secs(5));
+        let mut closing = self.inner.closing.subscribe();
         loop {
             tokio::select! {
+                _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                    let _ = tokio::time::timeout(self.op(), conn.close(200, "shutdown")).await;
+                    return Ok(());
+                }
                 next = merged.next() => {
                     let delivery = match next {
                         Some(Ok(d)) => d,
@@ -594,7 +605,7 @@ impl EventBus for RabbitBus {
     async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
         let (tx, rx) = mpsc::channel(prefetch.max(1));
         let me = self.clone();
-        tokio::spawn(async move {
+        let handle = tokio::spawn(async move {
             let mut backoff = Backoff::new(&me.inner.cfg);
             let mut rotation = 0;
             loop {
@@ -603,6 +614,10 @@ impl EventBus for RabbitBus {
                     return;
                 }
                 let started = Instant::now();
+                let stop = *me.inner.closing.borrow();
+                if stop {
+                    return;
+                }
                 match me.consume_once(&tx, prefetch, epoch, rotation).await {
                     Ok(()) => return,
                     Err(error) => tracing::warn!(%error, "consumer lost the broker; reconnecting"),
@@ -614,6 +629,9 @@ impl EventBus for RabbitBus {
                 tokio::time::sleep(backoff.delay()).await;
             }
         });
+        if let Ok(mut c) = self.inner.consumer.lock() {
+            *c = Some(handle);
+        }
         Ok(rx)
     }
 
@@ -627,5 +645,18 @@ impl EventBus for RabbitBus {
 
     fn name(&self) -> &'static str {
         "rabbitmq"
+    }
+
+    async fn close(&self) {
+        self.inner.closing.send_replace(true);
+        let consumer = self.inner.consumer.lock().ok().and_then(|mut c| c.take());
+        if let Some(h) = consumer {
+            let _ = tokio::time::timeout(self.op(), h).await;
+        }
+        let mut st = self.inner.publisher.lock().await;
+        st.channel = None;
+        if let Some(c) = st.conn.take() {
+            let _ = tokio::time::timeout(self.op(), c.close(200, "shutdown")).await;
+        }
     }
 }

@@ -101,4 +101,6 @@ pub trait EventBus: Send + Sync + 'static {
     async fn ready(&self) -> Result<(), BusError>;
     /// Short name for health reports and logs.
     fn name(&self) -> &'static str;
+    /// Stops consuming and closes connections (after the pipeline drained). Default: nothing to do.
+    async fn close(&self) {}
 }
