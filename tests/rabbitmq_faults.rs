@@ -48,6 +48,21 @@ async fn stored_by_minute(client: &awc::Client, url: &str, token: &str, from: i6
         .collect()
 }
 
+/// Waits until every event of batches `0..seq` is aggregated (plus a moment for any double
+/// application to show), then returns (oracle, stored) per minute.
+async fn settle(t: &TestApp, base: i64, seq: i64) -> (BTreeMap<i64, u64>, BTreeMap<i64, u64>) {
+    let oracle = minute_oracle(base, 0..seq);
+    let expected: u64 = oracle.values().sum();
+    let (from, to) = (base, base + seq * STEP_MS + 120_000);
+    let base_url = format!("http://{}", t.app.addr);
+    eventually(120, "every acknowledged event aggregated", || async {
+        (total_count(&t.client, &base_url, &t.query_token, "rtt", from, to).await >= expected).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    (oracle, stored_by_minute(&t.client, &base_url, &t.query_token, from, to).await)
+}
+
 /// (registered consumers, tags of the active ones) per shard queue, from the management API.
 async fn shard_consumers(client: &awc::Client, prefix: &str, shards: usize) -> Vec<(usize, Vec<String>)> {
     let mut out = Vec::new();
@@ -232,16 +247,8 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
         .await;
         assert_eq!(r.status, 202);
     }
-    let oracle = minute_oracle(base, 0..seq);
+    let (oracle, stored) = settle(&t, base, seq).await;
     let expected: u64 = oracle.values().sum();
-    let (from, to) = (base, base + seq * STEP_MS + 120_000);
-    let base_url = format!("http://{}", t.app.addr);
-    eventually(120, "every acknowledged event aggregated", || async {
-        (total_count(&t.client, &base_url, &t.query_token, "rtt", from, to).await >= expected).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let stored = stored_by_minute(&t.client, &base_url, &t.query_token, from, to).await;
     let stored_total: u64 = stored.values().sum();
     let m = get_text(&t.client, &t.app.url("/metrics")).await;
     eprintln!(
@@ -356,16 +363,8 @@ async fn cluster_node_sigkill_under_load_loses_no_confirmed_event() {
         })
         .await;
     }
-    let oracle = minute_oracle(base, 0..seq);
+    let (oracle, stored) = settle(&t, base, seq).await;
     let expected: u64 = oracle.values().sum();
-    let (from, to) = (base, base + seq * STEP_MS + 120_000);
-    let base_url = format!("http://{}", t.app.addr);
-    eventually(120, "every confirmed event aggregated", || async {
-        (total_count(&t.client, &base_url, &t.query_token, "rtt", from, to).await >= expected).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let stored = stored_by_minute(&t.client, &base_url, &t.query_token, from, to).await;
     eprintln!(
         "cluster node loss: {ok} × 202, {unavailable} × 503; {} events expected, {} stored; longest publish stall {} ms",
         expected / 3,

@@ -423,13 +423,7 @@ impl Supervised for Aggregator {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         ACTOR_RESTARTS.with_label_values(&["aggregator"]).inc();
         tracing::warn!(shard = self.shard, "aggregator restarting; state is rebuilt from the store");
-        let before = self.windows.len();
-        self.windows.clear();
-        self.probes.clear();
-        // Dropping the ackers requeues the uncommitted batches.
-        self.pending.clear();
-        self.pending_ids.clear();
-        self.set_windows_gauge(before);
+        self.clear();
     }
 }
 
