@@ -133,6 +133,12 @@ pub fn init() {
     for t in ["1m", "1h", "1d"] {
         ROLLUPS_WRITTEN.with_label_values(&[t]);
     }
+    for op in ["commit", "prune"] {
+        STORE_ERRORS.with_label_values(&[op]);
+    }
+    for a in ["aggregator", "session", "writer"] {
+        ACTOR_HANDLER_SECONDS.with_label_values(&[a]);
+    }
 }
 
 /// Sends a message with `send().await` (backpressure) while keeping the mailbox-depth gauge.
