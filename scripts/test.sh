@@ -24,8 +24,18 @@ if [ -n "${NETQOE_SCYLLA_URI:-}" ]; then
 else
   echo "NETQOE_SCYLLA_URI is not set: the Scylla tests are skipped (shown as ignored)"
 fi
-cargo test --workspace --locked -- --show-output "${extra[@]}" 2>&1 | tee "$log"
+promtool=$(bash scripts/ensure-promtool.sh) || promtool=""
+export NETQOE_PROMTOOL=$promtool
+cargo test --workspace --locked -- --show-output --skip promtool_accepts_the_config_and_the_rules "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+echo "== promtool checks (deploy/prometheus)"
+if [ -n "$promtool" ]; then
+  cargo test --locked --test monitoring -- --include-ignored promtool 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+else
+  echo "promtool could not be provided (Debian's prometheus package): failing"
+  status=1
+fi
 set -e
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
