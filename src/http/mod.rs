@@ -37,7 +37,20 @@ pub struct AppState {
 pub fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(ingest::post_events))
         .route("/v1/rollups", web::get().to(query::rollups))
-        .route("/v1/probes", web::get().to(query::probes));
+        .route("/v1/probes", web::get().to(query::probes))
+        .route("/dashboard", web::get().to(dashboard));
+}
+
+/// The built-in live page: one self-contained HTML document (no external assets), reading
+/// `/metrics`, `/v1/rollups` and `/v1/probes` from the same origin.
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+        ))
+        .body(include_str!("dashboard.html"))
 }
 
 /// Health and metrics (every role).
