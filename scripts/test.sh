@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, clippy (-D warnings), every unit, property, contract and
-# integration test. Starts RabbitMQ first (installing it if needed) for the broker tests.
+# integration test. Starts RabbitMQ first (installing it if needed) for the broker tests; provides
+# promtool and chromium for the monitoring and dashboard checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,14 +27,28 @@ else
 fi
 promtool=$(bash scripts/ensure-promtool.sh) || promtool=""
 export NETQOE_PROMTOOL=$promtool
-cargo test --workspace --locked -- --show-output --skip promtool_accepts_the_config_and_the_rules "${extra[@]}" 2>&1 | tee "$log"
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing Debian's chromium for the dashboard browser test"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
+fi
+export NETQOE_CHROMIUM=$(command -v chromium || true)
+cargo test --workspace --locked -- --show-output \
+  --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_actor_rows_and_a_chart \
+  "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-echo "== promtool checks (deploy/prometheus)"
+echo "== tool-backed checks: promtool (deploy/prometheus), headless chromium (/dashboard)"
 if [ -n "$promtool" ]; then
   cargo test --locked --test monitoring -- --include-ignored promtool 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
 else
   echo "promtool could not be provided (Debian's prometheus package): failing"
+  status=1
+fi
+if [ -n "$NETQOE_CHROMIUM" ]; then
+  cargo test --locked --test dashboard -- --include-ignored --show-output headless 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+else
+  echo "chromium could not be installed: failing"
   status=1
 fi
 set -e

@@ -62,3 +62,71 @@ async fn the_dashboard_is_self_contained_and_its_data_is_there() {
     assert!(m.contains("netqoe_actor_messages_total{actor=\"aggregator\"}"));
     t.app.shutdown().await.unwrap();
 }
+
+/// Headless Chromium renders the page after events were fed: actor rows and at least one chart are
+/// in the DOM, and a screenshot is saved as target/dashboard.png. scripts/test.sh installs
+/// Debian's chromium and runs this test.
+#[actix_rt::test]
+#[ignore = "needs chromium: scripts/test.sh installs Debian's chromium and runs this test"]
+async fn headless_chromium_shows_actor_rows_and_a_chart() {
+    let chromium = std::env::var("NETQOE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let t = start(1, &[]).await;
+    let now = netqoe_actors::now_ms();
+    let events: Vec<_> = (0..30)
+        .map(|i| {
+            json!({"event_id": format!("c{i}"), "seq": i, "ts": rfc3339(now - 600_000 + i * 20_000),
+                        "target": if i % 2 == 0 { "cdn.example" } else { "dns.example" },
+                        "kind": "udp", "rtt_samples_ms": [10.0 + (i % 7) as f64, 12.0], "sent": 2, "received": 2})
+        })
+        .collect();
+    assert_eq!(
+        post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events))
+            .await
+            .status,
+        202
+    );
+    let base = format!("http://{}", t.app.addr);
+    eventually(20, "events aggregated", || async {
+        (total_count(&t.client, &base, &t.query_token, "rtt", now - 3_600_000, now + 60_000).await == 60).then_some(())
+    })
+    .await;
+    let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
+    let profile = tempfile::tempdir().unwrap();
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    let flags = |extra: &str| {
+        let mut c = std::process::Command::new(&chromium);
+        c.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1300,900",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(extra)
+        .arg(&url);
+        c
+    };
+    // chromium blocks; run it off the actix thread so the server keeps answering
+    let (dom, shot_status) = tokio::task::spawn_blocking({
+        let mut dump = flags("--dump-dom");
+        let mut screenshot = flags(&format!("--screenshot={}", shot.display()));
+        move || (dump.output().expect("chromium runs"), screenshot.output().expect("chromium runs").status)
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    for actor in ["aggregator", "session", "writer"] {
+        assert!(dom.contains(&format!("<td>{actor}</td>")), "actor row {actor} rendered:\n{dom}");
+    }
+    assert!(dom.contains("<polyline"), "at least one chart rendered:\n{dom}");
+    assert!(dom.contains("cdn.example") && dom.contains("online"), "targets and probes rendered");
+    assert!(shot_status.success() && shot.exists(), "screenshot saved at {}", shot.display());
+    eprintln!("dashboard screenshot: {}", shot.display());
+    t.app.shutdown().await.unwrap();
+}
