@@ -12,6 +12,9 @@ struct Cli {
     /// Configuration file (TOML); layered over the built-in defaults, under NETQOE__* variables.
     #[arg(long, global = true, env = "NETQOE_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format, overriding log.format: "plain" or "json".
+    #[arg(long, global = true, value_parser = ["plain", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -153,6 +156,9 @@ fn main() -> ExitCode {
                 _ => (netqoe::app::Roles::AGGREGATE, None),
             };
             let mut env: Vec<(String, String)> = std::env::vars().collect();
+            if let Some(f) = &cli.log_format {
+                env.push(("NETQOE__LOG__FORMAT".into(), f.clone()));
+            }
             if let Some(b) = bus {
                 env.push(("NETQOE__BUS__KIND".into(), b));
             }

@@ -277,6 +277,10 @@ impl Aggregator {
             }
         }
         EVENTS_AGGREGATED.inc_by(obs.events.len() as u64);
+        tracing::debug!(
+            batch = %batch.id, probe = %batch.probe, shard = self.shard, applied = obs.events.len(),
+            duplicates = obs.duplicates, late_dropped = obs.late_dropped, "batch applied"
+        );
         if newest > i64::MIN {
             WATERMARK_LAG.set((batch.received_ms - newest) as f64 / 1000.0);
         }
@@ -356,6 +360,7 @@ impl Aggregator {
             .into_actor(self)
             .map(move |res, act, _ctx| match res {
                 Ok(committed) => {
+                    tracing::debug!(shard = act.shard, batches = ?committed, "batches committed and acked");
                     for id in committed {
                         act.pending_ids.remove(&id);
                     }

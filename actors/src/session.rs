@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use netqoe_domain::{BatchObservation, SessionState};
 
-use crate::metrics::{ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, SESSIONS_ACTIVE};
+use crate::metrics::{ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, SESSIONS_ACTIVE};
 use crate::store::{RollupStore, StoreError};
 
 #[derive(Clone, Debug)]
@@ -169,8 +169,10 @@ impl Handler<Apply> for SessionActor {
     type Result = ();
     fn handle(&mut self, msg: Apply, _ctx: &mut Context<Self>) {
         ACTOR_MESSAGES.with_label_values(&["session"]).inc();
+        let started = std::time::Instant::now();
         self.state.observe(&msg.0);
         self.dirty = true;
+        ACTOR_HANDLER_SECONDS.with_label_values(&["session"]).observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use crate::metrics::{
-    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, ROLLUPS_WRITTEN, STORE_ERRORS, STORE_IN_FLIGHT, STORE_WRITE_SECONDS,
+    ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, ROLLUPS_WRITTEN, STORE_ERRORS,
+    STORE_IN_FLIGHT, STORE_WRITE_SECONDS,
 };
 use crate::store::{CommitReport, Retention, RollupStore, StoreError, WriteSet};
 
@@ -77,6 +78,7 @@ impl Handler<Write> for RollupWriter {
                 let r = store.commit(msg.0).await;
                 STORE_IN_FLIGHT.dec();
                 STORE_WRITE_SECONDS.observe(started.elapsed().as_secs_f64());
+                ACTOR_HANDLER_SECONDS.with_label_values(&["writer"]).observe(started.elapsed().as_secs_f64());
                 match &r {
                     Ok(report) => {
                         for (tier, n) in &report.written {
