@@ -7,6 +7,31 @@ mod common;
 use common::*;
 use serde_json::json;
 
+/// Posts `n` UDP events over the last minutes (alternating two targets) and waits until aggregated.
+async fn feed(t: &TestApp, n: i64) -> i64 {
+    let now = netqoe_actors::now_ms();
+    let events: Vec<_> = (0..n)
+        .map(|i| {
+            json!({"event_id": format!("c{i}"), "seq": i, "ts": rfc3339(now - 600_000 + i * 20_000),
+                        "target": if i % 2 == 0 { "cdn.example" } else { "dns.example" },
+                        "kind": "udp", "rtt_samples_ms": [10.0 + (i % 7) as f64, 12.0], "sent": 3, "received": 2})
+        })
+        .collect();
+    assert_eq!(
+        post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events))
+            .await
+            .status,
+        202
+    );
+    let base = format!("http://{}", t.app.addr);
+    eventually(20, "events aggregated", || async {
+        (total_count(&t.client, &base, &t.query_token, "rtt", now - 3_600_000, now + 60_000).await == 2 * n as u64)
+            .then_some(())
+    })
+    .await;
+    now
+}
+
 #[actix_rt::test]
 async fn the_dashboard_is_self_contained_and_its_data_is_there() {
     let t = start(1, &[]).await;
@@ -23,22 +48,7 @@ async fn the_dashboard_is_self_contained_and_its_data_is_there() {
     }
 
     // feed events, then check the fields the page renders exist
-    let now = netqoe_actors::now_ms();
-    let events: Vec<_> = (0..12)
-        .map(|i| json!({"event_id": format!("d{i}"), "seq": i, "ts": rfc3339(now - 300_000 + i * 20_000), "target": "cdn.example",
-                        "kind": "udp", "rtt_samples_ms": [10.0 + i as f64, 12.0], "sent": 3, "received": 2}))
-        .collect();
-    assert_eq!(
-        post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events))
-            .await
-            .status,
-        202
-    );
-    let base = format!("http://{}", t.app.addr);
-    eventually(20, "events aggregated", || async {
-        (total_count(&t.client, &base, &t.query_token, "rtt", now - 3_600_000, now + 60_000).await == 24).then_some(())
-    })
-    .await;
+    let now = feed(&t, 12).await;
     let r = get(
         &t.client,
         &t.app.url(&format!(
@@ -71,25 +81,7 @@ async fn the_dashboard_is_self_contained_and_its_data_is_there() {
 async fn headless_chromium_shows_actor_rows_and_a_chart() {
     let chromium = std::env::var("NETQOE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let t = start(1, &[]).await;
-    let now = netqoe_actors::now_ms();
-    let events: Vec<_> = (0..30)
-        .map(|i| {
-            json!({"event_id": format!("c{i}"), "seq": i, "ts": rfc3339(now - 600_000 + i * 20_000),
-                        "target": if i % 2 == 0 { "cdn.example" } else { "dns.example" },
-                        "kind": "udp", "rtt_samples_ms": [10.0 + (i % 7) as f64, 12.0], "sent": 2, "received": 2})
-        })
-        .collect();
-    assert_eq!(
-        post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events))
-            .await
-            .status,
-        202
-    );
-    let base = format!("http://{}", t.app.addr);
-    eventually(20, "events aggregated", || async {
-        (total_count(&t.client, &base, &t.query_token, "rtt", now - 3_600_000, now + 60_000).await == 60).then_some(())
-    })
-    .await;
+    feed(&t, 30).await;
     let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
     let profile = tempfile::tempdir().unwrap();
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");

@@ -96,17 +96,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
         (total_count(&client, &base_url, &query_token, "rtt", from, to).await == expected).then_some(())
     })
     .await;
-    let r = get(&client, &format!("{base_url}/v1/rollups?metric=rtt&from={from}&to={to}"), Some(&query_token)).await;
-    let got: BTreeMap<i64, u64> = r.body["rollups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let s =
-                chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
-            (s, w["count"].as_u64().unwrap())
-        })
-        .collect();
+    let got = stored_by_minute(&client, &base_url, &query_token, from, to).await;
     assert_eq!(got, oracle, "per-window counts equal the accepted events, once each");
     let r = get(&client, &format!("{base_url}/v1/probes"), Some(&query_token)).await;
     assert_eq!(r.body["probes"][0]["probe"], "p1");

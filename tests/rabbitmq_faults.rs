@@ -33,21 +33,6 @@ fn minute_oracle(base: i64, seqs: impl Iterator<Item = i64>) -> BTreeMap<i64, u6
     o
 }
 
-async fn stored_by_minute(client: &awc::Client, url: &str, token: &str, from: i64, to: i64) -> BTreeMap<i64, u64> {
-    let r = get(client, &format!("{url}/v1/rollups?metric=rtt&from={from}&to={to}&limit=100000"), Some(token)).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["rollups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| {
-            let s =
-                chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
-            (s, w["count"].as_u64().unwrap())
-        })
-        .collect()
-}
-
 /// Waits until every event of batches `0..seq` is aggregated (plus a moment for any double
 /// application to show), then returns (oracle, stored) per minute.
 async fn settle(t: &TestApp, base: i64, seq: i64) -> (BTreeMap<i64, u64>, BTreeMap<i64, u64>) {

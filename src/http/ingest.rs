@@ -283,12 +283,13 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
                 "batch_id": p.batch_id,
             })))
         }
-        Err(e) if e.retryable() => {
-            tracing::warn!(error = %e, %probe, "publish failed; answering 503");
-            Err(reject("unavailable", n, Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s)))
-        }
         Err(e) => {
-            tracing::error!(error = %e, %probe, "publish failed");
+            // Nothing was stored either way; the probe keeps the batch and retries after Retry-After.
+            if e.retryable() {
+                tracing::warn!(error = %e, %probe, "publish failed; answering 503");
+            } else {
+                tracing::error!(error = %e, %probe, "publish failed; answering 503");
+            }
             Err(reject("unavailable", n, Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s)))
         }
     }

@@ -274,3 +274,25 @@ impl Drop for ChildGuard {
 
 /// Serialises the tests of one binary that use the shared broker (alarms, restarts, clusters).
 pub static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Stored 1m RTT sample counts per window start (query API).
+pub async fn stored_by_minute(
+    client: &awc::Client,
+    url: &str,
+    token: &str,
+    from: i64,
+    to: i64,
+) -> std::collections::BTreeMap<i64, u64> {
+    let r = get(client, &format!("{url}/v1/rollups?metric=rtt&from={from}&to={to}&limit=100000"), Some(token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["rollups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let s =
+                chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
+            (s, w["count"].as_u64().unwrap())
+        })
+        .collect()
+}
