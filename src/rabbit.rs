@@ -26,6 +26,7 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use netqoe_actors::bus::{Acker, Batch, BusError, Delivery, EventBus, Incoming, Published};
+use netqoe_actors::metrics::reg;
 use netqoe_domain::Event;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use rand::Rng;
@@ -37,13 +38,6 @@ use crate::config::{redact_uri, RabbitConfig};
 /// Version of the envelope carried in every message.
 pub const ENVELOPE_VERSION: u32 = 1;
 pub const CONTENT_TYPE: &str = "application/vnd.netqoe.batch.v1+json";
-
-fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
-    if let Err(e) = netqoe_actors::metrics::registry().register(Box::new(c.clone())) {
-        tracing::error!(error = %e, "metric registration failed");
-    }
-    c
-}
 
 pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(

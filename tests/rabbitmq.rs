@@ -11,10 +11,6 @@ use common::*;
 use netqoe::rabbit::RabbitBus;
 use serde_json::{json, Value};
 
-fn overrides(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
-}
-
 fn events_for(probe: &str, base: i64, from_seq: i64, n: i64, rng: &mut Rng) -> Vec<Value> {
     (from_seq..from_seq + n)
         .map(|seq| {
@@ -52,7 +48,7 @@ async fn rollup_map(client: &awc::Client, base_url: &str, token: &str, from: i64
 async fn through_the_broker_rollups_equal_the_embedded_run() {
     let _g = BROKER.lock().await;
     let prefix = unique_prefix("e2e");
-    let rabbit = start(3, &overrides(&rabbit_overrides(&prefix, 4))).await;
+    let rabbit = start_with(3, &rabbit_overrides(&prefix, 4)).await;
     let embedded = start(3, &[]).await;
     let base = base_ms() + 5 * 60_000;
     let mut total = 0u64;
@@ -98,7 +94,7 @@ async fn poison_messages_go_to_the_dlq_and_other_probes_are_unaffected() {
     let prefix = unique_prefix("dlq");
     let mut ov = rabbit_overrides(&prefix, 2);
     ov.push(("NETQOE__RABBITMQ__DELIVERY_LIMIT".into(), "3".into()));
-    let t = start(2, &overrides(&ov)).await;
+    let t = start_with(2, &ov).await;
     let bus = RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
     bus.publish_raw(0, b"this is not an envelope").await.unwrap();
     bus.publish_raw(1, br#"{"v":99,"batch_id":"x","probe":"p","received_ms":0,"duplicates":0,"events":[]}"#)
@@ -157,7 +153,7 @@ async fn memory_alarm_answers_503_within_the_publish_timeout_and_recovers() {
     let prefix = unique_prefix("alarm");
     let mut ov = rabbit_overrides(&prefix, 2);
     ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "1500".into()));
-    let t = start(1, &overrides(&ov)).await;
+    let t = start_with(1, &ov).await;
     let token = t.probes[0].1.clone();
     let base = base_ms();
     let mut rng = Rng(5);

@@ -159,8 +159,7 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
     let mut ov = rabbit_overrides(&prefix, 4);
     ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "2000".into()));
     ov.push(("NETQOE__RABBITMQ__CONNECT_TIMEOUT_MS".into(), "1000".into()));
-    let ov: Vec<(&str, &str)> = ov.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let t = start(1, &ov).await;
+    let t = start_with(1, &ov).await;
     let token = t.probes[0].1.clone();
     let url = t.app.url("/v1/events");
     let base = netqoe_actors::now_ms() / 60_000 * 60_000 - 90 * 60_000;
@@ -293,8 +292,7 @@ async fn cluster_node_sigkill_under_load_loses_no_confirmed_event() {
     ov.push(("NETQOE__RABBITMQ__URIS".into(), uris.into()));
     ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "3000".into()));
     ov.push(("NETQOE__RABBITMQ__CONNECT_TIMEOUT_MS".into(), "1000".into()));
-    let ov: Vec<(&str, &str)> = ov.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let t = start(1, &ov).await;
+    let t = start_with(1, &ov).await;
     let token = t.probes[0].1.clone();
     let url = t.app.url("/v1/events");
     let base = netqoe_actors::now_ms() / 60_000 * 60_000 - 90 * 60_000;

@@ -16,8 +16,9 @@ pub fn registry() -> &'static Registry {
     &REGISTRY
 }
 
-fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
-    // Registration only fails on a duplicate name, which would be a bug caught by the metrics test.
+/// Registers a collector in the process registry and returns it (for `LazyLock` declarations in
+/// any crate). Registration only fails on a duplicate name, a bug the metrics test catches.
+pub fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     if let Err(e) = REGISTRY.register(Box::new(c.clone())) {
         tracing::error!(error = %e, "metric registration failed");
     }

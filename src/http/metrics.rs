@@ -4,14 +4,8 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
+use netqoe_actors::metrics::reg;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder};
-
-fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
-    if let Err(e) = netqoe_actors::metrics::registry().register(Box::new(c.clone())) {
-        tracing::error!(error = %e, "metric registration failed");
-    }
-    c
-}
 
 pub static EVENTS_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
     reg(IntCounter::new("netqoe_events_accepted_total", "Events accepted by ingest and made durable").expect("metric"))

@@ -64,6 +64,12 @@ pub async fn start(n: usize, overrides: &[(&str, &str)]) -> TestApp {
     TestApp { app, dir, probes, query_token, revoked_token, client }
 }
 
+/// `start` with owned overrides (as built by `rabbit_overrides`).
+pub async fn start_with(n: usize, overrides: &[(String, String)]) -> TestApp {
+    let borrowed: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    start(n, &borrowed).await
+}
+
 /// Minute-aligned epoch ms, two hours back from now (inside every acceptance horizon).
 pub fn base_ms() -> i64 {
     let now = netqoe_actors::now_ms();
