@@ -20,14 +20,18 @@ use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, In
 use netqoe_actors::store::{
     parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
 };
+use netqoe_domain::codec;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
-use netqoe_domain::{Event, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+use netqoe_domain::{event_hash, Event, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// 2: rollups.applied (per-window event set), watermarks.max_seq; applied_events dropped.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: window_events (a window's event set as one delta row per revision, instead of the whole
+///    set rewritten in its rollups row at every revision); seen_ids (ingest dedup keyed by the
+///    event id's 64-bit hash) replaces seen_events.
+const SCHEMA_VERSION: i64 = 3;
 /// Most jobs folded into one transaction.
 const GROUP_MAX: usize = 512;
 /// Queue in front of the writer thread (bounded: callers wait).
@@ -54,13 +58,22 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS seen_events (
+CREATE TABLE IF NOT EXISTS seen_ids (
     probe TEXT NOT NULL,
-    event_id TEXT NOT NULL,
+    h INTEGER NOT NULL,
     ts_ms INTEGER NOT NULL,
-    PRIMARY KEY (probe, event_id)
+    PRIMARY KEY (probe, h)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_events_ts ON seen_events (ts_ms);
+CREATE INDEX IF NOT EXISTS seen_ids_ts ON seen_ids (ts_ms);
+CREATE TABLE IF NOT EXISTS window_events (
+    start_ms INTEGER NOT NULL,
+    probe TEXT NOT NULL,
+    target TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    hashes BLOB NOT NULL,
+    PRIMARY KEY (start_ms, probe, target, metric, revision)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups (
     tier TEXT NOT NULL,
     probe TEXT NOT NULL,
@@ -115,12 +128,33 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
 type Reply<T> = oneshot::Sender<T>;
 
 enum Job {
-    Publish { probe: String, events: Vec<Event>, received_ms: i64, reply: Reply<Result<Published, String>> },
-    Commit { ws: WriteSet, reply: Reply<Result<CommitReport, String>> },
-    Ack { id: i64 },
-    DeadLetter { id: i64, reason: String },
-    SaveSessions { sessions: Vec<SessionState>, reply: Reply<Result<(), String>> },
-    Prune { now_ms: i64, retention: Retention, reply: Reply<Result<u64, String>> },
+    Publish {
+        probe: String,
+        events: Vec<Event>,
+        encoded: Vec<u8>,
+        received_ms: i64,
+        reply: Reply<Result<Published, String>>,
+    },
+    Commit {
+        ws: WriteSet,
+        reply: Reply<Result<CommitReport, String>>,
+    },
+    Ack {
+        id: i64,
+    },
+    DeadLetter {
+        id: i64,
+        reason: String,
+    },
+    SaveSessions {
+        sessions: Vec<SessionState>,
+        reply: Reply<Result<(), String>>,
+    },
+    Prune {
+        now_ms: i64,
+        retention: Retention,
+        reply: Reply<Result<u64, String>>,
+    },
 }
 
 /// Journal delivery bookkeeping for the consumer.
@@ -169,12 +203,15 @@ impl Sqlite {
                 conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
-            Some(1) => {
-                ensure_column(&conn, "rollups", "applied", "BLOB NOT NULL DEFAULT x''")?;
-                ensure_column(&conn, "watermarks", "max_seq", "INTEGER")?;
-                conn.execute_batch("DROP TABLE IF EXISTS applied_events")?;
+            Some(v @ (1 | 2)) => {
+                if v == 1 {
+                    ensure_column(&conn, "rollups", "applied", "BLOB NOT NULL DEFAULT x''")?;
+                    ensure_column(&conn, "watermarks", "max_seq", "INTEGER")?;
+                    conn.execute_batch("DROP TABLE IF EXISTS applied_events")?;
+                }
+                migrate_seen_events(&conn)?;
                 conn.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
-                tracing::info!(path = %path.display(), "store migrated from schema version 1 to 2");
+                tracing::info!(path = %path.display(), from = v, to = SCHEMA_VERSION, "store schema migrated");
             }
             Some(v) => {
                 anyhow::bail!("{}: schema version {v} is newer than this build's {SCHEMA_VERSION}", path.display())
@@ -238,6 +275,31 @@ impl Sqlite {
 }
 
 /// Adds a column if the table lacks it (migrations).
+/// Version 2 kept ingest dedup rows by event id text; version 3 by its hash. Rows a version-2 file
+/// has (rollups keep their `applied` column, read together with `window_events`) are carried over.
+fn migrate_seen_events(conn: &Connection) -> rusqlite::Result<()> {
+    let exists: bool = conn.query_row(
+        "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'seen_events'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists {
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut read = tx.prepare("SELECT probe, event_id, ts_ms FROM seen_events")?;
+            let mut ins = tx.prepare("INSERT OR IGNORE INTO seen_ids (probe, h, ts_ms) VALUES (?1, ?2, ?3)")?;
+            let mut rows = read.query([])?;
+            while let Some(r) = rows.next()? {
+                let (probe, id, ts): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                ins.execute(params![probe, event_hash(&id) as i64, ts])?;
+            }
+        }
+        tx.execute_batch("DROP TABLE seen_events")?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {
     let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
     if !st.exists([column])? {
@@ -292,8 +354,8 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
             continue;
         }
         let d = match job {
-            Job::Publish { probe, events, received_ms, reply } => {
-                let r = publish_tx(&tx, &probe, events, received_ms).map_err(|e| e.to_string());
+            Job::Publish { probe, events, encoded, received_ms, reply } => {
+                let r = publish_tx(&tx, &probe, events, encoded, received_ms).map_err(|e| e.to_string());
                 if matches!(&r, Ok(p) if p.batch_id.is_some()) {
                     published = true;
                 }
@@ -384,13 +446,21 @@ fn reply_err(d: Done, msg: &str) {
     }
 }
 
-fn publish_tx(tx: &Transaction<'_>, probe: &str, events: Vec<Event>, received_ms: i64) -> rusqlite::Result<Published> {
-    let mut seen =
-        tx.prepare_cached("INSERT OR IGNORE INTO seen_events (probe, event_id, ts_ms) VALUES (?1, ?2, ?3)")?;
+/// Records the batch's event ids (ingest dedup) and journals the new events. `encoded` is the
+/// binary encoding of all of `events` (made by the caller, off the writer thread); it is re-made
+/// here only when some were duplicates.
+fn publish_tx(
+    tx: &Transaction<'_>,
+    probe: &str,
+    events: Vec<Event>,
+    encoded: Vec<u8>,
+    received_ms: i64,
+) -> rusqlite::Result<Published> {
+    let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO seen_ids (probe, h, ts_ms) VALUES (?1, ?2, ?3)")?;
     let total = events.len();
     let mut fresh = Vec::with_capacity(total);
     for e in events {
-        if seen.execute(params![probe, e.event_id, e.ts_ms])? == 1 {
+        if seen.execute(params![probe, event_hash(&e.event_id) as i64, e.ts_ms])? == 1 {
             fresh.push(e);
         }
     }
@@ -398,11 +468,26 @@ fn publish_tx(tx: &Transaction<'_>, probe: &str, events: Vec<Event>, received_ms
     if fresh.is_empty() {
         return Ok(Published { batch_id: None, accepted: 0, duplicates });
     }
-    let payload = serde_json::to_vec(&fresh).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let payload = if duplicates == 0 {
+        encoded
+    } else {
+        let mut buf = Vec::new();
+        codec::encode_events(&fresh, &mut buf);
+        buf
+    };
     tx.prepare_cached("INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![probe, received_ms, duplicates as i64, payload])?;
     let id = tx.last_insert_rowid();
     Ok(Published { batch_id: Some(format!("j{id}")), accepted: fresh.len(), duplicates })
+}
+
+/// Decodes a journal payload: the binary encoding, or JSON (journals written before it).
+fn decode_payload(payload: &[u8]) -> Result<Vec<Event>, String> {
+    if payload.first() == Some(&codec::MAGIC) {
+        codec::decode_events(payload).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(payload).map_err(|e| e.to_string())
+    }
 }
 
 const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, applied";
@@ -451,8 +536,27 @@ fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Resu
         errors,
         a.sketch.encode(),
         now_ms(),
-        r.applied.encode(),
+        Vec::<u8>::new(),
     ])
+}
+
+/// Stores a window's event-set delta of one revision (only after its rollups row took it).
+fn insert_window_events(tx: &Transaction<'_>, r: &Rollup) -> rusqlite::Result<()> {
+    if r.applied.is_empty() {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO window_events (start_ms, probe, target, metric, revision, hashes) VALUES (?1,?2,?3,?4,?5,?6)",
+    )?
+    .execute(params![
+        r.key.start_ms,
+        r.key.probe,
+        r.key.target,
+        r.key.metric.as_str(),
+        r.revision as i64,
+        r.applied.encode()
+    ])?;
+    Ok(())
 }
 
 fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
@@ -493,6 +597,7 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
     let mut changed = Vec::new();
     for r in &ws.rollups {
         if upsert_rollup(tx, r, false)? == 1 {
+            insert_window_events(tx, r)?;
             changed.push(r.key.clone());
             *report.written.entry(Tier::M1).or_default() += 1;
         }
@@ -562,7 +667,11 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
         )?;
     }
     n += tx.execute("DELETE FROM processed_batches WHERE at_ms < ?1", [now_ms - retention.dedup_ms])?;
-    n += tx.execute("DELETE FROM seen_events WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
+    n += tx.execute("DELETE FROM seen_ids WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
+    n += tx.execute(
+        "DELETE FROM window_events WHERE start_ms < ?1",
+        [now_ms - retention.for_tier(Tier::M1) - Tier::M1.len_ms()],
+    )?;
     Ok(n as u64)
 }
 
@@ -582,12 +691,29 @@ impl RollupStore for Sqlite {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4 AND start_ms = ?5"
             ))?;
+            let mut deltas = c.prepare_cached(
+                "SELECT hashes FROM window_events WHERE start_ms = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4
+                 AND revision <= ?5",
+            )?;
             let mut out = Vec::new();
             for k in keys {
-                if let Some(r) = st
+                if let Some(mut r) = st
                     .query_row(params![k.tier.as_str(), k.probe, k.target, k.metric.as_str(), k.start_ms], row_to_rollup)
                     .optional()?
                 {
+                    // `applied` (the column) holds a version-2 file's whole set; the rows, the deltas since.
+                    let mut rows = deltas
+                        .query(params![k.start_ms, k.probe, k.target, k.metric.as_str(), r.revision as i64])?;
+                    while let Some(row) = rows.next()? {
+                        let blob: Vec<u8> = row.get(0)?;
+                        if !r.applied.decode_into(&blob) {
+                            return Err(rusqlite::Error::FromSqlConversionFailure(
+                                0,
+                                rusqlite::types::Type::Blob,
+                                "window event set delta".into(),
+                            ));
+                        }
+                    }
                     out.push(r);
                 }
             }
@@ -645,7 +771,7 @@ impl RollupStore for Sqlite {
             sql.push_str(&format!(" ORDER BY probe, target, metric, start_ms LIMIT ?{}", args.len()));
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(args), row_to_rollup)?;
-            rows.collect()
+            rows.map(|r| r.map(|r| Rollup { applied: EventSet::default(), ..r })).collect()
         })
         .await
     }
@@ -823,7 +949,7 @@ impl Sqlite {
                     *n += 1;
                     (row.id <= startup_max || *n > 1, *n > DELIVERY_LIMIT)
                 };
-                let events: Result<Vec<Event>, _> = serde_json::from_slice(&row.payload);
+                let events = decode_payload(&row.payload);
                 let reason = match (&events, over_limit) {
                     (Err(e), _) => Some(format!("undecodable payload: {e}")),
                     (Ok(_), true) => Some(format!("delivery limit of {DELIVERY_LIMIT} reached")),
@@ -860,7 +986,9 @@ impl Sqlite {
 impl EventBus for Sqlite {
     async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
         let probe = probe.to_string();
-        self.submit(|reply| Job::Publish { probe, events, received_ms, reply })
+        let mut encoded = Vec::new();
+        codec::encode_events(&events, &mut encoded);
+        self.submit(|reply| Job::Publish { probe, events, encoded, received_ms, reply })
             .await
             .map_err(BusError::Unavailable)?
             .map_err(|e| {

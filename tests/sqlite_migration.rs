@@ -1,5 +1,5 @@
-//! A store file of schema version 1 (before per-window event sets) opens, is migrated to version
-//! 2, and keeps its rollups.
+//! Store files of older schema versions open, are migrated in place to the current one (3), and
+//! keep their rollups, event sets and ingest dedup records.
 
 use netqoe_actors::store::RollupStore;
 use netqoe_domain::{Metric, Tier, WindowKey};
@@ -33,11 +33,73 @@ async fn a_version_1_store_is_migrated_in_place() {
     assert!(got[0].applied.is_empty());
     let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
     let v: i64 = c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     let gone: i64 =
         c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'applied_events'", [], |r| r.get(0)).unwrap();
     assert_eq!(gone, 0);
     drop(store);
     // and a second open is a no-op
     netqoe::sqlite::Sqlite::open(dir.path()).expect("reopens");
+}
+
+#[actix_rt::test]
+async fn a_version_2_store_keeps_its_event_sets_and_dedup_records() {
+    use netqoe_actors::bus::EventBus;
+    use netqoe_domain::{event_hash, Event, EventSet};
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let start = now / 60_000 * 60_000;
+    let set: EventSet = ["old-1", "old-2"].iter().map(|i| event_hash(i)).collect();
+    {
+        let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version (version) VALUES (2);
+             CREATE TABLE rollups (tier TEXT NOT NULL, probe TEXT NOT NULL, target TEXT NOT NULL, metric TEXT NOT NULL,
+               start_ms INTEGER NOT NULL, revision INTEGER NOT NULL, closed INTEGER NOT NULL, events INTEGER NOT NULL,
+               count INTEGER NOT NULL, min REAL, max REAL, sum REAL NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
+               jitter_sum REAL NOT NULL, jitter_n INTEGER NOT NULL, errors TEXT NOT NULL, sketch BLOB NOT NULL,
+               applied BLOB NOT NULL DEFAULT x'', updated_ms INTEGER NOT NULL,
+               PRIMARY KEY (tier, probe, target, metric, start_ms)) WITHOUT ROWID;
+             CREATE TABLE seen_events (probe TEXT NOT NULL, event_id TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+               PRIMARY KEY (probe, event_id)) WITHOUT ROWID;
+             CREATE INDEX seen_events_ts ON seen_events (ts_ms);",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO rollups VALUES ('1m', 'p', 't', 'rtt', ?1, 3, 0, 2, 0, NULL, NULL, 0.0, 0, 0, 0.0, 0, '{}', x'01000000', ?2, 0)",
+            rusqlite::params![start, set.encode()],
+        )
+        .unwrap();
+        c.execute("INSERT INTO seen_events VALUES ('p', 'old-1', ?1)", [now]).unwrap();
+    }
+    let store = netqoe::sqlite::Sqlite::open(dir.path()).expect("a version-2 file opens");
+    let key = WindowKey { probe: "p".into(), target: "t".into(), metric: Metric::Rtt, tier: Tier::M1, start_ms: start };
+    let got = store.load_windows(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(got[0].applied, set, "the whole set of a version-2 row is kept");
+    // the event id recorded by version 2 is still recognised at ingest
+    let ev = |id: &str| Event {
+        event_id: id.into(),
+        seq: 1,
+        ts_ms: now,
+        target: "t".into(),
+        kind: netqoe_domain::Kind::Icmp,
+        rtt_samples_ms: vec![1.0],
+        jitter_ms: None,
+        sent: None,
+        received: None,
+        dns_ms: None,
+        connect_ms: None,
+        tls_ms: None,
+        ttfb_ms: None,
+        status: netqoe_domain::Status::Ok,
+    };
+    let p = store.publish("p", vec![ev("old-1"), ev("new-1")], now).await.unwrap();
+    assert_eq!((p.accepted, p.duplicates), (1, 1));
+    let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+    let v: i64 = c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 3);
+    let gone: i64 =
+        c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'seen_events'", [], |r| r.get(0)).unwrap();
+    assert_eq!(gone, 0);
 }

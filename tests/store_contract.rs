@@ -58,10 +58,37 @@ async fn upsert_is_idempotent(s: Arc<dyn RollupStore>) {
     let rows = s.query(&q(Tier::M1, b, b + DAY)).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].agg.count, 2);
-    assert_eq!(rows[0].applied.len(), 2, "the window's event set is stored with it");
-    assert!(rows[0].applied.contains(event_hash("e0-1")));
+    let loaded = s.load_windows(&[key("p", "t", b)]).await.unwrap();
+    assert_eq!(loaded[0].applied.len(), 2, "the window's event set is stored with it");
+    assert!(loaded[0].applied.contains(event_hash("e0-1")));
     let h = s.query(&q(Tier::H1, b, b + DAY)).await.unwrap();
     assert!(h[0].applied.is_empty(), "derived tiers carry no event set");
+}
+
+/// A write set carries each window's events added since its previous revision; loading gives
+/// the union of the deltas of the revisions the store accepted, never of a rejected one.
+async fn event_sets_accumulate_deltas(s: Arc<dyn RollupStore>) {
+    let b = base();
+    let k = key("p", "t", b);
+    let with = |ids: &[&str], values: &[f64], revision: u64| {
+        let mut r = rollup(k.clone(), values, revision);
+        r.applied = ids.iter().map(|i| event_hash(i)).collect();
+        r
+    };
+    s.commit(ws(vec![with(&["a", "b"], &[1.0, 2.0], 1)])).await.unwrap();
+    s.commit(ws(vec![with(&["c"], &[1.0, 2.0, 3.0], 2)])).await.unwrap();
+    // a stale revision (lower than stored) is rejected with its delta
+    s.commit(ws(vec![with(&["stale"], &[9.0], 1)])).await.unwrap();
+    s.commit(ws(vec![with(&[], &[1.0, 2.0, 3.0], 3)])).await.unwrap();
+    let got = s.load_windows(std::slice::from_ref(&k)).await.unwrap();
+    assert_eq!((got[0].revision, got[0].agg.count), (3, 3));
+    let mut ids: Vec<u64> = got[0].applied.iter().collect();
+    ids.sort_unstable();
+    let mut want: Vec<u64> = ["a", "b", "c"].iter().map(|i| event_hash(i)).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    let rows = s.query(&q(Tier::M1, b, b + DAY)).await.unwrap();
+    assert!(rows[0].applied.is_empty(), "queries do not carry event sets");
 }
 
 async fn lower_revision_never_overwrites(s: Arc<dyn RollupStore>) {
@@ -217,6 +244,11 @@ macro_rules! contract {
             async fn upsert_is_idempotent() {
                 let (s, _d) = store().await;
                 super::upsert_is_idempotent(s).await
+            }
+            #[actix_rt::test]
+            async fn event_sets_accumulate_deltas() {
+                let (s, _d) = store().await;
+                super::event_sets_accumulate_deltas(s).await
             }
             #[actix_rt::test]
             async fn lower_revision_never_overwrites() {

@@ -92,6 +92,8 @@ struct OpenWindow {
     emitted_closed: bool,
     /// Events this window contains (persisted with it): a re-sent event is never counted twice.
     applied: EventSet,
+    /// Events added since the last persisted revision (what the next commit writes of `applied`).
+    fresh: EventSet,
     last_touch_ms: i64,
 }
 
@@ -213,6 +215,7 @@ impl Aggregator {
                 dirty: false,
                 emitted_closed: r.closed,
                 applied: r.applied,
+                fresh: EventSet::default(),
                 last_touch_ms: now,
             });
         }
@@ -233,12 +236,10 @@ impl Aggregator {
         for e in &batch.events {
             let h = event_hash(&e.event_id);
             let contributions = e.contributions();
+            let keys: Vec<WindowKey> = contributions.iter().map(|c| m1_key(&batch.probe, e, c.metric)).collect();
             // A window that already contains the event skips it; the event is a duplicate when
             // every window it touches has it (after a partial commit, only some may).
-            let seen = contributions
-                .iter()
-                .filter(|c| self.windows.get(&m1_key(&batch.probe, e, c.metric)).is_some_and(|w| w.applied.contains(h)))
-                .count();
+            let seen = keys.iter().filter(|k| self.windows.get(*k).is_some_and(|w| w.applied.contains(h))).count();
             if !contributions.is_empty() && seen == contributions.len() {
                 obs.duplicates += 1;
                 continue;
@@ -259,17 +260,18 @@ impl Aggregator {
             }
             newest = newest.max(e.ts_ms);
             obs.events.push((e.seq, e.ts_ms));
-            for c in &contributions {
-                let k = m1_key(&batch.probe, e, c.metric);
+            for (c, k) in contributions.iter().zip(keys) {
                 let w = self.windows.entry(k).or_insert_with(|| OpenWindow {
                     agg: WindowAgg::default(),
                     revision: 0,
                     dirty: false,
                     emitted_closed: false,
                     applied: EventSet::default(),
+                    fresh: EventSet::default(),
                     last_touch_ms: now,
                 });
                 if w.applied.insert(h) {
+                    w.fresh.insert(h);
                     w.agg.add(c);
                     w.dirty = true;
                     w.last_touch_ms = now;
@@ -301,7 +303,7 @@ impl Aggregator {
                 rollups.push(Rollup {
                     key: k.clone(),
                     agg: w.agg.clone(),
-                    applied: w.applied.clone(),
+                    applied: std::mem::take(&mut w.fresh),
                     revision: w.revision,
                     closed,
                 });
@@ -321,7 +323,9 @@ impl Aggregator {
             self.evict();
             return Box::pin(actix::fut::ready(Ok(())));
         }
-        let written: Vec<(WindowKey, bool)> = rollups.iter().map(|r| (r.key.clone(), r.closed)).collect();
+        // The deltas are kept until the commit is known: a failed one puts them back.
+        let written: Vec<(WindowKey, bool, EventSet)> =
+            rollups.iter().map(|r| (r.key.clone(), r.closed, r.applied.clone())).collect();
         let ws = WriteSet {
             rollups,
             batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
@@ -364,7 +368,7 @@ impl Aggregator {
                     for id in committed {
                         act.pending_ids.remove(&id);
                     }
-                    for (k, closed) in written {
+                    for (k, closed, _) in written {
                         if closed {
                             if let Some(w) = act.windows.get_mut(&k) {
                                 w.emitted_closed = true;
@@ -378,9 +382,10 @@ impl Aggregator {
                     ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
                     tracing::warn!(error = %e, shard = act.shard, "commit failed; will retry");
                     // Everything written stays dirty (the next revision is higher still).
-                    for (k, _) in written {
+                    for (k, _, delta) in written {
                         if let Some(w) = act.windows.get_mut(&k) {
                             w.dirty = true;
+                            w.fresh.extend(&delta);
                         }
                     }
                     for (probe, _) in watermarks {

@@ -50,10 +50,16 @@ impl RollupStore for MemoryStore {
         let mut report = CommitReport::default();
         let now = crate::now_ms();
         let mut changed = Vec::new();
-        for r in ws.rollups {
+        for mut r in ws.rollups {
             let newer = g.rollups.get(&r.key).is_none_or(|old| r.revision > old.revision);
             if newer {
                 changed.push(r.key.clone());
+                // `applied` is a delta: the stored set is the union.
+                if let Some(old) = g.rollups.remove(&r.key) {
+                    let mut all = old.applied;
+                    all.extend(&r.applied);
+                    r.applied = all;
+                }
                 g.rollups.insert(r.key.clone(), r);
                 *report.written.entry(Tier::M1).or_default() += 1;
             }
@@ -104,7 +110,7 @@ impl RollupStore for MemoryStore {
                     && q.metric.is_none_or(|m| r.key.metric == m)
             })
             .take(q.limit)
-            .cloned()
+            .map(|r| Rollup { key: r.key.clone(), agg: r.agg.clone(), applied: Default::default(), ..*r })
             .collect())
     }
 

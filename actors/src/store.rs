@@ -15,7 +15,9 @@ use crate::bus::BatchId;
 /// One unit of persistence from an aggregator.
 #[derive(Clone, Debug, Default)]
 pub struct WriteSet {
-    /// Full states of 1m windows (not deltas), each with a revision higher than the stored one.
+    /// Full states of 1m windows, each with a revision higher than the stored one; their
+    /// `applied` sets are deltas (the events added since the previous revision), and the store
+    /// keeps the union of the deltas of the revisions it accepted.
     pub rollups: Vec<Rollup>,
     /// Batches whose whole effect is contained in `rollups` (and in earlier commits).
     pub batches: Vec<BatchId>,
@@ -107,12 +109,13 @@ pub trait RollupStore: Send + Sync + 'static {
     /// Upserts 1m windows (a lower or equal revision never overwrites), re-derives their 1h and
     /// 1d windows by merging children, records batch ids and watermarks.
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError>;
-    /// Current stored state of the given windows (missing ones are simply absent).
+    /// Current stored state of the given windows (missing ones are simply absent), each with its
+    /// whole event set.
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError>;
     async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError>;
     /// The subset of `ids` already committed.
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
-    /// Windows of one tier, ordered by (probe, target, metric, start).
+    /// Windows of one tier, ordered by (probe, target, metric, start), without their event sets.
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError>;

@@ -4,6 +4,7 @@
 //! Invariant: nothing in this crate performs I/O or reads a clock. Time is always passed in as
 //! milliseconds since the Unix epoch, so every function here is deterministic and unit-testable.
 
+pub mod codec;
 pub mod event;
 pub mod rollup;
 pub mod session;

@@ -133,26 +133,43 @@ pub fn event_hash(event_id: &str) -> u64 {
     h
 }
 
-/// The events a 1m window contains, as a sorted set of `event_hash`es. Stored with the window's
-/// state in one row, so a window can never count an event twice even when the other writes of a
-/// commit (other windows, batch ids) did not happen.
+/// Hashes are already uniformly distributed (`event_hash`): the set uses them as they are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) ^ u64::from(*b) ^ (self.0 >> 56);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type HashBuild = std::hash::BuildHasherDefault<IdentityHasher>;
+
+/// A set of `event_hash`es: the events a 1m window contains (in memory and as loaded from a
+/// store), or the events added to it since its previous revision (in a `WriteSet`). Stored with
+/// the window's state, so a window can never count an event twice even when the other writes of
+/// a commit (other windows, batch ids) did not happen.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct EventSet(Vec<u64>);
+pub struct EventSet(std::collections::HashSet<u64, HashBuild>);
 
 impl EventSet {
     pub fn contains(&self, h: u64) -> bool {
-        self.0.binary_search(&h).is_ok()
+        self.0.contains(&h)
     }
 
     /// Adds `h`; false if it was there already.
     pub fn insert(&mut self, h: u64) -> bool {
-        match self.0.binary_search(&h) {
-            Ok(_) => false,
-            Err(i) => {
-                self.0.insert(i, h);
-                true
-            }
-        }
+        self.0.insert(h)
     }
 
     pub fn len(&self) -> usize {
@@ -163,17 +180,47 @@ impl EventSet {
         self.0.is_empty()
     }
 
-    /// 8 bytes little-endian per hash, ascending.
-    pub fn encode(&self) -> Vec<u8> {
-        self.0.iter().flat_map(|h| h.to_le_bytes()).collect()
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.0.iter().copied()
     }
 
+    /// Adds every hash of `other`.
+    pub fn extend(&mut self, other: &EventSet) {
+        self.0.extend(other.0.iter().copied());
+    }
+
+    /// 8 bytes little-endian per hash, ascending (a canonical form).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v: Vec<u64> = self.0.iter().copied().collect();
+        v.sort_unstable();
+        v.iter().flat_map(|h| h.to_le_bytes()).collect()
+    }
+
+    /// Decodes `encode`'s form; hashes may come in any order, and several encodings may be
+    /// decoded into one set with `decode_into`.
     pub fn decode(buf: &[u8]) -> Option<Self> {
+        let mut s = EventSet::default();
+        s.decode_into(buf).then_some(s)
+    }
+
+    /// Adds the hashes of an encoding; false if it is malformed.
+    pub fn decode_into(&mut self, buf: &[u8]) -> bool {
         if !buf.len().is_multiple_of(8) {
-            return None;
+            return false;
         }
-        let v: Vec<u64> = buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
-        v.windows(2).all(|w| w[0] < w[1]).then_some(EventSet(v))
+        self.0.reserve(buf.len() / 8);
+        for c in buf.chunks_exact(8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(c);
+            self.0.insert(u64::from_le_bytes(a));
+        }
+        true
+    }
+}
+
+impl FromIterator<u64> for EventSet {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        EventSet(iter.into_iter().collect())
     }
 }
 
@@ -182,7 +229,8 @@ impl EventSet {
 pub struct Rollup {
     pub key: WindowKey,
     pub agg: WindowAgg,
-    /// Events contained (1m windows; empty for derived tiers).
+    /// 1m windows: the events contained, when loaded from a store; in a `WriteSet`, the events
+    /// added since the previous revision (stores keep the union). Empty for derived tiers.
     pub applied: EventSet,
     /// Incremented each time the window's state is persisted; an upsert with a lower or equal
     /// revision never overwrites a higher one.
@@ -258,7 +306,14 @@ mod tests {
         assert_eq!(EventSet::decode(&[1, 2, 3]), None);
         let mut unsorted = s.encode();
         unsorted.rotate_left(8);
-        assert_eq!(EventSet::decode(&unsorted), None);
+        assert_eq!(EventSet::decode(&unsorted), Some(s.clone()), "order does not matter");
+        // deltas decoded into one set give the union
+        let mut delta = EventSet::default();
+        delta.insert(event_hash("c"));
+        let mut all = EventSet::decode(&s.encode()).unwrap();
+        assert!(all.decode_into(&delta.encode()));
+        assert_eq!(all.len(), 3);
+        assert!(!all.decode_into(&[0; 7]));
         assert_eq!(event_hash("probe-1-42"), event_hash("probe-1-42"));
         assert_eq!(event_hash(""), 0xcbf2_9ce4_8422_2325);
     }
