@@ -129,6 +129,7 @@ pub struct PipelineSection {
     pub prefetch: usize,
     pub flush_batches: usize,
     pub flush_interval_ms: u64,
+    pub derive_interval_ms: i64,
     pub allowed_lateness_s: i64,
     pub idle_evict_s: i64,
 }
@@ -416,6 +417,9 @@ impl Config {
         if !(10..=60_000).contains(&self.pipeline.flush_interval_ms) {
             e.push("pipeline.flush_interval_ms: must be between 10 and 60000".into());
         }
+        if !(0..=3_600_000).contains(&self.pipeline.derive_interval_ms) {
+            e.push("pipeline.derive_interval_ms: must be between 0 and 3600000".into());
+        }
         if self.pipeline.allowed_lateness_s < 0 || self.pipeline.allowed_lateness_s >= self.ingest.max_past_s {
             e.push("pipeline.allowed_lateness_s: must be >= 0 and below ingest.max_past_s".into());
         }
@@ -489,6 +493,7 @@ impl Config {
                 flush_interval: Duration::from_millis(self.pipeline.flush_interval_ms),
                 idle_evict_ms: self.pipeline.idle_evict_s * 1000,
                 mailbox: 64,
+                derive_interval_ms: self.pipeline.derive_interval_ms,
             },
             sessions: SessionConfig {
                 passivate_after: Duration::from_secs(self.session.passivate_after_s),

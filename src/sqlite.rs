@@ -114,7 +114,23 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) WITHOUT ROWID;
 "#;
 
+/// Turns off SQLite's global allocation statistics (a process-wide mutex taken on every
+/// allocation) before the library initialises; netqoe never reads them.
+fn configure_library() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: SQLITE_CONFIG_MEMSTATUS takes one int argument. sqlite3_config is only allowed
+        // before sqlite3_initialize; if the library is already initialised (another connection was
+        // opened first) it returns SQLITE_MISUSE and changes nothing, which is harmless.
+        let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        if rc != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!(rc, "sqlite memstatus left on (library already initialised)");
+        }
+    });
+}
+
 fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    configure_library();
     let c = Connection::open(path)?;
     c.busy_timeout(Duration::from_secs(10))?;
     c.pragma_update(None, "journal_mode", "WAL")?;
@@ -327,122 +343,135 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, shared: std::sync:
     }
 }
 
-enum Done {
-    Publish(Reply<Result<Published, String>>, Result<Published, String>),
-    Commit(Reply<Result<CommitReport, String>>, Result<CommitReport, String>),
-    Unit(Reply<Result<(), String>>, Result<(), String>),
-    Count(Reply<Result<u64, String>>, Result<u64, String>),
+/// What one job produced inside a group's transaction; sent to its caller only after COMMIT.
+enum Outcome {
+    Publish(Result<Published, String>),
+    Commit(Result<CommitReport, String>),
+    Unit(Result<(), String>),
+    Count(Result<u64, String>),
     Nothing,
+}
+
+impl Outcome {
+    fn failed(&self) -> bool {
+        match self {
+            Outcome::Publish(r) => r.is_err(),
+            Outcome::Commit(r) => r.is_err(),
+            Outcome::Unit(r) => r.is_err(),
+            Outcome::Count(r) => r.is_err(),
+            Outcome::Nothing => false,
+        }
+    }
+}
+
+fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
+    match job {
+        Job::Publish { probe, events, encoded, received_ms, .. } => {
+            Outcome::Publish(publish_tx(tx, probe, events, encoded, *received_ms).map_err(|e| e.to_string()))
+        }
+        Job::Commit { ws, .. } => Outcome::Commit(commit_tx(tx, ws).map_err(|e| e.to_string())),
+        Job::Ack { id } => {
+            if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
+                tracing::warn!(%error, id, "journal ack failed");
+            }
+            Outcome::Nothing
+        }
+        Job::DeadLetter { id, reason } => {
+            let r = tx.execute(
+                "INSERT OR IGNORE INTO dead_letters (id, probe, received_ms, payload, reason, at_ms)
+                 SELECT id, probe, received_ms, payload, ?2, ?3 FROM journal WHERE id = ?1",
+                params![id, reason, now_ms()],
+            );
+            let r = r.and_then(|_| tx.execute("DELETE FROM journal WHERE id = ?1", [id]));
+            if let Err(error) = r {
+                tracing::warn!(%error, id, "dead-lettering failed");
+            }
+            Outcome::Nothing
+        }
+        Job::SaveSessions { sessions, .. } => Outcome::Unit(save_sessions_tx(tx, sessions)),
+        Job::Prune { now_ms, retention, .. } => {
+            Outcome::Count(prune_tx(tx, *now_ms, retention).map_err(|e| e.to_string()))
+        }
+    }
+}
+
+/// Runs `jobs` in one transaction. Without savepoints (the fast path: a savepoint per job makes
+/// SQLite copy every page a job touches) a failing job aborts the attempt (`Ok(None)`), and the
+/// group is run again with a savepoint per job so that only the failing job fails.
+fn attempt(conn: &mut Connection, jobs: &[Job], savepoints: bool) -> Result<Option<Vec<Outcome>>, String> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if !savepoints {
+            let o = exec(&tx, job);
+            if o.failed() {
+                return Ok(None); // dropping `tx` rolls the attempt back
+            }
+            out.push(o);
+            continue;
+        }
+        if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+            out.push(fail_outcome(job, &e.to_string()));
+            continue;
+        }
+        let o = exec(&tx, job);
+        let end =
+            if o.failed() { tx.execute_batch("ROLLBACK TO job; RELEASE job") } else { tx.execute_batch("RELEASE job") };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "savepoint release failed");
+        }
+        out.push(o);
+    }
+    tx.commit().map_err(|e| format!("commit failed: {e}"))?;
+    Ok(Some(out))
 }
 
 /// Runs a group of jobs in one transaction; replies only after COMMIT. Returns whether any
 /// journal row was added.
 fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(t) => t,
-        Err(e) => {
-            fail_all(jobs, &e.to_string());
+    let outcomes = match attempt(conn, &jobs, false) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => attempt(conn, &jobs, true).map(|o| o.unwrap_or_default()),
+        Err(e) => Err(e),
+    };
+    let outcomes = match outcomes {
+        Ok(o) => o,
+        Err(msg) => {
+            for j in jobs {
+                let o = fail_outcome(&j, &msg);
+                reply(j, o);
+            }
             return false;
         }
     };
-    let mut done = Vec::with_capacity(jobs.len());
     let mut published = false;
-    for job in jobs {
-        let sp = tx.execute_batch("SAVEPOINT job");
-        if let Err(e) = sp {
-            done.push(fail_one(job, &e.to_string()));
-            continue;
+    for (j, o) in jobs.into_iter().zip(outcomes) {
+        if matches!(&o, Outcome::Publish(Ok(p)) if p.batch_id.is_some()) {
+            published = true;
         }
-        let d = match job {
-            Job::Publish { probe, events, encoded, received_ms, reply } => {
-                let r = publish_tx(&tx, &probe, events, encoded, received_ms).map_err(|e| e.to_string());
-                if matches!(&r, Ok(p) if p.batch_id.is_some()) {
-                    published = true;
-                }
-                Done::Publish(reply, r)
-            }
-            Job::Commit { ws, reply } => Done::Commit(reply, commit_tx(&tx, ws).map_err(|e| e.to_string())),
-            Job::Ack { id } => {
-                if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
-                    tracing::warn!(%error, id, "journal ack failed");
-                }
-                Done::Nothing
-            }
-            Job::DeadLetter { id, reason } => {
-                let r = tx.execute(
-                    "INSERT OR IGNORE INTO dead_letters (id, probe, received_ms, payload, reason, at_ms)
-                     SELECT id, probe, received_ms, payload, ?2, ?3 FROM journal WHERE id = ?1",
-                    params![id, reason, now_ms()],
-                );
-                let r = r.and_then(|_| tx.execute("DELETE FROM journal WHERE id = ?1", [id]));
-                if let Err(error) = r {
-                    tracing::warn!(%error, id, "dead-lettering failed");
-                }
-                Done::Nothing
-            }
-            Job::SaveSessions { sessions, reply } => Done::Unit(reply, save_sessions_tx(&tx, &sessions)),
-            Job::Prune { now_ms, retention, reply } => {
-                Done::Count(reply, prune_tx(&tx, now_ms, &retention).map_err(|e| e.to_string()))
-            }
-        };
-        let failed = match &d {
-            Done::Publish(_, r) => r.is_err(),
-            Done::Commit(_, r) => r.is_err(),
-            Done::Unit(_, r) => r.is_err(),
-            Done::Count(_, r) => r.is_err(),
-            Done::Nothing => false,
-        };
-        let end =
-            if failed { tx.execute_batch("ROLLBACK TO job; RELEASE job") } else { tx.execute_batch("RELEASE job") };
-        if let Err(e) = end {
-            tracing::error!(error = %e, "savepoint release failed");
-        }
-        done.push(d);
-    }
-    if let Err(e) = tx.commit() {
-        let msg = format!("commit failed: {e}");
-        for d in done {
-            reply_err(d, &msg);
-        }
-        return false;
-    }
-    for d in done {
-        match d {
-            Done::Publish(r, v) => drop(r.send(v)),
-            Done::Commit(r, v) => drop(r.send(v)),
-            Done::Unit(r, v) => drop(r.send(v)),
-            Done::Count(r, v) => drop(r.send(v)),
-            Done::Nothing => {}
-        }
+        reply(j, o);
     }
     published
 }
 
-fn fail_one(job: Job, msg: &str) -> Done {
+fn fail_outcome(job: &Job, msg: &str) -> Outcome {
     let m = msg.to_string();
     match job {
-        Job::Publish { reply, .. } => Done::Publish(reply, Err(m)),
-        Job::Commit { reply, .. } => Done::Commit(reply, Err(m)),
-        Job::SaveSessions { reply, .. } => Done::Unit(reply, Err(m)),
-        Job::Prune { reply, .. } => Done::Count(reply, Err(m)),
-        Job::Ack { .. } | Job::DeadLetter { .. } => Done::Nothing,
+        Job::Publish { .. } => Outcome::Publish(Err(m)),
+        Job::Commit { .. } => Outcome::Commit(Err(m)),
+        Job::SaveSessions { .. } => Outcome::Unit(Err(m)),
+        Job::Prune { .. } => Outcome::Count(Err(m)),
+        Job::Ack { .. } | Job::DeadLetter { .. } => Outcome::Nothing,
     }
 }
 
-fn fail_all(jobs: Vec<Job>, msg: &str) {
-    for j in jobs {
-        reply_err(fail_one(j, msg), msg);
-    }
-}
-
-fn reply_err(d: Done, msg: &str) {
-    let m = msg.to_string();
-    match d {
-        Done::Publish(r, _) => drop(r.send(Err(m))),
-        Done::Commit(r, _) => drop(r.send(Err(m))),
-        Done::Unit(r, _) => drop(r.send(Err(m))),
-        Done::Count(r, _) => drop(r.send(Err(m))),
-        Done::Nothing => {}
+fn reply(job: Job, o: Outcome) {
+    match (job, o) {
+        (Job::Publish { reply, .. }, Outcome::Publish(v)) => drop(reply.send(v)),
+        (Job::Commit { reply, .. }, Outcome::Commit(v)) => drop(reply.send(v)),
+        (Job::SaveSessions { reply, .. }, Outcome::Unit(v)) => drop(reply.send(v)),
+        (Job::Prune { reply, .. }, Outcome::Count(v)) => drop(reply.send(v)),
+        _ => {}
     }
 }
 
@@ -452,28 +481,31 @@ fn reply_err(d: Done, msg: &str) {
 fn publish_tx(
     tx: &Transaction<'_>,
     probe: &str,
-    events: Vec<Event>,
-    encoded: Vec<u8>,
+    events: &[Event],
+    encoded: &[u8],
     received_ms: i64,
 ) -> rusqlite::Result<Published> {
     let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO seen_ids (probe, h, ts_ms) VALUES (?1, ?2, ?3)")?;
     let total = events.len();
     let mut fresh = Vec::with_capacity(total);
-    for e in events {
+    for (i, e) in events.iter().enumerate() {
         if seen.execute(params![probe, event_hash(&e.event_id) as i64, e.ts_ms])? == 1 {
-            fresh.push(e);
+            fresh.push(i);
         }
     }
     let duplicates = total - fresh.len();
     if fresh.is_empty() {
         return Ok(Published { batch_id: None, accepted: 0, duplicates });
     }
+    let reencoded;
     let payload = if duplicates == 0 {
         encoded
     } else {
+        let subset: Vec<Event> = fresh.iter().map(|i| events[*i].clone()).collect();
         let mut buf = Vec::new();
-        codec::encode_events(&fresh, &mut buf);
-        buf
+        codec::encode_events(&subset, &mut buf);
+        reencoded = buf;
+        &reencoded[..]
     };
     tx.prepare_cached("INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![probe, received_ms, duplicates as i64, payload])?;
@@ -592,7 +624,7 @@ fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
     })
 }
 
-fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitReport> {
+fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet) -> rusqlite::Result<CommitReport> {
     let mut report = CommitReport::default();
     let mut changed = Vec::new();
     for r in &ws.rollups {
@@ -602,7 +634,7 @@ fn commit_tx(tx: &Transaction<'_>, ws: WriteSet) -> rusqlite::Result<CommitRepor
             *report.written.entry(Tier::M1).or_default() += 1;
         }
     }
-    for parent in parents_to_derive(&changed) {
+    for parent in parents_to_derive(&ws.derive) {
         let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4

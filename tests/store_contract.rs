@@ -37,7 +37,8 @@ fn rollup(k: WindowKey, values: &[f64], revision: u64) -> Rollup {
 }
 
 fn ws(rollups: Vec<Rollup>) -> WriteSet {
-    WriteSet { rollups, ..Default::default() }
+    let derive = rollups.iter().map(|r| r.key.clone()).collect();
+    WriteSet { rollups, derive, ..Default::default() }
 }
 
 fn q(tier: Tier, from_ms: i64, to_ms: i64) -> RollupQuery {
@@ -139,6 +140,7 @@ async fn batch_ids_and_watermarks_are_recorded(s: Arc<dyn RollupStore>) {
         rollups: vec![],
         batches: vec!["b1".into(), "b2".into()],
         watermarks: vec![("p".into(), ProbeMark { max_event_ms: Some(500), max_seq: None })],
+        derive: vec![],
     };
     s.commit(w).await.unwrap();
     let older = ProbeMark { max_event_ms: Some(300), max_seq: Some(42) };

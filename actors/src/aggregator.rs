@@ -40,6 +40,9 @@ pub struct AggregatorConfig {
     pub idle_evict_ms: i64,
     /// Mailbox capacity (bounded: senders wait).
     pub mailbox: usize,
+    /// A changed window's 1h/1d parents are re-derived at most this often (and always when it
+    /// closes or on drain): how stale the coarse tiers may be.
+    pub derive_interval_ms: i64,
 }
 
 impl Default for AggregatorConfig {
@@ -50,6 +53,7 @@ impl Default for AggregatorConfig {
             flush_interval: Duration::from_millis(250),
             idle_evict_ms: 5 * 60_000,
             mailbox: 64,
+            derive_interval_ms: 5_000,
         }
     }
 }
@@ -94,6 +98,10 @@ struct OpenWindow {
     applied: EventSet,
     /// Events added since the last persisted revision (what the next commit writes of `applied`).
     fresh: EventSet,
+    /// Persisted changes not yet merged into the 1h/1d parents.
+    underived: bool,
+    /// When the parents were last re-derived for this window (receiver clock).
+    derived_ms: i64,
     last_touch_ms: i64,
 }
 
@@ -216,6 +224,8 @@ impl Aggregator {
                 emitted_closed: r.closed,
                 applied: r.applied,
                 fresh: EventSet::default(),
+                underived: false,
+                derived_ms: now,
                 last_touch_ms: now,
             });
         }
@@ -268,6 +278,8 @@ impl Aggregator {
                     emitted_closed: false,
                     applied: EventSet::default(),
                     fresh: EventSet::default(),
+                    underived: false,
+                    derived_ms: now,
                     last_touch_ms: now,
                 });
                 if w.applied.insert(h) {
@@ -292,14 +304,18 @@ impl Aggregator {
 
     /// Commits changed windows (and windows the watermark just closed), watermarks and pending
     /// batch ids; then acks the batches and informs the sessions.
-    fn flush(&mut self) -> ResponseActFuture<Self, Result<(), PipelineError>> {
+    /// `all_parents`: re-derive the parents of every window with underived changes (drain).
+    fn flush(&mut self, all_parents: bool) -> ResponseActFuture<Self, Result<(), PipelineError>> {
         let lateness = self.cfg.lateness_ms;
+        let now = crate::now_ms();
         let mut rollups = Vec::new();
+        let mut derive = Vec::new();
         for (k, w) in self.windows.iter_mut() {
             let closed = self.probes.get(&k.probe).is_some_and(|p| p.wm.closes(k.start_ms, lateness));
             if w.dirty || (closed && !w.emitted_closed) {
                 w.revision += 1;
                 w.dirty = false;
+                w.underived = true;
                 rollups.push(Rollup {
                     key: k.clone(),
                     agg: w.agg.clone(),
@@ -307,6 +323,11 @@ impl Aggregator {
                     revision: w.revision,
                     closed,
                 });
+            }
+            if w.underived && (closed || all_parents || now - w.derived_ms >= self.cfg.derive_interval_ms) {
+                w.underived = false;
+                w.derived_ms = now;
+                derive.push(k.clone());
             }
         }
         let watermarks: Vec<(String, ProbeMark)> = self
@@ -319,7 +340,7 @@ impl Aggregator {
             })
             .collect();
         let pending = std::mem::take(&mut self.pending);
-        if rollups.is_empty() && watermarks.is_empty() && pending.is_empty() {
+        if rollups.is_empty() && watermarks.is_empty() && pending.is_empty() && derive.is_empty() {
             self.evict();
             return Box::pin(actix::fut::ready(Ok(())));
         }
@@ -330,6 +351,7 @@ impl Aggregator {
             rollups,
             batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
             watermarks: watermarks.clone(),
+            derive: derive.clone(),
         };
         let writer = self.writer.clone();
         let sessions = self.sessions.clone();
@@ -393,6 +415,11 @@ impl Aggregator {
                             p.wm_dirty = true;
                         }
                     }
+                    for k in derive {
+                        if let Some(w) = act.windows.get_mut(&k) {
+                            w.underived = true;
+                        }
+                    }
                     let mut restored = pending;
                     restored.append(&mut act.pending);
                     act.pending = restored;
@@ -407,7 +434,7 @@ impl Aggregator {
         let before = self.windows.len();
         let now = crate::now_ms();
         let idle = self.cfg.idle_evict_ms;
-        self.windows.retain(|_, w| w.dirty || !(w.emitted_closed || now - w.last_touch_ms > idle));
+        self.windows.retain(|_, w| w.dirty || w.underived || !(w.emitted_closed || now - w.last_touch_ms > idle));
         let with_windows: HashSet<&str> = self.windows.keys().map(|k| k.probe.as_str()).collect();
         self.probes.retain(|id, p| p.wm_dirty || now - p.last_touch_ms <= idle || with_windows.contains(id.as_str()));
         self.set_windows_gauge(before);
@@ -420,7 +447,7 @@ impl Actor for Aggregator {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.cfg.mailbox);
         ctx.run_interval(self.cfg.flush_interval, |act, ctx| {
-            ctx.wait(act.flush().map(|r, _, _| {
+            ctx.wait(act.flush(false).map(|r, _, _| {
                 if let Err(error) = r {
                     tracing::debug!(%error, "periodic flush failed");
                 }
@@ -494,7 +521,7 @@ impl Handler<Process> for Aggregator {
                     act.pending.push(Pending { id: batch.id, acker, observation: Some((batch.probe, obs)) });
                     ACTOR_HANDLER_SECONDS.with_label_values(&["aggregator"]).observe(started.elapsed().as_secs_f64());
                     if act.pending.len() >= act.cfg.flush_batches {
-                        act.flush()
+                        act.flush(false)
                     } else {
                         Box::pin(actix::fut::ready(Ok(())))
                     }
@@ -518,6 +545,6 @@ impl Handler<Drain> for Aggregator {
     type Result = AtomicResponse<Self, Result<(), PipelineError>>;
 
     fn handle(&mut self, _: Drain, _ctx: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(self.flush())
+        AtomicResponse::new(self.flush(true))
     }
 }

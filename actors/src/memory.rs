@@ -64,7 +64,7 @@ impl RollupStore for MemoryStore {
                 *report.written.entry(Tier::M1).or_default() += 1;
             }
         }
-        for parent in parents_to_derive(&changed) {
+        for parent in parents_to_derive(&ws.derive) {
             let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
             let children = series_range(&g.rollups, &parent, child);
             let agg = merge_children(children.iter().map(|c| &c.agg));

@@ -2,7 +2,7 @@
 //! sessions are persisted, and how they are queried.
 //!
 //! Invariant: `commit` is idempotent and all-or-nothing where the backend allows: the 1m windows,
-//! the 1h/1d windows derived from them by merging, the batch ids whose effect they contain and the
+//! the 1h/1d windows derived from them by merging (those the write set asks for), the batch ids whose effect they contain and the
 //! probes' watermarks are written together, so a crash never leaves a batch half-counted.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,11 @@ pub struct WriteSet {
     pub batches: Vec<BatchId>,
     /// Per-probe marks (newest event time, highest applied seq), so they survive restarts.
     pub watermarks: Vec<(String, ProbeMark)>,
+    /// 1m windows whose 1h parent (and that parent's 1d parent) must be re-derived from the
+    /// stored children in this commit. The aggregator asks for it when a window closes, on drain,
+    /// and otherwise at most every `derive_interval` per window, so the cost of merging up to 60
+    /// children is not paid at every flush.
+    pub derive: Vec<WindowKey>,
 }
 
 /// What the store remembers of a probe's stream. Both fields only grow (a commit keeps the max).

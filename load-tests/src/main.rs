@@ -134,13 +134,43 @@ fn setup(probes: usize, out: &PathBuf, bus: &str) -> anyhow::Result<()> {
 }
 
 /// Generates realistic measurement events: per (probe, target) a median RTT, skewed samples around
-/// it, Bernoulli packet loss over a 10-packet train.
+/// it, Bernoulli packet loss over a 10-packet train. Bodies are written as JSON text directly (no
+/// intermediate values): the generator shares the machine with netqoe, so its cost is kept low.
 struct Generator {
     rng: rand::rngs::StdRng,
     targets: usize,
+    target_names: Vec<String>,
+    /// (second, "YYYY-MM-DDTHH:MM:SS") of the last timestamp formatted.
+    second: (i64, String),
+}
+
+/// What one batch holds, per (target index, minute): samples acknowledged if it gets a 2xx.
+struct BatchOracle {
+    counts: Vec<(usize, i64, u64)>,
+    /// The samples themselves (only when asked for: percentile checks).
+    exact: Vec<(usize, i64, Vec<f64>)>,
 }
 
 impl Generator {
+    fn new(seed: u64, targets: usize) -> Self {
+        Self {
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            targets,
+            target_names: (0..targets).map(|t| format!("target-{t:03}.example")).collect(),
+            second: (i64::MIN, String::new()),
+        }
+    }
+
+    fn write_ts(&mut self, out: &mut Vec<u8>, ms: i64) {
+        use std::io::Write;
+        let sec = ms.div_euclid(1000);
+        if self.second.0 != sec {
+            let full = rfc3339(sec * 1000);
+            self.second = (sec, full[..19].to_string());
+        }
+        let _ = write!(out, "{}.{:03}Z", self.second.1, ms.rem_euclid(1000));
+    }
+
     fn batch(
         &mut self,
         probe_idx: usize,
@@ -148,29 +178,54 @@ impl Generator {
         seq: &mut u64,
         ts_ms: i64,
         n: usize,
-    ) -> (serde_json::Value, Vec<(String, i64, Vec<f64>)>) {
-        let mut events = Vec::with_capacity(n);
-        let mut oracle = Vec::with_capacity(n);
+        exact: bool,
+    ) -> (Vec<u8>, BatchOracle) {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(64 + n * 220);
+        let mut oracle = BatchOracle { counts: Vec::new(), exact: Vec::new() };
+        out.extend_from_slice(b"{\"events\":[");
+        let mut samples_milli = [0u64; 10];
         for i in 0..n {
             let t = (*seq as usize + i) % self.targets;
-            let target = format!("target-{t:03}.example");
             let median = 5.0 + ((probe_idx * 31 + t * 17) % 120) as f64;
-            let mut samples = Vec::with_capacity(10);
+            let mut k = 0;
             for _ in 0..10 {
                 if self.rng.gen::<f64>() >= 0.005 {
                     let u: f64 = self.rng.gen::<f64>().max(1e-9);
-                    samples.push(((median * (1.0 + 0.3 * (-u.ln() - 0.69))).max(0.1) * 1000.0).round() / 1000.0);
+                    samples_milli[k] = ((median * (1.0 + 0.3 * (-u.ln() - 0.69))).max(0.1) * 1000.0).round() as u64;
+                    k += 1;
                 }
             }
             *seq += 1;
             let ts = ts_ms - (n - i) as i64;
-            oracle.push((target.clone(), ts / 60_000 * 60_000, samples.clone()));
-            events.push(serde_json::json!({
-                "event_id": format!("{probe}-{}", *seq), "seq": *seq, "ts": rfc3339(ts), "target": target,
-                "kind": "udp", "rtt_samples_ms": samples, "sent": 10, "received": samples.len(),
-            }));
+            let minute = ts / 60_000 * 60_000;
+            match oracle.counts.iter_mut().find(|(ti, m, _)| *ti == t && *m == minute) {
+                Some(c) => c.2 += k as u64,
+                None => oracle.counts.push((t, minute, k as u64)),
+            }
+            if exact {
+                let vals = samples_milli[..k].iter().map(|m| *m as f64 / 1000.0);
+                match oracle.exact.iter_mut().find(|(ti, m, _)| *ti == t && *m == minute) {
+                    Some(e) => e.2.extend(vals),
+                    None => oracle.exact.push((t, minute, vals.collect())),
+                }
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            let _ = write!(out, "{{\"event_id\":\"{probe}-{}\",\"seq\":{},\"ts\":\"", *seq, *seq);
+            self.write_ts(&mut out, ts);
+            let _ = write!(out, "\",\"target\":\"{}\",\"kind\":\"udp\",\"rtt_samples_ms\":[", self.target_names[t]);
+            for (j, m) in samples_milli[..k].iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                let _ = write!(out, "{}.{:03}", m / 1000, m % 1000);
+            }
+            let _ = write!(out, "],\"sent\":10,\"received\":{k}}}");
         }
-        (serde_json::json!({ "events": events }), oracle)
+        out.extend_from_slice(b"]}");
+        (out, oracle)
     }
 }
 
@@ -205,8 +260,8 @@ fn hist() -> Histogram<u64> {
 async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, start: Instant) -> WorkerResult {
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
     let url = format!("{}/v1/events", args.url);
-    let mut gen =
-        Generator { rng: rand::rngs::StdRng::seed_from_u64(args.seed * 1000 + w as u64), targets: args.targets };
+    let mut gen = Generator::new(args.seed * 1000 + w as u64, args.targets);
+    let target_names = gen.target_names.clone();
     let per_worker_rate = args.rate as f64 / args.workers as f64;
     let interval = Duration::from_secs_f64(args.batch as f64 / per_worker_rate);
     let total = (args.duration as f64 / interval.as_secs_f64()).floor() as u64;
@@ -221,11 +276,10 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let (idx, probe, token) = &probes[pi];
         let keep_exact = idx % 50 == 0;
         let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
-        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch);
-        let body = serde_json::to_vec(&body).expect("json");
+        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch, keep_exact);
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let (client, url, token, probe, shared) =
-            (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone());
+        let (client, url, token, probe, shared, names) =
+            (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone(), target_names.clone());
         let n = args.batch as u64;
         handles.push(actix_rt::spawn(async move {
             let res = client
@@ -255,12 +309,11 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
             if (200..300).contains(&status) {
                 slot.0 += n;
                 g.accepted_events += n;
-                for (target, minute, samples) in oracle {
-                    let key = (probe.clone(), target, minute);
-                    *g.oracle.entry(key.clone()).or_default() += samples.len() as u64;
-                    if keep_exact {
-                        g.exact.entry(key).or_default().extend(samples);
-                    }
+                for (t, minute, n) in oracle.counts {
+                    *g.oracle.entry((probe.clone(), names[t].clone(), minute)).or_default() += n;
+                }
+                for (t, minute, samples) in oracle.exact {
+                    g.exact.entry((probe.clone(), names[t].clone(), minute)).or_default().extend(samples);
                 }
             }
         }));
@@ -508,9 +561,9 @@ fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
         pch.confirm_select(ConfirmSelectOptions::default()).await?;
         sch.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
         // the same batches netqoe receives
-        let mut gen = Generator { rng: rand::rngs::StdRng::seed_from_u64(1), targets: 2 };
+        let mut gen = Generator::new(1, 2);
         let mut seq = 0;
-        let payload = serde_json::to_vec(&gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch).0)?;
+        let payload = gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch, false).0;
         let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(args.duration);
         let cons = consumed.clone();
@@ -589,15 +642,19 @@ mod tests {
 
     #[test]
     fn generated_batches_are_valid_events() {
-        let mut g = Generator { rng: rand::rngs::StdRng::seed_from_u64(1), targets: 3 };
+        let mut g = Generator::new(1, 3);
         let mut seq = 0;
         let now = now_ms();
-        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50);
-        let batch: netqoe_domain::WireBatch = serde_json::from_value(body).unwrap();
+        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50, true);
+        let batch: netqoe_domain::WireBatch = serde_json::from_slice(&body).unwrap();
+        let mut samples = 0;
         for (i, w) in batch.events.into_iter().enumerate() {
-            netqoe_domain::event::validate(w, i, now, &Default::default()).unwrap();
+            samples += w.rtt_samples_ms.as_ref().map_or(0, Vec::len) as u64;
+            let e = netqoe_domain::event::validate(w, i, now, &Default::default()).unwrap();
+            assert_eq!(e.seq, i as u64 + 1);
         }
-        assert_eq!(oracle.len(), 50);
+        assert_eq!(oracle.counts.iter().map(|c| c.2).sum::<u64>(), samples, "the oracle counts every sample");
+        assert_eq!(oracle.exact.iter().map(|e| e.2.len() as u64).sum::<u64>(), samples);
         assert_eq!(seq, 50);
     }
 }
