@@ -36,8 +36,12 @@ use tokio::sync::{mpsc, Mutex};
 use crate::config::{redact_uri, RabbitConfig};
 
 /// Version of the envelope carried in every message.
+/// Version 1: JSON (still accepted from older publishers). Version 2: binary (published).
 pub const ENVELOPE_VERSION: u32 = 1;
 pub const CONTENT_TYPE: &str = "application/vnd.netqoe.batch.v1+json";
+pub const CONTENT_TYPE_V2: &str = "application/vnd.netqoe.batch.v2";
+/// First byte of a version-2 envelope (a JSON envelope starts with `{`).
+const V2_MAGIC: u8 = 0xE2;
 
 pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     reg(Histogram::with_opts(
@@ -94,7 +98,9 @@ pub fn init_metrics() {
     }
 }
 
-/// What travels through the broker.
+/// What travels through the broker: published as version 2 (`V2_MAGIC`, `str` batch id, `str`
+/// probe, zigzag varint received_ms, varint duplicates, then the events in the binary codec of
+/// `netqoe_domain::codec`); a version-1 JSON envelope is still consumed.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Envelope {
@@ -104,6 +110,41 @@ pub struct Envelope {
     pub received_ms: i64,
     pub duplicates: u64,
     pub events: Vec<Event>,
+}
+
+impl Envelope {
+    pub fn encode_v2(batch_id: &str, probe: &str, received_ms: i64, duplicates: u64, events: &[Event]) -> Vec<u8> {
+        use netqoe_domain::codec::{encode_events, put_i64, put_str, put_varint};
+        let mut out = Vec::with_capacity(64 + events.len() * 120);
+        out.push(V2_MAGIC);
+        put_str(&mut out, batch_id);
+        put_str(&mut out, probe);
+        put_i64(&mut out, received_ms);
+        put_varint(&mut out, duplicates);
+        encode_events(events, &mut out);
+        out
+    }
+
+    /// Decodes either version.
+    pub fn decode(data: &[u8]) -> Result<Envelope, String> {
+        if data.first() == Some(&V2_MAGIC) {
+            let mut r = netqoe_domain::codec::Reader::new(&data[1..]);
+            let mut head = || -> Result<(String, String, i64, u64), netqoe_domain::codec::CodecError> {
+                Ok((r.str()?.to_string(), r.str()?.to_string(), r.i64()?, r.varint()?))
+            };
+            let (batch_id, probe, received_ms, duplicates) = head().map_err(|e| e.to_string())?;
+            let events = netqoe_domain::codec::read_events(&mut r).map_err(|e| e.to_string())?;
+            if !r.is_empty() {
+                return Err("trailing bytes after the envelope".into());
+            }
+            return Ok(Envelope { v: 2, batch_id, probe, received_ms, duplicates, events });
+        }
+        let e: Envelope = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        if e.v != ENVELOPE_VERSION {
+            return Err(format!("unsupported envelope version {}", e.v));
+        }
+        Ok(e)
+    }
 }
 
 /// Names of everything the topology declares.
@@ -451,9 +492,7 @@ impl RabbitBus {
                         Some(Err(e)) => return Err(BusError::Unavailable(format!("consumer: {e}"))),
                         None => return Err(BusError::Unavailable("consumer cancelled".into())),
                     };
-                    let envelope: Result<Envelope, String> = serde_json::from_slice::<Envelope>(&delivery.data)
-                        .map_err(|e| e.to_string())
-                        .and_then(|e| if e.v == ENVELOPE_VERSION { Ok(e) } else { Err(format!("unsupported envelope version {}", e.v)) });
+                    let envelope = Envelope::decode(&delivery.data);
                     let envelope = match envelope {
                         Ok(e) => e,
                         Err(reason) => {
@@ -533,15 +572,7 @@ impl EventBus for RabbitBus {
         let started = Instant::now();
         let n = events.len();
         let batch_id = format!("{probe}:{received_ms}:{:016x}", rand::thread_rng().gen::<u64>());
-        let envelope = Envelope {
-            v: ENVELOPE_VERSION,
-            batch_id: batch_id.clone(),
-            probe: probe.to_string(),
-            received_ms,
-            duplicates: 0,
-            events,
-        };
-        let payload = serde_json::to_vec(&envelope).map_err(|e| BusError::Failed(e.to_string()))?;
+        let payload = Envelope::encode_v2(&batch_id, probe, received_ms, 0, &events);
         let (ch, names) = self.publisher().await.inspect_err(|e| {
             if !matches!(e, BusError::Overloaded(_)) {
                 PUBLISH_FAILURES.with_label_values(&["unavailable"]).inc();
@@ -550,7 +581,7 @@ impl EventBus for RabbitBus {
         let shard = netqoe_actors::pipeline::shard_of(probe, self.inner.cfg.shards);
         let props = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type(ShortString::from(CONTENT_TYPE))
+            .with_content_type(ShortString::from(CONTENT_TYPE_V2))
             .with_message_id(ShortString::from(batch_id.as_str()))
             .with_timestamp((received_ms / 1000) as u64);
         let wait = Duration::from_millis(self.inner.cfg.publish_timeout_ms);
@@ -652,5 +683,56 @@ impl EventBus for RabbitBus {
         if let Some(c) = st.conn.take() {
             let _ = tokio::time::timeout(self.op(), c.close(200, "shutdown")).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    fn event(id: &str) -> Event {
+        Event {
+            event_id: id.into(),
+            seq: 7,
+            ts_ms: 1_790_000_000_123,
+            target: "t.example".into(),
+            kind: netqoe_domain::Kind::Udp,
+            rtt_samples_ms: vec![1.5, 2.25],
+            jitter_ms: None,
+            sent: Some(2),
+            received: Some(2),
+            dns_ms: None,
+            connect_ms: None,
+            tls_ms: None,
+            ttfb_ms: None,
+            status: netqoe_domain::Status::Ok,
+        }
+    }
+
+    #[test]
+    fn both_envelope_versions_decode() {
+        let evs = vec![event("a"), event("b")];
+        let v2 = Envelope::encode_v2("b1", "p", 1_790_000_000_000, 3, &evs);
+        let e = Envelope::decode(&v2).unwrap();
+        assert_eq!(
+            (e.batch_id.as_str(), e.probe.as_str(), e.received_ms, e.duplicates),
+            ("b1", "p", 1_790_000_000_000, 3)
+        );
+        assert_eq!(e.events, evs);
+        let v1 = serde_json::to_vec(&Envelope {
+            v: 1,
+            batch_id: "b1".into(),
+            probe: "p".into(),
+            received_ms: 5,
+            duplicates: 0,
+            events: evs.clone(),
+        })
+        .unwrap();
+        assert_eq!(Envelope::decode(&v1).unwrap().events, evs);
+        assert!(v2.len() < v1.len());
+        assert!(Envelope::decode(&v2[..v2.len() - 1]).is_err());
+        assert!(Envelope::decode(b"this is not an envelope").is_err());
+        assert!(Envelope::decode(br#"{"v":99,"batch_id":"x","probe":"p","received_ms":0,"duplicates":0,"events":[]}"#)
+            .is_err());
     }
 }
