@@ -59,7 +59,14 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         "rabbitmq" => Arc::new(RabbitBus::new(cfg.rabbitmq.clone())),
         _ => Arc::new(db.clone()),
     };
-    let store: Arc<dyn RollupStore> = Arc::new(db.clone());
+    let store: Arc<dyn RollupStore> = match cfg.storage.backend.as_str() {
+        "scylla" => Arc::new(
+            crate::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention)
+                .await
+                .map_err(|e| anyhow::anyhow!("scylla store ({}): {e}", cfg.scylla.contact_points.join(",")))?,
+        ),
+        _ => Arc::new(db.clone()),
+    };
     // Connect the publisher now, on this (the main) runtime, so its I/O outlives the HTTP workers;
     // an unreachable broker is not fatal here (ingest answers 503 and retries the connection).
     if let Err(error) = bus.ready().await {

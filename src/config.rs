@@ -40,6 +40,9 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// Where rollups, marks, batch ids and sessions live: "sqlite" (the file in `data_dir`) or
+    /// "scylla" (the `[scylla]` cluster; the schema is applied with `netqoe migrate`).
+    pub backend: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -306,6 +309,9 @@ impl Config {
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             e.push("storage.data_dir: must not be empty".into());
+        }
+        if !matches!(self.storage.backend.as_str(), "sqlite" | "scylla") {
+            e.push(format!("storage.backend: {:?} must be \"sqlite\" or \"scylla\"", self.storage.backend));
         }
         if !matches!(self.bus.kind.as_str(), "embedded" | "rabbitmq") {
             e.push(format!("bus.kind: {:?} must be \"embedded\" or \"rabbitmq\"", self.bus.kind));

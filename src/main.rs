@@ -26,6 +26,9 @@ enum Command {
         /// Override bus.kind: "embedded" or "rabbitmq".
         #[arg(long)]
         bus: Option<String>,
+        /// Override storage.backend: "sqlite" or "scylla".
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Run the ingest role: HTTP ingest and query API, publishing to the configured bus.
     Ingest,
@@ -150,10 +153,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { .. } | Command::Ingest | Command::Aggregate => {
-            let (roles, bus) = match cli.command {
-                Command::Run { bus } => (netqoe::app::Roles::ALL, bus),
-                Command::Ingest => (netqoe::app::Roles::INGEST, None),
-                _ => (netqoe::app::Roles::AGGREGATE, None),
+            let (roles, bus, store) = match cli.command {
+                Command::Run { bus, store } => (netqoe::app::Roles::ALL, bus, store),
+                Command::Ingest => (netqoe::app::Roles::INGEST, None, None),
+                _ => (netqoe::app::Roles::AGGREGATE, None, None),
             };
             let mut env: Vec<(String, String)> = std::env::vars().collect();
             if let Some(f) = &cli.log_format {
@@ -161,6 +164,9 @@ fn main() -> ExitCode {
             }
             if let Some(b) = bus {
                 env.push(("NETQOE__BUS__KIND".into(), b));
+            }
+            if let Some(s) = store {
+                env.push(("NETQOE__STORAGE__BACKEND".into(), s));
             }
             let cfg = match Config::load_from(cli.config.as_deref(), env) {
                 Ok(c) => c,

@@ -4,52 +4,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::*;
 use netqoe::rabbit::RabbitBus;
-use serde_json::{json, Value};
-
-fn events_for(probe: &str, base: i64, from_seq: i64, n: i64, rng: &mut Rng) -> Vec<Value> {
-    (from_seq..from_seq + n)
-        .map(|seq| {
-            let target = if seq % 2 == 0 { "a.example" } else { "b.example" };
-            json!({"event_id": format!("{probe}-{seq}"), "seq": seq, "ts": rfc3339(base + seq * 1_000), "target": target,
-                   "kind": "udp", "rtt_samples_ms": [rng.rtt(20.0), rng.rtt(25.0), rng.rtt(30.0)], "sent": 4, "received": 3})
-        })
-        .collect()
-}
-
-/// The rollups a query API returns, keyed without revision/closed (which legitimately differ).
-async fn rollup_map(client: &awc::Client, base_url: &str, token: &str, from: i64, to: i64) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    for tier in ["1m", "1h"] {
-        let r = get(
-            client,
-            &format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}&limit=100000", from - 86_400_000),
-            Some(token),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        for w in r.body["rollups"].as_array().unwrap() {
-            let mut w = w.clone();
-            let o = w.as_object_mut().unwrap();
-            o.remove("revision");
-            o.remove("closed");
-            let key = format!("{}|{}|{}|{}|{}", o["tier"], o["probe"], o["target"], o["metric"], o["window_start"]);
-            out.insert(key, w);
-        }
-    }
-    out
-}
 
 #[actix_rt::test]
 async fn through_the_broker_rollups_equal_the_embedded_run() {
     let _g = BROKER.lock().await;
     let prefix = unique_prefix("e2e");
-    let rabbit = start_with(3, &rabbit_overrides(&prefix, 4)).await;
-    let embedded = start(3, &[]).await;
+    // coarse tiers derived at every commit, so both runs' 1h windows are current when compared
+    let mut ov = rabbit_overrides(&prefix, 4);
+    ov.push(("NETQOE__PIPELINE__DERIVE_INTERVAL_MS".into(), "0".into()));
+    let rabbit = start_with(3, &ov).await;
+    let embedded = start(3, &[("NETQOE__PIPELINE__DERIVE_INTERVAL_MS", "0")]).await;
     let base = base_ms() + 5 * 60_000;
     let mut total = 0u64;
     for app in [&rabbit, &embedded] {

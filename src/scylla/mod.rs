@@ -5,6 +5,7 @@
 //! interrupted migration can simply be run again.
 
 pub mod schema;
+pub mod store;
 
 use std::time::Duration;
 
@@ -67,7 +68,10 @@ pub async fn migrate(cfg: &Config) -> anyhow::Result<Migration> {
             return Ok(Migration::AlreadyCurrent(v));
         }
     }
-    let statements = schema::statements(cfg);
+    let mut statements = schema::statements(cfg);
+    if let Some(v) = from {
+        statements.extend(schema::upgrades(cfg, v));
+    }
     for s in &statements {
         session.query_unpaged(s.as_str(), ()).await.map_err(|e| anyhow::anyhow!("{e}: {s}"))?;
     }

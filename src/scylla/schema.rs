@@ -6,7 +6,9 @@
 
 use crate::config::Config;
 
-pub const SCHEMA_VERSION: i32 = 1;
+/// 1: first schema. 2: `events_applied set<bigint>` (a window's event set, grown by each
+/// revision's delta in the same row) and the series index tables.
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Partition bucket widths (ms) per tier: a partition holds one series for one bucket, so it stays
 /// bounded (1440 rows/day for 1m, ≤ 720 rows for 1h, ≤ 366 rows for 1d).
@@ -17,7 +19,7 @@ pub const BUCKET_1D_MS: i64 = 366 * 86_400_000; // a year
 /// Columns of a window's mergeable state, shared by the per-probe and by-target tables.
 const STATE_COLUMNS: &str = "revision bigint, closed boolean, events bigint, count bigint, min double, max double, \
 sum double, sent bigint, received bigint, jitter_sum double, jitter_n bigint, errors map<text, bigint>, sketch blob, \
-applied blob";
+events_applied set<bigint>";
 
 fn replication(cfg: &Config) -> String {
     let s = &cfg.scylla;
@@ -70,6 +72,15 @@ pub fn statements(cfg: &Config) -> Vec<String> {
             "CREATE TABLE IF NOT EXISTS {ks}.processed_batches (batch_id text PRIMARY KEY, at_ms bigint) \
              WITH default_time_to_live = {dedup_s}"
         ),
+        // Which (probe, target, metric) series exist: queries list them instead of scanning rollups.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.series (probe text, target text, metric text, \
+             PRIMARY KEY ((probe), target, metric))"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {ks}.series_by_target (target text, metric text, probe text, \
+             PRIMARY KEY ((target), metric, probe))"
+        ),
         // max_event_ms and max_seq are written USING TIMESTAMP <value>, so last-write-wins keeps the maximum.
         format!("CREATE TABLE IF NOT EXISTS {ks}.probe_marks (probe text PRIMARY KEY, max_event_ms bigint, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.probe_sessions (probe text PRIMARY KEY, state text, updated_ms bigint)"),
@@ -85,6 +96,20 @@ pub fn statements(cfg: &Config) -> Vec<String> {
             ttl(r.d1_days)
         ),
     ]);
+    v
+}
+
+/// Statements that bring a keyspace of version `from` to the current version (after `statements`,
+/// which create what is missing).
+pub fn upgrades(cfg: &Config, from: i32) -> Vec<String> {
+    let ks = &cfg.scylla.keyspace;
+    let mut v = Vec::new();
+    if from < 2 {
+        for tier in ["1m", "1h", "1d"] {
+            v.push(format!("ALTER TABLE {ks}.rollups_{tier} ADD events_applied set<bigint>"));
+            v.push(format!("ALTER TABLE {ks}.rollups_by_target_{tier} ADD events_applied set<bigint>"));
+        }
+    }
     v
 }
 
@@ -121,6 +146,8 @@ mod tests {
             "rollups_by_target_1h",
             "rollups_by_target_1d",
             "processed_batches",
+            "series",
+            "series_by_target",
             "probe_marks",
             "probe_sessions",
             "incidents",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use netqoe::app::RunningApp;
 use netqoe::config::{Config, ProbeEntry, QueryToken};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 pub struct TestApp {
     pub app: RunningApp,
@@ -301,4 +301,44 @@ pub async fn stored_by_minute(
             (s, w["count"].as_u64().unwrap())
         })
         .collect()
+}
+
+/// `n` UDP events of `probe` from `from_seq`, one per second from `base`, alternating two targets.
+pub fn events_for(probe: &str, base: i64, from_seq: i64, n: i64, rng: &mut Rng) -> Vec<Value> {
+    (from_seq..from_seq + n)
+        .map(|seq| {
+            let target = if seq % 2 == 0 { "a.example" } else { "b.example" };
+            json!({"event_id": format!("{probe}-{seq}"), "seq": seq, "ts": rfc3339(base + seq * 1_000), "target": target,
+                   "kind": "udp", "rtt_samples_ms": [rng.rtt(20.0), rng.rtt(25.0), rng.rtt(30.0)], "sent": 4, "received": 3})
+        })
+        .collect()
+}
+
+/// The rollups a query API returns, keyed without revision/closed (which legitimately differ).
+pub async fn rollup_map(
+    client: &awc::Client,
+    base_url: &str,
+    token: &str,
+    from: i64,
+    to: i64,
+) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for tier in ["1m", "1h"] {
+        let r = get(
+            client,
+            &format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}&limit=100000", from - 86_400_000),
+            Some(token),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        for w in r.body["rollups"].as_array().unwrap() {
+            let mut w = w.clone();
+            let o = w.as_object_mut().unwrap();
+            o.remove("revision");
+            o.remove("closed");
+            let key = format!("{}|{}|{}|{}|{}", o["tier"], o["probe"], o["target"], o["metric"], o["window_start"]);
+            out.insert(key, w);
+        }
+    }
+    out
 }

@@ -1,0 +1,743 @@
+//! `RollupStore` on ScyllaDB / Cassandra 4 (CQL native protocol v4, only CQL both accept).
+//!
+//! Invariants (how a crash or a replayed write never double-counts, without transactions):
+//! - A 1m window's state and its event set live in one row and change in one UPDATE (the set
+//!   grows by the revision's delta: `events_applied = events_applied + ?`), so the row is the unit
+//!   of atomicity: whatever else of a commit did not land, a window never holds a count without
+//!   the ids of the events in it.
+//! - Every rollup write carries `USING TIMESTAMP window start (µs) + revision`: a replay of an
+//!   older revision (driver retry, speculative execution, a stale aggregator) loses to the newer
+//!   value by last-write-wins. Derived (1h/1d) windows use the sum of their children's revisions,
+//!   which grows whenever any child changes.
+//! - A commit writes in this order: probe marks (each column `USING TIMESTAMP` its own value, so
+//!   the maximum wins), 1m windows, derived windows, and last the batch ids; a batch id is
+//!   therefore only recorded once its whole effect is stored, and a mark is never behind the
+//!   windows (an event above the mark's seq cannot have been applied).
+//! - Statements are prepared once and marked idempotent; at most `scylla.max_in_flight`
+//!   requests run at once. Retention counts from a window's end: each write carries `USING TTL`
+//!   = what is left of its tier's retention (a window already past it is not written), and
+//!   tables expire the rest by `default_time_to_live`; `prune` deletes nothing itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use netqoe_actors::bus::BatchId;
+use netqoe_actors::store::{
+    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+};
+use netqoe_domain::rollup::merge_children;
+use netqoe_domain::sketch::DdSketch;
+use netqoe_domain::{EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+use scylla::{DeserializeRow, SerializeRow};
+use tokio::sync::Semaphore;
+
+use super::schema::{BUCKET_1D_MS, BUCKET_1H_MS, BUCKET_1M_MS};
+use crate::config::ScyllaConfig;
+
+/// Most series remembered as already indexed (then the memory is cleared and rebuilt).
+const SERIES_CACHE: usize = 200_000;
+
+fn bucket_width(tier: Tier) -> i64 {
+    match tier {
+        Tier::M1 => BUCKET_1M_MS,
+        Tier::H1 => BUCKET_1H_MS,
+        Tier::D1 => BUCKET_1D_MS,
+    }
+}
+
+/// Partition bucket of a window start.
+pub fn bucket_of(tier: Tier, start_ms: i64) -> i64 {
+    let w = bucket_width(tier);
+    start_ms.div_euclid(w) * w
+}
+
+/// The buckets a window-start range `[from, to)` touches, ascending.
+pub fn buckets(tier: Tier, from_ms: i64, to_ms: i64) -> Vec<i64> {
+    let w = bucket_width(tier);
+    let mut out = Vec::new();
+    if to_ms <= from_ms {
+        return out;
+    }
+    let mut b = bucket_of(tier, from_ms);
+    while b < to_ms {
+        out.push(b);
+        b += w;
+    }
+    out
+}
+
+/// Write timestamp (µs) of a window's revision: increases with the revision.
+pub fn write_timestamp(start_ms: i64, revision: u64) -> i64 {
+    start_ms.saturating_mul(1000).saturating_add(revision as i64)
+}
+
+fn parse_consistency(s: &str) -> Consistency {
+    match s.to_ascii_uppercase().as_str() {
+        "ONE" => Consistency::One,
+        "TWO" => Consistency::Two,
+        "THREE" => Consistency::Three,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        _ => Consistency::LocalQuorum,
+    }
+}
+
+fn tier_index(t: Tier) -> usize {
+    match t {
+        Tier::M1 => 0,
+        Tier::H1 => 1,
+        Tier::D1 => 2,
+    }
+}
+
+fn tier_name(t: Tier) -> &'static str {
+    t.as_str()
+}
+
+/// The state columns in the order every statement binds and selects them.
+const STATE: &str =
+    "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, events_applied";
+
+#[derive(SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct SeriesWrite<'a> {
+    ts: i64,
+    ttl: i32,
+    revision: i64,
+    closed: bool,
+    events: i64,
+    count: i64,
+    min: Option<f64>,
+    max: Option<f64>,
+    sum: f64,
+    sent: i64,
+    received: i64,
+    jitter_sum: f64,
+    jitter_n: i64,
+    errors: BTreeMap<String, i64>,
+    sketch: Vec<u8>,
+    applied: Vec<i64>,
+    probe: &'a str,
+    target: &'a str,
+    metric: &'a str,
+    bucket: i64,
+    start_ms: i64,
+}
+
+#[derive(SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct TargetWrite<'a> {
+    ts: i64,
+    ttl: i32,
+    revision: i64,
+    closed: bool,
+    events: i64,
+    count: i64,
+    min: Option<f64>,
+    max: Option<f64>,
+    sum: f64,
+    sent: i64,
+    received: i64,
+    jitter_sum: f64,
+    jitter_n: i64,
+    errors: BTreeMap<String, i64>,
+    sketch: Vec<u8>,
+    target: &'a str,
+    metric: &'a str,
+    bucket: i64,
+    start_ms: i64,
+    probe: &'a str,
+}
+
+#[derive(DeserializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct StateRow {
+    probe: String,
+    target: String,
+    metric: String,
+    start_ms: i64,
+    revision: Option<i64>,
+    closed: Option<bool>,
+    events: Option<i64>,
+    count: Option<i64>,
+    min: Option<f64>,
+    max: Option<f64>,
+    sum: Option<f64>,
+    sent: Option<i64>,
+    received: Option<i64>,
+    jitter_sum: Option<f64>,
+    jitter_n: Option<i64>,
+    errors: Option<BTreeMap<String, i64>>,
+    sketch: Option<Vec<u8>>,
+    events_applied: Option<Vec<i64>>,
+}
+
+fn corrupt(what: String) -> StoreError {
+    StoreError::Failed(format!("corrupt row: {what}"))
+}
+
+impl StateRow {
+    fn into_rollup(self, tier: Tier) -> Result<Rollup, StoreError> {
+        let metric = Metric::parse(&self.metric).ok_or_else(|| corrupt(format!("unknown metric {}", self.metric)))?;
+        let sketch = match &self.sketch {
+            Some(b) => DdSketch::decode(b).map_err(|e| corrupt(format!("sketch: {e}")))?,
+            None => DdSketch::default(),
+        };
+        let u = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        Ok(Rollup {
+            key: WindowKey { probe: self.probe, target: self.target, metric, tier, start_ms: self.start_ms },
+            agg: WindowAgg {
+                events: u(self.events),
+                count: u(self.count),
+                min: self.min,
+                max: self.max,
+                sum: self.sum.unwrap_or(0.0),
+                sent: u(self.sent),
+                received: u(self.received),
+                jitter_sum: self.jitter_sum.unwrap_or(0.0),
+                jitter_n: u(self.jitter_n),
+                errors: self.errors.unwrap_or_default().into_iter().map(|(k, v)| (k, v.max(0) as u64)).collect(),
+                sketch,
+            },
+            applied: self.events_applied.unwrap_or_default().into_iter().map(|h| h as u64).collect(),
+            revision: u(self.revision),
+            closed: self.closed.unwrap_or(false),
+        })
+    }
+}
+
+/// Prepared statements of one tier.
+struct TierStatements {
+    write: PreparedStatement,
+    write_by_target: PreparedStatement,
+    /// One window (key equality).
+    read_one: PreparedStatement,
+    /// A series' windows in `[from, to)` of one bucket.
+    read_range: PreparedStatement,
+    /// One target's windows of a metric in `[from, to)` of one bucket (all probes).
+    read_by_target: PreparedStatement,
+}
+
+struct Statements {
+    tiers: [TierStatements; 3],
+    series_insert: PreparedStatement,
+    series_by_target_insert: PreparedStatement,
+    series_of_probe: PreparedStatement,
+    series_of_target: PreparedStatement,
+    series_all: PreparedStatement,
+    mark_event: PreparedStatement,
+    mark_seq: PreparedStatement,
+    mark_read: PreparedStatement,
+    batch_insert: PreparedStatement,
+    batch_read: PreparedStatement,
+    session_write: PreparedStatement,
+    session_read: PreparedStatement,
+    session_all: PreparedStatement,
+    ready: PreparedStatement,
+}
+
+/// The Scylla store.
+pub struct ScyllaStore {
+    session: Arc<Session>,
+    st: Statements,
+    in_flight: Semaphore,
+    retention: Retention,
+    /// Series already written to the series index by this process.
+    indexed: Mutex<HashSet<(String, String, Metric)>>,
+}
+
+async fn prepare(
+    session: &Session,
+    cql: String,
+    consistency: Consistency,
+    idempotent: bool,
+) -> anyhow::Result<PreparedStatement> {
+    let mut p = session.prepare(cql.as_str()).await.map_err(|e| anyhow::anyhow!("prepare {cql}: {e}"))?;
+    p.set_consistency(consistency);
+    p.set_is_idempotent(idempotent);
+    Ok(p)
+}
+
+impl ScyllaStore {
+    /// Connects, and prepares every statement once (the schema must be applied: `netqoe migrate`).
+    pub async fn connect(cfg: &ScyllaConfig, retention: Retention) -> anyhow::Result<Self> {
+        let session = super::connect(cfg).await?;
+        Self::with_session(session, cfg, retention).await
+    }
+
+    pub async fn with_session(session: Session, cfg: &ScyllaConfig, retention: Retention) -> anyhow::Result<Self> {
+        let ks = &cfg.keyspace;
+        let (r, w) = (parse_consistency(&cfg.read_consistency), parse_consistency(&cfg.write_consistency));
+        let mut tiers = Vec::new();
+        for tier in Tier::ALL {
+            let t = tier_name(tier);
+            let set = "revision = ?, closed = ?, events = ?, count = ?, min = ?, max = ?, sum = ?, sent = ?, \
+                       received = ?, jitter_sum = ?, jitter_n = ?, errors = ?, sketch = ?";
+            tiers.push(TierStatements {
+                write: prepare(
+                    &session,
+                    format!(
+                        "UPDATE {ks}.rollups_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_applied = events_applied + ? \
+                         WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
+                    ),
+                    w,
+                    true,
+                )
+                .await?,
+                write_by_target: prepare(
+                    &session,
+                    format!(
+                        "UPDATE {ks}.rollups_by_target_{t} USING TIMESTAMP ? AND TTL ? SET {set} \
+                         WHERE target = ? AND metric = ? AND bucket = ? AND start_ms = ? AND probe = ?"
+                    ),
+                    w,
+                    true,
+                )
+                .await?,
+                read_one: prepare(
+                    &session,
+                    format!(
+                        "SELECT probe, target, metric, start_ms, {STATE} FROM {ks}.rollups_{t} \
+                         WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
+                    ),
+                    r,
+                    true,
+                )
+                .await?,
+                read_range: prepare(
+                    &session,
+                    format!(
+                        "SELECT probe, target, metric, start_ms, {STATE} FROM {ks}.rollups_{t} \
+                         WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms >= ? AND start_ms < ?"
+                    ),
+                    r,
+                    true,
+                )
+                .await?,
+                read_by_target: prepare(
+                    &session,
+                    format!(
+                        "SELECT probe, target, metric, start_ms, {STATE} FROM {ks}.rollups_by_target_{t} \
+                         WHERE target = ? AND metric = ? AND bucket = ? AND start_ms >= ? AND start_ms < ?"
+                    ),
+                    r,
+                    true,
+                )
+                .await?,
+            });
+        }
+        let tiers: [TierStatements; 3] = tiers.try_into().map_err(|_| anyhow::anyhow!("three tiers expected"))?;
+        let p = |cql: String, c: Consistency| {
+            let s = &session;
+            async move { prepare(s, cql, c, true).await }
+        };
+        let st = Statements {
+            tiers,
+            series_insert: p(format!("INSERT INTO {ks}.series (probe, target, metric) VALUES (?, ?, ?)"), w).await?,
+            series_by_target_insert: p(
+                format!("INSERT INTO {ks}.series_by_target (target, metric, probe) VALUES (?, ?, ?)"),
+                w,
+            )
+            .await?,
+            series_of_probe: p(format!("SELECT probe, target, metric FROM {ks}.series WHERE probe = ?"), r).await?,
+            series_of_target: p(format!("SELECT probe, target, metric FROM {ks}.series_by_target WHERE target = ?"), r)
+                .await?,
+            series_all: p(format!("SELECT probe, target, metric FROM {ks}.series"), r).await?,
+            mark_event: p(format!("UPDATE {ks}.probe_marks USING TIMESTAMP ? SET max_event_ms = ? WHERE probe = ?"), w)
+                .await?,
+            mark_seq: p(format!("UPDATE {ks}.probe_marks USING TIMESTAMP ? SET max_seq = ? WHERE probe = ?"), w)
+                .await?,
+            mark_read: p(format!("SELECT max_event_ms, max_seq FROM {ks}.probe_marks WHERE probe = ?"), r).await?,
+            batch_insert: p(format!("INSERT INTO {ks}.processed_batches (batch_id, at_ms) VALUES (?, ?)"), w).await?,
+            batch_read: p(format!("SELECT batch_id FROM {ks}.processed_batches WHERE batch_id = ?"), r).await?,
+            session_write: p(format!("INSERT INTO {ks}.probe_sessions (probe, state, updated_ms) VALUES (?, ?, ?)"), w)
+                .await?,
+            session_read: p(format!("SELECT state FROM {ks}.probe_sessions WHERE probe = ?"), r).await?,
+            session_all: p(format!("SELECT state FROM {ks}.probe_sessions"), r).await?,
+            ready: p("SELECT release_version FROM system.local".to_string(), Consistency::One).await?,
+        };
+        Ok(Self {
+            session: Arc::new(session),
+            st,
+            in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+            retention,
+            indexed: Mutex::new(HashSet::new()),
+        })
+    }
+
+    async fn exec(
+        &self,
+        p: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<(), StoreError> {
+        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        self.session.execute_unpaged(p, values).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    /// All rows of a (paged) query.
+    async fn rows<R>(
+        &self,
+        p: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let pager =
+            self.session.execute_iter(p.clone(), values).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            out.push(r.map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    async fn read_one(&self, k: &WindowKey) -> Result<Option<Rollup>, StoreError> {
+        let s = &self.st.tiers[tier_index(k.tier)];
+        let rows: Vec<StateRow> = self
+            .rows(&s.read_one, (&k.probe, &k.target, k.metric.as_str(), bucket_of(k.tier, k.start_ms), k.start_ms))
+            .await?;
+        rows.into_iter().next().map(|r| r.into_rollup(k.tier)).transpose()
+    }
+
+    async fn write(&self, r: &Rollup) -> Result<(), StoreError> {
+        let k = &r.key;
+        let a = &r.agg;
+        let ts = write_timestamp(k.start_ms, r.revision);
+        let bucket = bucket_of(k.tier, k.start_ms);
+        let errors: BTreeMap<String, i64> = a.errors.iter().map(|(k, v)| (k.clone(), *v as i64)).collect();
+        let sketch = a.sketch.encode();
+        let s = &self.st.tiers[tier_index(k.tier)];
+        // Retention counts from the window's end, not from the write: the TTL is what is left of it.
+        let left_ms = k.start_ms + k.tier.len_ms() + self.retention.for_tier(k.tier) - netqoe_actors::now_ms();
+        if left_ms <= 0 {
+            return Ok(());
+        }
+        let ttl = (left_ms / 1000).clamp(1, i32::MAX as i64) as i32;
+        let w = SeriesWrite {
+            ts,
+            ttl,
+            revision: r.revision as i64,
+            closed: r.closed,
+            events: a.events as i64,
+            count: a.count as i64,
+            min: a.min,
+            max: a.max,
+            sum: a.sum,
+            sent: a.sent as i64,
+            received: a.received as i64,
+            jitter_sum: a.jitter_sum,
+            jitter_n: a.jitter_n as i64,
+            errors: errors.clone(),
+            sketch: sketch.clone(),
+            applied: r.applied.iter().map(|h| h as i64).collect(),
+            probe: &k.probe,
+            target: &k.target,
+            metric: k.metric.as_str(),
+            bucket,
+            start_ms: k.start_ms,
+        };
+        let t = TargetWrite {
+            ts,
+            ttl,
+            revision: r.revision as i64,
+            closed: r.closed,
+            events: a.events as i64,
+            count: a.count as i64,
+            min: a.min,
+            max: a.max,
+            sum: a.sum,
+            sent: a.sent as i64,
+            received: a.received as i64,
+            jitter_sum: a.jitter_sum,
+            jitter_n: a.jitter_n as i64,
+            errors,
+            sketch,
+            target: &k.target,
+            metric: k.metric.as_str(),
+            bucket,
+            start_ms: k.start_ms,
+            probe: &k.probe,
+        };
+        let (a, b) = tokio::join!(self.exec(&s.write, w), self.exec(&s.write_by_target, t));
+        a?;
+        b?;
+        self.index_series(k).await
+    }
+
+    async fn index_series(&self, k: &WindowKey) -> Result<(), StoreError> {
+        let id = (k.probe.clone(), k.target.clone(), k.metric);
+        if self.indexed.lock().map(|g| g.contains(&id)).unwrap_or(false) {
+            return Ok(());
+        }
+        let m = k.metric.as_str();
+        let (a, b) = tokio::join!(
+            self.exec(&self.st.series_insert, (&k.probe, &k.target, m)),
+            self.exec(&self.st.series_by_target_insert, (&k.target, m, &k.probe))
+        );
+        a?;
+        b?;
+        if let Ok(mut g) = self.indexed.lock() {
+            if g.len() >= SERIES_CACHE {
+                g.clear();
+            }
+            g.insert(id);
+        }
+        Ok(())
+    }
+
+    /// Windows of `tier` for one series in `[from, to)`, ascending.
+    async fn series_range(
+        &self,
+        tier: Tier,
+        probe: &str,
+        target: &str,
+        metric: Metric,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let s = &self.st.tiers[tier_index(tier)];
+        let mut out = Vec::new();
+        for b in buckets(tier, from_ms, to_ms) {
+            let rows: Vec<StateRow> =
+                self.rows(&s.read_range, (probe, target, metric.as_str(), b, from_ms, to_ms)).await?;
+            for r in rows {
+                out.push(r.into_rollup(tier)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn derive(&self, parent: &WindowKey) -> Result<(), StoreError> {
+        let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
+        let children = self
+            .series_range(
+                child,
+                &parent.probe,
+                &parent.target,
+                parent.metric,
+                parent.start_ms,
+                parent.start_ms + parent.tier.len_ms(),
+            )
+            .await?;
+        if children.is_empty() {
+            return Ok(());
+        }
+        let agg = merge_children(children.iter().map(|c| &c.agg));
+        let closed = children.iter().all(|c| c.closed);
+        // Grows whenever any child changes, so a newer derivation always wins.
+        let revision: u64 = children.iter().map(|c| c.revision).sum::<u64>() + children.len() as u64;
+        self.write(&Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision, closed }).await
+    }
+
+    /// The series matching a query, sorted by (probe, target, metric).
+    async fn series_for(&self, q: &RollupQuery) -> Result<Vec<(String, String, Metric)>, StoreError> {
+        #[derive(DeserializeRow)]
+        #[scylla(flavor = "enforce_order", skip_name_checks)]
+        struct SeriesRow {
+            probe: String,
+            target: String,
+            metric: String,
+        }
+        let rows: Vec<SeriesRow> = match (&q.probe, &q.target) {
+            (Some(p), _) => self.rows(&self.st.series_of_probe, (p,)).await?,
+            (None, Some(t)) => self.rows(&self.st.series_of_target, (t,)).await?,
+            (None, None) => self.rows(&self.st.series_all, ()).await?,
+        };
+        let mut set = BTreeSet::new();
+        for r in rows {
+            let Some(m) = Metric::parse(&r.metric) else { continue };
+            if q.target.as_ref().is_some_and(|t| *t != r.target) || q.metric.is_some_and(|qm| qm != m) {
+                continue;
+            }
+            set.insert((r.probe, r.target, m));
+        }
+        Ok(set.into_iter().collect())
+    }
+}
+
+#[async_trait]
+impl RollupStore for ScyllaStore {
+    async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
+        let mut report = CommitReport::default();
+        // 1. marks (never behind the windows)
+        for (probe, mark) in &ws.watermarks {
+            if let Some(e) = mark.max_event_ms {
+                self.exec(&self.st.mark_event, (e, e, probe)).await?;
+            }
+            if let Some(s) = mark.max_seq {
+                let s = s.min(i64::MAX as u64) as i64;
+                self.exec(&self.st.mark_seq, (s, s, probe)).await?;
+            }
+        }
+        // 2. 1m windows: read the stored revision (to skip stale ones and report what changed),
+        // then write, all windows concurrently within the in-flight cap.
+        let writes = ws.rollups.iter().map(|r| async move {
+            let stored = self.read_one(&r.key).await?;
+            if stored.is_some_and(|s| s.revision >= r.revision) {
+                return Ok::<bool, StoreError>(false);
+            }
+            self.write(r).await?;
+            Ok(true)
+        });
+        for changed in futures_util::future::join_all(writes).await {
+            if changed? {
+                *report.written.entry(Tier::M1).or_default() += 1;
+            }
+        }
+        // 3. derived tiers, 1h before 1d
+        let parents = parents_to_derive(&ws.derive);
+        for tier in [Tier::H1, Tier::D1] {
+            let level: Vec<&WindowKey> = parents.iter().filter(|p| p.tier == tier).collect();
+            for r in futures_util::future::join_all(level.iter().map(|p| self.derive(p))).await {
+                r?;
+                *report.written.entry(tier).or_default() += 1;
+            }
+        }
+        // 4. batch ids, last
+        let at = netqoe_actors::now_ms();
+        for r in
+            futures_util::future::join_all(ws.batches.iter().map(|id| self.exec(&self.st.batch_insert, (id, at)))).await
+        {
+            r?;
+        }
+        Ok(report)
+    }
+
+    async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
+        let found = futures_util::future::join_all(keys.iter().map(|k| self.read_one(k))).await;
+        let mut out = Vec::new();
+        for f in found {
+            if let Some(r) = f? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError> {
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.st.mark_read, (probe,)).await?;
+        Ok(rows.into_iter().next().map(|(e, s)| ProbeMark { max_event_ms: e, max_seq: s.map(|s| s.max(0) as u64) }))
+    }
+
+    async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            let rows: Vec<(String,)> = self.rows(&self.st.batch_read, (id,)).await?;
+            if !rows.is_empty() {
+                out.push(id.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
+        let mut out: Vec<Rollup> = Vec::new();
+        if let (None, Some(target), Some(metric)) = (&q.probe, &q.target, q.metric) {
+            // A fleet query for one target: its by-target partitions, not one read per probe.
+            let s = &self.st.tiers[tier_index(q.tier)];
+            for b in buckets(q.tier, q.from_ms, q.to_ms) {
+                let rows: Vec<StateRow> =
+                    self.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
+                for r in rows {
+                    out.push(r.into_rollup(q.tier)?);
+                }
+            }
+            out.sort_by(|a, b| (&a.key.probe, a.key.start_ms).cmp(&(&b.key.probe, b.key.start_ms)));
+            out.truncate(q.limit);
+        } else {
+            for (probe, target, metric) in self.series_for(q).await? {
+                if out.len() >= q.limit {
+                    break;
+                }
+                let mut rows = self.series_range(q.tier, &probe, &target, metric, q.from_ms, q.to_ms).await?;
+                rows.truncate(q.limit - out.len());
+                out.extend(rows);
+            }
+        }
+        for r in &mut out {
+            r.applied = EventSet::default();
+        }
+        Ok(out)
+    }
+
+    async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
+        let now = netqoe_actors::now_ms();
+        for s in sessions {
+            let json = serde_json::to_string(s).map_err(|e| StoreError::Failed(e.to_string()))?;
+            self.exec(&self.st.session_write, (&s.probe, json, now)).await?;
+        }
+        Ok(())
+    }
+
+    async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
+        let rows: Vec<(Option<String>,)> = self.rows(&self.st.session_read, (probe,)).await?;
+        match rows.into_iter().next().and_then(|(s,)| s) {
+            Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| corrupt(format!("session: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
+        let rows: Vec<(Option<String>,)> = self.rows(&self.st.session_all, ()).await?;
+        let mut out: Vec<SessionState> = rows
+            .into_iter()
+            .filter_map(|(s,)| s)
+            .map(|j| serde_json::from_str(&j).map_err(|e| corrupt(format!("session: {e}"))))
+            .collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| a.probe.cmp(&b.probe));
+        Ok(out)
+    }
+
+    async fn prune(&self, _now_ms: i64, _retention: &Retention) -> Result<u64, StoreError> {
+        // Every table expires its rows by `default_time_to_live` (set per tier from the retention).
+        Ok(0)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.rows::<(Option<String>,)>(&self.st.ready, ()).await.map(|_| ())
+    }
+
+    fn name(&self) -> &'static str {
+        "scylla"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_the_range_and_nest_the_tiers() {
+        let day = 86_400_000;
+        assert_eq!(buckets(Tier::M1, 0, day), vec![0]);
+        assert_eq!(buckets(Tier::M1, day - 60_000, day + 60_000), vec![0, day]);
+        assert!(buckets(Tier::M1, 5, 5).is_empty());
+        // a 1h window lies in one 1m bucket, a 1d window in one 1h bucket
+        for start in [0, 23 * 3_600_000, 29 * day, 30 * day - 3_600_000] {
+            assert_eq!(buckets(Tier::M1, start, start + 3_600_000).len(), 1);
+        }
+        for start in (0..400).map(|d| d * day) {
+            assert_eq!(buckets(Tier::H1, start, start + day).len(), 1);
+        }
+    }
+
+    #[test]
+    fn newer_revisions_write_with_higher_timestamps() {
+        let t = 1_790_000_040_000;
+        assert!(write_timestamp(t, 2) > write_timestamp(t, 1));
+        assert_eq!(write_timestamp(t, 0), t * 1000);
+        assert_eq!(parse_consistency("local_quorum"), Consistency::LocalQuorum);
+        assert_eq!(parse_consistency("ONE"), Consistency::One);
+    }
+}
