@@ -1,4 +1,5 @@
-//! ScyllaDB / Cassandra 4 support: the versioned CQL schema and `netqoe migrate`.
+//! ScyllaDB / Cassandra 4 support: the versioned CQL schema, `netqoe migrate`, and the
+//! `RollupStore` adapter (`store`).
 //!
 //! Invariant: `migrate` applies a schema version at most once: it reads the recorded version
 //! first and does nothing when it is current; every statement is idempotent anyway, so an
@@ -24,9 +25,18 @@ pub fn contact_points(cfg: &ScyllaConfig) -> Vec<String> {
 
 /// Opens a session (credentials, TLS and timeouts from the config; the password is never logged).
 pub async fn connect(cfg: &ScyllaConfig) -> anyhow::Result<Session> {
+    let mut policy = scylla::policies::load_balancing::DefaultPolicy::builder().token_aware(true);
+    if !cfg.local_dc.is_empty() {
+        policy = policy.prefer_datacenter(cfg.local_dc.clone()).permit_dc_failover(false);
+    }
+    let profile = scylla::client::execution_profile::ExecutionProfile::builder()
+        .request_timeout(Some(Duration::from_millis(cfg.request_timeout_ms)))
+        .load_balancing_policy(policy.build())
+        .build();
     let mut b = SessionBuilder::new()
         .known_nodes(contact_points(cfg))
-        .connection_timeout(Duration::from_millis(cfg.request_timeout_ms));
+        .connection_timeout(Duration::from_millis(cfg.request_timeout_ms))
+        .default_execution_profile_handle(profile.into_handle());
     if !cfg.username.is_empty() {
         b = b.user(cfg.username.clone(), cfg.password.clone());
     }

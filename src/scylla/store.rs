@@ -50,25 +50,18 @@ fn bucket_width(tier: Tier) -> i64 {
     }
 }
 
-/// Partition bucket of a window start.
+/// Partition bucket of a window start: `floor(start_ms / bucket width)` (a day for 1m, 30 days
+/// for 1h, 366 days for 1d), so a 1h window lies in one 1m bucket and a 1d window in one 1h bucket.
 pub fn bucket_of(tier: Tier, start_ms: i64) -> i64 {
-    let w = bucket_width(tier);
-    start_ms.div_euclid(w) * w
+    start_ms.div_euclid(bucket_width(tier))
 }
 
 /// The buckets a window-start range `[from, to)` touches, ascending.
 pub fn buckets(tier: Tier, from_ms: i64, to_ms: i64) -> Vec<i64> {
-    let w = bucket_width(tier);
-    let mut out = Vec::new();
     if to_ms <= from_ms {
-        return out;
+        return Vec::new();
     }
-    let mut b = bucket_of(tier, from_ms);
-    while b < to_ms {
-        out.push(b);
-        b += w;
-    }
-    out
+    (bucket_of(tier, from_ms)..=bucket_of(tier, to_ms - 1)).collect()
 }
 
 /// Write timestamp (µs) of a window's revision: increases with the revision.
@@ -721,7 +714,8 @@ mod tests {
     fn buckets_cover_the_range_and_nest_the_tiers() {
         let day = 86_400_000;
         assert_eq!(buckets(Tier::M1, 0, day), vec![0]);
-        assert_eq!(buckets(Tier::M1, day - 60_000, day + 60_000), vec![0, day]);
+        assert_eq!(buckets(Tier::M1, day - 60_000, day + 60_000), vec![0, 1]);
+        assert_eq!(bucket_of(Tier::M1, 1_763_769_600_000), 20_414, "the day number, as docs/cql.md shows");
         assert!(buckets(Tier::M1, 5, 5).is_empty());
         // a 1h window lies in one 1m bucket, a 1d window in one 1h bucket
         for start in [0, 23 * 3_600_000, 29 * day, 30 * day - 3_600_000] {
