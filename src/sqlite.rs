@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 /// 2: rollups.applied (per-window event set), watermarks.max_seq; applied_events dropped.
 /// 3: window_events (a window's event set as one delta row per revision, instead of the whole
-///    set rewritten in its rollups row at every revision); seen_ids (ingest dedup keyed by the
-///    event id's 64-bit hash) replaces seen_events.
+///    set rewritten in its rollups row at every revision); seen_batches (ingest dedup: one row
+///    per journaled batch with its seq range and event-id hashes) replaces seen_events, whose
+///    rows a version-2 file had are kept as hashes in seen_ids until they expire.
 const SCHEMA_VERSION: i64 = 3;
 /// Most jobs folded into one transaction.
 const GROUP_MAX: usize = 512;
@@ -65,6 +66,16 @@ CREATE TABLE IF NOT EXISTS seen_ids (
     PRIMARY KEY (probe, h)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_ids_ts ON seen_ids (ts_ms);
+CREATE TABLE IF NOT EXISTS seen_batches (
+    id INTEGER PRIMARY KEY,
+    probe TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    hashes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_batches_seq ON seen_batches (probe, last_seq);
+CREATE INDEX IF NOT EXISTS seen_batches_ts ON seen_batches (ts_ms);
 CREATE TABLE IF NOT EXISTS window_events (
     start_ms INTEGER NOT NULL,
     probe TEXT NOT NULL,
@@ -475,9 +486,34 @@ fn reply(job: Job, o: Outcome) {
     }
 }
 
-/// Records the batch's event ids (ingest dedup) and journals the new events. `encoded` is the
-/// binary encoding of all of `events` (made by the caller, off the writer thread); it is re-made
-/// here only when some were duplicates.
+/// Whether event `h` with sequence number `seq` was journaled before (`seq` at or below the
+/// probe's highest journaled seq). A re-sent event carries its original seq, so the batches whose
+/// seq range covers it are the few first ones ending at or after it; a version-2 file's ids are in
+/// `seen_ids`. (An id re-sent under another seq is not recognised here; the aggregator's
+/// per-window event sets still never count it twice.)
+fn seen_before(tx: &Transaction<'_>, probe: &str, seq: i64, h: u64) -> rusqlite::Result<bool> {
+    let mut st = tx.prepare_cached(
+        "SELECT first_seq, hashes FROM seen_batches WHERE probe = ?1 AND last_seq >= ?2 ORDER BY last_seq LIMIT 16",
+    )?;
+    let mut rows = st.query(params![probe, seq])?;
+    let want = h.to_le_bytes();
+    while let Some(r) = rows.next()? {
+        let first: i64 = r.get(0)?;
+        if first > seq {
+            continue;
+        }
+        let hashes = r.get_ref(1)?.as_blob()?;
+        if hashes.chunks_exact(8).any(|c| c == want) {
+            return Ok(true);
+        }
+    }
+    tx.prepare_cached("SELECT 1 FROM seen_ids WHERE probe = ?1 AND h = ?2")?.exists(params![probe, h as i64])
+}
+
+/// Deduplicates the batch against what was journaled before (and within itself), journals the new
+/// events and records them: one `seen_batches` row per batch, not one row per event. `encoded` is
+/// the binary encoding of all of `events` (made by the caller, off the writer thread); it is
+/// re-made here only when some were duplicates.
 fn publish_tx(
     tx: &Transaction<'_>,
     probe: &str,
@@ -485,18 +521,39 @@ fn publish_tx(
     encoded: &[u8],
     received_ms: i64,
 ) -> rusqlite::Result<Published> {
-    let mut seen = tx.prepare_cached("INSERT OR IGNORE INTO seen_ids (probe, h, ts_ms) VALUES (?1, ?2, ?3)")?;
+    let mark: Option<i64> = tx
+        .prepare_cached("SELECT MAX(last_seq) FROM seen_batches WHERE probe = ?1")?
+        .query_row([probe], |r| r.get(0))?;
+    // A version-2 file's ids (no seq known) are looked up for every event until they expire.
+    let legacy: bool = tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM seen_ids)")?.query_row([], |r| r.get(0))?;
     let total = events.len();
     let mut fresh = Vec::with_capacity(total);
+    let mut in_batch = HashSet::with_capacity(total);
+    let (mut first, mut last, mut newest) = (i64::MAX, i64::MIN, i64::MIN);
+    let mut hashes = Vec::with_capacity(total * 8);
     for (i, e) in events.iter().enumerate() {
-        if seen.execute(params![probe, event_hash(&e.event_id) as i64, e.ts_ms])? == 1 {
-            fresh.push(i);
+        let h = event_hash(&e.event_id);
+        if !in_batch.insert(h) {
+            continue;
         }
+        let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
+        if (legacy || mark.is_some_and(|m| seq <= m)) && seen_before(tx, probe, seq, h)? {
+            continue;
+        }
+        fresh.push(i);
+        first = first.min(seq);
+        last = last.max(seq);
+        newest = newest.max(e.ts_ms);
+        hashes.extend_from_slice(&h.to_le_bytes());
     }
     let duplicates = total - fresh.len();
     if fresh.is_empty() {
         return Ok(Published { batch_id: None, accepted: 0, duplicates });
     }
+    tx.prepare_cached(
+        "INSERT INTO seen_batches (probe, first_seq, last_seq, ts_ms, hashes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![probe, first, last, newest, hashes])?;
     let reencoded;
     let payload = if duplicates == 0 {
         encoded
@@ -700,6 +757,7 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     }
     n += tx.execute("DELETE FROM processed_batches WHERE at_ms < ?1", [now_ms - retention.dedup_ms])?;
     n += tx.execute("DELETE FROM seen_ids WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
+    n += tx.execute("DELETE FROM seen_batches WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
     n += tx.execute(
         "DELETE FROM window_events WHERE start_ms < ?1",
         [now_ms - retention.for_tier(Tier::M1) - Tier::M1.len_ms()],

@@ -1,0 +1,61 @@
+//! Ingest deduplication of the embedded journal: a batch, a partial re-send, events repeated
+//! within a batch, a late (lower-seq) event never seen, and a re-send of an old batch after many
+//! newer ones are each recognised exactly, across a restart of the store.
+
+use netqoe_actors::bus::EventBus;
+use netqoe_domain::{Event, Kind, Status};
+
+fn ev(id: &str, seq: u64, now: i64) -> Event {
+    Event {
+        event_id: id.into(),
+        seq,
+        ts_ms: now,
+        target: "t".into(),
+        kind: Kind::Icmp,
+        rtt_samples_ms: vec![1.0],
+        jitter_ms: None,
+        sent: None,
+        received: None,
+        dns_ms: None,
+        connect_ms: None,
+        tls_ms: None,
+        ttfb_ms: None,
+        status: Status::Ok,
+    }
+}
+
+fn seqs(range: std::ops::Range<u64>, now: i64) -> Vec<Event> {
+    range.map(|s| ev(&format!("p-{s}"), s, now)).collect()
+}
+
+#[actix_rt::test]
+async fn the_journal_accepts_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let counts = |p: netqoe_actors::bus::Published| (p.accepted, p.duplicates);
+    {
+        let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+        assert_eq!(counts(j.publish("p", seqs(10..20, now), now).await.unwrap()), (10, 0));
+        // the same batch again
+        assert_eq!(counts(j.publish("p", seqs(10..20, now), now).await.unwrap()), (0, 10));
+        // partial overlap: 15..20 seen, 20..25 new
+        assert_eq!(counts(j.publish("p", seqs(15..25, now), now).await.unwrap()), (5, 5));
+        // repeated within one batch
+        let mut b = seqs(25..27, now);
+        b.push(ev("p-25", 25, now));
+        assert_eq!(counts(j.publish("p", b, now).await.unwrap()), (2, 1));
+        // a late event below the highest seq, never seen: new
+        assert_eq!(counts(j.publish("p", vec![ev("p-3", 3, now)], now).await.unwrap()), (1, 0));
+        // another probe with the same ids is another stream
+        assert_eq!(counts(j.publish("q", seqs(10..20, now), now).await.unwrap()), (10, 0));
+        // many newer batches, then an old one again
+        for k in 0..40 {
+            j.publish("p", seqs(100 + k * 10..110 + k * 10, now), now).await.unwrap();
+        }
+        assert_eq!(counts(j.publish("p", seqs(18..22, now), now).await.unwrap()), (0, 4));
+    }
+    // after a restart
+    let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+    assert_eq!(counts(j.publish("p", vec![ev("p-3", 3, now), ev("p-999", 999, now)], now).await.unwrap()), (1, 1));
+    assert_eq!(counts(j.publish("p", seqs(10..12, now), now).await.unwrap()), (0, 2));
+}
