@@ -8,7 +8,9 @@
 //! before any update, so a restart (process crash or actor restart) followed by redelivery of the
 //! unacked batches reproduces exactly the state it lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +107,22 @@ struct OpenWindow {
     last_touch_ms: i64,
 }
 
+impl OpenWindow {
+    fn new(now: i64) -> Self {
+        OpenWindow {
+            agg: WindowAgg::default(),
+            revision: 0,
+            dirty: false,
+            emitted_closed: false,
+            applied: EventSet::default(),
+            fresh: EventSet::default(),
+            underived: false,
+            derived_ms: now,
+            last_touch_ms: now,
+        }
+    }
+}
+
 struct ProbeState {
     wm: Watermark,
     wm_dirty: bool,
@@ -143,15 +161,41 @@ pub struct Aggregator {
     epoch: u64,
 }
 
-/// The 1m window an event's metric lands in.
-fn m1_key(probe: &str, e: &netqoe_domain::Event, metric: netqoe_domain::Metric) -> WindowKey {
-    WindowKey {
-        probe: probe.to_string(),
-        target: e.target.clone(),
-        metric,
-        tier: Tier::M1,
-        start_ms: Tier::M1.bin_start(e.ts_ms),
+/// A borrowed `WindowKey`: looks a window up without allocating its strings. Hashes exactly like
+/// `WindowKey` (same fields, same order, `&str` hashes as `String`).
+#[derive(Hash)]
+struct KeyRef<'a> {
+    probe: &'a str,
+    target: &'a str,
+    metric: netqoe_domain::Metric,
+    tier: Tier,
+    start_ms: i64,
+}
+
+impl hashbrown::Equivalent<WindowKey> for KeyRef<'_> {
+    fn equivalent(&self, k: &WindowKey) -> bool {
+        self.start_ms == k.start_ms
+            && self.metric == k.metric
+            && self.tier == k.tier
+            && self.target == k.target
+            && self.probe == k.probe
     }
+}
+
+impl KeyRef<'_> {
+    fn to_key(&self) -> WindowKey {
+        WindowKey {
+            probe: self.probe.to_string(),
+            target: self.target.to_string(),
+            metric: self.metric,
+            tier: self.tier,
+            start_ms: self.start_ms,
+        }
+    }
+}
+
+fn m1_ref<'a>(probe: &'a str, e: &'a netqoe_domain::Event, metric: netqoe_domain::Metric) -> KeyRef<'a> {
+    KeyRef { probe, target: &e.target, metric, tier: Tier::M1, start_ms: Tier::M1.bin_start(e.ts_ms) }
 }
 
 impl Aggregator {
@@ -196,9 +240,9 @@ impl Aggregator {
         let mut keys = HashSet::new();
         for e in &batch.events {
             for c in e.contributions() {
-                let k = m1_key(&batch.probe, e, c.metric);
+                let k = m1_ref(&batch.probe, e, c.metric);
                 if !self.windows.contains_key(&k) {
-                    keys.insert(k);
+                    keys.insert(k.to_key());
                 }
             }
         }
@@ -246,7 +290,7 @@ impl Aggregator {
         for e in &batch.events {
             let h = event_hash(&e.event_id);
             let contributions = e.contributions();
-            let keys: Vec<WindowKey> = contributions.iter().map(|c| m1_key(&batch.probe, e, c.metric)).collect();
+            let keys: Vec<KeyRef<'_>> = contributions.iter().map(|c| m1_ref(&batch.probe, e, c.metric)).collect();
             // A window that already contains the event skips it; the event is a duplicate when
             // every window it touches has it (after a partial commit, only some may).
             let seen = keys.iter().filter(|k| self.windows.get(*k).is_some_and(|w| w.applied.contains(h))).count();
@@ -271,17 +315,10 @@ impl Aggregator {
             newest = newest.max(e.ts_ms);
             obs.events.push((e.seq, e.ts_ms));
             for (c, k) in contributions.iter().zip(keys) {
-                let w = self.windows.entry(k).or_insert_with(|| OpenWindow {
-                    agg: WindowAgg::default(),
-                    revision: 0,
-                    dirty: false,
-                    emitted_closed: false,
-                    applied: EventSet::default(),
-                    fresh: EventSet::default(),
-                    underived: false,
-                    derived_ms: now,
-                    last_touch_ms: now,
-                });
+                if !self.windows.contains_key(&k) {
+                    self.windows.insert(k.to_key(), OpenWindow::new(now));
+                }
+                let Some(w) = self.windows.get_mut(&k) else { continue };
                 if w.applied.insert(h) {
                     w.fresh.insert(h);
                     w.agg.add(c);
