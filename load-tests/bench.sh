@@ -52,7 +52,7 @@ for mode in "${modes[@]}"; do
     status=0
     "$BIN/netqoe-loadgen" run --url "http://127.0.0.1:$PORT" --tokens "$work/tokens.json" --rate "$RATE" \
       --duration "$DURATION" --batch "$BATCH" --targets "$TARGETS" --workers "$WORKERS" --oracle \
-      --json "$OUT/$mode-P$i.json" 2> >(grep -v '^loadgen:' >&2) || status=$?
+      --json "$OUT/$mode-P$i.json" --server-pid "$pid" 2> >(grep -v '^loadgen:' >&2) || status=$?
     read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
     hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
     broker1=$(cpu_of "${bp:-0}")
@@ -61,7 +61,8 @@ for mode in "${modes[@]}"; do
 import json, os, sys
 p, ut, st, hwm, status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 d = json.load(open(p))
-d["cpu_seconds"] = (ut + st) / os.sysconf("SC_CLK_TCK")
+# netqoe's CPU during the load (until caught up), not during the oracle's queries afterwards
+d["cpu_seconds"] = d.get("server_cpu_s") or (ut + st) / os.sysconf("SC_CLK_TCK")
 d["peak_rss_mib"] = hwm / 1024
 d["oracle_exit"] = status
 d["broker_cpu_s"] = (float(sys.argv[7]) - float(sys.argv[6])) if sys.argv[8] == "rabbitmq" else None

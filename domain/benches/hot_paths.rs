@@ -101,9 +101,21 @@ fn envelope(c: &mut Criterion) {
     let encoded = serde_json::to_vec(&events).unwrap();
     let mut g = c.benchmark_group("envelope");
     g.throughput(Throughput::Elements(100));
-    g.bench_function("encode 100 events", |b| b.iter(|| serde_json::to_vec(black_box(&events)).unwrap()));
-    g.bench_function("decode 100 events", |b| {
+    g.bench_function("JSON encode 100 events", |b| b.iter(|| serde_json::to_vec(black_box(&events)).unwrap()));
+    g.bench_function("JSON decode 100 events", |b| {
         b.iter(|| serde_json::from_slice::<Vec<Event>>(black_box(&encoded)).unwrap())
+    });
+    let mut binary = Vec::new();
+    netqoe_domain::codec::encode_events(&events, &mut binary);
+    g.bench_function("binary encode 100 events", |b| {
+        b.iter(|| {
+            let mut out = Vec::new();
+            netqoe_domain::codec::encode_events(black_box(&events), &mut out);
+            out
+        })
+    });
+    g.bench_function("binary decode 100 events", |b| {
+        b.iter(|| netqoe_domain::codec::decode_events(black_box(&binary)).unwrap())
     });
     g.finish();
 }

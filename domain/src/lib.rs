@@ -5,6 +5,7 @@
 //! milliseconds since the Unix epoch, so every function here is deterministic and unit-testable.
 
 pub mod codec;
+pub mod diagnosis;
 pub mod event;
 pub mod rollup;
 pub mod session;

@@ -80,6 +80,10 @@ struct RunArgs {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// netqoe's pid (same machine): its CPU seconds from the start of the load until the pipeline
+    /// caught up are reported (`server_cpu_s`), not counting the oracle's queries afterwards.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -335,7 +339,12 @@ async fn metric(client: &awc::Client, url: &str, name: &str) -> Option<f64> {
 
 /// CPU seconds (user + system) this process used so far, from /proc/self/stat.
 fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of a process (`self` or a pid), from /proc.
+fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
@@ -359,6 +368,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let c = awc::Client::default();
         metric(&c, &url, "netqoe_events_aggregated_total").await.unwrap_or(0.0)
     });
+    let server_cpu = || args.server_pid.and_then(|p| cpu_seconds_of(&p.to_string()));
+    let server_cpu_before = server_cpu();
     let start = Instant::now() + Duration::from_millis(200);
     let started_ms = now_ms();
     let mut threads = Vec::new();
@@ -407,14 +418,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let send_secs = args.duration as f64;
     let h = total.hist.take().unwrap_or_else(hist);
     // consumer side: until the pipeline has aggregated everything acknowledged
-    let (caught_up_s, oracle_report) = admin.block_on(async {
+    let (caught_up_s, oracle_report, server_cpu_s) = admin.block_on(async {
         let c = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
         let want = aggregated_before + total.accepted_events as f64;
         let deadline = Instant::now() + Duration::from_secs(args.settle);
         let mut caught = None;
+        let mut server_cpu_s = None;
         while Instant::now() < deadline {
             if metric(&c, &args.url, "netqoe_events_aggregated_total").await.unwrap_or(0.0) >= want {
                 caught = Some((Instant::now() - start).as_secs_f64());
+                server_cpu_s = server_cpu().zip(server_cpu_before).map(|(b, a)| b - a);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -424,7 +437,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        (caught, report)
+        (caught, report, server_cpu_s)
     });
     let offered = total.offered_events as f64 / send_secs;
     let accepted = total.accepted_events as f64 / send_secs;
@@ -461,7 +474,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "statuses": total.statuses, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
         "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report, "timeline": timeline,
         "batch": args.batch, "rate": args.rate, "duration_s": args.duration, "probes": tokens.probes.len(), "targets": args.targets,
-    "loadgen_cpu_s": own_cpu_seconds(),
+    "loadgen_cpu_s": own_cpu_seconds(), "server_cpu_s": server_cpu_s,
     });
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)?;
