@@ -45,6 +45,16 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Score the diagnosis against labelled scenario files (load-tests/scenarios/*.json): events
+    /// generated from each file's seed run through the pipeline in simulated time.
+    Eval {
+        /// Scenario files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -113,6 +123,17 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Eval { files, json } => {
+            netqoe::init_logging("plain", "error");
+            let system = actix_rt::System::new();
+            match system.block_on(netqoe::eval::eval_files(&files, json)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netqoe eval: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Migrate { print } => {
             let cfg = match load(cli.config.as_deref()) {
                 Ok(c) => c,

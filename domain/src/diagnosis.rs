@@ -111,8 +111,12 @@ pub struct PairWindow {
 impl PairWindow {
     /// MOS of the window (needs the RTT; jitter and loss default to 0).
     pub fn mos(&self) -> Option<f64> {
-        let rtt = match self.values.get(&Signal::Rtt) {
-            Some(Value::Level(v)) => *v,
+        let rtt = match (self.values.get(&Signal::Rtt), self.values.get(&Signal::Loss)) {
+            (Some(Value::Level(v)), _) => *v,
+            // nothing answered: the worst score
+            (None, Some(Value::Failures { failed, attempts })) if *attempts > 0 && failed == attempts => {
+                return Some(1.0)
+            }
             _ => return None,
         };
         let jitter = match self.values.get(&Signal::Jitter) {
@@ -661,7 +665,9 @@ fn update(inc: &mut Incident, evidence: &[Degraded], mos_drop: &BTreeMap<(String
         if d.deviation.observed - d.deviation.baseline > m.observed - m.baseline {
             *m = MetricEvidence { baseline: d.deviation.baseline, observed: d.deviation.observed };
         }
-        if let Some(drop) = mos_drop.get(&(d.probe.clone(), d.target.clone())) {
+        // MOS follows RTT, jitter and loss only; its own noise (one lost packet) is not evidence.
+        let voice = matches!(d.signal, Signal::Rtt | Signal::Jitter | Signal::Loss);
+        if let Some(drop) = mos_drop.get(&(d.probe.clone(), d.target.clone())).filter(|_| voice) {
             inc.metrics.insert("mos".into());
             inc.mos_impact = Some(inc.mos_impact.map_or(*drop, |x: f64| x.max(*drop)));
         }
@@ -715,6 +721,16 @@ mod tests {
         assert!(d.severity > 1.0);
         // a degraded window is not learned: the next one is still degraded
         assert!(level(&mut b, 90.0).is_some());
+    }
+
+    #[test]
+    fn mos_of_a_window() {
+        let w = |v: Vec<(Signal, Value)>| PairWindow { values: v.into_iter().collect() };
+        let good = w(vec![(Signal::Rtt, Value::Level(40.0)), (Signal::Jitter, Value::Level(2.0))]);
+        assert!((good.mos().unwrap() - 4.392_94).abs() < 1e-4);
+        let dead = w(vec![(Signal::Loss, Value::Failures { failed: 10, attempts: 10 })]);
+        assert_eq!(dead.mos(), Some(1.0), "nothing answered");
+        assert_eq!(w(vec![(Signal::Dns, Value::Level(10.0))]).mos(), None);
     }
 
     #[test]

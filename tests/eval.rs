@@ -1,0 +1,79 @@
+//! The diagnosis evaluation on the public scenario set (`load-tests/scenarios/`, a copy of the
+//! labelled scenarios the project grew from): every expectation matched, no unexpected or false
+//! incident; the same file twice gives the same incidents; a malformed file is rejected naming
+//! the field.
+
+use netqoe::eval::{parse, run};
+use netqoe_domain::diagnosis::DiagnosisConfig;
+
+fn scenarios() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("load-tests/scenarios");
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    v.sort();
+    assert!(v.len() >= 10, "the public set is in {}", dir.display());
+    v
+}
+
+#[actix_rt::test]
+async fn every_public_scenario_is_diagnosed_exactly() {
+    let cfg = DiagnosisConfig::default();
+    let (mut incidents, mut matched, mut expected) = (0, 0, 0);
+    for path in scenarios() {
+        let s = parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let r = run(&s, &cfg).await.unwrap();
+        eprintln!(
+            "{}: {} events, {} incident(s) {:?}",
+            s.name,
+            r.events,
+            r.incidents,
+            r.incident_list.iter().map(|i| (&i.scope, &i.subject, i.opened_s)).collect::<Vec<_>>()
+        );
+        assert_eq!(r.matched, r.expectations, "{}: every expectation matched", s.name);
+        assert_eq!(r.unexpected, 0, "{}: no unexpected incident", s.name);
+        assert_eq!(r.false_incidents, 0, "{}: no false incident", s.name);
+        incidents += r.incidents;
+        matched += r.matched;
+        expected += r.expectations;
+    }
+    assert_eq!(matched, expected);
+    assert_eq!(incidents, matched, "precision 1.0");
+    assert!(expected >= 7);
+}
+
+#[actix_rt::test]
+async fn the_same_file_gives_the_same_incidents() {
+    let path = scenarios().into_iter().find(|p| p.ends_with("voip-jitter.json")).unwrap();
+    let s = parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let cfg = DiagnosisConfig::default();
+    let a = run(&s, &cfg).await.unwrap();
+    let b = run(&s, &cfg).await.unwrap();
+    assert!(!a.incident_list.is_empty());
+    assert_eq!(a.incident_list, b.incident_list);
+    assert_eq!(a.events, b.events);
+}
+
+#[test]
+fn a_malformed_scenario_is_rejected_naming_the_field() {
+    let good =
+        std::fs::read_to_string(scenarios().into_iter().find(|p| p.ends_with("target-outage.json")).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["faults"][0]["effect"]["loss_pct"] = 5.into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("faults[0].effect") && e.contains("loss_pct"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["expect"][0]["scope"] = "everywhere".into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("expect[0].scope"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["interval_s"] = "ten".into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("interval_s"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v.as_object_mut().unwrap().insert("colour".into(), "red".into());
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("colour"), "{e}");
+}
