@@ -525,8 +525,8 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
         let until = (round + chunk).min(rounds);
         for r in round..until {
             let t_ms = start_ms + r * s.interval_s * 1000;
-            for pi in 0..s.probes.len() {
-                let wire = round_events(s, &mut rng, pi, r, start_ms, &mut seqs[pi]);
+            for (pi, seq) in seqs.iter_mut().enumerate() {
+                let wire = round_events(s, &mut rng, pi, r, start_ms, seq);
                 if wire.is_empty() {
                     continue;
                 }
@@ -626,7 +626,7 @@ pub fn score(s: &Scenario, list: Vec<Reported>, events: u64, _still_open: bool) 
             used.insert(r.id.clone());
             matched += 1;
             delays.push((r.opened_s - f.from_s).max(0));
-            if r.resolved_s.is_none_or(|t| t > f.to_s + 300) {
+            if r.resolved_s.map_or(true, |t| t > f.to_s + 300) {
                 slow += 1;
             }
         }
