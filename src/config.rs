@@ -25,6 +25,9 @@ pub struct Config {
     pub session: SessionSection,
     pub retention: RetentionSection,
     pub log: LogConfig,
+    /// Detection and localisation thresholds (docs/diagnosis.md).
+    #[serde(default)]
+    pub diagnosis: netqoe_domain::diagnosis::DiagnosisConfig,
     pub probes: Vec<ProbeEntry>,
     pub query_tokens: Vec<QueryToken>,
 }
@@ -423,6 +426,19 @@ impl Config {
         if !(10..=60_000).contains(&self.pipeline.flush_interval_ms) {
             e.push("pipeline.flush_interval_ms: must be between 10 and 60000".into());
         }
+        let d = &self.diagnosis;
+        if d.min_history == 0 || d.min_history > d.horizon {
+            e.push("diagnosis.min_history: must be between 1 and diagnosis.horizon".into());
+        }
+        if !(0.0..=1.0).contains(&d.majority) || d.majority == 0.0 {
+            e.push("diagnosis.majority: must be in (0, 1]".into());
+        }
+        if d.open_after == 0 || d.close_after == 0 || d.offline_after == 0 {
+            e.push("diagnosis.open_after, close_after, offline_after: must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&d.significance) || d.significance == 0.0 {
+            e.push("diagnosis.significance: must be in (0, 1)".into());
+        }
         if !(0..=3_600_000).contains(&self.pipeline.derive_interval_ms) {
             e.push("pipeline.derive_interval_ms: must be between 0 and 3600000".into());
         }
@@ -544,6 +560,13 @@ mod tests {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c.http.bind, "127.0.0.1:8080");
         assert_eq!(c.pipeline.allowed_lateness_s, 120);
+        assert_eq!(
+            c.diagnosis,
+            netqoe_domain::diagnosis::DiagnosisConfig::default(),
+            "default.toml documents the defaults"
+        );
+        let c = Config::load_from(None, env(&[("NETQOE__DIAGNOSIS__OPEN_AFTER", "5")])).unwrap();
+        assert_eq!(c.diagnosis.open_after, 5);
     }
 
     #[test]

@@ -666,13 +666,16 @@ fn median_max(d: &[i64]) -> (Option<i64>, Option<i64>) {
 }
 
 /// `netqoe eval FILE...`: prints the table (or JSON); fails when a file is malformed.
-pub async fn eval_files(files: &[std::path::PathBuf], json: bool) -> anyhow::Result<Vec<ScenarioScore>> {
+pub async fn eval_files(
+    files: &[std::path::PathBuf],
+    json: bool,
+    dcfg: &DiagnosisConfig,
+) -> anyhow::Result<Vec<ScenarioScore>> {
     let mut scores = Vec::new();
-    let dcfg = DiagnosisConfig::default();
     for f in files {
         let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
         let s = parse(&text).with_context(|| format!("{}", f.display()))?;
-        scores.push(run(&s, &dcfg).await.with_context(|| format!("{}", f.display()))?);
+        scores.push(run(&s, dcfg).await.with_context(|| format!("{}", f.display()))?);
     }
     let all_incidents: usize = scores.iter().map(|s| s.incidents).sum();
     let all_used: usize = scores.iter().map(|s| s.incidents - s.unexpected).sum();

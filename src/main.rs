@@ -125,8 +125,12 @@ fn main() -> ExitCode {
         },
         Command::Eval { files, json } => {
             netqoe::init_logging("plain", "error");
+            let cfg = match load(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
             let system = actix_rt::System::new();
-            match system.block_on(netqoe::eval::eval_files(&files, json)) {
+            match system.block_on(netqoe::eval::eval_files(&files, json, &cfg.diagnosis)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("netqoe eval: {e:#}");
