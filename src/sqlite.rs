@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::store::{
-    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
+    WriteSet,
 };
 use netqoe_domain::codec;
+use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
 use netqoe_domain::{event_hash, Event, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
@@ -119,6 +121,14 @@ CREATE TABLE IF NOT EXISTS watermarks (
     max_event_ms INTEGER,
     max_seq INTEGER
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    opened_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS incidents_opened ON incidents (opened_ms);
 CREATE TABLE IF NOT EXISTS sessions (
     probe TEXT PRIMARY KEY,
     state TEXT NOT NULL
@@ -175,6 +185,10 @@ enum Job {
     },
     SaveSessions {
         sessions: Vec<SessionState>,
+        reply: Reply<Result<(), String>>,
+    },
+    SaveIncidents {
+        incidents: Vec<Incident>,
         reply: Reply<Result<(), String>>,
     },
     Prune {
@@ -400,6 +414,7 @@ fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
             Outcome::Nothing
         }
         Job::SaveSessions { sessions, .. } => Outcome::Unit(save_sessions_tx(tx, sessions)),
+        Job::SaveIncidents { incidents, .. } => Outcome::Unit(save_incidents_tx(tx, incidents)),
         Job::Prune { now_ms, retention, .. } => {
             Outcome::Count(prune_tx(tx, *now_ms, retention).map_err(|e| e.to_string()))
         }
@@ -470,7 +485,7 @@ fn fail_outcome(job: &Job, msg: &str) -> Outcome {
     match job {
         Job::Publish { .. } => Outcome::Publish(Err(m)),
         Job::Commit { .. } => Outcome::Commit(Err(m)),
-        Job::SaveSessions { .. } => Outcome::Unit(Err(m)),
+        Job::SaveSessions { .. } | Job::SaveIncidents { .. } => Outcome::Unit(Err(m)),
         Job::Prune { .. } => Outcome::Count(Err(m)),
         Job::Ack { .. } | Job::DeadLetter { .. } => Outcome::Nothing,
     }
@@ -481,6 +496,7 @@ fn reply(job: Job, o: Outcome) {
         (Job::Publish { reply, .. }, Outcome::Publish(v)) => drop(reply.send(v)),
         (Job::Commit { reply, .. }, Outcome::Commit(v)) => drop(reply.send(v)),
         (Job::SaveSessions { reply, .. }, Outcome::Unit(v)) => drop(reply.send(v)),
+        (Job::SaveIncidents { reply, .. }, Outcome::Unit(v)) => drop(reply.send(v)),
         (Job::Prune { reply, .. }, Outcome::Count(v)) => drop(reply.send(v)),
         _ => {}
     }
@@ -747,6 +763,21 @@ fn save_sessions_tx(tx: &Transaction<'_>, sessions: &[SessionState]) -> Result<(
     Ok(())
 }
 
+fn save_incidents_tx(tx: &Transaction<'_>, incidents: &[Incident]) -> Result<(), String> {
+    let mut st = tx
+        .prepare_cached(
+            "INSERT INTO incidents (id, state, opened_ms, updated_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms, body = excluded.body",
+        )
+        .map_err(|e| e.to_string())?;
+    for i in incidents {
+        let body = serde_json::to_string(i).map_err(|e| e.to_string())?;
+        let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
+        st.execute(params![i.id, state, i.opened_ms, i.updated_ms, body]).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlite::Result<u64> {
     let mut n = 0;
     for tier in Tier::ALL {
@@ -862,6 +893,35 @@ impl RollupStore for Sqlite {
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(args), row_to_rollup)?;
             rows.map(|r| r.map(|r| Rollup { applied: EventSet::default(), ..r })).collect()
+        })
+        .await
+    }
+
+    async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
+        let incidents = incidents.to_vec();
+        self.submit(|reply| Job::SaveIncidents { incidents, reply })
+            .await
+            .map_err(StoreError::Unavailable)?
+            .map_err(store_err)
+    }
+
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let state = q.state.map(|s| if s == IncidentState::Open { "open" } else { "resolved" });
+            let mut st = c.prepare_cached(
+                "SELECT body FROM incidents WHERE opened_ms >= ?1 AND opened_ms < ?2 AND (?3 IS NULL OR state = ?3)
+                 ORDER BY opened_ms DESC, id DESC LIMIT ?4",
+            )?;
+            let rows = st.query_map(params![q.from_ms, q.to_ms, state, q.limit as i64], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                let body = body?;
+                out.push(serde_json::from_str(&body).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+                })?);
+            }
+            Ok(out)
         })
         .await
     }

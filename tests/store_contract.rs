@@ -236,6 +236,46 @@ async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
     assert!(s.processed(&["x".into()]).await.unwrap().is_empty(), "expired batch ids are forgotten");
 }
 
+fn incident(id: &str, opened_ms: i64, open: bool) -> netqoe_domain::diagnosis::Incident {
+    use netqoe_domain::diagnosis::{Incident, IncidentState, MetricEvidence, Scope};
+    Incident {
+        id: id.into(),
+        state: if open { IncidentState::Open } else { IncidentState::Resolved },
+        scope: Scope::Target,
+        subject: [("target".to_string(), "shop".to_string())].into(),
+        metrics: ["loss".to_string()].into(),
+        opened_ms,
+        first_seen_ms: opened_ms - 180_000,
+        updated_ms: opened_ms,
+        resolved_ms: (!open).then_some(opened_ms + 600_000),
+        peak_severity: 12.5,
+        mos_impact: Some(3.4),
+        affected_probes: ["p1".to_string(), "p2".to_string()].into(),
+        affected_targets: ["shop".to_string()].into(),
+        evidence: [("loss".to_string(), MetricEvidence { baseline: 0.002, observed: 1.0 })].into(),
+        confidence: 1.0,
+    }
+}
+
+async fn incidents_are_upserted_and_listed(s: Arc<dyn RollupStore>) {
+    use netqoe_actors::store::IncidentQuery;
+    use netqoe_domain::diagnosis::IncidentState;
+    let b = base();
+    s.save_incidents(&[incident("i1", b, true), incident("i2", b + 60_000, true)]).await.unwrap();
+    // i1 resolves: same id, new state
+    s.save_incidents(&[incident("i1", b, false)]).await.unwrap();
+    let all = IncidentQuery { state: None, from_ms: b, to_ms: b + DAY, limit: 100 };
+    let got = s.list_incidents(&all).await.unwrap();
+    assert_eq!(got.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["i2", "i1"], "newest first");
+    assert_eq!(got[1], incident("i1", b, false), "stored whole, latest state");
+    let open = s.list_incidents(&IncidentQuery { state: Some(IncidentState::Open), ..all.clone() }).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, "i2");
+    let later = s.list_incidents(&IncidentQuery { from_ms: b + 1, ..all.clone() }).await.unwrap();
+    assert_eq!(later.len(), 1, "opened_ms in [from, to)");
+    assert_eq!(s.list_incidents(&IncidentQuery { limit: 1, ..all }).await.unwrap().len(), 1);
+}
+
 async fn missing_windows_are_absent(s: Arc<dyn RollupStore>) {
     assert!(s.load_windows(&[key("nobody", "t", 0)]).await.unwrap().is_empty());
     s.ready().await.unwrap();
@@ -263,6 +303,12 @@ macro_rules! contract {
             async fn event_sets_accumulate_deltas() {
                 let (s, _d) = store().await;
                 super::event_sets_accumulate_deltas(s).await
+            }
+            #[actix_rt::test]
+            $(#[$attr])*
+            async fn incidents_are_upserted_and_listed() {
+                let (s, _d) = store().await;
+                super::incidents_are_upserted_and_listed(s).await
             }
             #[actix_rt::test]
             $(#[$attr])*

@@ -6,12 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use netqoe_domain::diagnosis::Incident;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
 use crate::store::{
-    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
+    WriteSet,
 };
 
 #[derive(Default)]
@@ -20,6 +22,7 @@ struct Inner {
     batches: HashMap<BatchId, i64>,
     watermarks: HashMap<String, ProbeMark>,
     sessions: BTreeMap<String, SessionState>,
+    incidents: BTreeMap<String, Incident>,
 }
 
 #[derive(Default)]
@@ -112,6 +115,22 @@ impl RollupStore for MemoryStore {
             .take(q.limit)
             .map(|r| Rollup { key: r.key.clone(), agg: r.agg.clone(), applied: Default::default(), ..*r })
             .collect())
+    }
+
+    async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
+        let mut g = self.lock()?;
+        for i in incidents {
+            g.incidents.insert(i.id.clone(), i.clone());
+        }
+        Ok(())
+    }
+
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let g = self.lock()?;
+        let mut v: Vec<Incident> = g.incidents.values().filter(|i| q.matches(i)).cloned().collect();
+        v.sort_by(|a, b| (b.opened_ms, &b.id).cmp(&(a.opened_ms, &a.id)));
+        v.truncate(q.limit);
+        Ok(v)
     }
 
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
@@ -93,6 +94,21 @@ pub struct RollupQuery {
     pub limit: usize,
 }
 
+/// Which incidents to list.
+#[derive(Clone, Debug)]
+pub struct IncidentQuery {
+    pub state: Option<IncidentState>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: usize,
+}
+
+impl IncidentQuery {
+    pub fn matches(&self, i: &Incident) -> bool {
+        self.state.is_none_or(|s| s == i.state) && i.opened_ms >= self.from_ms && i.opened_ms < self.to_ms
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store unavailable: {0}")]
@@ -125,6 +141,10 @@ pub trait RollupStore: Send + Sync + 'static {
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError>;
     async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError>;
+    /// Upserts incidents by id (the latest state of each).
+    async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError>;
+    /// Incidents opened in `[from_ms, to_ms)` (optionally in one state), newest first.
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
     /// Deletes windows past their tier's retention and expired dedup records; returns rows deleted.
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError>;
     async fn ready(&self) -> Result<(), StoreError>;

@@ -578,8 +578,10 @@ impl Diagnoser {
                 changed.push(inc.clone());
             } else if c.run >= cfg.open_after {
                 self.next_id += 1;
+                // Deterministic and unique across restarts: when it started, and what it blames.
+                let key = format!("{:?}{:?}", e.scope, e.subject);
                 let mut inc = Incident {
-                    id: format!("inc-{:06}", self.next_id),
+                    id: format!("inc-{}-{:08x}", c.first_seen_ms / 1000, crate::rollup::event_hash(&key) as u32),
                     state: IncidentState::Open,
                     scope: e.scope,
                     subject: e.subject.clone(),
@@ -864,6 +866,7 @@ mod tests {
         let opened = d.window(&window(t, &bad));
         assert_eq!(opened.len(), 1);
         assert_eq!((opened[0].scope, opened[0].state), (Scope::Target, IncidentState::Open));
+        assert!(opened[0].id.starts_with(&format!("inc-{}-", opened[0].first_seen_ms / 1000)), "{}", opened[0].id);
         assert_eq!(opened[0].subject, subject(&[("target", "x")]));
         assert!(opened[0].metrics.contains("rtt") && opened[0].metrics.contains("mos"));
         assert_eq!(opened[0].evidence["rtt"], MetricEvidence { baseline: 30.0, observed: 600.0 });

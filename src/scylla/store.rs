@@ -25,8 +25,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use netqoe_actors::bus::BatchId;
 use netqoe_actors::store::{
-    parents_to_derive, CommitReport, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
+    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
+    WriteSet,
 };
+use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
 use netqoe_domain::{EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
@@ -233,6 +235,10 @@ struct Statements {
     session_write: PreparedStatement,
     session_read: PreparedStatement,
     session_all: PreparedStatement,
+    incident_write: PreparedStatement,
+    incident_day_write: PreparedStatement,
+    incidents_of_day: PreparedStatement,
+    incident_read: PreparedStatement,
     ready: PreparedStatement,
 }
 
@@ -354,6 +360,28 @@ impl ScyllaStore {
                 .await?,
             session_read: p(format!("SELECT state FROM {ks}.probe_sessions WHERE probe = ?"), r).await?,
             session_all: p(format!("SELECT state FROM {ks}.probe_sessions"), r).await?,
+            // the whole incident as JSON in `evidence`; the other columns are for cqlsh readers
+            incident_write: p(
+                format!(
+                    "INSERT INTO {ks}.incidents (id, state, scope, subject, metrics, opened_ms, updated_ms, resolved_ms, \
+                     peak_severity, mos_impact, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                w,
+            )
+            .await?,
+            incident_day_write: p(
+                format!("INSERT INTO {ks}.incidents_by_day (day, opened_ms, id, state) VALUES (?, ?, ?, ?)"),
+                w,
+            )
+            .await?,
+            incidents_of_day: p(
+                format!(
+                    "SELECT id FROM {ks}.incidents_by_day WHERE day = ? AND opened_ms >= ? AND opened_ms < ?"
+                ),
+                r,
+            )
+            .await?,
+            incident_read: p(format!("SELECT evidence FROM {ks}.incidents WHERE id = ?"), r).await?,
             ready: p("SELECT release_version FROM system.local".to_string(), Consistency::One).await?,
         };
         Ok(Self {
@@ -661,6 +689,59 @@ impl RollupStore for ScyllaStore {
         for r in &mut out {
             r.applied = EventSet::default();
         }
+        Ok(out)
+    }
+
+    async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
+        for i in incidents {
+            let json = serde_json::to_string(i).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
+            let scope = serde_json::to_value(i.scope).ok().and_then(|v| v.as_str().map(str::to_string));
+            let metrics: Vec<String> = i.metrics.iter().cloned().collect();
+            self.exec(
+                &self.st.incident_write,
+                (
+                    &i.id,
+                    state,
+                    scope,
+                    &i.subject,
+                    metrics,
+                    i.opened_ms,
+                    i.updated_ms,
+                    i.resolved_ms,
+                    i.peak_severity,
+                    i.mos_impact,
+                    json,
+                ),
+            )
+            .await?;
+            self.exec(&self.st.incident_day_write, (i.opened_ms.div_euclid(86_400_000), i.opened_ms, &i.id, state))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        let mut out = Vec::new();
+        if q.to_ms <= q.from_ms {
+            return Ok(out);
+        }
+        // one partition per day; a long range is capped at 400 days
+        let (first, last) = (q.from_ms.div_euclid(86_400_000), (q.to_ms - 1).div_euclid(86_400_000));
+        for day in first.max(last - 400)..=last {
+            let ids: Vec<(String,)> = self.rows(&self.st.incidents_of_day, (day, q.from_ms, q.to_ms)).await?;
+            for (id,) in ids {
+                let rows: Vec<(Option<String>,)> = self.rows(&self.st.incident_read, (&id,)).await?;
+                if let Some((Some(json),)) = rows.into_iter().next() {
+                    let i: Incident = serde_json::from_str(&json).map_err(|e| corrupt(format!("incident: {e}")))?;
+                    if q.matches(&i) {
+                        out.push(i);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| (b.opened_ms, &b.id).cmp(&(a.opened_ms, &a.id)));
+        out.truncate(q.limit);
         Ok(out)
     }
 
