@@ -530,6 +530,11 @@ impl Config {
             },
             prune_every: Duration::from_secs(self.retention.prune_every_s),
             writer_mailbox: 16,
+            diagnosis: Some(netqoe_actors::diagnoser::DiagnoserConfig {
+                thresholds: self.diagnosis.clone(),
+                labels: self.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect(),
+                ..Default::default()
+            }),
         }
     }
 

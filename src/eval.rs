@@ -16,12 +16,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use netqoe_actors::bus::EventBus;
 use netqoe_actors::pipeline::{Pipeline, PipelineConfig};
-use netqoe_actors::store::{RollupQuery, RollupStore};
-use netqoe_domain::diagnosis::{
-    Diagnoser, DiagnosisConfig, FleetWindow, Incident, IncidentState, PairWindow, Signal, Value,
-};
+use netqoe_actors::store::RollupStore;
+use netqoe_domain::diagnosis::{Diagnoser, DiagnosisConfig, Incident, IncidentState};
 use netqoe_domain::event::validate;
-use netqoe_domain::{EventLimits, Kind, Metric, Rollup, Status, Tier, WireEvent};
+use netqoe_domain::{EventLimits, Kind, Status, WireEvent};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------------------------------------
@@ -377,82 +375,6 @@ fn rfc3339(ms: i64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Windows of the fleet from the store
-
-fn pair_window(rollups: &[&Rollup]) -> PairWindow {
-    let mut pw = PairWindow::default();
-    for r in rollups {
-        let a = &r.agg;
-        let p50 = || a.sketch.quantile(0.5);
-        let failures = || {
-            let failed: u64 = a.errors.values().sum();
-            Value::Failures { failed, attempts: a.events }
-        };
-        match r.key.metric {
-            Metric::Rtt => {
-                if a.count >= 3 {
-                    if let Some(v) = p50() {
-                        pw.values.insert(Signal::Rtt, Value::Level(v));
-                    }
-                }
-                if a.jitter_n > 0 {
-                    pw.values.insert(Signal::Jitter, Value::Level(a.jitter_sum / a.jitter_n as f64));
-                }
-                if a.sent > 0 {
-                    pw.values.insert(
-                        Signal::Loss,
-                        Value::Failures { failed: a.sent.saturating_sub(a.received), attempts: a.sent },
-                    );
-                }
-            }
-            Metric::Dns => {
-                if let Some(v) = p50() {
-                    pw.values.insert(Signal::Dns, Value::Level(v));
-                }
-                pw.values.insert(Signal::DnsFail, failures());
-            }
-            Metric::Connect => {
-                if let Some(v) = p50() {
-                    pw.values.insert(Signal::Connect, Value::Level(v));
-                }
-                pw.values.insert(Signal::ConnectFail, failures());
-            }
-            Metric::Tls => {
-                if let Some(v) = p50() {
-                    pw.values.insert(Signal::Tls, Value::Level(v));
-                }
-            }
-            Metric::Ttfb => {
-                if let Some(v) = p50() {
-                    pw.values.insert(Signal::Ttfb, Value::Level(v));
-                }
-            }
-            Metric::Jitter => {}
-        }
-    }
-    pw
-}
-
-async fn fleet_window(store: &dyn RollupStore, start_ms: i64) -> anyhow::Result<FleetWindow> {
-    let q = RollupQuery {
-        probe: None,
-        target: None,
-        metric: None,
-        tier: Tier::M1,
-        from_ms: start_ms,
-        to_ms: start_ms + 60_000,
-        limit: 1_000_000,
-    };
-    let rows = store.query(&q).await?;
-    let mut by_pair: BTreeMap<(String, String), Vec<&Rollup>> = BTreeMap::new();
-    for r in &rows {
-        by_pair.entry((r.key.probe.clone(), r.key.target.clone())).or_default().push(r);
-    }
-    let pairs = by_pair.into_iter().map(|(k, v)| (k, pair_window(&v))).collect();
-    Ok(FleetWindow { start_ms, end_ms: start_ms + 60_000, pairs })
-}
-
-// ---------------------------------------------------------------------------------------------
 // Running and scoring
 
 /// An incident as the evaluation reports it (times relative to the scenario start).
@@ -552,7 +474,7 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
         // judge every minute no later round can still add to
         let published_until_s = if round >= rounds { s.duration_s } else { round * s.interval_s };
         while (next_minute + 1) * 60 <= published_until_s {
-            let w = fleet_window(store.as_ref(), start_ms + next_minute * 60_000).await?;
+            let w = netqoe_actors::diagnoser::fleet_window(store.as_ref(), start_ms + next_minute * 60_000).await?;
             for inc in diag.window(&w) {
                 incidents.insert(inc.id.clone(), inc);
             }

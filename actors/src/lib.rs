@@ -8,6 +8,7 @@
 
 pub mod aggregator;
 pub mod bus;
+pub mod diagnoser;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;

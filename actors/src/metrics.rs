@@ -104,6 +104,12 @@ pub static WATERMARK_LAG: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
     .expect("valid metric definition"))
 });
 
+pub static INCIDENTS_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("netqoe_incidents_opened_total", "Incidents opened by the diagnosis, by scope", &["scope"])
+});
+pub static INCIDENTS_OPEN: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("netqoe_incidents_open", "Incidents currently open (this process's diagnoser)"));
+
 /// Forces every metric into the registry so `/metrics` lists each family from the start.
 pub fn init() {
     LazyLock::force(&ACTOR_RESTARTS);
@@ -122,7 +128,12 @@ pub fn init() {
     LazyLock::force(&STORE_IN_FLIGHT);
     LazyLock::force(&STORE_ERRORS);
     LazyLock::force(&WATERMARK_LAG);
-    for a in ["aggregator", "session", "session_registry", "writer"] {
+    LazyLock::force(&INCIDENTS_OPENED);
+    LazyLock::force(&INCIDENTS_OPEN);
+    for s in ["target", "probe", "group", "probe-offline"] {
+        INCIDENTS_OPENED.with_label_values(&[s]);
+    }
+    for a in ["aggregator", "session", "session_registry", "writer", "diagnoser"] {
         ACTOR_RESTARTS.with_label_values(&[a]);
         ACTOR_MAILBOX.with_label_values(&[a]);
         ACTOR_MESSAGES.with_label_values(&[a]);

@@ -29,6 +29,8 @@ pub struct PipelineConfig {
     pub retention: Retention,
     pub prune_every: Duration,
     pub writer_mailbox: usize,
+    /// Run the diagnosis actor on the committed windows (None: no diagnosis in this process).
+    pub diagnosis: Option<crate::diagnoser::DiagnoserConfig>,
 }
 
 impl Default for PipelineConfig {
@@ -41,6 +43,7 @@ impl Default for PipelineConfig {
             retention: Retention::default(),
             prune_every: Duration::from_secs(600),
             writer_mailbox: 16,
+            diagnosis: None,
         }
     }
 }
@@ -60,6 +63,7 @@ pub struct Pipeline {
     pub aggregators: Vec<Addr<Aggregator>>,
     pub sessions: Addr<SessionRegistry>,
     pub writer: Addr<RollupWriter>,
+    pub diagnoser: Option<Addr<crate::diagnoser::DiagnoserActor>>,
     consumer: Option<tokio::task::JoinHandle<()>>,
     arbiters: Vec<Arbiter>,
 }
@@ -131,7 +135,11 @@ impl Pipeline {
                 }
             }
         });
-        Ok(Self { aggregators, sessions, writer, consumer: Some(consumer), arbiters })
+        let diagnoser = cfg.diagnosis.clone().map(|dc| {
+            let s = store.clone();
+            Supervisor::start(move |_| crate::diagnoser::DiagnoserActor::new(s, dc))
+        });
+        Ok(Self { aggregators, sessions, writer, diagnoser, consumer: Some(consumer), arbiters })
     }
 
     /// Stops consuming and commits every open window as a partial revision, then saves sessions.

@@ -38,6 +38,7 @@ pub fn api_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/events", web::post().to(ingest::post_events))
         .route("/v1/rollups", web::get().to(query::rollups))
         .route("/v1/probes", web::get().to(query::probes))
+        .route("/v1/incidents", web::get().to(query::incidents))
         .route("/dashboard", web::get().to(dashboard));
 }
 

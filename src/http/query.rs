@@ -263,3 +263,64 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"probes": by_id.into_values().collect::<Vec<_>>()})))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentParams {
+    state: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/incidents?state=open|resolved&from=&to=&limit=`: incidents opened in `[from, to)`
+/// (default: the last 7 days), newest first.
+pub async fn incidents(
+    req: HttpRequest,
+    params: Result<web::Query<IncidentParams>, actix_web::Error>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, Problem> {
+    use netqoe_actors::store::IncidentQuery;
+    use netqoe_domain::diagnosis::IncidentState;
+    check_query_auth(&req, &state)?;
+    let p = params.map_err(|e| Problem::bad_query("query", e.to_string()))?.into_inner();
+    let now = netqoe_actors::now_ms();
+    let from = p.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(now - 7 * 86_400_000);
+    let to = p.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or(now + 86_400_000);
+    if to <= from {
+        return Err(Problem::bad_query("to", "to must be after from"));
+    }
+    let st = match p.state.as_deref() {
+        None => None,
+        Some("open") => Some(IncidentState::Open),
+        Some("resolved") => Some(IncidentState::Resolved),
+        Some(other) => return Err(Problem::bad_query("state", format!("state={other:?}: use open or resolved"))),
+    };
+    let limit = p.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(Problem::bad_query("limit", "limit must be between 1 and 10000"));
+    }
+    let list = state
+        .store
+        .list_incidents(&IncidentQuery { state: st, from_ms: from, to_ms: to, limit })
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string(), 2))?;
+    let out: Vec<serde_json::Value> = list
+        .iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                for (k, ms) in [
+                    ("opened", Some(i.opened_ms)),
+                    ("first_seen", Some(i.first_seen_ms)),
+                    ("updated", Some(i.updated_ms)),
+                    ("resolved", i.resolved_ms),
+                ] {
+                    o.insert(k.into(), serde_json::json!(ms.and_then(rfc3339)));
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "incidents": out })))
+}

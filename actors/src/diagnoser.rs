@@ -1,0 +1,222 @@
+//! The diagnosis actor: every `tick` it reads the 1m windows of the whole fleet that have
+//! finished (window end + `settle` before the wall clock), feeds them in order to the pure
+//! `Diagnoser`, and stores the incidents that opened, changed or resolved.
+//!
+//! Invariants: windows are judged in event-time order, each once per actor life; on start (and
+//! on restart, where the state is rebuilt) the last `warmup_windows` windows are replayed from the
+//! store so baselines are learned before anything new is judged; incident ids are deterministic
+//! (start and subject), so a replay after a restart upserts the same incident rather than a copy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use netqoe_domain::diagnosis::{
+    Diagnoser, DiagnosisConfig, FleetWindow, Incident, IncidentState, PairWindow, Signal, Value,
+};
+use netqoe_domain::{Metric, Rollup, Tier};
+
+use crate::metrics::{ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED};
+use crate::store::{RollupQuery, RollupStore, StoreError};
+
+/// Tunables of the diagnosis actor.
+#[derive(Clone, Debug)]
+pub struct DiagnoserConfig {
+    pub thresholds: DiagnosisConfig,
+    /// Probe id → labels (`region`, `asn`, `resolver`, …).
+    pub labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub tick: Duration,
+    /// A window is judged this long after its end (late batches still arriving).
+    pub settle_ms: i64,
+    /// Windows replayed at start to learn baselines.
+    pub warmup_windows: i64,
+    /// Most windows judged per tick (catch-up is spread out).
+    pub max_per_tick: i64,
+}
+
+impl Default for DiagnoserConfig {
+    fn default() -> Self {
+        Self {
+            thresholds: DiagnosisConfig::default(),
+            labels: BTreeMap::new(),
+            tick: Duration::from_secs(10),
+            settle_ms: 30_000,
+            warmup_windows: 60,
+            max_per_tick: 30,
+        }
+    }
+}
+
+/// What one (probe, target) pair's 1m rollups show, as diagnosis signals.
+pub fn pair_window(rollups: &[&Rollup]) -> PairWindow {
+    let mut pw = PairWindow::default();
+    for r in rollups {
+        let a = &r.agg;
+        let p50 = || a.sketch.quantile(0.5);
+        let failures = || Value::Failures { failed: a.errors.values().sum(), attempts: a.events };
+        let mut level = |s: Signal| {
+            if let Some(v) = p50() {
+                pw.values.insert(s, Value::Level(v));
+            }
+        };
+        match r.key.metric {
+            Metric::Rtt => {
+                if a.count >= 3 {
+                    level(Signal::Rtt);
+                }
+                if a.jitter_n > 0 {
+                    pw.values.insert(Signal::Jitter, Value::Level(a.jitter_sum / a.jitter_n as f64));
+                }
+                if a.sent > 0 {
+                    pw.values.insert(
+                        Signal::Loss,
+                        Value::Failures { failed: a.sent.saturating_sub(a.received), attempts: a.sent },
+                    );
+                }
+            }
+            Metric::Dns => {
+                level(Signal::Dns);
+                pw.values.insert(Signal::DnsFail, failures());
+            }
+            Metric::Connect => {
+                level(Signal::Connect);
+                pw.values.insert(Signal::ConnectFail, failures());
+            }
+            Metric::Tls => level(Signal::Tls),
+            Metric::Ttfb => level(Signal::Ttfb),
+            Metric::Jitter => {}
+        }
+    }
+    pw
+}
+
+/// The whole fleet's 1m window starting at `start_ms`, read from the store.
+pub async fn fleet_window(store: &dyn RollupStore, start_ms: i64) -> Result<FleetWindow, StoreError> {
+    let q = RollupQuery {
+        probe: None,
+        target: None,
+        metric: None,
+        tier: Tier::M1,
+        from_ms: start_ms,
+        to_ms: start_ms + 60_000,
+        limit: 1_000_000,
+    };
+    let rows = store.query(&q).await?;
+    let mut by_pair: BTreeMap<(String, String), Vec<&Rollup>> = BTreeMap::new();
+    for r in &rows {
+        by_pair.entry((r.key.probe.clone(), r.key.target.clone())).or_default().push(r);
+    }
+    let pairs = by_pair.into_iter().map(|(k, v)| (k, pair_window(&v))).collect();
+    Ok(FleetWindow { start_ms, end_ms: start_ms + 60_000, pairs })
+}
+
+pub struct DiagnoserActor {
+    store: Arc<dyn RollupStore>,
+    cfg: DiagnoserConfig,
+    diag: Diagnoser,
+    /// Start of the next window to judge (None: not started).
+    next_ms: Option<i64>,
+    busy: bool,
+}
+
+impl DiagnoserActor {
+    pub fn new(store: Arc<dyn RollupStore>, cfg: DiagnoserConfig) -> Self {
+        let diag = Diagnoser::new(cfg.thresholds.clone(), cfg.labels.clone());
+        Self { store, cfg, diag, next_ms: None, busy: false }
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let now = crate::now_ms();
+        let ready_until = now - self.cfg.settle_ms; // windows ending by then are judged
+        let next = *self.next_ms.get_or_insert_with(|| (now / 60_000 - self.cfg.warmup_windows - 1) * 60_000);
+        let mut starts = Vec::new();
+        let mut m = next;
+        while m + 60_000 <= ready_until && (starts.len() as i64) < self.cfg.max_per_tick {
+            starts.push(m);
+            m += 60_000;
+        }
+        if starts.is_empty() {
+            return;
+        }
+        self.busy = true;
+        let store = self.store.clone();
+        let fut = async move {
+            let mut windows = Vec::with_capacity(starts.len());
+            for s in starts {
+                windows.push(fleet_window(store.as_ref(), s).await?);
+            }
+            Ok::<_, StoreError>(windows)
+        };
+        ctx.wait(fut.into_actor(self).then(|res, act, _ctx| {
+            let mut changed: Vec<Incident> = Vec::new();
+            match res {
+                Ok(windows) => {
+                    for w in &windows {
+                        ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
+                        for i in act.diag.window(w) {
+                            if i.state == IncidentState::Open && i.updated_ms == i.opened_ms {
+                                INCIDENTS_OPENED.with_label_values(&[scope_label(&i)]).inc();
+                                tracing::warn!(id = %i.id, scope = scope_label(&i), subject = ?i.subject, metrics = ?i.metrics, "incident opened");
+                            } else if i.state == IncidentState::Resolved {
+                                tracing::info!(id = %i.id, "incident resolved");
+                            }
+                            changed.retain(|c| c.id != i.id);
+                            changed.push(i);
+                        }
+                        act.next_ms = Some(w.start_ms + 60_000);
+                    }
+                    INCIDENTS_OPEN.set(act.diag.open_incidents().len() as i64);
+                }
+                Err(error) => {
+                    ACTOR_ERRORS.with_label_values(&["diagnoser"]).inc();
+                    tracing::warn!(%error, "diagnosis could not read windows; retrying next tick");
+                }
+            }
+            let store = act.store.clone();
+            async move {
+                if !changed.is_empty() {
+                    if let Err(error) = store.save_incidents(&changed).await {
+                        ACTOR_ERRORS.with_label_values(&["diagnoser"]).inc();
+                        tracing::warn!(%error, n = changed.len(), "incidents not stored");
+                    }
+                }
+            }
+            .into_actor(act)
+            .map(|_, act, _| act.busy = false)
+        }));
+    }
+}
+
+fn scope_label(i: &Incident) -> &'static str {
+    match i.scope {
+        netqoe_domain::diagnosis::Scope::Target => "target",
+        netqoe_domain::diagnosis::Scope::Probe => "probe",
+        netqoe_domain::diagnosis::Scope::Group => "group",
+        netqoe_domain::diagnosis::Scope::ProbeOffline => "probe-offline",
+    }
+}
+
+impl Actor for DiagnoserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(16);
+        ctx.run_interval(self.cfg.tick, |act, ctx| act.tick(ctx));
+        // first pass at once (warm-up)
+        ctx.run_later(Duration::from_millis(10), |act, ctx| act.tick(ctx));
+    }
+}
+
+impl Supervised for DiagnoserActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        ACTOR_RESTARTS.with_label_values(&["diagnoser"]).inc();
+        tracing::warn!("diagnoser restarting; baselines are relearned from the stored windows");
+        self.diag = Diagnoser::new(self.cfg.thresholds.clone(), self.cfg.labels.clone());
+        self.next_ms = None;
+        self.busy = false;
+    }
+}

@@ -1,0 +1,139 @@
+//! Diagnosis in a running process: the diagnosis actor judges the committed windows and stores
+//! incidents; `GET /v1/incidents` lists them with filters and rejects bad parameters.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Supervisor;
+use common::*;
+use netqoe_actors::diagnoser::{DiagnoserActor, DiagnoserConfig};
+use netqoe_actors::memory::MemoryStore;
+use netqoe_actors::store::{IncidentQuery, RollupStore, WriteSet};
+use netqoe_domain::diagnosis::{IncidentState, Scope};
+use netqoe_domain::event::Contribution;
+use netqoe_domain::{EventSet, Metric, Rollup, Tier, WindowAgg, WindowKey};
+
+fn rtt_window(probe: &str, target: &str, start_ms: i64, rtt: f64) -> Rollup {
+    let mut agg = WindowAgg::default();
+    let values: Vec<f64> = (0..30).map(|i| rtt + (i % 5) as f64 * 0.2).collect();
+    agg.add(&Contribution {
+        metric: Metric::Rtt,
+        values: &values,
+        sent: 30,
+        received: 30,
+        jitter_estimate_ms: Some(1.0),
+        error: None,
+    });
+    Rollup {
+        key: WindowKey { probe: probe.into(), target: target.into(), metric: Metric::Rtt, tier: Tier::M1, start_ms },
+        agg,
+        applied: EventSet::default(),
+        revision: 1,
+        closed: true,
+    }
+}
+
+#[actix_rt::test]
+async fn the_diagnosis_actor_opens_an_incident_from_stored_windows() {
+    let store: Arc<dyn RollupStore> = Arc::new(MemoryStore::new());
+    let now = netqoe_actors::now_ms();
+    let first = (now / 60_000 - 30) * 60_000;
+    let mut rollups = Vec::new();
+    for m in 0..29 {
+        let start = first + m * 60_000;
+        for p in ["p1", "p2", "p3", "p4"] {
+            for t in ["x", "y"] {
+                // the last 6 minutes: everyone is 10× slower toward x
+                let rtt = if t == "x" && m >= 23 { 300.0 } else { 30.0 };
+                rollups.push(rtt_window(p, t, start, rtt));
+            }
+        }
+    }
+    store.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
+    let cfg = DiagnoserConfig {
+        labels: BTreeMap::new(),
+        tick: Duration::from_millis(50),
+        settle_ms: 0,
+        warmup_windows: 31,
+        max_per_tick: 100,
+        ..Default::default()
+    };
+    let s = store.clone();
+    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
+    let all = IncidentQuery { state: None, from_ms: first, to_ms: now + 60_000, limit: 10 };
+    let list = eventually(20, "an incident is stored", || async {
+        let l = store.list_incidents(&all).await.unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let i = &list[0];
+    assert_eq!((i.scope, i.state), (Scope::Target, IncidentState::Open));
+    assert_eq!(i.subject, BTreeMap::from([("target".to_string(), "x".to_string())]));
+    assert!(i.metrics.contains("rtt"));
+    assert_eq!(i.affected_probes.len(), 4);
+    assert!(i.evidence["rtt"].observed > 250.0 && i.evidence["rtt"].baseline < 35.0);
+}
+
+#[actix_rt::test]
+async fn incidents_are_listed_over_http_with_filters() {
+    let t = start(1, &[]).await;
+    let now = netqoe_actors::now_ms();
+    let mut a = netqoe_domain::diagnosis::Incident {
+        id: "inc-a".into(),
+        state: IncidentState::Open,
+        scope: Scope::Group,
+        subject: BTreeMap::from([
+            ("probe.asn".to_string(), "3320".to_string()),
+            ("target".to_string(), "video".to_string()),
+        ]),
+        metrics: ["rtt".to_string(), "jitter".to_string()].into(),
+        opened_ms: now - 600_000,
+        first_seen_ms: now - 780_000,
+        updated_ms: now - 60_000,
+        resolved_ms: None,
+        peak_severity: 9.0,
+        mos_impact: Some(1.0),
+        affected_probes: ["fra-1".to_string(), "fra-2".to_string()].into(),
+        affected_targets: ["video".to_string()].into(),
+        evidence: BTreeMap::new(),
+        confidence: 1.0,
+    };
+    let mut b = a.clone();
+    b.id = "inc-b".into();
+    b.state = IncidentState::Resolved;
+    b.opened_ms = now - 3_600_000;
+    b.resolved_ms = Some(now - 3_000_000);
+    t.app.state.store.save_incidents(&[a.clone(), b]).await.unwrap();
+    let url = |q: &str| t.app.url(&format!("/v1/incidents{q}"));
+    let r = get(&t.client, &url(""), Some(&t.query_token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ids: Vec<&str> = r.body["incidents"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec!["inc-a", "inc-b"], "newest first");
+    assert_eq!(r.body["incidents"][0]["scope"], "group");
+    assert_eq!(r.body["incidents"][0]["subject"]["probe.asn"], "3320");
+    assert!(r.body["incidents"][0]["opened"].as_str().unwrap().ends_with('Z'));
+    let r = get(&t.client, &url("?state=open"), Some(&t.query_token)).await;
+    assert_eq!(r.body["incidents"].as_array().unwrap().len(), 1);
+    let from = now - 1_800_000;
+    let r = get(&t.client, &url(&format!("?from={from}")), Some(&t.query_token)).await;
+    assert_eq!(r.body["incidents"][0]["id"], "inc-a");
+    assert_eq!(r.body["incidents"].as_array().unwrap().len(), 1);
+    let r = get(&t.client, &url("?state=closed"), Some(&t.query_token)).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["field"], "state", "{}", r.body);
+    let r = get(&t.client, &url("?colour=red"), Some(&t.query_token)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = get(&t.client, &url(""), Some(&t.probes[0].1)).await;
+    assert_eq!(r.status, 403, "probe tokens cannot read");
+    // an update of the same id replaces it
+    a.state = IncidentState::Resolved;
+    a.resolved_ms = Some(now);
+    t.app.state.store.save_incidents(&[a]).await.unwrap();
+    let r = get(&t.client, &url("?state=open"), Some(&t.query_token)).await;
+    assert!(r.body["incidents"].as_array().unwrap().is_empty());
+    t.app.shutdown().await.unwrap();
+}
