@@ -137,3 +137,25 @@ async fn incidents_are_listed_over_http_with_filters() {
     assert!(r.body["incidents"].as_array().unwrap().is_empty());
     t.app.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn rtt_windows_carry_r_factor_and_mos() {
+    let t = start(1, &[]).await;
+    let base = base_ms();
+    let mut rng = Rng(5);
+    let evs = events_for("probe-0", base, 0, 20, &mut rng);
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&evs)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let url = t.app.url(&format!("/v1/rollups?metric=rtt&tier=1m&from={base}&to={}", base + 60_000));
+    let w = eventually(30, "the window is stored", || async {
+        let r = get(&t.client, &url, Some(&t.query_token)).await;
+        r.body["rollups"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    let f = |k: &str| w[k].as_f64().unwrap();
+    let r = netqoe_domain::diagnosis::r_factor(f("p50"), f("jitter_ms"), f("loss_pct") / 100.0);
+    assert!((f("r_factor") - r).abs() < 0.01, "{w}");
+    assert!((f("mos") - netqoe_domain::diagnosis::mos(r)).abs() < 0.001, "{w}");
+    assert!((1.0..=4.5).contains(&f("mos")));
+    t.app.shutdown().await.unwrap();
+}

@@ -89,6 +89,23 @@ fn window_json(
         "jitter_ms": s.jitter_ms,
         "errors": s.errors,
     });
+    // QoE of RTT windows: the E-model on the median RTT, the jitter estimate and the loss
+    // (docs/diagnosis.md); a window in which nothing answered scores MOS 1.
+    if metric == Metric::Rtt {
+        let loss = s.loss_pct.unwrap_or(0.0) / 100.0;
+        let qoe = match s.p50 {
+            Some(rtt) => {
+                let r = netqoe_domain::diagnosis::r_factor(rtt, s.jitter_ms.unwrap_or(0.0), loss);
+                Some((r, netqoe_domain::diagnosis::mos(r)))
+            }
+            None if s.sent > 0 && s.received == 0 => Some((0.0, 1.0)),
+            None => None,
+        };
+        if let (Some(o), Some((r, m))) = (v.as_object_mut(), qoe) {
+            o.insert("r_factor".into(), serde_json::json!((r * 100.0).round() / 100.0));
+            o.insert("mos".into(), serde_json::json!((m * 1000.0).round() / 1000.0));
+        }
+    }
     if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
         if let Some(p) = key_probe {
             o.insert("probe".into(), p.into());
