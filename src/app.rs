@@ -73,7 +73,11 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         tracing::warn!(%error, bus = bus.name(), "bus not ready at start");
     }
     let pipeline = if roles.aggregate {
-        Some(Pipeline::start(bus.clone(), store.clone(), cfg.pipeline_config()).await?)
+        let mut pcfg = cfg.pipeline_config();
+        if let (Some(d), false) = (pcfg.diagnosis.as_mut(), cfg.webhooks.urls.is_empty()) {
+            d.sink = Some(crate::webhook::start(cfg.webhooks.clone()));
+        }
+        Some(Pipeline::start(bus.clone(), store.clone(), pcfg).await?)
     } else {
         None
     };

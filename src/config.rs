@@ -25,6 +25,9 @@ pub struct Config {
     pub session: SessionSection,
     pub retention: RetentionSection,
     pub log: LogConfig,
+    /// Incident webhooks.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
     /// Detection and localisation thresholds (docs/diagnosis.md).
     #[serde(default)]
     pub diagnosis: netqoe_domain::diagnosis::DiagnosisConfig,
@@ -38,6 +41,35 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub max_events_per_batch: usize,
     pub workers: usize,
+}
+
+/// Incident webhooks (`[webhooks]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Endpoints that receive every incident change (POST JSON).
+    pub urls: Vec<String>,
+    /// HMAC-SHA256 key for `X-Netqoe-Signature` (required when `urls` is set; never logged).
+    pub secret: String,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (at most 60 s).
+    pub backoff_ms: u64,
+    /// Notifications waiting for delivery, at most (beyond: dropped and counted).
+    pub queue: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: String::new(),
+            timeout_ms: 5000,
+            max_attempts: 5,
+            backoff_ms: 500,
+            queue: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -425,6 +457,14 @@ impl Config {
         }
         if !(10..=60_000).contains(&self.pipeline.flush_interval_ms) {
             e.push("pipeline.flush_interval_ms: must be between 10 and 60000".into());
+        }
+        if !self.webhooks.urls.is_empty() && self.webhooks.secret.is_empty() {
+            e.push("webhooks.secret: required when webhooks.urls is set (receivers verify X-Netqoe-Signature)".into());
+        }
+        for (i, u) in self.webhooks.urls.iter().enumerate() {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                e.push(format!("webhooks.urls[{i}]: {u:?} is not an http(s) URL"));
+            }
         }
         let d = &self.diagnosis;
         if d.min_history == 0 || d.min_history > d.horizon {

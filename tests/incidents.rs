@@ -159,3 +159,73 @@ async fn rtt_windows_carry_r_factor_and_mos() {
     assert!((1.0..=4.5).contains(&f("mos")));
     t.app.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn webhooks_are_signed_and_retried() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use std::sync::Mutex;
+    let got: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (g, c) = (got.clone(), calls.clone());
+    let server = HttpServer::new(move || {
+        let (g, c) = (g.clone(), c.clone());
+        App::new().route(
+            "/hook",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let (g, c) = (g.clone(), c.clone());
+                async move {
+                    // the first attempt fails: the sender must retry
+                    if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return HttpResponse::InternalServerError().finish();
+                    }
+                    let sig = req.headers().get("X-Netqoe-Signature").unwrap().to_str().unwrap().to_string();
+                    g.lock().unwrap().push((sig, body.to_vec()));
+                    HttpResponse::NoContent().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let handle = server.run();
+    let stop = handle.handle();
+    actix_rt::spawn(handle);
+    let cfg = netqoe::config::WebhookConfig {
+        urls: vec![format!("http://{addr}/hook")],
+        secret: "s3cret".into(),
+        backoff_ms: 20,
+        ..Default::default()
+    };
+    let sink = netqoe::webhook::start(cfg);
+    let now = netqoe_actors::now_ms();
+    let incident = netqoe_domain::diagnosis::Incident {
+        id: "inc-w".into(),
+        state: IncidentState::Open,
+        scope: Scope::Target,
+        subject: BTreeMap::from([("target".to_string(), "shop".to_string())]),
+        metrics: ["loss".to_string()].into(),
+        opened_ms: now,
+        first_seen_ms: now - 180_000,
+        updated_ms: now,
+        resolved_ms: None,
+        peak_severity: 50.0,
+        mos_impact: Some(3.4),
+        affected_probes: Default::default(),
+        affected_targets: Default::default(),
+        evidence: BTreeMap::new(),
+        confidence: 1.0,
+    };
+    sink.send(incident).await.unwrap();
+    let (sig, body) =
+        eventually(20, "the webhook is delivered", || async { got.lock().unwrap().first().cloned() }).await;
+    assert_eq!(sig, netqoe::webhook::signature("s3cret", &body), "signed over the exact body");
+    assert!(sig.starts_with("sha256=") && sig.len() == 7 + 64);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["event"], "incident.opened");
+    assert_eq!(v["incident"]["id"], "inc-w");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "one failure, one retry");
+    stop.stop(false).await;
+}

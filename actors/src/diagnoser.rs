@@ -17,7 +17,9 @@ use netqoe_domain::diagnosis::{
 };
 use netqoe_domain::{Metric, Rollup, Tier};
 
-use crate::metrics::{ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED};
+use crate::metrics::{
+    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED, NOTIFICATIONS_DROPPED,
+};
 use crate::store::{RollupQuery, RollupStore, StoreError};
 
 /// Tunables of the diagnosis actor.
@@ -33,6 +35,9 @@ pub struct DiagnoserConfig {
     pub warmup_windows: i64,
     /// Most windows judged per tick (catch-up is spread out).
     pub max_per_tick: i64,
+    /// Where changed incidents are also sent (webhooks), bounded: when it is full the
+    /// notification is dropped and counted (the incident itself is stored regardless).
+    pub sink: Option<tokio::sync::mpsc::Sender<Incident>>,
 }
 
 impl Default for DiagnoserConfig {
@@ -44,6 +49,7 @@ impl Default for DiagnoserConfig {
             settle_ms: 30_000,
             warmup_windows: 60,
             max_per_tick: 30,
+            sink: None,
         }
     }
 }
@@ -174,6 +180,14 @@ impl DiagnoserActor {
                 Err(error) => {
                     ACTOR_ERRORS.with_label_values(&["diagnoser"]).inc();
                     tracing::warn!(%error, "diagnosis could not read windows; retrying next tick");
+                }
+            }
+            if let Some(sink) = &act.cfg.sink {
+                for i in &changed {
+                    if sink.try_send(i.clone()).is_err() {
+                        NOTIFICATIONS_DROPPED.inc();
+                        tracing::warn!(id = %i.id, "incident notification queue full; notification dropped");
+                    }
                 }
             }
             let store = act.store.clone();

@@ -110,6 +110,20 @@ pub static INCIDENTS_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static INCIDENTS_OPEN: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_incidents_open", "Incidents currently open (this process's diagnoser)"));
 
+pub static NOTIFICATIONS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "netqoe_incident_notifications_dropped_total",
+        "Incident notifications dropped because the webhook queue was full",
+    )
+});
+pub static WEBHOOK_DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "netqoe_webhook_deliveries_total",
+        "Webhook deliveries, by outcome (delivered, retried, failed)",
+        &["outcome"],
+    )
+});
+
 /// Forces every metric into the registry so `/metrics` lists each family from the start.
 pub fn init() {
     LazyLock::force(&ACTOR_RESTARTS);
@@ -130,6 +144,10 @@ pub fn init() {
     LazyLock::force(&WATERMARK_LAG);
     LazyLock::force(&INCIDENTS_OPENED);
     LazyLock::force(&INCIDENTS_OPEN);
+    LazyLock::force(&NOTIFICATIONS_DROPPED);
+    for o in ["delivered", "retried", "failed"] {
+        WEBHOOK_DELIVERIES.with_label_values(&[o]);
+    }
     for s in ["target", "probe", "group", "probe-offline"] {
         INCIDENTS_OPENED.with_label_values(&[s]);
     }
