@@ -164,7 +164,8 @@ async fn rtt_windows_carry_r_factor_and_mos() {
 async fn webhooks_are_signed_and_retried() {
     use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
     use std::sync::Mutex;
-    let got: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::new(Mutex::new(Vec::new()));
+    type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let got: Received = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let (g, c) = (got.clone(), calls.clone());
     let server = HttpServer::new(move || {
