@@ -55,9 +55,10 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
 pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> anyhow::Result<RunningApp> {
     http::metrics::init();
     let db = Sqlite::open(&cfg.storage.data_dir)?;
-    let bus: Arc<dyn EventBus> = match cfg.bus.kind.as_str() {
-        "rabbitmq" => Arc::new(RabbitBus::new(cfg.rabbitmq.clone())),
-        _ => Arc::new(db.clone()),
+    let rabbit = (cfg.bus.kind == "rabbitmq").then(|| RabbitBus::new(cfg.rabbitmq.clone()));
+    let bus: Arc<dyn EventBus> = match &rabbit {
+        Some(r) => Arc::new(r.clone()),
+        None => Arc::new(db.clone()),
     };
     let store: Arc<dyn RollupStore> = match cfg.storage.backend.as_str() {
         "scylla" => Arc::new(
@@ -74,8 +75,16 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     }
     let pipeline = if roles.aggregate {
         let mut pcfg = cfg.pipeline_config();
-        if let (Some(d), false) = (pcfg.diagnosis.as_mut(), cfg.webhooks.urls.is_empty()) {
-            d.sink = Some(crate::webhook::start(cfg.webhooks.clone()));
+        // incident changes go to the webhooks and, over a broker, to the diagnoses exchange
+        let mut sinks = Vec::new();
+        if !cfg.webhooks.urls.is_empty() {
+            sinks.push(crate::webhook::start(cfg.webhooks.clone()));
+        }
+        if let Some(r) = &rabbit {
+            sinks.push(crate::webhook::start_broker(r.clone(), cfg.webhooks.queue));
+        }
+        if let (Some(d), false) = (pcfg.diagnosis.as_mut(), sinks.is_empty()) {
+            d.sink = Some(crate::webhook::fan_out(sinks, cfg.webhooks.queue));
         }
         Some(Pipeline::start(bus.clone(), store.clone(), pcfg).await?)
     } else {

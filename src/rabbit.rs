@@ -359,6 +359,46 @@ impl RabbitBus {
         Duration::from_millis(self.inner.cfg.op_timeout_ms)
     }
 
+    /// Publishes an incident change (JSON) to the diagnoses topic exchange with routing key
+    /// `incident.<state>.<scope>` (e.g. `incident.open.group`), persistent, with publisher confirm.
+    /// Unrouted incidents (nobody bound) are not an error.
+    pub async fn publish_incident(&self, i: &netqoe_domain::diagnosis::Incident) -> Result<(), BusError> {
+        let body = serde_json::to_vec(&crate::webhook::payload(i)).map_err(|e| BusError::Failed(e.to_string()))?;
+        let (ch, names) = self.publisher().await?;
+        let state = if i.state == netqoe_domain::diagnosis::IncidentState::Open { "open" } else { "resolved" };
+        let scope = serde_json::to_value(i.scope).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(format!("{}-{}", i.id, i.updated_ms).as_str()));
+        let wait = Duration::from_millis(self.inner.cfg.publish_timeout_ms);
+        let outcome = tokio::time::timeout(wait, async {
+            ch.basic_publish(
+                &names.diagnoses_exchange,
+                &format!("incident.{state}.{scope}"),
+                BasicPublishOptions::default(),
+                &body,
+                props,
+            )
+            .await?
+            .await
+        })
+        .await;
+        match outcome {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Overloaded("the broker nacked the incident".into())),
+            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::Failed("channel not in confirm mode".into())),
+            Ok(Err(e)) => {
+                self.invalidate_publisher().await;
+                Err(BusError::Unavailable(format!("publish incident: {e}")))
+            }
+            Err(_) => {
+                self.invalidate_publisher().await;
+                Err(BusError::Overloaded("no confirm for the incident".into()))
+            }
+        }
+    }
+
     /// A confirm-mode channel, connecting (and declaring the topology) if needed.
     async fn publisher(&self) -> Result<(Channel, Names), BusError> {
         let mut st = self.inner.publisher.lock().await;

@@ -33,6 +33,41 @@ pub fn payload(i: &Incident) -> serde_json::Value {
     serde_json::json!({ "event": event, "incident": i })
 }
 
+/// Forwards each incident to every sink (webhooks, the broker); a full sink drops and counts.
+pub fn fan_out(sinks: Vec<mpsc::Sender<Incident>>, queue: usize) -> mpsc::Sender<Incident> {
+    let (tx, mut rx) = mpsc::channel::<Incident>(queue.max(1));
+    actix_rt::spawn(async move {
+        while let Some(i) = rx.recv().await {
+            for s in &sinks {
+                if s.try_send(i.clone()).is_err() {
+                    netqoe_actors::metrics::NOTIFICATIONS_DROPPED.inc();
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// Publishes every incident to the broker's diagnoses exchange (a few tries each, then dropped
+/// and counted as failed: the incident stays in the store and the API either way).
+pub fn start_broker(bus: crate::rabbit::RabbitBus, queue: usize) -> mpsc::Sender<Incident> {
+    let (tx, mut rx) = mpsc::channel::<Incident>(queue.max(1));
+    actix_rt::spawn(async move {
+        while let Some(i) = rx.recv().await {
+            for attempt in 1..=5u32 {
+                match bus.publish_incident(&i).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, id = %i.id, attempt, "incident not published to the broker");
+                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
 /// Starts the delivery task (on the current actix runtime); returns the queue to feed it.
 pub fn start(cfg: WebhookConfig) -> mpsc::Sender<Incident> {
     let (tx, mut rx) = mpsc::channel::<Incident>(cfg.queue.max(1));

@@ -170,3 +170,74 @@ async fn memory_alarm_answers_503_within_the_publish_timeout_and_recovers() {
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;
 }
+
+#[actix_rt::test]
+async fn incidents_are_published_to_the_diagnoses_exchange() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let _g = BROKER.lock().await;
+    let prefix = unique_prefix("diag");
+    let t = start_with(1, &rabbit_overrides(&prefix, 1)).await;
+    let bus = RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
+    use netqoe_actors::bus::EventBus;
+    bus.ready().await.unwrap(); // declares the topology
+    let conn = lapin::Connection::connect(&t.app.state.cfg.rabbitmq.uris[0], lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "",
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    ch.queue_bind(
+        q.name().as_str(),
+        &format!("{prefix}diagnoses"),
+        "incident.open.#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            q.name().as_str(),
+            "t",
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let now = netqoe_actors::now_ms();
+    let incident = netqoe_domain::diagnosis::Incident {
+        id: "inc-r".into(),
+        state: netqoe_domain::diagnosis::IncidentState::Open,
+        scope: netqoe_domain::diagnosis::Scope::Group,
+        subject: [("probe.resolver".to_string(), "isp".to_string())].into(),
+        metrics: ["dns".to_string()].into(),
+        opened_ms: now,
+        first_seen_ms: now - 180_000,
+        updated_ms: now,
+        resolved_ms: None,
+        peak_severity: 20.0,
+        mos_impact: None,
+        affected_probes: Default::default(),
+        affected_targets: Default::default(),
+        evidence: Default::default(),
+        confidence: 1.0,
+    };
+    bus.publish_incident(&incident).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(d.routing_key.as_str(), "incident.open.group");
+    let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+    assert_eq!(v["event"], "incident.opened");
+    assert_eq!(v["incident"]["subject"]["probe.resolver"], "isp");
+    let _ = conn.close(0, "done").await;
+    let client = t.client.clone();
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&client, &prefix).await;
+}
