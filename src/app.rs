@@ -99,7 +99,10 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         );
     }
     let state = web::Data::new(AppState {
-        tokens: TokenBook::from_config(&cfg),
+        live: std::sync::RwLock::new(crate::http::Live {
+            tokens: TokenBook::from_config(&cfg),
+            probes: cfg.probes.clone(),
+        }),
         limiter: RateLimiter::new(cfg.ingest.rate_per_probe, cfg.ingest.burst),
         bus,
         store,
@@ -133,6 +136,23 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
 }
 
 impl RunningApp {
+    /// Applies a reloaded configuration's probes (tokens, revocations, labels) and query tokens
+    /// without a restart; other sections need one. Returns the number of probes.
+    pub async fn reload(&self, cfg: &Config) -> usize {
+        let live = crate::http::Live { tokens: TokenBook::from_config(cfg), probes: cfg.probes.clone() };
+        if let Ok(mut l) = self.state.live.write() {
+            *l = live;
+        }
+        let labels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+            cfg.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect();
+        if let Some(d) = self.pipeline.as_ref().and_then(|p| p.diagnoser.as_ref()) {
+            if let Err(error) = d.send(netqoe_actors::diagnoser::SetLabels(labels)).await {
+                tracing::warn!(%error, "diagnoser unavailable; it keeps the old labels until restarted");
+            }
+        }
+        cfg.probes.len()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

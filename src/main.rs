@@ -95,15 +95,26 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
 
 /// Resolves on SIGTERM or SIGINT. (actix-server's own handling would stop the whole actor system
 /// before the pipeline could drain, so the server runs with signals disabled.)
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGHUP re-reads the configuration (same file and environment) and applies its probes (tokens,
+/// revocations, labels) and query tokens; an invalid file is reported and changes nothing.
+async fn wait_for_signal(app: &netqoe::app::RunningApp, path: Option<&std::path::Path>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received; draining"),
-        _ = int.recv() => tracing::info!("SIGINT received; draining"),
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM received; draining"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT received; draining"); return Ok(()) }
+            _ = hup.recv() => match Config::load(path) {
+                Ok(cfg) => {
+                    let n = app.reload(&cfg).await;
+                    tracing::info!(probes = n, "SIGHUP: configuration reloaded (probes, tokens, labels)");
+                }
+                Err(e) => tracing::error!(errors = %e, "SIGHUP: configuration invalid; nothing changed"),
+            },
+        }
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -210,12 +221,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             netqoe::init_logging(&cfg.log.format, &cfg.log.level);
+            let config_path = cli.config.clone();
             let system = actix_rt::System::new();
             let r: anyhow::Result<()> = system.block_on(async move {
                 let listener = std::net::TcpListener::bind(cfg.bind_addr())
                     .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
                 let app = netqoe::app::start_roles(cfg, listener, roles).await?;
-                wait_for_signal().await?;
+                wait_for_signal(&app, config_path.as_deref()).await?;
                 app.shutdown().await
             });
             match r {

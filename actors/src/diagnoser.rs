@@ -225,6 +225,21 @@ impl Actor for DiagnoserActor {
     }
 }
 
+/// New probe labels (a configuration reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetLabels(pub BTreeMap<String, BTreeMap<String, String>>);
+
+impl Handler<SetLabels> for DiagnoserActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLabels, _ctx: &mut Context<Self>) {
+        ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
+        self.cfg.labels = msg.0.clone();
+        self.diag.set_labels(msg.0);
+    }
+}
+
 impl Supervised for DiagnoserActor {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
         ACTOR_RESTARTS.with_label_values(&["diagnoser"]).inc();

@@ -45,7 +45,7 @@ fn reject(reason: &str, n: usize, p: Problem) -> Problem {
 
 pub fn probe_of(req: &HttpRequest, state: &AppState) -> Result<String, Problem> {
     let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
-    match state.tokens.authenticate(header) {
+    match state.authenticate(header) {
         Ok(Principal::Probe(id)) => Ok(id),
         Ok(Principal::Query(_)) => Err(Problem::forbidden("a query token cannot ingest events; use the probe's token")),
         Err(AuthError::Missing) => Err(Problem::unauthorized("missing Authorization: Bearer <probe token>")),

@@ -21,9 +21,16 @@ use crate::auth::{RateLimiter, TokenBook};
 use crate::config::Config;
 
 /// Everything handlers need, shared across workers.
-pub struct AppState {
-    pub cfg: Config,
+/// What `SIGHUP` reloads without a restart: probes (tokens, revocations, labels) and query tokens.
+pub struct Live {
     pub tokens: TokenBook,
+    pub probes: Vec<crate::config::ProbeEntry>,
+}
+
+pub struct AppState {
+    /// The configuration the process started with (probes and tokens: see `live`).
+    pub cfg: Config,
+    pub live: std::sync::RwLock<Live>,
     pub limiter: RateLimiter,
     pub bus: Arc<dyn EventBus>,
     pub store: Arc<dyn RollupStore>,
@@ -31,6 +38,23 @@ pub struct AppState {
     pub sessions: Option<Addr<SessionRegistry>>,
     /// Set when a drain began: ingest answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+}
+
+impl AppState {
+    pub fn authenticate(&self, header: Option<&str>) -> Result<crate::auth::Principal, crate::auth::AuthError> {
+        match self.live.read() {
+            Ok(l) => l.tokens.authenticate(header),
+            Err(_) => Err(crate::auth::AuthError::Unknown),
+        }
+    }
+
+    pub fn query_tokens_configured(&self) -> bool {
+        self.live.read().map(|l| l.tokens.query_tokens_configured).unwrap_or(true)
+    }
+
+    pub fn probes(&self) -> Vec<crate::config::ProbeEntry> {
+        self.live.read().map(|l| l.probes.clone()).unwrap_or_default()
+    }
 }
 
 /// Ingest and query API (the `ingest` role and `run`).

@@ -22,10 +22,10 @@ const DEFAULT_LIMIT: usize = 10_000;
 
 pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
     let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
-    match (header, state.tokens.authenticate(header)) {
+    match (header, state.authenticate(header)) {
         (_, Ok(Principal::Query(_))) => Ok(()),
         (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden("probe tokens cannot read; use a query token")),
-        (None, _) if !state.tokens.query_tokens_configured => Ok(()),
+        (None, _) if !state.query_tokens_configured() => Ok(()),
         (None, _) => Err(Problem::unauthorized("missing Authorization: Bearer <query token>")),
         (_, Err(AuthError::Revoked)) => Err(Problem::forbidden("this token has been revoked")),
         (_, Err(AuthError::Malformed)) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
@@ -245,14 +245,9 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
     let now = netqoe_actors::now_ms();
     let offline_after = state.cfg.session.offline_after_s * 1000;
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let probes = state.probes();
     let labels_of = |id: &str| {
-        state
-            .cfg
-            .probes
-            .iter()
-            .find(|p| p.id == id)
-            .map(|p| serde_json::json!(p.labels))
-            .unwrap_or(serde_json::json!({}))
+        probes.iter().find(|p| p.id == id).map(|p| serde_json::json!(p.labels)).unwrap_or(serde_json::json!({}))
     };
     for s in &sessions {
         by_id.insert(
@@ -273,7 +268,7 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             }),
         );
     }
-    for p in &state.cfg.probes {
+    for p in &probes {
         by_id.entry(p.id.clone()).or_insert_with(|| {
             serde_json::json!({"probe": p.id, "status": "never_seen", "labels": p.labels, "events": 0, "revoked": p.revoked})
         });
