@@ -27,9 +27,8 @@ async fn sighup_applies_new_probes_labels_and_revocations() {
     let r = post(&client, &format!("{base}/v1/events"), Some(&p2_token), "application/json", ev("a")).await;
     assert_eq!(r.status, 401, "p2 is not configured yet");
     // add p2 with labels, revoke p1
-    let text =
-        std::fs::read_to_string(&path).unwrap().replace("id = \"p1\"\n", &format!("id = \"p1\"\nrevoked = true\n"))
-            + &format!(
+    let text = std::fs::read_to_string(&path).unwrap().replace("id = \"p1\"\n", "id = \"p1\"\nrevoked = true\n")
+        + &format!(
         "\n[[probes]]\nid = \"p2\"\ntoken_sha256 = \"{p2_hash}\"\nlabels = {{ region = \"eu-west\", asn = \"3320\" }}\n"
     );
     std::fs::write(&path, text).unwrap();
