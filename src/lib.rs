@@ -9,6 +9,7 @@ pub mod http;
 pub mod rabbit;
 pub mod scylla;
 pub mod sqlite;
+pub mod stamp;
 pub mod webhook;
 
 /// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set).

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A STAMP (RFC 8762) session-reflector for the probes' UDP round-trip measurements.
+    Reflector {
+        /// UDP address to answer on.
+        #[arg(long, default_value = "0.0.0.0:862")]
+        bind: String,
+        /// Test mode: fraction (0..1) of test packets deliberately not answered.
+        #[arg(long, default_value_t = 0.0)]
+        drop: f64,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -134,6 +143,37 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Reflector { bind, drop } => {
+            if !(0.0..=1.0).contains(&drop) {
+                eprintln!("--drop: {drop} must be between 0 and 1");
+                return ExitCode::from(2);
+            }
+            netqoe::init_logging("plain", "info");
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("netqoe: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let r: anyhow::Result<()> = rt.block_on(async {
+                let socket =
+                    tokio::net::UdpSocket::bind(&bind).await.map_err(|e| anyhow::anyhow!("--bind {bind}: {e}"))?;
+                tracing::info!(addr = %socket.local_addr()?, drop, "STAMP reflector answering");
+                tokio::select! {
+                    r = netqoe::stamp::reflect(socket, drop, 0x5eed) => r?,
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                Ok(())
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netqoe reflector: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Eval { files, json } => {
             netqoe::init_logging("plain", "error");
             let cfg = match load(cli.config.as_deref()) {

@@ -10,6 +10,7 @@ pub mod event;
 pub mod rollup;
 pub mod session;
 pub mod sketch;
+pub mod stamp;
 pub mod window;
 
 pub use event::{Event, EventLimits, FieldError, Kind, Metric, Status, WireBatch, WireEvent};
