@@ -55,6 +55,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a probe: measure the targets of PROBE_TOML and deliver the events to ingest.
+    Probe {
+        /// The probe's configuration (ingest URL, token, state dir, targets).
+        probe_config: PathBuf,
+        /// Measure every target once and print the events (nothing is sent).
+        #[arg(long)]
+        once: bool,
+        /// Stop after this many rounds of every target (default: run until stopped).
+        #[arg(long)]
+        rounds: Option<u64>,
+    },
     /// A STAMP (RFC 8762) session-reflector for the probes' UDP round-trip measurements.
     Reflector {
         /// UDP address to answer on.
@@ -143,6 +154,37 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Probe { probe_config, once, rounds } => {
+            netqoe::init_logging("plain", "info");
+            let cfg = match netqoe::probe::ProbeConfig::load(&probe_config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("netqoe probe: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            let system = actix_rt::System::new();
+            let r: anyhow::Result<()> = system.block_on(async move {
+                if once {
+                    for (i, t) in cfg.targets.iter().enumerate() {
+                        let e = netqoe::probe::measure(t, &cfg.probe_id, i as u64 + 1).await;
+                        println!("{e}");
+                    }
+                    return Ok(());
+                }
+                tokio::select! {
+                    r = netqoe::probe::run(cfg, rounds) => r,
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            });
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netqoe probe: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Reflector { bind, drop } => {
             if !(0.0..=1.0).contains(&drop) {
                 eprintln!("--drop: {drop} must be between 0 and 1");

@@ -1,0 +1,351 @@
+//! `netqoe probe`: measures configured targets on a schedule and delivers the events to ingest.
+//!
+//! Invariants: `seq` and `event_id` come from a counter persisted before use (blocks of
+//! `SEQ_BLOCK`), so a restarted probe never reuses one and ingest dedups resends; a batch that
+//! ingest did not acknowledge is kept in an on-disk spool (one file per batch, named by its
+//! first seq) and re-sent in order; the spool is bounded (oldest dropped first, counted).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+
+/// Seq numbers reserved per write of the state file.
+const SEQ_BLOCK: u64 = 1000;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// Base URL of ingest, e.g. `http://ingest.example:8080`.
+    pub ingest_url: String,
+    /// The probe's token, or `token_file` holding it.
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub token_file: String,
+    /// Where the spool and the seq counter live.
+    pub state_dir: PathBuf,
+    /// Name used in event ids.
+    pub probe_id: String,
+    #[serde(default = "d_batch_events")]
+    pub batch_max_events: usize,
+    #[serde(default = "d_batch_age")]
+    pub batch_max_age_ms: u64,
+    #[serde(default = "d_spool")]
+    pub spool_max_batches: usize,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub targets: Vec<TargetConfig>,
+}
+
+fn d_batch_events() -> usize {
+    100
+}
+fn d_batch_age() -> u64 {
+    5000
+}
+fn d_spool() -> usize {
+    10_000
+}
+fn d_interval() -> u64 {
+    10
+}
+fn d_packets() -> u32 {
+    10
+}
+fn d_timeout() -> u64 {
+    2000
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Target name as it appears in rollups.
+    pub id: String,
+    /// `udp` (STAMP toward a `netqoe reflector`) or `tcp` (connect time).
+    pub kind: String,
+    /// `host:port`.
+    pub address: String,
+    #[serde(default = "d_interval")]
+    pub interval_s: u64,
+    /// Packets per UDP measurement.
+    #[serde(default = "d_packets")]
+    pub packets: u32,
+    #[serde(default = "d_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl ProbeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+        let de = toml::Deserializer::new(&text);
+        let mut cfg: ProbeConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message()))?;
+        if cfg.token.is_empty() && !cfg.token_file.is_empty() {
+            cfg.token = std::fs::read_to_string(&cfg.token_file)
+                .with_context(|| format!("token_file {}", cfg.token_file))?
+                .trim()
+                .to_string();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(self.ingest_url.starts_with("http://") || self.ingest_url.starts_with("https://")) {
+            bail!("ingest_url: {:?} is not an http(s) URL", self.ingest_url);
+        }
+        if self.token.is_empty() {
+            bail!("token: set token or token_file");
+        }
+        if self.targets.is_empty() {
+            bail!("targets: at least one");
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if !matches!(t.kind.as_str(), "udp" | "tcp") {
+                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp)", t.kind);
+            }
+            if t.interval_s == 0 {
+                bail!("targets[{i}].interval_s: must be at least 1");
+            }
+            if t.packets == 0 || t.packets > 1000 {
+                bail!("targets[{i}].packets: must be 1..1000");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The persisted seq counter.
+pub struct SeqCounter {
+    path: PathBuf,
+    next: u64,
+    reserved_until: u64,
+}
+
+impl SeqCounter {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("seq");
+        let next = match std::fs::read_to_string(&path) {
+            Ok(s) => s.trim().parse::<u64>().with_context(|| format!("{}: corrupt", path.display()))?,
+            Err(_) => 1,
+        };
+        Ok(Self { path, next, reserved_until: next })
+    }
+
+    /// The next seq, never handed out before (across restarts).
+    pub fn take(&mut self) -> anyhow::Result<u64> {
+        if self.next >= self.reserved_until {
+            self.reserved_until = self.next + SEQ_BLOCK;
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, self.reserved_until.to_string())?;
+            std::fs::rename(&tmp, &self.path)?;
+        }
+        let s = self.next;
+        self.next += 1;
+        Ok(s)
+    }
+}
+
+/// The on-disk spool of unacknowledged batches.
+pub struct Spool {
+    dir: PathBuf,
+    max: usize,
+    pub dropped: u64,
+}
+
+impl Spool {
+    pub fn open(dir: &Path, max: usize) -> anyhow::Result<Self> {
+        let dir = dir.join("spool");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self { dir, max: max.max(1), dropped: 0 })
+    }
+
+    fn files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|r| r.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn depth(&self) -> usize {
+        self.files().len()
+    }
+
+    /// Keeps a batch (named by its first seq, so the order is the send order).
+    pub fn push(&mut self, first_seq: u64, body: &[u8]) -> anyhow::Result<()> {
+        let path = self.dir.join(format!("{first_seq:020}.json"));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &path)?;
+        let files = self.files();
+        if files.len() > self.max {
+            for old in &files[..files.len() - self.max] {
+                std::fs::remove_file(old)?;
+                self.dropped += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest batch.
+    pub fn front(&self) -> Option<(PathBuf, Vec<u8>)> {
+        let p = self.files().into_iter().next()?;
+        let body = std::fs::read(&p).ok()?;
+        Some((p, body))
+    }
+}
+
+/// Outcome of one POST.
+pub enum Posted {
+    Accepted,
+    /// Retry later (network error, 429, 5xx), after at least this long.
+    Retry(Duration),
+    /// The batch is invalid (4xx other than 429): it will never be accepted; dropped and logged.
+    Rejected(String),
+}
+
+pub async fn post(client: &awc::Client, cfg: &ProbeConfig, body: Vec<u8>) -> Posted {
+    let url = format!("{}/v1/events", cfg.ingest_url.trim_end_matches('/'));
+    let res = client
+        .post(url)
+        .insert_header(("Authorization", format!("Bearer {}", cfg.token)))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body(body)
+        .await;
+    match res {
+        Ok(mut r) if r.status().is_success() => {
+            let _ = r.body().await;
+            Posted::Accepted
+        }
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let after = r
+                .headers()
+                .get("Retry-After")
+                .and_then(|h| h.to_str().ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).to_string();
+            if status == 429 || status >= 500 {
+                Posted::Retry(after.unwrap_or(Duration::from_secs(1)))
+            } else {
+                Posted::Rejected(format!("HTTP {status}: {text}"))
+            }
+        }
+        Err(_) => Posted::Retry(Duration::from_millis(500)),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+/// Measures one target once; returns the event as a probe posts it.
+pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Value {
+    let ts = rfc3339(netqoe_actors::now_ms());
+    let id = format!("{probe}-{seq}");
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let addr = tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next());
+    match (t.kind.as_str(), addr) {
+        ("udp", Some(addr)) => {
+            let spacing = Duration::from_millis(20);
+            match crate::stamp::measure(addr, t.packets, spacing, timeout).await {
+                Ok(r) if r.received > 0 => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
+                    "kind": "udp", "rtt_samples_ms": r.rtt_ms.iter().map(|x| (x * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                    "sent": r.sent, "received": r.received}),
+                Ok(r) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "udp",
+                    "sent": r.sent, "received": 0, "status": "timeout"}),
+                Err(_) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "udp",
+                    "sent": t.packets, "received": 0, "status": "unreachable"}),
+            }
+        }
+        ("tcp", Some(addr)) => {
+            let started = Instant::now();
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp",
+                    "connect_ms": (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0}),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "refused"})
+                }
+                Ok(Err(_)) => {
+                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "unreachable"})
+                }
+                Err(_) => {
+                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "timeout"})
+                }
+            }
+        }
+        (kind, _) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
+            "kind": if kind == "udp" { "udp" } else { "tcp" }, "status": "error"}),
+    }
+}
+
+/// Runs the probe: measures every target on its interval, batches, posts, spools. `rounds`:
+/// stop after that many rounds of every target (None: run until the task is dropped).
+pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
+    let mut seq = SeqCounter::open(&cfg.state_dir)?;
+    let mut spool = Spool::open(&cfg.state_dir, cfg.spool_max_batches)?;
+    let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let start = Instant::now();
+    let mut next_due: Vec<Instant> = cfg.targets.iter().map(|_| start).collect();
+    let mut done: Vec<u64> = vec![0; cfg.targets.len()];
+    let mut pending: Vec<(u64, serde_json::Value)> = Vec::new();
+    let mut oldest: Option<Instant> = None;
+    let mut retry_at = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let now = Instant::now();
+        for (i, t) in cfg.targets.iter().enumerate() {
+            if rounds.is_some_and(|r| done[i] >= r) || now < next_due[i] {
+                continue;
+            }
+            let s = seq.take()?;
+            pending.push((s, measure(t, &cfg.probe_id, s).await));
+            oldest.get_or_insert(now);
+            done[i] += 1;
+            next_due[i] += Duration::from_secs(t.interval_s);
+        }
+        let finished =
+            rounds.is_some() && cfg.targets.iter().enumerate().all(|(i, _)| rounds.is_some_and(|r| done[i] >= r));
+        let age = oldest.map_or(Duration::ZERO, |o| o.elapsed());
+        if !pending.is_empty()
+            && (pending.len() >= cfg.batch_max_events || age >= Duration::from_millis(cfg.batch_max_age_ms) || finished)
+        {
+            let first = pending[0].0;
+            let events: Vec<serde_json::Value> = pending.drain(..).map(|(_, e)| e).collect();
+            spool.push(first, &serde_json::to_vec(&serde_json::json!({ "events": events }))?)?;
+            oldest = None;
+        }
+        // deliver the spool in order
+        while Instant::now() >= retry_at {
+            let Some((path, body)) = spool.front() else { break };
+            match post(&client, &cfg, body).await {
+                Posted::Accepted => {
+                    std::fs::remove_file(&path)?;
+                    backoff = Duration::from_millis(250);
+                }
+                Posted::Rejected(why) => {
+                    tracing::error!(%why, batch = %path.display(), "ingest rejected a batch; dropped");
+                    std::fs::remove_file(&path)?;
+                }
+                Posted::Retry(after) => {
+                    let jitter = Duration::from_millis(u64::from(std::process::id() % 100));
+                    retry_at = Instant::now() + after.max(backoff) + jitter;
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    break;
+                }
+            }
+        }
+        if finished && pending.is_empty() && spool.depth() == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,128 @@
+//! The probe agent on loopback: it measures a `netqoe reflector` (UDP, STAMP) and a TCP port,
+//! netqoe ingests, and the rollups show every measurement exactly once — also when ingest is
+//! down for a while (the batches wait in the spool and drain in order) and when the probe is
+//! restarted with batches still spooled.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use netqoe::probe::{ProbeConfig, Spool, TargetConfig};
+
+fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str, tcp: &str) -> ProbeConfig {
+    let t = |id: &str, kind: &str, address: &str| TargetConfig {
+        id: id.into(),
+        kind: kind.into(),
+        address: address.into(),
+        interval_s: 1,
+        packets: 10,
+        timeout_ms: 500,
+    };
+    ProbeConfig {
+        ingest_url: ingest.into(),
+        token: token.into(),
+        token_file: String::new(),
+        state_dir: state.into(),
+        probe_id: "probe-0".into(),
+        batch_max_events: 4,
+        batch_max_age_ms: 500,
+        spool_max_batches: 1000,
+        labels: Default::default(),
+        targets: vec![t("reflector.test", "udp", reflector), t("tcp.test", "tcp", tcp)],
+    }
+}
+
+async fn reflector() -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    tokio::spawn(netqoe::stamp::reflect(socket, 0.0, 1));
+    addr
+}
+
+/// (count of rtt samples, count of connect samples) stored for probe-0.
+async fn counts(t: &TestApp) -> (u64, u64) {
+    let now = netqoe_actors::now_ms();
+    let url = |m: &str| {
+        t.app.url(&format!("/v1/rollups?probe=probe-0&metric={m}&tier=1m&from={}&to={}", now - 3_600_000, now + 60_000))
+    };
+    let sum = |v: &serde_json::Value| {
+        v["rollups"].as_array().map_or(0, |a| a.iter().map(|w| w["count"].as_u64().unwrap_or(0)).sum())
+    };
+    let rtt = get(&t.client, &url("rtt"), Some(&t.query_token)).await;
+    let con = get(&t.client, &url("connect"), Some(&t.query_token)).await;
+    (sum(&rtt.body), sum(&con.body))
+}
+
+#[actix_rt::test]
+async fn measurements_arrive_with_plausible_values() {
+    let t = start(1, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = probe_cfg(
+        dir.path(),
+        &format!("http://{}", t.app.addr),
+        &t.probes[0].1,
+        &reflector().await,
+        &t.app.addr.to_string(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(cfg, Some(3))).await.unwrap().unwrap();
+    let c = eventually(20, "3 rounds aggregated", || async {
+        let c = counts(&t).await;
+        (c == (30, 3)).then_some(c)
+    })
+    .await;
+    assert_eq!(c, (30, 3), "3 × 10 RTT samples and 3 connects, each once");
+    let now = netqoe_actors::now_ms();
+    let r = get(
+        &t.client,
+        &t.app.url(&format!(
+            "/v1/rollups?probe=probe-0&metric=rtt&tier=1m&from={}&to={}",
+            now - 3_600_000,
+            now + 60_000
+        )),
+        Some(&t.query_token),
+    )
+    .await;
+    for w in r.body["rollups"].as_array().unwrap() {
+        assert!(w["p50"].as_f64().unwrap() < 5.0, "loopback RTT: {w}");
+        assert_eq!(w["loss_pct"].as_f64().unwrap(), 0.0);
+    }
+    t.app.shutdown().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn ingest_away_then_back_and_a_probe_restart_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_dir = tempfile::tempdir().unwrap();
+    let (cfg, probes, query, revoked) = test_config(app_dir.path(), 1, &[]);
+    let port = free_port();
+    let ingest = format!("http://127.0.0.1:{port}");
+    let refl = reflector().await;
+    // the TCP target is a port nobody listens on over TCP: refused connects (error events)
+    let pcfg = probe_cfg(dir.path(), &ingest, &probes[0].1, &refl, &refl);
+    // ingest is down: two rounds measured, spooled; then the probe is stopped mid-spool
+    let _ = tokio::time::timeout(Duration::from_millis(2500), netqoe::probe::run(pcfg.clone(), Some(2))).await;
+    let spooled = Spool::open(dir.path(), 1000).unwrap().depth();
+    assert!(spooled > 0, "batches wait in the spool while ingest is away");
+    // a restarted probe with ingest back: the spool drains in order, nothing lost or doubled
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let app = netqoe::app::start(cfg, listener).await.unwrap();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let t = TestApp { app, dir: app_dir, probes, query_token: query, revoked_token: revoked, client };
+    tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
+    assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
+    eventually(20, "2 rounds aggregated exactly once", || async { (counts(&t).await.0 == 20).then_some(()) }).await;
+    t.app.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_bad_probe_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("probe.toml");
+    std::fs::write(&p, "ingest_url = \"http://x\"\ntoken = \"t\"\nstate_dir = \"/tmp/s\"\nprobe_id = \"p\"\n[[targets]]\nid = \"a\"\nkind = \"udp\"\naddress = \"127.0.0.1:862\"\ncolour = \"red\"\n").unwrap();
+    let e = ProbeConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("targets[0]") && e.contains("colour"), "{e}");
+    std::fs::write(&p, "ingest_url = \"ftp://x\"\ntoken = \"t\"\nstate_dir = \"/tmp/s\"\nprobe_id = \"p\"\n[[targets]]\nid = \"a\"\nkind = \"udp\"\naddress = \"127.0.0.1:862\"\n").unwrap();
+    let e = ProbeConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("ingest_url"), "{e}");
+}
