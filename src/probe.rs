@@ -75,6 +75,15 @@ pub struct TargetConfig {
     pub packets: u32,
     #[serde(default = "d_timeout")]
     pub timeout_ms: u64,
+    /// `dns`: the name to resolve and the record type (A, AAAA, MX, TXT, NS, CNAME).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "d_record")]
+    pub record: String,
+}
+
+fn d_record() -> String {
+    "A".into()
 }
 
 impl ProbeConfig {
@@ -104,8 +113,16 @@ impl ProbeConfig {
             bail!("targets: at least one");
         }
         for (i, t) in self.targets.iter().enumerate() {
-            if !matches!(t.kind.as_str(), "udp" | "tcp") {
-                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp)", t.kind);
+            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns") {
+                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns)", t.kind);
+            }
+            if t.kind == "dns" {
+                if netqoe_domain::dns::query(0, &t.name, 1).is_none() {
+                    bail!("targets[{i}].name: {:?} is not a host name to resolve", t.name);
+                }
+                if netqoe_domain::dns::record_type(&t.record).is_none() {
+                    bail!("targets[{i}].record: {:?} is not one of A, AAAA, MX, TXT, NS, CNAME", t.record);
+                }
             }
             if t.interval_s == 0 {
                 bail!("targets[{i}].interval_s: must be at least 1");
@@ -282,8 +299,57 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
                 }
             }
         }
+        ("dns", Some(server)) => {
+            let qtype = netqoe_domain::dns::record_type(&t.record).unwrap_or(1);
+            let txid = (seq & 0xffff) as u16;
+            let ev = |extra: serde_json::Value| {
+                let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "dns"});
+                if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+                    o.extend(e);
+                }
+                v
+            };
+            match dns_lookup(server, &t.name, qtype, txid, timeout).await {
+                Ok((ms, 0)) => ev(serde_json::json!({"dns_ms": (ms * 1000.0).round() / 1000.0})),
+                Ok((_, 3)) => ev(serde_json::json!({"status": "nxdomain"})),
+                Ok((_, 2)) => ev(serde_json::json!({"status": "servfail"})),
+                Ok(_) => ev(serde_json::json!({"status": "dns_error"})),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => ev(serde_json::json!({"status": "timeout"})),
+                Err(_) => ev(serde_json::json!({"status": "dns_error"})),
+            }
+        }
         (kind, _) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
-            "kind": if kind == "udp" { "udp" } else { "tcp" }, "status": "error"}),
+            "kind": match kind { "udp" => "udp", "dns" => "dns", _ => "tcp" }, "status": "error"}),
+    }
+}
+
+/// One DNS query over UDP: (milliseconds until the matching response, its response code).
+async fn dns_lookup(
+    server: std::net::SocketAddr,
+    name: &str,
+    qtype: u16,
+    txid: u16,
+    timeout: Duration,
+) -> std::io::Result<(f64, u8)> {
+    let q = netqoe_domain::dns::query(txid, name, qtype)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad name"))?;
+    let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = tokio::net::UdpSocket::bind(bind).await?;
+    socket.connect(server).await?;
+    let started = Instant::now();
+    socket.send(&q).await?;
+    let mut buf = [0u8; 1500];
+    let deadline = started + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, socket.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer"))??;
+        if let Some(r) = netqoe_domain::dns::response(&buf[..n]) {
+            if r.id == txid {
+                return Ok((started.elapsed().as_secs_f64() * 1000.0, r.rcode));
+            }
+        }
     }
 }
 

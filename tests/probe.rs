@@ -18,6 +18,8 @@ fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str
         interval_s: 1,
         packets: 10,
         timeout_ms: 500,
+        name: "shop.test".into(),
+        record: "A".into(),
     };
     ProbeConfig {
         ingest_url: ingest.into(),
@@ -31,6 +33,25 @@ fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str
         labels: Default::default(),
         targets: vec![t("reflector.test", "udp", reflector), t("tcp.test", "tcp", tcp)],
     }
+}
+
+/// A DNS responder on loopback: NOERROR with one answer for every name but `nx.test`.
+async fn dns_responder() -> String {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, from)) = socket.recv_from(&mut buf).await else { return };
+            let mut r = buf[..n].to_vec();
+            r[2] |= 0x80;
+            let nx = r.windows(7).any(|w| w == b"\x02nx\x04tes");
+            r[3] = if nx { 0x83 } else { 0x80 };
+            r[7] = if nx { 0 } else { 1 };
+            let _ = socket.send_to(&r, from).await;
+        }
+    });
+    addr
 }
 
 async fn reflector() -> String {
@@ -58,13 +79,20 @@ async fn counts(t: &TestApp) -> (u64, u64) {
 async fn measurements_arrive_with_plausible_values() {
     let t = start(1, &[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = probe_cfg(
+    let mut cfg = probe_cfg(
         dir.path(),
         &format!("http://{}", t.app.addr),
         &t.probes[0].1,
         &reflector().await,
         &t.app.addr.to_string(),
     );
+    let dns = dns_responder().await;
+    let mut d = cfg.targets[0].clone();
+    (d.id, d.kind, d.address) = ("resolver.test".into(), "dns".into(), dns.clone());
+    cfg.targets.push(d.clone());
+    d.id = "nx.resolver.test".into();
+    d.name = "nx.test".into();
+    cfg.targets.push(d);
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(cfg, Some(3))).await.unwrap().unwrap();
     let c = eventually(20, "3 rounds aggregated", || async {
         let c = counts(&t).await;
@@ -72,6 +100,21 @@ async fn measurements_arrive_with_plausible_values() {
     })
     .await;
     assert_eq!(c, (30, 3), "3 × 10 RTT samples and 3 connects, each once");
+    let dns = |target: &str| {
+        let now = netqoe_actors::now_ms();
+        t.app.url(&format!(
+            "/v1/rollups?probe=probe-0&target={target}&metric=dns&tier=1m&from={}&to={}",
+            now - 3_600_000,
+            now + 60_000
+        ))
+    };
+    let ok = get(&t.client, &dns("resolver.test"), Some(&t.query_token)).await;
+    let samples: u64 = ok.body["rollups"].as_array().unwrap().iter().map(|w| w["count"].as_u64().unwrap()).sum();
+    assert_eq!(samples, 3, "three resolutions timed: {}", ok.body);
+    let nx = get(&t.client, &dns("nx.resolver.test"), Some(&t.query_token)).await;
+    let errors: u64 =
+        nx.body["rollups"].as_array().unwrap().iter().map(|w| w["errors"]["nxdomain"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(errors, 3, "NXDOMAIN counted as such: {}", nx.body);
     let now = netqoe_actors::now_ms();
     let r = get(
         &t.client,

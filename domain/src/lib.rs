@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod diagnosis;
+pub mod dns;
 pub mod event;
 pub mod rollup;
 pub mod session;
