@@ -80,6 +80,13 @@ pub struct TargetConfig {
     pub name: String,
     #[serde(default = "d_record")]
     pub record: String,
+    /// `http`: verify the server certificate (https) against the system roots.
+    #[serde(default = "d_true")]
+    pub tls_verify: bool,
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_record() -> String {
@@ -113,8 +120,11 @@ impl ProbeConfig {
             bail!("targets: at least one");
         }
         for (i, t) in self.targets.iter().enumerate() {
-            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns") {
-                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns)", t.kind);
+            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http") {
+                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http)", t.kind);
+            }
+            if t.kind == "http" && parse_url(&t.address).is_none() {
+                bail!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address);
             }
             if t.kind == "dns" {
                 if netqoe_domain::dns::query(0, &t.name, 1).is_none() {
@@ -269,6 +279,36 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
     let ts = rfc3339(netqoe_actors::now_ms());
     let id = format!("{probe}-{seq}");
     let timeout = Duration::from_millis(t.timeout_ms);
+    if t.kind == "http" {
+        let (url, verify) = (t.address.clone(), t.tls_verify);
+        let r = tokio::task::spawn_blocking(move || http_measure(&url, timeout, verify)).await;
+        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "http"});
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        if let Some(o) = v.as_object_mut() {
+            match r {
+                Ok(Ok(h)) => {
+                    o.insert("dns_ms".into(), round(h.dns_ms).into());
+                    o.insert("connect_ms".into(), round(h.connect_ms).into());
+                    if let Some(tls) = h.tls_ms {
+                        o.insert("tls_ms".into(), round(tls).into());
+                    }
+                    o.insert("ttfb_ms".into(), round(h.ttfb_ms).into());
+                    if h.status >= 500 {
+                        o.insert("status".into(), "http_5xx".into());
+                    } else if h.status >= 400 {
+                        o.insert("status".into(), "http_4xx".into());
+                    }
+                }
+                Ok(Err(status)) => {
+                    o.insert("status".into(), status.into());
+                }
+                Err(_) => {
+                    o.insert("status".into(), "error".into());
+                }
+            }
+        }
+        return v;
+    }
     let addr = tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next());
     match (t.kind.as_str(), addr) {
         ("udp", Some(addr)) => {
@@ -322,6 +362,95 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
             "kind": match kind { "udp" => "udp", "dns" => "dns", _ => "tcp" }, "status": "error"}),
     }
 }
+
+/// (https?, host, port, path) of an http(s) URL.
+pub fn parse_url(url: &str) -> Option<(bool, String, u16, String)> {
+    let (tls, rest) =
+        if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => (h.to_string(), p.parse().ok()?),
+        _ => (authority.to_string(), if tls { 443 } else { 80 }),
+    };
+    (!host.is_empty()).then_some((tls, host, port, path))
+}
+
+/// Timings of one HTTP(S) GET.
+#[derive(Clone, Debug)]
+pub struct HttpTimings {
+    pub dns_ms: f64,
+    pub connect_ms: f64,
+    pub tls_ms: Option<f64>,
+    pub ttfb_ms: f64,
+    pub status: u16,
+}
+
+/// One HTTP(S) GET, blocking (run it on a blocking thread): name resolution, TCP connect, TLS
+/// handshake, time to the first response byte, status code. Errors are event status classes.
+pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, &'static str> {
+    use std::net::ToSocketAddrs;
+    let (tls, host, port, path) = parse_url(url).ok_or("error")?;
+    let t0 = Instant::now();
+    let addr = (host.as_str(), port).to_socket_addrs().map_err(|_| "dns_error")?.next().ok_or("nxdomain")?;
+    let dns_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let t1 = Instant::now();
+    let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "refused",
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timeout",
+        _ => "unreachable",
+    })?;
+    let connect_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    tcp.set_read_timeout(Some(timeout)).map_err(|_| "error")?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|_| "error")?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netqoe-probe\r\nConnection: close\r\n\r\n");
+    let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, u16), &'static str> {
+        let t = Instant::now();
+        s.write_all(request.as_bytes()).map_err(|_| "error")?;
+        let mut head = [0u8; 64];
+        let mut n = s.read(&mut head).map_err(|_| "timeout")?;
+        let ttfb = t.elapsed().as_secs_f64() * 1000.0;
+        while n < 12 {
+            let m = s.read(&mut head[n..]).map_err(|_| "timeout")?;
+            if m == 0 {
+                break;
+            }
+            n += m;
+        }
+        let line = String::from_utf8_lossy(&head[..n]);
+        let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("error")?;
+        Ok((ttfb, status))
+    };
+    if tls {
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|_| "tls_error")?;
+        if !verify {
+            b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+        }
+        let mut conf = b.build().configure().map_err(|_| "tls_error")?;
+        conf.set_verify_hostname(verify);
+        let t2 = Instant::now();
+        let mut s = conf.connect(&host, tcp).map_err(|e| {
+            if e.to_string().contains("certificate") {
+                "cert_error"
+            } else {
+                "tls_error"
+            }
+        })?;
+        let tls_ms = t2.elapsed().as_secs_f64() * 1000.0;
+        let (ttfb_ms, status) = exchange(&mut s)?;
+        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: Some(tls_ms), ttfb_ms, status })
+    } else {
+        let mut s = tcp;
+        let (ttfb_ms, status) = exchange(&mut s)?;
+        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: None, ttfb_ms, status })
+    }
+}
+
+trait ReadWrite: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
 /// One DNS query over UDP: (milliseconds until the matching response, its response code).
 async fn dns_lookup(

@@ -20,6 +20,7 @@ fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str
         timeout_ms: 500,
         name: "shop.test".into(),
         record: "A".into(),
+        tls_verify: false,
     };
     ProbeConfig {
         ingest_url: ingest.into(),
@@ -54,6 +55,57 @@ async fn dns_responder() -> String {
     addr
 }
 
+/// An HTTPS server on loopback with a fresh self-signed certificate; answers 200 to anything.
+fn tls_server() -> String {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    use std::io::{Read, Write};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "localhost").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acc.set_private_key(&key).unwrap();
+    acc.set_certificate(&cert).unwrap();
+    let acc = std::sync::Arc::new(acc.build());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let acc = acc.clone();
+            std::thread::spawn(move || {
+                let Ok(mut s) = acc.accept(stream) else { return };
+                let mut buf = [0u8; 2048];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+                let _ = s.shutdown();
+            });
+        }
+    });
+    format!("https://{addr}/")
+}
+
 async fn reflector() -> String {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap().to_string();
@@ -61,11 +113,16 @@ async fn reflector() -> String {
     addr
 }
 
-/// (count of rtt samples, count of connect samples) stored for probe-0.
+/// (RTT samples toward reflector.test, connect samples toward tcp.test) stored for probe-0.
 async fn counts(t: &TestApp) -> (u64, u64) {
     let now = netqoe_actors::now_ms();
     let url = |m: &str| {
-        t.app.url(&format!("/v1/rollups?probe=probe-0&metric={m}&tier=1m&from={}&to={}", now - 3_600_000, now + 60_000))
+        let target = if m == "rtt" { "reflector.test" } else { "tcp.test" };
+        t.app.url(&format!(
+            "/v1/rollups?probe=probe-0&target={target}&metric={m}&tier=1m&from={}&to={}",
+            now - 3_600_000,
+            now + 60_000
+        ))
     };
     let sum = |v: &serde_json::Value| {
         v["rollups"].as_array().map_or(0, |a| a.iter().map(|w| w["count"].as_u64().unwrap_or(0)).sum())
@@ -92,6 +149,10 @@ async fn measurements_arrive_with_plausible_values() {
     cfg.targets.push(d.clone());
     d.id = "nx.resolver.test".into();
     d.name = "nx.test".into();
+    cfg.targets.push(d.clone());
+    (d.id, d.kind, d.address) = ("web.test".into(), "http".into(), format!("http://{}/healthz", t.app.addr));
+    cfg.targets.push(d.clone());
+    (d.id, d.address) = ("tls.test".into(), tls_server());
     cfg.targets.push(d);
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(cfg, Some(3))).await.unwrap().unwrap();
     let c = eventually(20, "3 rounds aggregated", || async {
@@ -115,6 +176,22 @@ async fn measurements_arrive_with_plausible_values() {
     let errors: u64 =
         nx.body["rollups"].as_array().unwrap().iter().map(|w| w["errors"]["nxdomain"].as_u64().unwrap_or(0)).sum();
     assert_eq!(errors, 3, "NXDOMAIN counted as such: {}", nx.body);
+    let window = |target: &str, metric: &str| {
+        let now = netqoe_actors::now_ms();
+        t.app.url(&format!(
+            "/v1/rollups?probe=probe-0&target={target}&metric={metric}&tier=1m&from={}&to={}",
+            now - 3_600_000,
+            now + 60_000
+        ))
+    };
+    for (target, metric) in [("web.test", "ttfb"), ("web.test", "connect"), ("tls.test", "tls"), ("tls.test", "ttfb")] {
+        let r = get(&t.client, &window(target, metric), Some(&t.query_token)).await;
+        let rows = r.body["rollups"].as_array().unwrap();
+        let n: u64 = rows.iter().map(|w| w["count"].as_u64().unwrap()).sum();
+        assert_eq!(n, 3, "{target} {metric}: {}", r.body);
+        assert!(rows.iter().all(|w| w["errors"].as_object().unwrap().is_empty()), "{}", r.body);
+        assert!(rows.iter().all(|w| w["max"].as_f64().unwrap() < 1000.0), "loopback timings: {}", r.body);
+    }
     let now = netqoe_actors::now_ms();
     let r = get(
         &t.client,
