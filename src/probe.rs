@@ -15,6 +15,57 @@ use serde::{Deserialize, Serialize};
 /// Seq numbers reserved per write of the state file.
 const SEQ_BLOCK: u64 = 1000;
 
+mod metrics {
+    use std::sync::LazyLock;
+
+    use netqoe_actors::metrics::reg;
+    use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+
+    pub static MEASUREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        reg(IntCounterVec::new(
+            Opts::new("netqoe_probe_measurements_total", "Measurements run by the probe, by kind and outcome"),
+            &["kind", "outcome"],
+        )
+        .expect("metric"))
+    });
+    pub static SPOOL_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+        reg(IntGauge::new("netqoe_probe_spool_depth", "Batches in the probe's spool, not yet acknowledged by ingest")
+            .expect("metric"))
+    });
+    pub static SPOOL_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+        reg(IntCounter::new("netqoe_probe_spool_dropped_total", "Batches dropped from a full spool (oldest first)")
+            .expect("metric"))
+    });
+    pub static POST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+        reg(Histogram::with_opts(
+            HistogramOpts::new("netqoe_probe_post_seconds", "Latency of the probe's POSTs to ingest")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .expect("metric"))
+    });
+    pub static POSTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        reg(IntCounterVec::new(
+            Opts::new("netqoe_probe_posts_total", "POSTs to ingest, by outcome (accepted, retry, rejected)"),
+            &["outcome"],
+        )
+        .expect("metric"))
+    });
+
+    pub fn init() {
+        for k in ["udp", "tcp", "dns", "http"] {
+            for o in ["ok", "failed"] {
+                MEASUREMENTS.with_label_values(&[k, o]);
+            }
+        }
+        for o in ["accepted", "retry", "rejected"] {
+            POSTS.with_label_values(&[o]);
+        }
+        LazyLock::force(&SPOOL_DEPTH);
+        LazyLock::force(&SPOOL_DROPPED);
+        LazyLock::force(&POST_SECONDS);
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeConfig {
@@ -37,6 +88,9 @@ pub struct ProbeConfig {
     pub spool_max_batches: usize,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Serve the probe's own metrics on `http://<metrics_bind>/metrics` (empty: off).
+    #[serde(default)]
+    pub metrics_bind: String,
     pub targets: Vec<TargetConfig>,
 }
 
@@ -452,6 +506,15 @@ pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTi
 trait ReadWrite: std::io::Read + std::io::Write {}
 impl<T: std::io::Read + std::io::Write> ReadWrite for T {}
 
+struct StopOnDrop(actix_web::dev::ServerHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let h = self.0.clone();
+        actix_rt::spawn(async move { h.stop(false).await });
+    }
+}
+
 /// One DNS query over UDP: (milliseconds until the matching response, its response code).
 async fn dns_lookup(
     server: std::net::SocketAddr,
@@ -485,6 +548,22 @@ async fn dns_lookup(
 /// Runs the probe: measures every target on its interval, batches, posts, spools. `rounds`:
 /// stop after that many rounds of every target (None: run until the task is dropped).
 pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
+    metrics::init();
+    let _server = if cfg.metrics_bind.is_empty() {
+        None
+    } else {
+        let server = actix_web::HttpServer::new(|| {
+            actix_web::App::new().route("/metrics", actix_web::web::get().to(crate::http::metrics::render))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(&cfg.metrics_bind)
+        .with_context(|| format!("metrics_bind {}", cfg.metrics_bind))?
+        .run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Some(StopOnDrop(handle))
+    };
     let mut seq = SeqCounter::open(&cfg.state_dir)?;
     let mut spool = Spool::open(&cfg.state_dir, cfg.spool_max_batches)?;
     let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
@@ -502,7 +581,10 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
                 continue;
             }
             let s = seq.take()?;
-            pending.push((s, measure(t, &cfg.probe_id, s).await));
+            let e = measure(t, &cfg.probe_id, s).await;
+            let outcome = if e.get("status").is_some() { "failed" } else { "ok" };
+            metrics::MEASUREMENTS.with_label_values(&[t.kind.as_str(), outcome]).inc();
+            pending.push((s, e));
             oldest.get_or_insert(now);
             done[i] += 1;
             next_due[i] += Duration::from_secs(t.interval_s);
@@ -516,12 +598,23 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
             let first = pending[0].0;
             let events: Vec<serde_json::Value> = pending.drain(..).map(|(_, e)| e).collect();
             spool.push(first, &serde_json::to_vec(&serde_json::json!({ "events": events }))?)?;
+            metrics::SPOOL_DROPPED.inc_by(std::mem::take(&mut spool.dropped));
             oldest = None;
         }
         // deliver the spool in order
         while Instant::now() >= retry_at {
             let Some((path, body)) = spool.front() else { break };
-            match post(&client, &cfg, body).await {
+            let t0 = Instant::now();
+            let posted = post(&client, &cfg, body).await;
+            metrics::POST_SECONDS.observe(t0.elapsed().as_secs_f64());
+            metrics::POSTS
+                .with_label_values(&[match posted {
+                    Posted::Accepted => "accepted",
+                    Posted::Retry(_) => "retry",
+                    Posted::Rejected(_) => "rejected",
+                }])
+                .inc();
+            match posted {
                 Posted::Accepted => {
                     std::fs::remove_file(&path)?;
                     backoff = Duration::from_millis(250);
@@ -538,7 +631,9 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
                 }
             }
         }
-        if finished && pending.is_empty() && spool.depth() == 0 {
+        let depth = spool.depth();
+        metrics::SPOOL_DEPTH.set(depth as i64);
+        if finished && pending.is_empty() && depth == 0 {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
