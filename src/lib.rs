@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod eval;
 pub mod http;
+pub mod icmp;
 pub mod probe;
 pub mod rabbit;
 pub mod scylla;

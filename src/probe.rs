@@ -118,7 +118,7 @@ fn d_timeout() -> u64 {
 pub struct TargetConfig {
     /// Target name as it appears in rollups.
     pub id: String,
-    /// `udp` (STAMP toward a `netqoe reflector`) or `tcp` (connect time).
+    /// `udp` (STAMP toward a `netqoe reflector`), `tcp` (connect time), `dns`, `http`, `icmp`.
     pub kind: String,
     /// `host:port`.
     pub address: String,
@@ -174,8 +174,13 @@ impl ProbeConfig {
             bail!("targets: at least one");
         }
         for (i, t) in self.targets.iter().enumerate() {
-            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http") {
-                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http)", t.kind);
+            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http" | "icmp") {
+                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http, icmp)", t.kind);
+            }
+            if t.kind == "icmp" {
+                if let Err(why) = crate::icmp::available() {
+                    bail!("targets[{i}].kind: icmp is unavailable on this machine: {why}");
+                }
             }
             if t.kind == "http" && parse_url(&t.address).is_none() {
                 bail!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address);
@@ -362,6 +367,27 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
             }
         }
         return v;
+    }
+    if t.kind == "icmp" {
+        let host = tokio::net::lookup_host(format!("{}:0", t.address)).await.ok().and_then(|mut a| a.next());
+        let (count, spacing) = (t.packets.min(u32::from(u16::MAX)) as u16, Duration::from_millis(20));
+        let r = match (host, crate::icmp::available()) {
+            (Some(a), Ok(kind)) => {
+                tokio::task::spawn_blocking(move || crate::icmp::ping(kind, a.ip(), count, spacing, timeout)).await.ok()
+            }
+            _ => None,
+        };
+        return match r {
+            Some(Ok((samples, sent))) if !samples.is_empty() => {
+                serde_json::json!({"event_id": id, "seq": seq, "ts": ts,
+                "target": t.id, "kind": "icmp", "rtt_samples_ms": samples.iter().map(|x| (x * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+                "sent": sent, "received": samples.len()})
+            }
+            Some(Ok((_, sent))) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
+                "kind": "icmp", "sent": sent, "received": 0, "status": "timeout"}),
+            _ => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "icmp",
+                "sent": t.packets, "received": 0, "status": "unreachable"}),
+        };
     }
     let addr = tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next());
     match (t.kind.as_str(), addr) {

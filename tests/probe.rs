@@ -278,6 +278,32 @@ async fn ingest_stopped_for_a_minute_then_restarted() {
     t.app.shutdown().await.unwrap();
 }
 
+/// ICMP echo to loopback where this machine allows ICMP sockets; otherwise the probe must refuse
+/// the target at start with the reason (checked either way, never silently skipped).
+#[actix_rt::test]
+async fn icmp_echo_or_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = probe_cfg(dir.path(), "http://127.0.0.1:9", "t", "127.0.0.1:9", "127.0.0.1:9");
+    cfg.targets.truncate(1);
+    (cfg.targets[0].kind, cfg.targets[0].address, cfg.targets[0].id) = ("icmp".into(), "127.0.0.1".into(), "lo".into());
+    match netqoe::icmp::available() {
+        Ok(kind) => {
+            cfg.validate().unwrap();
+            let e = netqoe::probe::measure(&cfg.targets[0], "p", 1).await;
+            eprintln!("ICMP via a {kind:?} socket: {e}");
+            assert_eq!(e["kind"], "icmp");
+            assert_eq!((e["sent"].as_u64(), e["received"].as_u64()), (Some(10), Some(10)), "{e}");
+            let rtts = e["rtt_samples_ms"].as_array().unwrap();
+            assert!(rtts.iter().all(|x| x.as_f64().unwrap() < 5.0), "loopback: {e}");
+        }
+        Err(why) => {
+            eprintln!("ICMP not permitted here ({why}): checking the refusal");
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains("targets[0].kind") && e.contains("unavailable"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn a_bad_probe_config_names_the_field() {
     let dir = tempfile::tempdir().unwrap();

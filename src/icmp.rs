@@ -1,0 +1,138 @@
+//! ICMP echo (ping) for the probe, where the OS allows it: an unprivileged ICMP datagram socket
+//! (Linux `net.ipv4.ping_group_range`) or, for root, a raw socket. `available()` says which at
+//! start; a probe configured with ICMP targets refuses to start without either, rather than
+//! silently skipping them. Blocking: run on a blocking thread.
+
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Which kind of ICMP socket this process may open (IPv4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpSocket {
+    Datagram,
+    Raw,
+}
+
+fn open(kind: IcmpSocket) -> std::io::Result<Socket> {
+    let ty = if kind == IcmpSocket::Datagram { Type::DGRAM } else { Type::RAW };
+    Socket::new(Domain::IPV4, ty, Some(Protocol::ICMPV4))
+}
+
+/// The ICMP socket kind available, or why none is.
+pub fn available() -> Result<IcmpSocket, String> {
+    match open(IcmpSocket::Datagram) {
+        Ok(_) => Ok(IcmpSocket::Datagram),
+        Err(e1) => match open(IcmpSocket::Raw) {
+            Ok(_) => Ok(IcmpSocket::Raw),
+            Err(e2) => Err(format!(
+                "ICMP sockets are not permitted here (unprivileged: {e1}; raw: {e2}); allow them with \
+                 sysctl net.ipv4.ping_group_range or run the probe with CAP_NET_RAW"
+            )),
+        },
+    }
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in b.chunks(2) {
+        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from(c[0]) << 8 };
+        sum += u32::from(w);
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![8u8, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(b"netqoe-probe-icmp-echo-payload!!");
+    let c = checksum(&p);
+    p[2..4].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// Sends `count` echo requests `spacing` apart and waits up to `timeout` after the last; returns
+/// the RTT samples (ms, send order) of the replies and the number sent.
+pub fn ping(
+    kind: IcmpSocket,
+    target: IpAddr,
+    count: u16,
+    spacing: Duration,
+    timeout: Duration,
+) -> std::io::Result<(Vec<f64>, u32)> {
+    let IpAddr::V4(_) = target else {
+        return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "ICMP over IPv6 is not supported yet"));
+    };
+    let socket = open(kind)?;
+    let to = SocketAddr::new(target, 0).into();
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut sent_at: Vec<Option<Instant>> = vec![None; count as usize];
+    let mut rtt: Vec<Option<f64>> = vec![None; count as usize];
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+    let mut next = 0u16;
+    let mut next_at = Instant::now();
+    let mut deadline = Instant::now() + timeout;
+    loop {
+        let now = Instant::now();
+        if next < count && now >= next_at {
+            let _ = socket.send_to(&echo_request(id, next), &to);
+            sent_at[next as usize] = Some(Instant::now());
+            next += 1;
+            next_at += spacing;
+            if next == count {
+                deadline = Instant::now() + timeout;
+            }
+            continue;
+        }
+        if next >= count && (now >= deadline || rtt.iter().all(Option::is_some)) {
+            break;
+        }
+        let wake = if next < count { next_at } else { deadline };
+        socket.set_read_timeout(Some(wake.saturating_duration_since(now).max(Duration::from_millis(1))))?;
+        let Ok((n, _from)) = socket.recv_from(&mut buf) else { continue };
+        let arrived = Instant::now();
+        // SAFETY: recv_from initialised the first n bytes.
+        let data: Vec<u8> = buf[..n].iter().map(|b| unsafe { b.assume_init() }).collect();
+        // raw sockets deliver the IP header first
+        let icmp = if kind == IcmpSocket::Raw {
+            let ihl = usize::from(data.first().map_or(5, |b| b & 0x0f)) * 4;
+            data.get(ihl..).unwrap_or(&[])
+        } else {
+            &data[..]
+        };
+        if icmp.len() < 8 || icmp[0] != 0 {
+            continue; // not an echo reply
+        }
+        let rid = u16::from_be_bytes([icmp[4], icmp[5]]);
+        let rseq = u16::from_be_bytes([icmp[6], icmp[7]]) as usize;
+        // datagram sockets rewrite the identifier: the kernel only hands us our own replies
+        if kind == IcmpSocket::Raw && rid != id {
+            continue;
+        }
+        if let (Some(Some(t)), Some(slot)) = (sent_at.get(rseq), rtt.get_mut(rseq)) {
+            if slot.is_none() {
+                *slot = Some(arrived.duration_since(*t).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    Ok((rtt.into_iter().flatten().collect(), u32::from(count)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echo_requests_carry_a_valid_checksum() {
+        let p = echo_request(0x1234, 7);
+        assert_eq!(checksum(&p), 0, "a packet with its checksum sums to zero");
+        assert_eq!(&p[..2], &[8, 0]);
+        assert_eq!(&p[4..8], &[0x12, 0x34, 0, 7]);
+    }
+}
