@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Seq numbers reserved per write of the state file.
 const SEQ_BLOCK: u64 = 1000;
+/// Measurements in flight at once.
+const MAX_CONCURRENT: usize = 16;
 
 mod metrics {
     use std::sync::LazyLock;
@@ -594,7 +596,17 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
     let mut spool = Spool::open(&cfg.state_dir, cfg.spool_max_batches)?;
     let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let start = Instant::now();
-    let mut next_due: Vec<Instant> = cfg.targets.iter().map(|_| start).collect();
+    // Each target starts at its own offset within its interval (stable per probe and target), so
+    // a fleet of probes does not measure, or post, in lock-step.
+    let mut next_due: Vec<Instant> = cfg
+        .targets
+        .iter()
+        .map(|t| {
+            let h = netqoe_domain::event_hash(&format!("{}/{}", cfg.probe_id, t.id));
+            let spread_ms = (t.interval_s * 1000).min(1000 * 60) / 4;
+            start + Duration::from_millis(if spread_ms == 0 { 0 } else { h % spread_ms })
+        })
+        .collect();
     let mut done: Vec<u64> = vec![0; cfg.targets.len()];
     let mut pending: Vec<(u64, serde_json::Value)> = Vec::new();
     let mut oldest: Option<Instant> = None;
@@ -602,18 +614,35 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(250);
     loop {
         let now = Instant::now();
+        // the due measurements run concurrently, at most MAX_CONCURRENT at a time
+        let mut due = Vec::new();
         for (i, t) in cfg.targets.iter().enumerate() {
             if rounds.is_some_and(|r| done[i] >= r) || now < next_due[i] {
                 continue;
             }
-            let s = seq.take()?;
-            let e = measure(t, &cfg.probe_id, s).await;
-            let outcome = if e.get("status").is_some() { "failed" } else { "ok" };
-            metrics::MEASUREMENTS.with_label_values(&[t.kind.as_str(), outcome]).inc();
-            pending.push((s, e));
-            oldest.get_or_insert(now);
+            due.push((i, seq.take()?));
             done[i] += 1;
             next_due[i] += Duration::from_secs(t.interval_s);
+        }
+        if !due.is_empty() {
+            use futures_util::StreamExt;
+            let (targets, probe_id) = (&cfg.targets, cfg.probe_id.as_str());
+            let results: Vec<(u64, serde_json::Value)> = futures_util::stream::iter(due)
+                .map(|(i, s)| {
+                    let t = &targets[i];
+                    async move {
+                        let e = measure(t, probe_id, s).await;
+                        let outcome = if e.get("status").is_some() { "failed" } else { "ok" };
+                        metrics::MEASUREMENTS.with_label_values(&[t.kind.as_str(), outcome]).inc();
+                        (s, e)
+                    }
+                })
+                .buffer_unordered(MAX_CONCURRENT)
+                .collect()
+                .await;
+            pending.extend(results);
+            pending.sort_by_key(|(s, _)| *s);
+            oldest.get_or_insert(now);
         }
         let finished =
             rounds.is_some() && cfg.targets.iter().enumerate().all(|(i, _)| rounds.is_some_and(|r| done[i] >= r));
