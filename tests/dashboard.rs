@@ -41,9 +41,13 @@ async fn the_dashboard_is_self_contained_and_its_data_is_there() {
     assert!(res.headers().get("content-security-policy").unwrap().to_str().unwrap().contains("default-src 'self'"));
     let html = String::from_utf8(res.body().limit(1 << 20).await.unwrap().to_vec()).unwrap();
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("//cdn"), "no external assets");
-    for needle in
-        ["fetch(\"/metrics\")", "/v1/rollups?metric=rtt&tier=1m&group_by=target", "fetch(\"/v1/probes\"", "<svg"]
-    {
+    for needle in [
+        "fetch(\"/metrics\")",
+        "/v1/rollups?metric=rtt&tier=1m&group_by=target",
+        "fetch(\"/v1/probes\"",
+        "/v1/incidents?state=open",
+        "<svg",
+    ] {
         assert!(html.contains(needle), "page reads/draws {needle}");
     }
 
@@ -82,6 +86,27 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     let chromium = std::env::var("NETQOE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
     let t = start(1, &[]).await;
     feed(&t, 30).await;
+    // an open incident for the page to explain
+    let now = netqoe_actors::now_ms();
+    let incident = netqoe_domain::diagnosis::Incident {
+        id: "inc-dash".into(),
+        state: netqoe_domain::diagnosis::IncidentState::Open,
+        scope: netqoe_domain::diagnosis::Scope::Target,
+        subject: [("target".to_string(), "shop.example".to_string())].into(),
+        metrics: ["loss".to_string()].into(),
+        opened_ms: now - 120_000,
+        first_seen_ms: now - 300_000,
+        updated_ms: now,
+        resolved_ms: None,
+        peak_severity: 50.0,
+        mos_impact: Some(3.4),
+        affected_probes: Default::default(),
+        affected_targets: Default::default(),
+        evidence: [("loss".to_string(), netqoe_domain::diagnosis::MetricEvidence { baseline: 0.002, observed: 1.0 })]
+            .into(),
+        confidence: 1.0,
+    };
+    t.app.state.store.save_incidents(&[incident]).await.unwrap();
     let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
     let profile = tempfile::tempdir().unwrap();
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
@@ -118,6 +143,10 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     }
     assert!(dom.contains("<polyline"), "at least one chart rendered:\n{dom}");
     assert!(dom.contains("cdn.example") && dom.contains("online"), "targets and probes rendered");
+    assert!(
+        dom.contains("target=shop.example") && dom.contains("loss 0.00 → 1.00"),
+        "the open incident explained:\n{dom}"
+    );
     assert!(shot_status.success() && shot.exists(), "screenshot saved at {}", shot.display());
     eprintln!("dashboard screenshot: {}", shot.display());
     t.app.shutdown().await.unwrap();

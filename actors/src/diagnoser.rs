@@ -18,7 +18,8 @@ use netqoe_domain::diagnosis::{
 use netqoe_domain::{Metric, Rollup, Tier};
 
 use crate::metrics::{
-    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED, NOTIFICATIONS_DROPPED,
+    ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED, INCIDENTS_RESOLVED,
+    NOTIFICATIONS_DROPPED,
 };
 use crate::store::{RollupQuery, RollupStore, StoreError};
 
@@ -168,6 +169,7 @@ impl DiagnoserActor {
                                 INCIDENTS_OPENED.with_label_values(&[scope_label(&i)]).inc();
                                 tracing::warn!(id = %i.id, scope = scope_label(&i), subject = ?i.subject, metrics = ?i.metrics, "incident opened");
                             } else if i.state == IncidentState::Resolved {
+                                INCIDENTS_RESOLVED.with_label_values(&[scope_label(&i)]).inc();
                                 tracing::info!(id = %i.id, "incident resolved");
                             }
                             changed.retain(|c| c.id != i.id);
@@ -175,7 +177,10 @@ impl DiagnoserActor {
                         }
                         act.next_ms = Some(w.start_ms + 60_000);
                     }
-                    INCIDENTS_OPEN.set(act.diag.open_incidents().len() as i64);
+                    for scope in ["target", "probe", "group", "probe-offline"] {
+                        let n = act.diag.open_incidents().iter().filter(|i| scope_label(i) == scope).count();
+                        INCIDENTS_OPEN.with_label_values(&[scope]).set(n as i64);
+                    }
                 }
                 Err(error) => {
                     ACTOR_ERRORS.with_label_values(&["diagnoser"]).inc();

@@ -107,8 +107,16 @@ pub static WATERMARK_LAG: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
 pub static INCIDENTS_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("netqoe_incidents_opened_total", "Incidents opened by the diagnosis, by scope", &["scope"])
 });
-pub static INCIDENTS_OPEN: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge("netqoe_incidents_open", "Incidents currently open (this process's diagnoser)"));
+pub static INCIDENTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        prometheus::Opts::new("netqoe_incidents_open", "Incidents currently open (this process's diagnoser), by scope"),
+        &["scope"],
+    )
+    .expect("valid metric definition"))
+});
+pub static INCIDENTS_RESOLVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("netqoe_incidents_resolved_total", "Incidents resolved by the diagnosis, by scope", &["scope"])
+});
 
 pub static NOTIFICATIONS_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
@@ -150,6 +158,8 @@ pub fn init() {
     }
     for s in ["target", "probe", "group", "probe-offline"] {
         INCIDENTS_OPENED.with_label_values(&[s]);
+        INCIDENTS_RESOLVED.with_label_values(&[s]);
+        INCIDENTS_OPEN.with_label_values(&[s]);
     }
     for a in ["aggregator", "session", "session_registry", "writer", "diagnoser"] {
         ACTOR_RESTARTS.with_label_values(&[a]);
