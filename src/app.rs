@@ -37,11 +37,14 @@ impl Roles {
 /// A running netqoe (all roles, one process).
 pub struct RunningApp {
     pub addr: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (`addr` unless `http.admin_bind` is set).
+    pub admin_addr: Option<SocketAddr>,
     pub state: web::Data<AppState>,
     /// The pipeline, when this process aggregates.
     pub pipeline: Option<Pipeline>,
     pub db: Sqlite,
     server: actix_web::dev::ServerHandle,
+    admin: Option<actix_web::dev::ServerHandle>,
     server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -116,8 +119,10 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
+    let separate_admin = !state.cfg.http.admin_bind.is_empty();
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone()).configure(http::admin_routes);
+        let app = App::new().app_data(data.clone());
+        let app = if separate_admin { app } else { app.configure(http::admin_routes) };
         if roles.api {
             app.configure(http::api_routes)
         } else {
@@ -131,8 +136,23 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     .run();
     let handle = server.handle();
     let server_task = Some(tokio::task::spawn_local(server));
-    tracing::info!(%addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
-    Ok(RunningApp { addr, state, pipeline, db, server: handle, server_task })
+    let (admin, admin_addr) = if separate_admin {
+        let data = state.clone();
+        let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::admin_routes))
+            .workers(1)
+            .disable_signals()
+            .bind(&state.cfg.http.admin_bind)
+            .map_err(|e| anyhow::anyhow!("http.admin_bind {}: {e}", state.cfg.http.admin_bind))?;
+        let admin_addr = admin.addrs().first().copied();
+        let admin = admin.run();
+        let h = admin.handle();
+        tokio::task::spawn_local(admin);
+        (Some(h), admin_addr)
+    } else {
+        (None, Some(addr))
+    };
+    tracing::info!(%addr, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
+    Ok(RunningApp { addr, admin_addr, state, pipeline, db, server: handle, admin, server_task })
 }
 
 impl RunningApp {
@@ -161,6 +181,9 @@ impl RunningApp {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.state.draining.store(true, Ordering::Relaxed);
         self.server.stop(true).await;
+        if let Some(a) = self.admin.take() {
+            a.stop(true).await;
+        }
         if let Some(t) = self.server_task.take() {
             t.await??;
         }

@@ -38,6 +38,9 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct HttpConfig {
     pub bind: String,
+    /// Separate listener for `/metrics`, `/healthz`, `/readyz` (empty: served on `bind`).
+    #[serde(default)]
+    pub admin_bind: String,
     pub max_body_bytes: usize,
     pub max_events_per_batch: usize,
     pub workers: usize,
