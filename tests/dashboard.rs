@@ -88,24 +88,12 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     feed(&t, 30).await;
     // an open incident for the page to explain
     let now = netqoe_actors::now_ms();
-    let incident = netqoe_domain::diagnosis::Incident {
-        id: "inc-dash".into(),
-        state: netqoe_domain::diagnosis::IncidentState::Open,
-        scope: netqoe_domain::diagnosis::Scope::Target,
-        subject: [("target".to_string(), "shop.example".to_string())].into(),
-        metrics: ["loss".to_string()].into(),
-        opened_ms: now - 120_000,
-        first_seen_ms: now - 300_000,
-        updated_ms: now,
-        resolved_ms: None,
-        peak_severity: 50.0,
-        mos_impact: Some(3.4),
-        affected_probes: Default::default(),
-        affected_targets: Default::default(),
-        evidence: [("loss".to_string(), netqoe_domain::diagnosis::MetricEvidence { baseline: 0.002, observed: 1.0 })]
-            .into(),
-        confidence: 1.0,
-    };
+    let incident = sample_incident(
+        "inc-dash",
+        netqoe_domain::diagnosis::Scope::Target,
+        &[("target", "shop.example")],
+        now - 120_000,
+    );
     t.app.state.store.save_incidents(&[incident]).await.unwrap();
     let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
     let profile = tempfile::tempdir().unwrap();

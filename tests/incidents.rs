@@ -82,26 +82,8 @@ async fn the_diagnosis_actor_opens_an_incident_from_stored_windows() {
 async fn incidents_are_listed_over_http_with_filters() {
     let t = start(1, &[]).await;
     let now = netqoe_actors::now_ms();
-    let mut a = netqoe_domain::diagnosis::Incident {
-        id: "inc-a".into(),
-        state: IncidentState::Open,
-        scope: Scope::Group,
-        subject: BTreeMap::from([
-            ("probe.asn".to_string(), "3320".to_string()),
-            ("target".to_string(), "video".to_string()),
-        ]),
-        metrics: ["rtt".to_string(), "jitter".to_string()].into(),
-        opened_ms: now - 600_000,
-        first_seen_ms: now - 780_000,
-        updated_ms: now - 60_000,
-        resolved_ms: None,
-        peak_severity: 9.0,
-        mos_impact: Some(1.0),
-        affected_probes: ["fra-1".to_string(), "fra-2".to_string()].into(),
-        affected_targets: ["video".to_string()].into(),
-        evidence: BTreeMap::new(),
-        confidence: 1.0,
-    };
+    let mut a = sample_incident("inc-a", Scope::Group, &[("probe.asn", "3320"), ("target", "video")], now - 600_000);
+    a.metrics = ["rtt".to_string(), "jitter".to_string()].into();
     let mut b = a.clone();
     b.id = "inc-b".into();
     b.state = IncidentState::Resolved;
@@ -202,23 +184,7 @@ async fn webhooks_are_signed_and_retried() {
     };
     let sink = netqoe::webhook::start(cfg);
     let now = netqoe_actors::now_ms();
-    let incident = netqoe_domain::diagnosis::Incident {
-        id: "inc-w".into(),
-        state: IncidentState::Open,
-        scope: Scope::Target,
-        subject: BTreeMap::from([("target".to_string(), "shop".to_string())]),
-        metrics: ["loss".to_string()].into(),
-        opened_ms: now,
-        first_seen_ms: now - 180_000,
-        updated_ms: now,
-        resolved_ms: None,
-        peak_severity: 50.0,
-        mos_impact: Some(3.4),
-        affected_probes: Default::default(),
-        affected_targets: Default::default(),
-        evidence: BTreeMap::new(),
-        confidence: 1.0,
-    };
+    let incident = sample_incident("inc-w", Scope::Target, &[("target", "shop")], now);
     sink.send(incident).await.unwrap();
     let (sig, body) =
         eventually(20, "the webhook is delivered", || async { got.lock().unwrap().first().cloned() }).await;

@@ -213,23 +213,9 @@ async fn incidents_are_published_to_the_diagnoses_exchange() {
         .await
         .unwrap();
     let now = netqoe_actors::now_ms();
-    let incident = netqoe_domain::diagnosis::Incident {
-        id: "inc-r".into(),
-        state: netqoe_domain::diagnosis::IncidentState::Open,
-        scope: netqoe_domain::diagnosis::Scope::Group,
-        subject: [("probe.resolver".to_string(), "isp".to_string())].into(),
-        metrics: ["dns".to_string()].into(),
-        opened_ms: now,
-        first_seen_ms: now - 180_000,
-        updated_ms: now,
-        resolved_ms: None,
-        peak_severity: 20.0,
-        mos_impact: None,
-        affected_probes: Default::default(),
-        affected_targets: Default::default(),
-        evidence: Default::default(),
-        confidence: 1.0,
-    };
+    let mut incident =
+        sample_incident("inc-r", netqoe_domain::diagnosis::Scope::Group, &[("probe.resolver", "isp")], now);
+    incident.metrics = ["dns".to_string()].into();
     bus.publish_incident(&incident).await.unwrap();
     let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(d.routing_key.as_str(), "incident.open.group");

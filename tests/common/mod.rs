@@ -342,3 +342,30 @@ pub async fn rollup_map(
     }
     out
 }
+
+/// An open incident blaming `subject` for loss, opened at `opened_ms` (tests adjust what they need).
+pub fn sample_incident(
+    id: &str,
+    scope: netqoe_domain::diagnosis::Scope,
+    subject: &[(&str, &str)],
+    opened_ms: i64,
+) -> netqoe_domain::diagnosis::Incident {
+    use netqoe_domain::diagnosis::{Incident, IncidentState, MetricEvidence};
+    Incident {
+        id: id.into(),
+        state: IncidentState::Open,
+        scope,
+        subject: subject.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        metrics: ["loss".to_string()].into(),
+        opened_ms,
+        first_seen_ms: opened_ms - 180_000,
+        updated_ms: opened_ms,
+        resolved_ms: None,
+        peak_severity: 50.0,
+        mos_impact: Some(3.4),
+        affected_probes: Default::default(),
+        affected_targets: Default::default(),
+        evidence: [("loss".to_string(), MetricEvidence { baseline: 0.002, observed: 1.0 })].into(),
+        confidence: 1.0,
+    }
+}
