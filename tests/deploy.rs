@@ -87,3 +87,48 @@ fn the_dockerfile_builds_what_ci_builds_and_runs_hardened() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn kubernetes_base_workloads_are_probed_hardened_and_drained() {
+    let base = root().join("k8s/base");
+    let k: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(base.join("kustomization.yaml")).unwrap()).unwrap();
+    let mut docs = Vec::new();
+    for r in k["resources"].as_sequence().unwrap() {
+        let f = base.join(r.as_str().unwrap());
+        assert!(f.exists(), "kustomization lists {}", f.display());
+        let text = std::fs::read_to_string(&f).unwrap();
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            docs.push(serde_yaml::Value::deserialize(d).unwrap());
+        }
+    }
+    let mut deployments = 0;
+    for d in &docs {
+        assert!(d["apiVersion"].is_string() && d["kind"].is_string() && d["metadata"]["name"].is_string(), "{d:?}");
+        if d["kind"] != "Deployment" {
+            continue;
+        }
+        deployments += 1;
+        let name = d["metadata"]["name"].as_str().unwrap();
+        let spec = &d["spec"]["template"]["spec"];
+        assert!(spec["terminationGracePeriodSeconds"].as_u64().unwrap() >= 40, "{name}: room for the drain");
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true, "{name}");
+        let c = &spec["containers"][0];
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
+        let role = c["args"][0].as_str().unwrap();
+        assert!(["ingest", "aggregate", "run"].contains(&role), "{name}: {role}");
+    }
+    assert_eq!(deployments, 2);
+    // the ConfigMap's netqoe.toml is a valid configuration
+    let cm = docs.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("netqoe.toml");
+    std::fs::write(&f, cm["data"]["netqoe.toml"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_netqoe"))
+        .args(["--config", f.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
