@@ -9,7 +9,6 @@
 //! times reported relative to the scenario start).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use anyhow::{bail, Context};
 use netqoe_actors::bus::EventBus;
 use netqoe_actors::pipeline::{Pipeline, PipelineConfig};
 use netqoe_actors::store::RollupStore;
-use netqoe_domain::diagnosis::{Diagnoser, DiagnosisConfig, Incident, IncidentState};
+use netqoe_domain::diagnosis::{Diagnoser, DiagnosisConfig, Incident};
 use netqoe_domain::event::validate;
 use netqoe_domain::{EventLimits, Kind, Status, WireEvent};
 use serde::{Deserialize, Serialize};
@@ -497,7 +496,7 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
             confidence: (i.confidence * 100.0).round() / 100.0,
         })
         .collect();
-    Ok(score(s, list, events, incidents.values().any(|i| i.state == IncidentState::Open)))
+    Ok(score(s, list, events))
 }
 
 fn involves(s: &Scenario, f: &Fault, r: &Reported) -> bool {
@@ -515,7 +514,7 @@ fn involves(s: &Scenario, f: &Fault, r: &Reported) -> bool {
 }
 
 /// Matches incidents to expectations as `load-tests/scenarios/README.md` defines it.
-pub fn score(s: &Scenario, list: Vec<Reported>, events: u64, _still_open: bool) -> ScenarioScore {
+pub fn score(s: &Scenario, list: Vec<Reported>, events: u64) -> ScenarioScore {
     let fault = |id: &Option<String>| id.as_ref().and_then(|f| s.faults.iter().find(|x| &x.id == f));
     let mut used = BTreeSet::new();
     let mut delays = Vec::new();
@@ -675,9 +674,4 @@ pub async fn eval_files(
         );
     }
     Ok(scores)
-}
-
-/// Whether a path looks like a scenario file.
-pub fn is_scenario(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "json")
 }

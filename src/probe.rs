@@ -242,6 +242,8 @@ impl SeqCounter {
 pub struct Spool {
     dir: PathBuf,
     max: usize,
+    /// Files in the spool (counted once at open, then kept up to date).
+    len: usize,
     pub dropped: u64,
 }
 
@@ -249,7 +251,9 @@ impl Spool {
     pub fn open(dir: &Path, max: usize) -> anyhow::Result<Self> {
         let dir = dir.join("spool");
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir, max: max.max(1), dropped: 0 })
+        let mut s = Self { dir, max: max.max(1), len: 0, dropped: 0 };
+        s.len = s.files().len();
+        Ok(s)
     }
 
     fn files(&self) -> Vec<PathBuf> {
@@ -261,7 +265,14 @@ impl Spool {
     }
 
     pub fn depth(&self) -> usize {
-        self.files().len()
+        self.len
+    }
+
+    /// Removes a delivered (or rejected) batch returned by `front`.
+    pub fn remove(&mut self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(path)?;
+        self.len = self.len.saturating_sub(1);
+        Ok(())
     }
 
     /// Keeps a batch (named by its first seq, so the order is the send order).
@@ -270,12 +281,14 @@ impl Spool {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, body)?;
         std::fs::rename(&tmp, &path)?;
-        let files = self.files();
-        if files.len() > self.max {
-            for old in &files[..files.len() - self.max] {
+        self.len += 1;
+        if self.len > self.max {
+            let files = self.files();
+            for old in &files[..files.len().saturating_sub(self.max)] {
                 std::fs::remove_file(old)?;
                 self.dropped += 1;
             }
+            self.len = self.len.min(self.max);
         }
         Ok(())
     }
@@ -671,12 +684,12 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
                 .inc();
             match posted {
                 Posted::Accepted => {
-                    std::fs::remove_file(&path)?;
+                    spool.remove(&path)?;
                     backoff = Duration::from_millis(250);
                 }
                 Posted::Rejected(why) => {
                     tracing::error!(%why, batch = %path.display(), "ingest rejected a batch; dropped");
-                    std::fs::remove_file(&path)?;
+                    spool.remove(&path)?;
                 }
                 Posted::Retry(after) => {
                     let jitter = Duration::from_millis(u64::from(std::process::id() % 100));

@@ -2,26 +2,14 @@
 //! within a batch, a late (lower-seq) event never seen, and a re-send of an old batch after many
 //! newer ones are each recognised exactly, across a restart of the store.
 
+mod common;
+
+use common::icmp_event;
 use netqoe_actors::bus::EventBus;
-use netqoe_domain::{Event, Kind, Status};
+use netqoe_domain::Event;
 
 fn ev(id: &str, seq: u64, now: i64) -> Event {
-    Event {
-        event_id: id.into(),
-        seq,
-        ts_ms: now,
-        target: "t".into(),
-        kind: Kind::Icmp,
-        rtt_samples_ms: vec![1.0],
-        jitter_ms: None,
-        sent: None,
-        received: None,
-        dns_ms: None,
-        connect_ms: None,
-        tls_ms: None,
-        ttfb_ms: None,
-        status: Status::Ok,
-    }
+    icmp_event(id, seq, now)
 }
 
 fn seqs(range: std::ops::Range<u64>, now: i64) -> Vec<Event> {

@@ -1,6 +1,8 @@
 //! Store files of older schema versions open, are migrated in place to the current one (3), and
 //! keep their rollups, event sets and ingest dedup records.
 
+mod common;
+
 use netqoe_actors::store::RollupStore;
 use netqoe_domain::{Metric, Tier, WindowKey};
 
@@ -45,7 +47,7 @@ async fn a_version_1_store_is_migrated_in_place() {
 #[actix_rt::test]
 async fn a_version_2_store_keeps_its_event_sets_and_dedup_records() {
     use netqoe_actors::bus::EventBus;
-    use netqoe_domain::{event_hash, Event, EventSet};
+    use netqoe_domain::{event_hash, EventSet};
     let dir = tempfile::tempdir().unwrap();
     let now = netqoe_actors::now_ms();
     let start = now / 60_000 * 60_000;
@@ -78,22 +80,7 @@ async fn a_version_2_store_keeps_its_event_sets_and_dedup_records() {
     let got = store.load_windows(std::slice::from_ref(&key)).await.unwrap();
     assert_eq!(got[0].applied, set, "the whole set of a version-2 row is kept");
     // the event id recorded by version 2 is still recognised at ingest
-    let ev = |id: &str| Event {
-        event_id: id.into(),
-        seq: 1,
-        ts_ms: now,
-        target: "t".into(),
-        kind: netqoe_domain::Kind::Icmp,
-        rtt_samples_ms: vec![1.0],
-        jitter_ms: None,
-        sent: None,
-        received: None,
-        dns_ms: None,
-        connect_ms: None,
-        tls_ms: None,
-        ttfb_ms: None,
-        status: netqoe_domain::Status::Ok,
-    };
+    let ev = |id: &str| common::icmp_event(id, 1, now);
     let p = store.publish("p", vec![ev("old-1"), ev("new-1")], now).await.unwrap();
     assert_eq!((p.accepted, p.duplicates), (1, 1));
     let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();

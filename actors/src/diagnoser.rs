@@ -177,8 +177,9 @@ impl DiagnoserActor {
                         }
                         act.next_ms = Some(w.start_ms + 60_000);
                     }
+                    let open = act.diag.open_incidents();
                     for scope in ["target", "probe", "group", "probe-offline"] {
-                        let n = act.diag.open_incidents().iter().filter(|i| scope_label(i) == scope).count();
+                        let n = open.iter().filter(|i| scope_label(i) == scope).count();
                         INCIDENTS_OPEN.with_label_values(&[scope]).set(n as i64);
                     }
                 }

@@ -100,7 +100,9 @@ fn tier_name(t: Tier) -> &'static str {
 const STATE: &str =
     "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, events_applied";
 
-#[derive(SerializeRow)]
+/// The bind values of both window UPDATEs (per-probe and by-target tables bind in the same order;
+/// the by-target row gets an empty event-set delta).
+#[derive(SerializeRow, Clone)]
 #[scylla(flavor = "enforce_order", skip_name_checks)]
 struct SeriesWrite<'a> {
     ts: i64,
@@ -124,31 +126,6 @@ struct SeriesWrite<'a> {
     metric: &'a str,
     bucket: i64,
     start_ms: i64,
-}
-
-#[derive(SerializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct TargetWrite<'a> {
-    ts: i64,
-    ttl: i32,
-    revision: i64,
-    closed: bool,
-    events: i64,
-    count: i64,
-    min: Option<f64>,
-    max: Option<f64>,
-    sum: f64,
-    sent: i64,
-    received: i64,
-    jitter_sum: f64,
-    jitter_n: i64,
-    errors: BTreeMap<String, i64>,
-    sketch: Vec<u8>,
-    target: &'a str,
-    metric: &'a str,
-    bucket: i64,
-    start_ms: i64,
-    probe: &'a str,
 }
 
 #[derive(DeserializeRow)]
@@ -293,8 +270,8 @@ impl ScyllaStore {
                 write_by_target: prepare(
                     &session,
                     format!(
-                        "UPDATE {ks}.rollups_by_target_{t} USING TIMESTAMP ? AND TTL ? SET {set} \
-                         WHERE target = ? AND metric = ? AND bucket = ? AND start_ms = ? AND probe = ?"
+                        "UPDATE {ks}.rollups_by_target_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_applied = events_applied + ? \
+                         WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
                     ),
                     w,
                     true,
@@ -459,8 +436,8 @@ impl ScyllaStore {
             received: a.received as i64,
             jitter_sum: a.jitter_sum,
             jitter_n: a.jitter_n as i64,
-            errors: errors.clone(),
-            sketch: sketch.clone(),
+            errors,
+            sketch,
             applied: r.applied.iter().map(|h| h as i64).collect(),
             probe: &k.probe,
             target: &k.target,
@@ -468,28 +445,7 @@ impl ScyllaStore {
             bucket,
             start_ms: k.start_ms,
         };
-        let t = TargetWrite {
-            ts,
-            ttl,
-            revision: r.revision as i64,
-            closed: r.closed,
-            events: a.events as i64,
-            count: a.count as i64,
-            min: a.min,
-            max: a.max,
-            sum: a.sum,
-            sent: a.sent as i64,
-            received: a.received as i64,
-            jitter_sum: a.jitter_sum,
-            jitter_n: a.jitter_n as i64,
-            errors,
-            sketch,
-            target: &k.target,
-            metric: k.metric.as_str(),
-            bucket,
-            start_ms: k.start_ms,
-            probe: &k.probe,
-        };
+        let t = SeriesWrite { applied: Vec::new(), ..w.clone() };
         let (a, b) = tokio::join!(self.exec(&s.write, w), self.exec(&s.write_by_target, t));
         a?;
         b?;
