@@ -54,7 +54,7 @@ mod metrics {
     });
 
     pub fn init() {
-        for k in ["udp", "tcp", "dns", "http"] {
+        for k in ["udp", "tcp", "dns", "http", "tls", "icmp"] {
             for o in ["ok", "failed"] {
                 MEASUREMENTS.with_label_values(&[k, o]);
             }
@@ -120,9 +120,11 @@ fn d_timeout() -> u64 {
 pub struct TargetConfig {
     /// Target name as it appears in rollups.
     pub id: String,
-    /// `udp` (STAMP toward a `netqoe reflector`), `tcp` (connect time), `dns`, `http`, `icmp`.
+    /// `udp` (STAMP toward a `netqoe reflector`), `tcp` (connect time), `dns` (resolution through
+    /// hickory-resolver), `http` (GET timings), `tls` (handshake and certificate expiry), `icmp`.
     pub kind: String,
-    /// `host:port`.
+    /// `host:port`; an `http(s)://` URL for `http`; for `dns` the server `host:port`, or `system`
+    /// for the name servers of /etc/resolv.conf; a host for `icmp`.
     pub address: String,
     #[serde(default = "d_interval")]
     pub interval_s: u64,
@@ -136,7 +138,7 @@ pub struct TargetConfig {
     pub name: String,
     #[serde(default = "d_record")]
     pub record: String,
-    /// `http`: verify the server certificate (https) against the system roots.
+    /// `http`, `tls`: verify the server certificate (chain and name) against the system roots.
     #[serde(default = "d_true")]
     pub tls_verify: bool,
 }
@@ -176,8 +178,13 @@ impl ProbeConfig {
             bail!("targets: at least one");
         }
         for (i, t) in self.targets.iter().enumerate() {
-            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http" | "icmp") {
-                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http, icmp)", t.kind);
+            if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http" | "tls" | "icmp") {
+                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http, tls, icmp)", t.kind);
+            }
+            if t.kind == "tls"
+                && t.address.rsplit_once(':').map_or(true, |(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                bail!("targets[{i}].address: {:?} is not host:port", t.address);
             }
             if t.kind == "icmp" {
                 if let Err(why) = crate::icmp::available() {
@@ -188,11 +195,17 @@ impl ProbeConfig {
                 bail!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address);
             }
             if t.kind == "dns" {
-                if netqoe_domain::dns::query(0, &t.name, 1).is_none() {
+                if hickory_resolver::Name::from_ascii(&t.name).is_err() || t.name.trim_end_matches('.').is_empty() {
                     bail!("targets[{i}].name: {:?} is not a host name to resolve", t.name);
                 }
-                if netqoe_domain::dns::record_type(&t.record).is_none() {
-                    bail!("targets[{i}].record: {:?} is not one of A, AAAA, MX, TXT, NS, CNAME", t.record);
+                if !dns_record_type_ok(&t.record) {
+                    bail!(
+                        "targets[{i}].record: {:?} is not one of A, AAAA, MX, TXT, NS, CNAME, SOA, PTR, SRV, CAA",
+                        t.record
+                    );
+                }
+                if t.address != "system" && !t.address.contains(':') {
+                    bail!("targets[{i}].address: {:?} is neither \"system\" nor a server host:port", t.address);
                 }
             }
             if t.interval_s == 0 {
@@ -367,6 +380,10 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
                         o.insert("tls_ms".into(), round(tls).into());
                     }
                     o.insert("ttfb_ms".into(), round(h.ttfb_ms).into());
+                    o.insert("total_ms".into(), round(h.total_ms.max(h.ttfb_ms)).into());
+                    if let Some(d) = h.cert_days {
+                        o.insert("cert_days".into(), round(d).into());
+                    }
                     if h.status >= 500 {
                         o.insert("status".into(), "http_5xx".into());
                     } else if h.status >= 400 {
@@ -383,8 +400,33 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
         }
         return v;
     }
+    if t.kind == "tls" {
+        let (address, verify) = (t.address.clone(), t.tls_verify);
+        let r = tokio::task::spawn_blocking(move || tls_measure(&address, timeout, verify)).await;
+        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tls"});
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        if let Some(o) = v.as_object_mut() {
+            match r {
+                Ok(Ok(h)) => {
+                    o.insert("connect_ms".into(), round(h.connect_ms).into());
+                    o.insert("tls_ms".into(), round(h.tls_ms).into());
+                    if let Some(d) = h.cert_days {
+                        o.insert("cert_days".into(), round(d).into());
+                    }
+                }
+                Ok(Err(status)) => {
+                    o.insert("status".into(), status.into());
+                }
+                Err(_) => {
+                    o.insert("status".into(), "error".into());
+                }
+            }
+        }
+        return v;
+    }
     if t.kind == "icmp" {
-        let host = tokio::net::lookup_host(format!("{}:0", t.address)).await.ok().and_then(|mut a| a.next());
+        let name = t.address.trim_start_matches('[').trim_end_matches(']');
+        let host = tokio::net::lookup_host((name, 0)).await.ok().and_then(|mut a| a.next());
         let (count, spacing) = (t.packets.min(u32::from(u16::MAX)) as u16, Duration::from_millis(20));
         let r = match (host, crate::icmp::available()) {
             (Some(a), Ok(kind)) => {
@@ -403,6 +445,16 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
             _ => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "icmp",
                 "sent": t.packets, "received": 0, "status": "unreachable"}),
         };
+    }
+    if t.kind == "dns" {
+        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "dns"});
+        if let Some(o) = v.as_object_mut() {
+            match dns_lookup(&t.address, &t.name, &t.record, timeout).await {
+                Ok(ms) => o.insert("dns_ms".into(), ((ms * 1000.0).round() / 1000.0).into()),
+                Err(status) => o.insert("status".into(), status.into()),
+            };
+        }
+        return v;
     }
     let addr = tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next());
     match (t.kind.as_str(), addr) {
@@ -434,25 +486,6 @@ pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Val
                 }
             }
         }
-        ("dns", Some(server)) => {
-            let qtype = netqoe_domain::dns::record_type(&t.record).unwrap_or(1);
-            let txid = (seq & 0xffff) as u16;
-            let ev = |extra: serde_json::Value| {
-                let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "dns"});
-                if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
-                    o.extend(e);
-                }
-                v
-            };
-            match dns_lookup(server, &t.name, qtype, txid, timeout).await {
-                Ok((ms, 0)) => ev(serde_json::json!({"dns_ms": (ms * 1000.0).round() / 1000.0})),
-                Ok((_, 3)) => ev(serde_json::json!({"status": "nxdomain"})),
-                Ok((_, 2)) => ev(serde_json::json!({"status": "servfail"})),
-                Ok(_) => ev(serde_json::json!({"status": "dns_error"})),
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => ev(serde_json::json!({"status": "timeout"})),
-                Err(_) => ev(serde_json::json!({"status": "dns_error"})),
-            }
-        }
         (kind, _) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
             "kind": match kind { "udp" => "udp", "dns" => "dns", _ => "tcp" }, "status": "error"}),
     }
@@ -480,68 +513,140 @@ pub struct HttpTimings {
     pub connect_ms: f64,
     pub tls_ms: Option<f64>,
     pub ttfb_ms: f64,
+    /// Request written to the last body byte read (the whole exchange after the handshake).
+    pub total_ms: f64,
+    /// Days until the server certificate's notAfter (https only).
+    pub cert_days: Option<f64>,
     pub status: u16,
 }
 
-/// One HTTP(S) GET, blocking (run it on a blocking thread): name resolution, TCP connect, TLS
-/// handshake, time to the first response byte, status code. Errors are event status classes.
-pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, &'static str> {
+/// Most body bytes an HTTP measurement reads; the total time stops there.
+const MAX_BODY: usize = 8 << 20;
+
+/// Resolves `host:port` with the system resolver (blocking): the address and how long it took.
+fn resolve_blocking(host: &str, port: u16) -> Result<(std::net::SocketAddr, f64), &'static str> {
     use std::net::ToSocketAddrs;
-    let (tls, host, port, path) = parse_url(url).ok_or("error")?;
     let t0 = Instant::now();
-    let addr = (host.as_str(), port).to_socket_addrs().map_err(|_| "dns_error")?.next().ok_or("nxdomain")?;
-    let dns_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let addr = (host, port).to_socket_addrs().map_err(|_| "dns_error")?.next().ok_or("nxdomain")?;
+    Ok((addr, t0.elapsed().as_secs_f64() * 1000.0))
+}
+
+/// TCP connect with a timeout (blocking): the stream and the connect time in ms.
+fn connect_blocking(addr: std::net::SocketAddr, timeout: Duration) -> Result<(std::net::TcpStream, f64), &'static str> {
     let t1 = Instant::now();
     let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::ConnectionRefused => "refused",
         std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timeout",
         _ => "unreachable",
     })?;
-    let connect_ms = t1.elapsed().as_secs_f64() * 1000.0;
+    let ms = t1.elapsed().as_secs_f64() * 1000.0;
     tcp.set_read_timeout(Some(timeout)).map_err(|_| "error")?;
     tcp.set_write_timeout(Some(timeout)).map_err(|_| "error")?;
+    Ok((tcp, ms))
+}
+
+/// A finished TLS handshake: the stream, the handshake time (ms) and the days until the server
+/// certificate expires.
+type Handshake = (openssl::ssl::SslStream<std::net::TcpStream>, f64, Option<f64>);
+
+/// TLS handshake over `tcp` with SNI `host`, verifying the chain and the name against the system
+/// roots unless `verify` is off.
+fn tls_handshake(host: &str, tcp: std::net::TcpStream, verify: bool) -> Result<Handshake, &'static str> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|_| "tls_error")?;
+    if !verify {
+        b.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    }
+    let mut conf = b.build().configure().map_err(|_| "tls_error")?;
+    conf.set_verify_hostname(verify);
+    let t2 = Instant::now();
+    let s = conf.connect(host, tcp).map_err(|e| {
+        if e.to_string().contains("certificate") {
+            "cert_error"
+        } else {
+            "tls_error"
+        }
+    })?;
+    let tls_ms = t2.elapsed().as_secs_f64() * 1000.0;
+    let cert_days = s.ssl().peer_certificate().and_then(|c| {
+        let now = openssl::asn1::Asn1Time::days_from_now(0).ok()?;
+        let d = now.diff(c.not_after()).ok()?;
+        Some((f64::from(d.days) + f64::from(d.secs) / 86_400.0).max(0.0))
+    });
+    Ok((s, tls_ms, cert_days))
+}
+
+/// One HTTP(S) GET, blocking (run it on a blocking thread): name resolution, TCP connect, TLS
+/// handshake (and certificate expiry), time to the first response byte, time to the last body
+/// byte, status code. Errors are event status classes.
+pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, &'static str> {
+    let (tls, host, port, path) = parse_url(url).ok_or("error")?;
+    let (addr, dns_ms) = resolve_blocking(&host, port)?;
+    let (tcp, connect_ms) = connect_blocking(addr, timeout)?;
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netqoe-probe\r\nConnection: close\r\n\r\n");
-    let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, u16), &'static str> {
+    let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, f64, u16), &'static str> {
         let t = Instant::now();
         s.write_all(request.as_bytes()).map_err(|_| "error")?;
-        let mut head = [0u8; 64];
-        let mut n = s.read(&mut head).map_err(|_| "timeout")?;
+        let mut buf = vec![0u8; 16 << 10];
+        let mut got = s.read(&mut buf).map_err(|_| "timeout")?;
         let ttfb = t.elapsed().as_secs_f64() * 1000.0;
-        while n < 12 {
-            let m = s.read(&mut head[n..]).map_err(|_| "timeout")?;
-            if m == 0 {
-                break;
+        let mut head: Vec<u8> = buf[..got].to_vec();
+        // the status line and headers, then the body to its end (Content-Length or close)
+        let head_end = loop {
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
             }
-            n += m;
+            if got == 0 || head.len() > 64 << 10 {
+                return Err("error");
+            }
+            got = s.read(&mut buf).map_err(|_| "timeout")?;
+            head.extend_from_slice(&buf[..got]);
+        };
+        let text = String::from_utf8_lossy(&head[..head_end]).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("error")?;
+        let length = text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+        });
+        let want = length.unwrap_or(MAX_BODY).min(MAX_BODY);
+        let mut body = head.len() - head_end;
+        while body < want {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => body += n,
+                Err(_) => return Err("timeout"),
+            }
         }
-        let line = String::from_utf8_lossy(&head[..n]);
-        let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("error")?;
-        Ok((ttfb, status))
+        Ok((ttfb, t.elapsed().as_secs_f64() * 1000.0, status))
     };
     if tls {
-        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|_| "tls_error")?;
-        if !verify {
-            b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-        }
-        let mut conf = b.build().configure().map_err(|_| "tls_error")?;
-        conf.set_verify_hostname(verify);
-        let t2 = Instant::now();
-        let mut s = conf.connect(&host, tcp).map_err(|e| {
-            if e.to_string().contains("certificate") {
-                "cert_error"
-            } else {
-                "tls_error"
-            }
-        })?;
-        let tls_ms = t2.elapsed().as_secs_f64() * 1000.0;
-        let (ttfb_ms, status) = exchange(&mut s)?;
-        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: Some(tls_ms), ttfb_ms, status })
+        let (mut s, tls_ms, cert_days) = tls_handshake(&host, tcp, verify)?;
+        let (ttfb_ms, total_ms, status) = exchange(&mut s)?;
+        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: Some(tls_ms), ttfb_ms, total_ms, cert_days, status })
     } else {
         let mut s = tcp;
-        let (ttfb_ms, status) = exchange(&mut s)?;
-        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: None, ttfb_ms, status })
+        let (ttfb_ms, total_ms, status) = exchange(&mut s)?;
+        Ok(HttpTimings { dns_ms, connect_ms, tls_ms: None, ttfb_ms, total_ms, cert_days: None, status })
     }
+}
+
+/// Timings of one TLS handshake toward `host:port`.
+#[derive(Clone, Debug)]
+pub struct TlsTimings {
+    pub connect_ms: f64,
+    pub tls_ms: f64,
+    pub cert_days: Option<f64>,
+}
+
+/// TCP connect and TLS handshake toward `address` (`host:port`, SNI = host), blocking.
+pub fn tls_measure(address: &str, timeout: Duration, verify: bool) -> Result<TlsTimings, &'static str> {
+    let (host, port) = address.rsplit_once(':').ok_or("error")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let (addr, _) = resolve_blocking(host, port.parse().map_err(|_| "error")?)?;
+    let (tcp, connect_ms) = connect_blocking(addr, timeout)?;
+    let (mut s, tls_ms, cert_days) = tls_handshake(host, tcp, verify)?;
+    let _ = s.shutdown();
+    Ok(TlsTimings { connect_ms, tls_ms, cert_days })
 }
 
 trait ReadWrite: std::io::Read + std::io::Write {}
@@ -556,34 +661,70 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// One DNS query over UDP: (milliseconds until the matching response, its response code).
-async fn dns_lookup(
-    server: std::net::SocketAddr,
-    name: &str,
-    qtype: u16,
-    txid: u16,
-    timeout: Duration,
-) -> std::io::Result<(f64, u8)> {
-    let q = netqoe_domain::dns::query(txid, name, qtype)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bad name"))?;
-    let bind = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-    let socket = tokio::net::UdpSocket::bind(bind).await?;
-    socket.connect(server).await?;
+/// The resolver a `dns` target measures: `system` (the name servers of /etc/resolv.conf) or one
+/// server `host:port`; no cache, no hosts file, one attempt, so every lookup is a real query.
+async fn dns_resolver(address: &str, timeout: Duration) -> Result<hickory_resolver::TokioResolver, &'static str> {
+    use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
+    use hickory_resolver::name_server::TokioConnectionProvider;
+    let provider = TokioConnectionProvider::default();
+    let mut builder = if address == "system" {
+        hickory_resolver::TokioResolver::builder(provider).map_err(|_| "dns_error")?
+    } else {
+        let server = tokio::net::lookup_host(address).await.ok().and_then(|mut a| a.next()).ok_or("dns_error")?;
+        let ns = NameServerConfig::new(server, hickory_resolver::proto::xfer::Protocol::Udp);
+        hickory_resolver::TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], vec![ns]),
+            provider,
+        )
+    };
+    let o = builder.options_mut();
+    o.timeout = timeout;
+    o.attempts = 1;
+    o.cache_size = 0;
+    o.use_hosts_file = ResolveHosts::Never;
+    o.try_tcp_on_error = false;
+    Ok(builder.build())
+}
+
+/// One resolution of `name`/`record` through hickory-resolver: the time until the answer (ms),
+/// or the event status: `nxdomain`, `servfail`, `timeout`, `dns_error`. An answer with no record
+/// of the type (NODATA) is a completed resolution.
+async fn dns_lookup(address: &str, name: &str, record: &str, timeout: Duration) -> Result<f64, &'static str> {
+    use hickory_resolver::proto::op::ResponseCode;
+    use hickory_resolver::proto::ProtoErrorKind;
+    let rtype: hickory_resolver::proto::rr::RecordType =
+        record.to_ascii_uppercase().parse().map_err(|_| "dns_error")?;
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    let resolver = dns_resolver(address, timeout).await?;
     let started = Instant::now();
-    socket.send(&q).await?;
-    let mut buf = [0u8; 1500];
-    let deadline = started + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let n = tokio::time::timeout(left, socket.recv(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no DNS answer"))??;
-        if let Some(r) = netqoe_domain::dns::response(&buf[..n]) {
-            if r.id == txid {
-                return Ok((started.elapsed().as_secs_f64() * 1000.0, r.rcode));
-            }
-        }
+    // the resolver's own timeout bounds the query; this one bounds everything around it
+    let r = tokio::time::timeout(timeout + Duration::from_millis(500), resolver.lookup(fqdn.as_str(), rtype))
+        .await
+        .map_err(|_| "timeout")?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match r {
+        Ok(_) => Ok(ms),
+        Err(e) => match e.proto().map(|p| p.kind()) {
+            Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
+                ResponseCode::NoError => Ok(ms),
+                ResponseCode::NXDomain => Err("nxdomain"),
+                ResponseCode::ServFail => Err("servfail"),
+                _ => Err("dns_error"),
+            },
+            Some(ProtoErrorKind::Timeout) => Err("timeout"),
+            Some(ProtoErrorKind::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => Err("timeout"),
+            _ if e.to_string().contains("timed out") => Err("timeout"),
+            _ => Err("dns_error"),
+        },
     }
+}
+
+/// Whether `record` is a record type a `dns` target may ask for.
+fn dns_record_type_ok(record: &str) -> bool {
+    matches!(
+        record.to_ascii_uppercase().as_str(),
+        "A" | "AAAA" | "MX" | "TXT" | "NS" | "CNAME" | "SOA" | "PTR" | "SRV" | "CAA"
+    )
 }
 
 /// Runs the probe: measures every target on its interval, batches, posts, spools. `rounds`:
@@ -611,7 +752,7 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
     let start = Instant::now();
     // Each target starts at its own offset within its interval (stable per probe and target), so
     // a fleet of probes does not measure, or post, in lock-step.
-    let mut next_due: Vec<Instant> = cfg
+    let mut base: Vec<Instant> = cfg
         .targets
         .iter()
         .map(|t| {
@@ -620,6 +761,14 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
             start + Duration::from_millis(if spread_ms == 0 { 0 } else { h % spread_ms })
         })
         .collect();
+    // each round also starts a little late by a fresh random amount (up to 5 % of the interval,
+    // at most 2 s), so rounds of different probes that share an offset drift apart
+    let round_jitter = |interval_s: u64| {
+        use rand::Rng;
+        let max_ms = (interval_s * 50).min(2000);
+        Duration::from_millis(if max_ms == 0 { 0 } else { rand::thread_rng().gen_range(0..max_ms) })
+    };
+    let mut next_due = base.clone();
     let mut done: Vec<u64> = vec![0; cfg.targets.len()];
     let mut pending: Vec<(u64, serde_json::Value)> = Vec::new();
     let mut oldest: Option<Instant> = None;
@@ -635,7 +784,8 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
             }
             due.push((i, seq.take()?));
             done[i] += 1;
-            next_due[i] += Duration::from_secs(t.interval_s);
+            base[i] += Duration::from_secs(t.interval_s);
+            next_due[i] = base[i] + round_jitter(t.interval_s);
         }
         if !due.is_empty() {
             use futures_util::StreamExt;
@@ -692,7 +842,13 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
                     spool.remove(&path)?;
                 }
                 Posted::Retry(after) => {
-                    let jitter = Duration::from_millis(u64::from(std::process::id() % 100));
+                    // full jitter on a quarter of the backoff: probes that lost ingest together
+                    // do not come back together
+                    let jitter = {
+                        use rand::Rng;
+                        let quarter = (backoff.as_millis() as u64 / 4).max(1);
+                        Duration::from_millis(rand::thread_rng().gen_range(0..quarter))
+                    };
                     retry_at = Instant::now() + after.max(backoff) + jitter;
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                     break;

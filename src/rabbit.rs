@@ -745,6 +745,8 @@ mod envelope_tests {
             connect_ms: None,
             tls_ms: None,
             ttfb_ms: None,
+            total_ms: None,
+            cert_days: None,
             status: netqoe_domain::Status::Ok,
         }
     }

@@ -37,19 +37,37 @@ fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str
     }
 }
 
-/// A DNS responder on loopback: NOERROR with one answer for every name but `nx.test`.
+/// A DNS responder on loopback: NXDOMAIN for `nx.test`, SERVFAIL for `sf.test`, otherwise NOERROR
+/// with one A record (127.0.0.1) — a well-formed message a real resolver library accepts.
 async fn dns_responder() -> String {
     let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap().to_string();
     tokio::spawn(async move {
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 1500];
         loop {
             let Ok((n, from)) = socket.recv_from(&mut buf).await else { return };
-            let mut r = buf[..n].to_vec();
-            r[2] |= 0x80;
-            let nx = r.windows(7).any(|w| w == b"\x02nx\x04tes");
-            r[3] = if nx { 0x83 } else { 0x80 };
-            r[7] = if nx { 0 } else { 1 };
+            let q = &buf[..n];
+            // header + the question (labels, then type and class); any EDNS record is dropped
+            let mut end = 12;
+            while end < n && q[end] != 0 {
+                end += 1 + q[end] as usize;
+            }
+            let end = (end + 5).min(n);
+            let name = &q[12..end];
+            let rcode = if name.windows(4).any(|w| w == b"\x02nx\x04") {
+                3
+            } else if name.windows(4).any(|w| w == b"\x02sf\x04") {
+                2
+            } else {
+                0
+            };
+            let mut r = q[..end].to_vec();
+            r[2] = 0x80 | (q[2] & 0x01); // QR, RD copied
+            r[3] = 0x80 | rcode; // RA, rcode
+            r[6..12].copy_from_slice(&[0, u8::from(rcode == 0), 0, 0, 0, 0]);
+            if rcode == 0 {
+                r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            }
             let _ = socket.send_to(&r, from).await;
         }
     });
@@ -153,9 +171,44 @@ async fn measurements_arrive_with_plausible_values() {
     cfg.targets.push(d.clone());
     (d.id, d.kind, d.address) = ("web.test".into(), "http".into(), format!("http://{}/healthz", t.app.addr));
     cfg.targets.push(d.clone());
-    (d.id, d.address) = ("tls.test".into(), tls_server());
+    d.name = "sf.test".into();
+    (d.id, d.kind, d.address) = ("sf.resolver.test".into(), "dns".into(), dns.clone());
+    cfg.targets.push(d.clone());
+    d.kind = "http".into();
+    let https = tls_server();
+    (d.id, d.address) = ("tls.test".into(), https.clone());
+    cfg.targets.push(d.clone());
+    // the same server measured as a TLS endpoint: handshake and certificate expiry (30 days)
+    let hostport = https.trim_start_matches("https://").trim_end_matches('/').to_string();
+    (d.id, d.kind, d.address) = ("handshake.test".into(), "tls".into(), hostport);
     cfg.targets.push(d);
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(cfg, Some(3))).await.unwrap().unwrap();
+    // every target's 3 events reach its primary metric's window (they travel in several batches)
+    let primary = [
+        ("resolver.test", "dns"),
+        ("nx.resolver.test", "dns"),
+        ("sf.resolver.test", "dns"),
+        ("web.test", "ttfb"),
+        ("tls.test", "ttfb"),
+        ("handshake.test", "tls"),
+    ];
+    eventually(20, "every target's 3 rounds aggregated", || async {
+        let now = netqoe_actors::now_ms();
+        for (target, metric) in primary {
+            let url = t.app.url(&format!(
+                "/v1/rollups?probe=probe-0&target={target}&metric={metric}&tier=1m&from={}&to={}",
+                now - 3_600_000,
+                now + 60_000
+            ));
+            let r = get(&t.client, &url, Some(&t.query_token)).await;
+            let events: u64 = r.body["rollups"].as_array()?.iter().map(|w| w["events"].as_u64().unwrap_or(0)).sum();
+            if events < 3 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
     let c = eventually(20, "3 rounds aggregated", || async {
         let c = counts(&t).await;
         (c == (30, 3)).then_some(c)
@@ -177,6 +230,10 @@ async fn measurements_arrive_with_plausible_values() {
     let errors: u64 =
         nx.body["rollups"].as_array().unwrap().iter().map(|w| w["errors"]["nxdomain"].as_u64().unwrap_or(0)).sum();
     assert_eq!(errors, 3, "NXDOMAIN counted as such: {}", nx.body);
+    let sf = get(&t.client, &dns("sf.resolver.test"), Some(&t.query_token)).await;
+    let errors: u64 =
+        sf.body["rollups"].as_array().unwrap().iter().map(|w| w["errors"]["servfail"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(errors, 3, "SERVFAIL counted as such: {}", sf.body);
     let window = |target: &str, metric: &str| {
         let now = netqoe_actors::now_ms();
         t.app.url(&format!(
@@ -185,13 +242,32 @@ async fn measurements_arrive_with_plausible_values() {
             now + 60_000
         ))
     };
-    for (target, metric) in [("web.test", "ttfb"), ("web.test", "connect"), ("tls.test", "tls"), ("tls.test", "ttfb")] {
+    for (target, metric) in [
+        ("web.test", "ttfb"),
+        ("web.test", "connect"),
+        ("web.test", "total"),
+        ("tls.test", "tls"),
+        ("tls.test", "ttfb"),
+        ("tls.test", "total"),
+        ("handshake.test", "connect"),
+        ("handshake.test", "tls"),
+    ] {
         let r = get(&t.client, &window(target, metric), Some(&t.query_token)).await;
         let rows = r.body["rollups"].as_array().unwrap();
         let n: u64 = rows.iter().map(|w| w["count"].as_u64().unwrap()).sum();
         assert_eq!(n, 3, "{target} {metric}: {}", r.body);
         assert!(rows.iter().all(|w| w["errors"].as_object().unwrap().is_empty()), "{}", r.body);
         assert!(rows.iter().all(|w| w["max"].as_f64().unwrap() < 1000.0), "loopback timings: {}", r.body);
+    }
+    // the self-signed certificate expires 30 days after it was made, a few seconds ago
+    for target in ["tls.test", "handshake.test"] {
+        let r = get(&t.client, &window(target, "cert_days"), Some(&t.query_token)).await;
+        let rows = r.body["rollups"].as_array().unwrap();
+        assert_eq!(rows.iter().map(|w| w["count"].as_u64().unwrap()).sum::<u64>(), 3, "{target}: {}", r.body);
+        for w in rows {
+            let (min, max) = (w["min"].as_f64().unwrap(), w["max"].as_f64().unwrap());
+            assert!(min > 29.9 && max <= 30.0, "{target}: days to expiry {min}..{max}");
+        }
     }
     let now = netqoe_actors::now_ms();
     let r = get(
@@ -295,6 +371,15 @@ async fn icmp_echo_or_a_clear_refusal() {
             assert_eq!((e["sent"].as_u64(), e["received"].as_u64()), (Some(10), Some(10)), "{e}");
             let rtts = e["rtt_samples_ms"].as_array().unwrap();
             assert!(rtts.iter().all(|x| x.as_f64().unwrap() < 5.0), "loopback: {e}");
+            // and over IPv6, where this machine has ::1
+            if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+                cfg.targets[0].address = "::1".into();
+                let e = netqoe::probe::measure(&cfg.targets[0], "p", 2).await;
+                eprintln!("ICMPv6 to ::1: {e}");
+                assert_eq!((e["sent"].as_u64(), e["received"].as_u64()), (Some(10), Some(10)), "{e}");
+            } else {
+                eprintln!("no IPv6 loopback here: ICMPv6 not checked");
+            }
         }
         Err(why) => {
             eprintln!("ICMP not permitted here ({why}): checking the refusal");
@@ -314,4 +399,56 @@ fn a_bad_probe_config_names_the_field() {
     std::fs::write(&p, "ingest_url = \"ftp://x\"\ntoken = \"t\"\nstate_dir = \"/tmp/s\"\nprobe_id = \"p\"\n[[targets]]\nid = \"a\"\nkind = \"udp\"\naddress = \"127.0.0.1:862\"\n").unwrap();
     let e = ProbeConfig::load(&p).unwrap_err().to_string();
     assert!(e.contains("ingest_url"), "{e}");
+    let head =
+        "ingest_url = \"http://x\"\ntoken = \"t\"\nstate_dir = \"/tmp/s\"\nprobe_id = \"p\"\n[[targets]]\nid = \"a\"\n";
+    for (target, field) in [
+        ("kind = \"tls\"\naddress = \"example.net\"\n", "targets[0].address"),
+        ("kind = \"dns\"\naddress = \"system\"\nname = \"a..b\"\n", "targets[0].name"),
+        ("kind = \"dns\"\naddress = \"system\"\nname = \"a.b\"\nrecord = \"XX\"\n", "targets[0].record"),
+        ("kind = \"dns\"\naddress = \"resolver\"\nname = \"a.b\"\n", "targets[0].address"),
+        ("kind = \"smtp\"\naddress = \"a:25\"\n", "targets[0].kind"),
+    ] {
+        std::fs::write(&p, format!("{head}{target}")).unwrap();
+        let e = ProbeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+}
+
+/// A certificate the system roots do not vouch for is a `cert_error` when verification is on, and
+/// the HTTP measurement times the whole body, not only its first byte.
+#[actix_rt::test]
+async fn certificate_errors_and_total_time() {
+    let https = tls_server();
+    let hostport = https.trim_start_matches("https://").trim_end_matches('/').to_string();
+    let timeout = Duration::from_secs(2);
+    let (u, h) = (https.clone(), hostport.clone());
+    let (http, tls) = tokio::task::spawn_blocking(move || {
+        (netqoe::probe::http_measure(&u, timeout, true), netqoe::probe::tls_measure(&h, timeout, true))
+    })
+    .await
+    .unwrap();
+    assert_eq!(http.unwrap_err(), "cert_error");
+    assert_eq!(tls.unwrap_err(), "cert_error");
+    let ok = tokio::task::spawn_blocking(move || netqoe::probe::http_measure(&https, timeout, false)).await.unwrap();
+    let ok = ok.unwrap();
+    assert_eq!(ok.status, 200);
+    assert!(ok.total_ms >= ok.ttfb_ms, "{ok:?}");
+    assert!(ok.cert_days.is_some_and(|d| d > 29.9 && d <= 30.0), "{ok:?}");
+
+    // a slow body: the first byte at once, the last 300 ms later
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = s.write_all(b"world");
+    });
+    let url = format!("http://{addr}/slow");
+    let slow = tokio::task::spawn_blocking(move || netqoe::probe::http_measure(&url, timeout, true)).await.unwrap();
+    let slow = slow.unwrap();
+    assert!(slow.ttfb_ms < 250.0 && slow.total_ms >= 300.0, "{slow:?}");
 }

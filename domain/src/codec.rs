@@ -7,7 +7,9 @@
 //! `MAGIC`, varint target count, that many `str` targets, varint event count, then per event:
 //! `str` event_id, varint seq, zigzag varint ts_ms, varint target index, u8 kind, u8 status,
 //! u8 presence flags, varint sample count, that many f64, then each present optional field in
-//! flag order (jitter, sent, received, dns, connect, tls, ttfb; f64 or varint).
+//! flag order (jitter, sent, received, dns, connect, tls, ttfb; f64 or varint). Flag `F_EXT`
+//! announces one more u8 of extended flags (total, cert_days; f64 each, after ttfb); encodings
+//! written before those fields existed never set it and decode unchanged.
 //!
 //! Invariant: `decode_events(encode_events(x)) == x` for every validated batch (property-tested),
 //! and decoding arbitrary bytes returns an error, never panics.
@@ -147,6 +149,9 @@ const F_DNS: u8 = 8;
 const F_CONNECT: u8 = 16;
 const F_TLS: u8 = 32;
 const F_TTFB: u8 = 64;
+const F_EXT: u8 = 128;
+const X_TOTAL: u8 = 1;
+const X_CERT: u8 = 2;
 
 /// Appends the encoding of `events` to `out`.
 pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
@@ -189,7 +194,16 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
         .iter()
         .filter(|(on, _)| *on)
         .fold(0u8, |acc, (_, f)| acc | f);
-        out.push(flags);
+        let ext = [(e.total_ms.is_some(), X_TOTAL), (e.cert_days.is_some(), X_CERT)]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0u8, |acc, (_, f)| acc | f);
+        if ext == 0 {
+            out.push(flags);
+        } else {
+            out.push(flags | F_EXT);
+            out.push(ext);
+        }
         put_varint(out, e.rtt_samples_ms.len() as u64);
         for s in &e.rtt_samples_ms {
             out.extend_from_slice(&s.to_le_bytes());
@@ -200,7 +214,7 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
         for v in [e.sent, e.received].into_iter().flatten() {
             put_varint(out, u64::from(v));
         }
-        for v in [e.dns_ms, e.connect_ms, e.tls_ms, e.ttfb_ms].into_iter().flatten() {
+        for v in [e.dns_ms, e.connect_ms, e.tls_ms, e.ttfb_ms, e.total_ms, e.cert_days].into_iter().flatten() {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
@@ -236,7 +250,8 @@ pub fn read_events(r: &mut Reader<'_>) -> Result<Vec<Event>, CodecError> {
         let kind = *KINDS.get(r.u8()? as usize).ok_or_else(|| err("unknown kind"))?;
         let status = *STATUSES.get(r.u8()? as usize).ok_or_else(|| err("unknown status"))?;
         let flags = r.u8()?;
-        if flags & 0x80 != 0 {
+        let ext = if flags & F_EXT != 0 { r.u8()? } else { 0 };
+        if ext & !(X_TOTAL | X_CERT) != 0 || (flags & F_EXT != 0 && ext == 0) {
             return Err(err("unknown field flag"));
         }
         let ns = r.count(8)?;
@@ -265,6 +280,15 @@ pub fn read_events(r: &mut Reader<'_>) -> Result<Vec<Event>, CodecError> {
         let connect_ms = opt(F_CONNECT)?;
         let tls_ms = opt(F_TLS)?;
         let ttfb_ms = opt(F_TTFB)?;
+        let mut ext_opt = |f: u8| -> Result<Option<f64>, CodecError> {
+            if ext & f != 0 {
+                r.f64().map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let total_ms = ext_opt(X_TOTAL)?;
+        let cert_days = ext_opt(X_CERT)?;
         events.push(Event {
             event_id,
             seq,
@@ -279,6 +303,8 @@ pub fn read_events(r: &mut Reader<'_>) -> Result<Vec<Event>, CodecError> {
             connect_ms,
             tls_ms,
             ttfb_ms,
+            total_ms,
+            cert_days,
             status,
         });
     }
@@ -303,10 +329,27 @@ mod tests {
             (proptest::option::of(any::<u32>()), proptest::option::of(any::<u32>())),
             proptest::option::of(0.0f64..1000.0),
             (proptest::option::of(0.0f64..1000.0), proptest::option::of(0.0f64..1000.0)),
-            proptest::option::of(0.0f64..1000.0),
+            (
+                proptest::option::of(0.0f64..1000.0),
+                proptest::option::of(0.0f64..1000.0),
+                proptest::option::of(0.0f64..1000.0),
+            ),
         )
             .prop_map(
-                |(id, seq, ts_ms, t, k, s, samples, jitter, (sent, received), dns, (connect, tls), ttfb)| Event {
+                |(
+                    id,
+                    seq,
+                    ts_ms,
+                    t,
+                    k,
+                    s,
+                    samples,
+                    jitter,
+                    (sent, received),
+                    dns,
+                    (connect, tls),
+                    (ttfb, total, cert),
+                )| Event {
                     event_id: id,
                     seq,
                     ts_ms,
@@ -320,6 +363,8 @@ mod tests {
                     connect_ms: connect,
                     tls_ms: tls,
                     ttfb_ms: ttfb,
+                    total_ms: total,
+                    cert_days: cert,
                     status: STATUSES[s],
                 },
             )
@@ -364,6 +409,8 @@ mod tests {
             connect_ms: None,
             tls_ms: None,
             ttfb_ms: None,
+            total_ms: None,
+            cert_days: None,
             status: Status::Ok,
         };
         let batch = vec![e; 100];
@@ -372,6 +419,32 @@ mod tests {
         let json = serde_json::to_vec(&batch).unwrap();
         assert!(buf.len() * 3 < json.len() * 2, "binary {} vs json {}", buf.len(), json.len());
         eprintln!("100 events: binary {} bytes, JSON {} bytes", buf.len(), json.len());
+    }
+
+    #[test]
+    fn encodings_from_before_the_extended_fields_still_decode() {
+        // one udp event as the codec wrote it before `total_ms`/`cert_days` existed
+        let mut old = vec![MAGIC, 1];
+        put_str(&mut old, "t");
+        old.push(1);
+        put_str(&mut old, "e1");
+        put_varint(&mut old, 7);
+        put_i64(&mut old, 60_000);
+        old.extend_from_slice(&[0, 1, 0, F_SENT | F_RECEIVED, 1]);
+        old.extend_from_slice(&1.5f64.to_le_bytes());
+        old.extend_from_slice(&[2, 1]);
+        let e = &decode_events(&old).unwrap()[0];
+        assert_eq!(
+            (e.kind, e.rtt_samples_ms.as_slice(), e.sent, e.received),
+            (Kind::Udp, &[1.5][..], Some(2), Some(1))
+        );
+        assert_eq!((e.total_ms, e.cert_days), (None, None));
+        // an extension byte with no known bit is refused
+        let mut bad = old.clone();
+        let flags_at = bad.len() - 12;
+        bad[flags_at] |= F_EXT;
+        bad.insert(flags_at + 1, 0);
+        assert!(decode_events(&bad).is_err());
     }
 
     #[test]

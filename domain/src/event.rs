@@ -78,16 +78,30 @@ impl Status {
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     // Declared in name order so `Ord` agrees with the text ordering of every store.
+    /// Days until the server certificate expires (`tls`, `https`): a window's min is the soonest.
+    #[serde(rename = "cert_days")]
+    CertDays,
     Connect,
     Dns,
     Jitter,
     Rtt,
     Tls,
+    /// Whole HTTP exchange, request sent to the last body byte.
+    Total,
     Ttfb,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [Metric::Rtt, Metric::Jitter, Metric::Dns, Metric::Connect, Metric::Tls, Metric::Ttfb];
+    pub const ALL: [Metric; 8] = [
+        Metric::Rtt,
+        Metric::Jitter,
+        Metric::Dns,
+        Metric::Connect,
+        Metric::Tls,
+        Metric::Ttfb,
+        Metric::Total,
+        Metric::CertDays,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +111,8 @@ impl Metric {
             Metric::Connect => "connect",
             Metric::Tls => "tls",
             Metric::Ttfb => "ttfb",
+            Metric::Total => "total",
+            Metric::CertDays => "cert_days",
         }
     }
 
@@ -139,6 +155,12 @@ pub struct WireEvent {
     pub tls_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<f64>,
+    /// `http`: request sent to the last byte of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    /// `tls`, `http` (https): days until the server certificate's notAfter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_days: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
 }
@@ -169,6 +191,10 @@ pub struct Event {
     pub tls_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_days: Option<f64>,
     #[serde(default)]
     pub status: Status,
 }
@@ -216,6 +242,8 @@ impl FieldError {
 
 const MAX_ID_LEN: usize = 128;
 const MAX_TARGET_LEN: usize = 253;
+/// A certificate valid for more than a century is not a real one.
+const MAX_CERT_DAYS: f64 = 36_525.0;
 
 fn check_duration(
     field: &str,
@@ -277,7 +305,8 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
             "dns_ms" => matches!(w.kind, Kind::Dns | Kind::Http),
             "connect_ms" => matches!(w.kind, Kind::Tcp | Kind::Tls | Kind::Http),
             "tls_ms" => matches!(w.kind, Kind::Tls | Kind::Http),
-            "ttfb_ms" => w.kind == Kind::Http,
+            "ttfb_ms" | "total_ms" => w.kind == Kind::Http,
+            "cert_days" => matches!(w.kind, Kind::Tls | Kind::Http),
             _ => true,
         };
         if present && !ok {
@@ -297,6 +326,8 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
     allowed("connect_ms", w.connect_ms.is_some())?;
     allowed("tls_ms", w.tls_ms.is_some())?;
     allowed("ttfb_ms", w.ttfb_ms.is_some())?;
+    allowed("total_ms", w.total_ms.is_some())?;
+    allowed("cert_days", w.cert_days.is_some())?;
 
     check_duration("rtt_ms", w.rtt_ms, limits, &at)?;
     check_duration("jitter_ms", w.jitter_ms, limits, &at)?;
@@ -304,6 +335,17 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
     check_duration("connect_ms", w.connect_ms, limits, &at)?;
     check_duration("tls_ms", w.tls_ms, limits, &at)?;
     check_duration("ttfb_ms", w.ttfb_ms, limits, &at)?;
+    check_duration("total_ms", w.total_ms, limits, &at)?;
+    if let (Some(t), Some(f)) = (w.total_ms, w.ttfb_ms) {
+        if t < f {
+            return Err(FieldError::new(at("total_ms"), format!("{t} ms is less than ttfb_ms {f} ms")));
+        }
+    }
+    if let Some(d) = w.cert_days {
+        if !(d.is_finite() && (0.0..=MAX_CERT_DAYS).contains(&d)) {
+            return Err(FieldError::new(at("cert_days"), format!("must be a number of days in 0..={MAX_CERT_DAYS}")));
+        }
+    }
 
     let rtt_samples_ms = match (w.rtt_ms, w.rtt_samples_ms) {
         (Some(_), Some(_)) => {
@@ -355,7 +397,9 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
         || w.dns_ms.is_some()
         || w.connect_ms.is_some()
         || w.tls_ms.is_some()
-        || w.ttfb_ms.is_some();
+        || w.ttfb_ms.is_some()
+        || w.total_ms.is_some()
+        || w.cert_days.is_some();
     if status == Status::Ok && !has_value {
         return Err(FieldError::new(at("status"), "an ok event must carry at least one measured value"));
     }
@@ -374,6 +418,8 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
         connect_ms: w.connect_ms,
         tls_ms: w.tls_ms,
         ttfb_ms: w.ttfb_ms,
+        total_ms: w.total_ms,
+        cert_days: w.cert_days,
         status,
     })
 }
@@ -419,6 +465,8 @@ impl Event {
                 Metric::Connect => self.connect_ms.as_slice(),
                 Metric::Tls => self.tls_ms.as_slice(),
                 Metric::Ttfb => self.ttfb_ms.as_slice(),
+                Metric::Total => self.total_ms.as_slice(),
+                Metric::CertDays => self.cert_days.as_slice(),
             };
             let is_primary = metric == primary;
             let (sent, received) = if metric == Metric::Rtt {
@@ -537,6 +585,42 @@ mod tests {
                 (Metric::Ttfb, Some(Status::Http5xx))
             ]
         );
+    }
+
+    #[test]
+    fn http_total_and_certificate_expiry() {
+        let http = |total: Option<f64>, cert: Option<f64>| WireEvent {
+            kind: Kind::Http,
+            rtt_samples_ms: None,
+            sent: None,
+            received: None,
+            ttfb_ms: Some(30.0),
+            total_ms: total,
+            cert_days: cert,
+            ..wire()
+        };
+        let e = validate(http(Some(42.0), Some(89.5)), 0, NOW, &EventLimits::default()).unwrap();
+        let c = e.contributions();
+        let total = c.iter().find(|c| c.metric == Metric::Total).unwrap();
+        assert_eq!(total.values, &[42.0]);
+        let cert = c.iter().find(|c| c.metric == Metric::CertDays).unwrap();
+        assert_eq!((cert.values, cert.error), (&[89.5][..], None));
+        assert_eq!(err(http(Some(20.0), None)).field, "events[2].total_ms");
+        assert_eq!(err(http(None, Some(-1.0))).field, "events[2].cert_days");
+        assert_eq!(err(http(None, Some(f64::INFINITY))).field, "events[2].cert_days");
+        assert_eq!(err(WireEvent { total_ms: Some(5.0), ..wire() }).field, "events[2].total_ms");
+        assert_eq!(err(WireEvent { cert_days: Some(5.0), ..wire() }).field, "events[2].cert_days");
+        // a tls event may carry the expiry alone
+        let tls = WireEvent { kind: Kind::Tls, cert_days: Some(12.0), tls_ms: Some(3.0), ..http(None, None) };
+        let tls = WireEvent { ttfb_ms: None, ..tls };
+        assert!(validate(tls, 0, NOW, &EventLimits::default()).is_ok());
+        assert_eq!(Metric::parse("cert_days"), Some(Metric::CertDays));
+        assert_eq!(serde_json::to_string(&Metric::CertDays).unwrap(), "\"cert_days\"");
+        let mut names: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+        let mut by_ord = Metric::ALL;
+        by_ord.sort();
+        names.sort();
+        assert_eq!(by_ord.map(|m| m.as_str()).to_vec(), names, "Ord follows the names");
     }
 
     #[test]

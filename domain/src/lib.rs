@@ -6,7 +6,6 @@
 
 pub mod codec;
 pub mod diagnosis;
-pub mod dns;
 pub mod event;
 pub mod rollup;
 pub mod session;

@@ -140,7 +140,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             Metric::parse(m).ok_or_else(|| {
                 Problem::bad_query(
                     "metric",
-                    format!("metric={m:?}: expected one of rtt, jitter, dns, connect, tls, ttfb"),
+                    format!("metric={m:?}: expected one of {}", Metric::ALL.map(Metric::as_str).join(", ")),
                 )
             })
         })

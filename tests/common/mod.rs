@@ -386,6 +386,8 @@ pub fn icmp_event(id: &str, seq: u64, ts_ms: i64) -> netqoe_domain::Event {
         connect_ms: None,
         tls_ms: None,
         ttfb_ms: None,
+        total_ms: None,
+        cert_days: None,
         status: netqoe_domain::Status::Ok,
     }
 }
