@@ -746,6 +746,7 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
         actix_rt::spawn(server);
         Some(StopOnDrop(handle))
     };
+    tracing::info!(probe = %cfg.probe_id, targets = cfg.targets.len(), labels = ?cfg.labels, ingest = %cfg.ingest_url, "probe started");
     let mut seq = SeqCounter::open(&cfg.state_dir)?;
     let mut spool = Spool::open(&cfg.state_dir, cfg.spool_max_batches)?;
     let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
