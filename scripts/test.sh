@@ -14,6 +14,7 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --locked --features otel --lib --test otel -- -D warnings
 echo "== tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -36,6 +37,9 @@ cargo test --workspace --locked -- --show-output \
   --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_actor_rows_and_a_chart \
   "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+echo "== OTLP export (feature otel): spans reach a loopback collector"
+cargo test --locked --features otel --test otel 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 echo "== tool-backed checks: promtool (deploy/prometheus), headless chromium (/dashboard)"
 if [ -n "$promtool" ]; then
   cargo test --locked --test monitoring -- --include-ignored promtool 2>&1 | tee -a "$log"

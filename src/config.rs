@@ -99,6 +99,8 @@ pub struct RabbitConfig {
     pub op_timeout_ms: u64,
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// Management API (`http://host:15672`) read for each shard's active consumer; empty: not read.
+    pub management_url: String,
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -380,6 +382,13 @@ impl Config {
         ] {
             if !(10..=600_000).contains(&v) {
                 e.push(format!("rabbitmq.{k}: must be between 10 and 600000"));
+            }
+        }
+        if !r.management_url.is_empty() {
+            if let Err(why) =
+                crate::rabbit_mgmt::Management::new(&r.management_url, r.uris.first().map_or("", String::as_str))
+            {
+                e.push(format!("rabbitmq.management_url: {why}"));
             }
         }
         if r.reconnect_max_ms < r.reconnect_min_ms {

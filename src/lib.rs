@@ -9,15 +9,77 @@ pub mod http;
 pub mod icmp;
 pub mod probe;
 pub mod rabbit;
+pub mod rabbit_mgmt;
 pub mod scylla;
 pub mod sqlite;
 pub mod stamp;
 pub mod webhook;
 
-/// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set).
+/// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set). Built
+/// with the `otel` feature and given `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), the spans are also exported over OTLP/HTTP.
 pub fn init_logging(format: &str, level: &str) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { b.json().try_init() } else { b.try_init() };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "json" { fmt.json().boxed() } else { fmt.boxed() };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(otel::layer());
+    let _ = registry.try_init();
+}
+
+/// Flushes exported spans (a no-op without the `otel` feature or an endpoint).
+pub fn shutdown_tracing() {
+    #[cfg(feature = "otel")]
+    otel::shutdown();
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    //! OTLP/HTTP export of the tracing spans, configured by the standard OpenTelemetry variables.
+
+    use std::sync::OnceLock;
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::registry::LookupSpan;
+
+    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+    pub fn layer<S>() -> Option<impl tracing_subscriber::Layer<S>>
+    where
+        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let configured = ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if !configured {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+            Ok(e) => e,
+            Err(error) => {
+                eprintln!("netqoe: OTLP export disabled: {error}");
+                return None;
+            }
+        };
+        let mut resource = opentelemetry_sdk::Resource::builder();
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            resource = resource.with_service_name("netqoe");
+        }
+        let provider =
+            SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+        let tracer = provider.tracer("netqoe");
+        let _ = PROVIDER.set(provider);
+        Some(tracing_opentelemetry::layer().with_tracer(tracer))
+    }
+
+    pub fn shutdown() {
+        if let Some(p) = PROVIDER.get() {
+            let _ = p.shutdown();
+        }
+    }
 }

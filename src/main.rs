@@ -312,6 +312,7 @@ fn main() -> ExitCode {
                 wait_for_signal(&app, config_path.as_deref()).await?;
                 app.shutdown().await
             });
+            netqoe::shutdown_tracing();
             match r {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

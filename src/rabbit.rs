@@ -77,6 +77,23 @@ pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     reg(IntGaugeVec::new(Opts::new("netqoe_bus_queue_depth", "Ready messages per shard queue"), &["shard"])
         .expect("metric"))
 });
+pub static SHARD_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        Opts::new(
+            "netqoe_bus_shard_active",
+            "1 where this process holds the active (single-active-consumer) consumer of the shard queue",
+        ),
+        &["shard"],
+    )
+    .expect("metric"))
+});
+pub static SHARD_CONSUMERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    reg(IntGaugeVec::new(
+        Opts::new("netqoe_bus_shard_consumers", "Consumers registered on the shard queue (all processes)"),
+        &["shard"],
+    )
+    .expect("metric"))
+});
 pub static CONSUMER_UNACKED: LazyLock<IntGauge> = LazyLock::new(|| {
     reg(IntGauge::new(
         "netqoe_bus_consumer_unacked",
@@ -321,6 +338,8 @@ struct Inner {
     closing: tokio::sync::watch::Sender<bool>,
     /// The consumer loop, awaited by `close`.
     consumer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The management API, when `management_url` is set (validated with the config).
+    management: Option<crate::rabbit_mgmt::Management>,
 }
 
 /// The RabbitMQ bus.
@@ -346,6 +365,15 @@ impl RabbitBus {
                 epoch: AtomicU64::new(0),
                 closing: tokio::sync::watch::channel(false).0,
                 consumer: std::sync::Mutex::new(None),
+                management: (!cfg.management_url.is_empty())
+                    .then(|| {
+                        crate::rabbit_mgmt::Management::new(
+                            &cfg.management_url,
+                            cfg.uris.first().map_or("", String::as_str),
+                        )
+                        .ok()
+                    })
+                    .flatten(),
                 cfg,
             }),
         }
@@ -503,10 +531,14 @@ impl RabbitBus {
         let names = declare_topology(&setup, cfg, self.op()).await?;
         let per_shard = prefetch.div_ceil(cfg.shards).max(1) as u16;
         let mut streams = Vec::with_capacity(names.shards.len());
+        // process id and a random instance: unique also where every container's pid is 1
+        let instance = format!("{}-{:08x}", std::process::id(), rand::thread_rng().gen::<u32>());
+        let mut tags = Vec::with_capacity(names.shards.len());
         for q in &names.shards {
             let ch = within(self.op(), "open channel", conn.create_channel()).await?;
             within(self.op(), "basic.qos", ch.basic_qos(per_shard, BasicQosOptions::default())).await?;
-            let tag = format!("netqoe-{}-{}", std::process::id(), q);
+            let tag = format!("netqoe-{instance}-{q}");
+            tags.push(tag.clone());
             let consumer = within(
                 self.op(),
                 "basic.consume",
@@ -570,6 +602,22 @@ impl RabbitBus {
                             QUEUE_DEPTH.with_label_values(&[&format!("{i:03}")]).set(q.message_count() as i64);
                         }
                     }
+                    if let Some(m) = &self.inner.management {
+                        for (i, (name, tag)) in names.shards.iter().zip(&tags).enumerate() {
+                            match m.queue(name, self.op()).await {
+                                Ok(q) => {
+                                    let (consumers, active) = crate::rabbit_mgmt::consumer_state(&q, tag);
+                                    let shard = format!("{i:03}");
+                                    SHARD_CONSUMERS.with_label_values(&[&shard]).set(consumers);
+                                    SHARD_ACTIVE.with_label_values(&[&shard]).set(i64::from(active));
+                                }
+                                Err(error) => {
+                                    tracing::debug!(%error, queue = %name, "management API unavailable; shard activity not updated");
+                                    break;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -608,6 +656,7 @@ impl Drop for RabbitAcker {
 
 #[async_trait]
 impl EventBus for RabbitBus {
+    #[tracing::instrument(name = "bus.publish", skip_all, fields(backend = "rabbitmq", events = events.len()))]
     async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
         let started = Instant::now();
         let n = events.len();

@@ -1134,6 +1134,7 @@ impl Sqlite {
 
 #[async_trait]
 impl EventBus for Sqlite {
+    #[tracing::instrument(name = "bus.publish", skip_all, fields(backend = "sqlite", events = events.len()))]
     async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
         let probe = probe.to_string();
         let mut encoded = Vec::new();

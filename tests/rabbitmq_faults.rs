@@ -77,7 +77,7 @@ async fn single_active_consumer_fails_over_when_the_active_aggregator_is_killed(
     let dir = tempfile::tempdir().unwrap();
     // slow commits so the killed aggregator certainly held uncommitted window state
     let extra = format!(
-        "[bus]\nkind = \"rabbitmq\"\n[rabbitmq]\nprefix = \"{prefix}\"\nshards = {K}\nreconnect_max_ms = 1000\n[pipeline]\nflush_interval_ms = 3000\nflush_batches = 1000\n"
+        "[bus]\nkind = \"rabbitmq\"\n[rabbitmq]\nprefix = \"{prefix}\"\nshards = {K}\nreconnect_max_ms = 1000\nmanagement_url = \"http://127.0.0.1:15672\"\n[pipeline]\nflush_interval_ms = 3000\nflush_batches = 1000\n"
     );
     let (config, probe_token, query_token) = write_config(dir.path(), &extra);
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
@@ -92,6 +92,24 @@ async fn single_active_consumer_fails_over_when_the_active_aggregator_is_killed(
     wait_ready(&client, &format!("http://127.0.0.1:{pb}")).await;
     eventually(30, "both aggregators registered on every shard, A alone active", || async {
         all_active_on(&shard_consumers(&client, &prefix, K).await, 2, agg_a.id()).then_some(())
+    })
+    .await;
+    // each process says on /metrics which shards it holds, read from the management API
+    let held = |port: u16| {
+        let client = client.clone();
+        async move {
+            let text = get_text(&client, &format!("http://127.0.0.1:{port}/metrics")).await;
+            let sum = |family: &str| -> i64 {
+                text.lines()
+                    .filter(|l| l.starts_with(&format!("{family}{{")))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>() as i64
+            };
+            (sum("netqoe_bus_shard_active"), sum("netqoe_bus_shard_consumers"))
+        }
+    };
+    eventually(30, "A's metrics: active on all shards; B's: on none, 2 consumers each", || async {
+        (held(pa).await == (K as i64, 2 * K as i64) && held(pb).await == (0, 2 * K as i64)).then_some(())
     })
     .await;
     let _ingest = ChildGuard(spawn_netqoe(&config, &["ingest"], pi, &[]));
@@ -125,6 +143,8 @@ async fn single_active_consumer_fails_over_when_the_active_aggregator_is_killed(
     })
     .await;
     eprintln!("SAC failover: B active on all {K} shards {} ms after SIGKILL of A", killed.elapsed().as_millis());
+    eventually(30, "B's metrics: active on all shards", || async { (held(pb).await.0 == K as i64).then_some(()) })
+        .await;
     post_range(400, 800).await;
     let oracle = minute_oracle(base, 0..800);
     let (from, to) = (base, base + 900_000);

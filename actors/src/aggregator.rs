@@ -18,6 +18,7 @@ use actix::prelude::*;
 use netqoe_domain::{
     event_hash, BatchObservation, EventSet, Rollup, Tier, Watermark, WatermarkVerdict, WindowAgg, WindowKey,
 };
+use tracing::Instrument;
 
 use crate::bus::{Acker, Batch, BatchId, Delivery};
 use crate::metrics::{
@@ -250,6 +251,8 @@ impl Aggregator {
     }
 
     fn apply(&mut self, batch: &Batch, mark: Option<ProbeMark>, loaded: Vec<Rollup>) -> BatchObservation {
+        let _span = tracing::info_span!("aggregate.apply", batch_id = %batch.id, shard = self.shard, events = batch.events.len())
+            .entered();
         let now = crate::now_ms();
         let before = self.windows.len();
         if let Some(m) = mark {
@@ -393,6 +396,13 @@ impl Aggregator {
         let writer = self.writer.clone();
         let sessions = self.sessions.clone();
         let shard = self.shard;
+        let span = tracing::info_span!(
+            "store.commit",
+            shard,
+            windows = ws.rollups.len(),
+            batches = ws.batches.len(),
+            batch_ids = %ws.batches.join(","),
+        );
         Box::pin(
             async move {
                 match tracked_send(&writer, "writer", Write(ws)).await {
@@ -420,6 +430,7 @@ impl Aggregator {
                 }
                 Ok(committed)
             }
+            .instrument(span)
             .into_actor(self)
             .map(move |res, act, _ctx| match res {
                 Ok(committed) => {

@@ -9,8 +9,10 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
+use netqoe_actors::bus::Published;
 use netqoe_domain::event::validate;
 use netqoe_domain::{WireBatch, WireEvent};
+use tracing::Instrument;
 
 use super::metrics::{
     EVENTS_ACCEPTED, EVENTS_DUPLICATE, EVENTS_REJECTED, INGEST_BYTES, INGEST_REQUESTS, INGEST_SECONDS,
@@ -258,7 +260,14 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
     }
     // Over a broker, re-sent events are recognised downstream (each window knows its events);
     // `duplicates` here counts what the bus itself recognised.
-    match state.bus.publish(&probe, events, now).await {
+    // one span per batch, from here through the bus; the aggregator's `aggregate.apply` and
+    // `store.commit` spans carry the same batch id (also across processes over a broker)
+    let span = tracing::info_span!("ingest.batch", %probe, events = n, batch_id = tracing::field::Empty);
+    let published = state.bus.publish(&probe, events, now).instrument(span.clone()).await;
+    if let Ok(Published { batch_id: Some(id), .. }) = &published {
+        span.record("batch_id", id.as_str());
+    }
+    match published {
         Ok(p) => {
             EVENTS_ACCEPTED.inc_by(p.accepted as u64);
             EVENTS_DUPLICATE.inc_by(p.duplicates as u64);
