@@ -26,12 +26,15 @@ pub struct Roles {
     pub api: bool,
     /// The aggregation pipeline (consume, aggregate, write rollups, sessions).
     pub aggregate: bool,
+    /// The diagnosis actor (incidents, webhooks, diagnoses exchange): one per deployment.
+    pub diagnose: bool,
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { api: true, aggregate: true };
-    pub const INGEST: Roles = Roles { api: true, aggregate: false };
-    pub const AGGREGATE: Roles = Roles { api: false, aggregate: true };
+    pub const ALL: Roles = Roles { api: true, aggregate: true, diagnose: true };
+    pub const INGEST: Roles = Roles { api: true, aggregate: false, diagnose: false };
+    pub const AGGREGATE: Roles = Roles { api: false, aggregate: true, diagnose: false };
+    pub const DIAGNOSE: Roles = Roles { api: false, aggregate: false, diagnose: true };
 }
 
 /// A running netqoe (all roles, one process).
@@ -41,7 +44,9 @@ pub struct RunningApp {
     pub admin_addr: Option<SocketAddr>,
     pub state: web::Data<AppState>,
     /// The pipeline, when this process aggregates.
-    pub pipeline: Option<Pipeline>,
+    pub pipeline: Option<Arc<Pipeline>>,
+    /// The diagnosis actor of the `diagnose` role (in `run`, the pipeline's).
+    pub diagnoser: Option<actix::Addr<netqoe_actors::diagnoser::DiagnoserActor>>,
     pub db: Sqlite,
     server: actix_web::dev::ServerHandle,
     admin: Option<actix_web::dev::ServerHandle>,
@@ -76,8 +81,8 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     if let Err(error) = bus.ready().await {
         tracing::warn!(%error, bus = bus.name(), "bus not ready at start");
     }
-    let pipeline = if roles.aggregate {
-        let mut pcfg = cfg.pipeline_config();
+    let mut pcfg = cfg.pipeline_config();
+    if roles.diagnose {
         // incident changes go to the webhooks and, over a broker, to the diagnoses exchange
         let mut sinks = Vec::new();
         if !cfg.webhooks.urls.is_empty() {
@@ -89,9 +94,19 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         if let (Some(d), false) = (pcfg.diagnosis.as_mut(), sinks.is_empty()) {
             d.sink = Some(crate::webhook::fan_out(sinks, cfg.webhooks.queue));
         }
-        Some(Pipeline::start(bus.clone(), store.clone(), pcfg).await?)
     } else {
-        None
+        pcfg.diagnosis = None;
+    }
+    let (pipeline, diagnoser) = if roles.aggregate {
+        let p = Pipeline::start(bus.clone(), store.clone(), pcfg).await?;
+        let d = p.diagnoser.clone();
+        (Some(Arc::new(p)), d)
+    } else {
+        let d = pcfg.diagnosis.map(|dc| {
+            let s = store.clone();
+            actix::Supervisor::start(move |_| netqoe_actors::diagnoser::DiagnoserActor::new(s, dc))
+        });
+        (None, d)
     };
     if cfg.query_tokens.is_empty() {
         tracing::warn!("no query_tokens configured: the query API is open to any caller that is not a probe");
@@ -110,7 +125,10 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         bus,
         store,
         sessions: pipeline.as_ref().map(|p| p.sessions.clone()),
+        pipeline: pipeline.clone(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        in_flight: std::sync::atomic::AtomicUsize::new(0),
+        drain: std::sync::Mutex::new(crate::http::DrainProgress::default()),
         cfg,
     });
     let addr = listener.local_addr()?;
@@ -131,8 +149,14 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     })
     .workers(workers)
     .shutdown_timeout(30)
-    .disable_signals()
-    .listen(listener)?
+    .disable_signals();
+    let server = if state.cfg.http.tls_cert.is_empty() {
+        server.listen(listener)?
+    } else {
+        let tls = crate::tls::server_config(&state.cfg.http.tls_cert, &state.cfg.http.tls_key)
+            .map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?;
+        server.listen_rustls_0_23(listener, tls)?
+    }
     .run();
     let handle = server.handle();
     let server_task = Some(tokio::task::spawn_local(server));
@@ -151,8 +175,9 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     } else {
         (None, Some(addr))
     };
-    tracing::info!(%addr, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
-    Ok(RunningApp { addr, admin_addr, state, pipeline, db, server: handle, admin, server_task })
+    let tls = !state.cfg.http.tls_cert.is_empty();
+    tracing::info!(%addr, tls, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
+    Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, db, server: handle, admin, server_task })
 }
 
 impl RunningApp {
@@ -165,7 +190,7 @@ impl RunningApp {
         }
         let labels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
             cfg.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect();
-        if let Some(d) = self.pipeline.as_ref().and_then(|p| p.diagnoser.as_ref()) {
+        if let Some(d) = &self.diagnoser {
             if let Err(error) = d.send(netqoe_actors::diagnoser::SetLabels(labels)).await {
                 tracing::warn!(%error, "diagnoser unavailable; it keeps the old labels until restarted");
             }
@@ -174,7 +199,8 @@ impl RunningApp {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.state.cfg.http.tls_cert.is_empty() { "http" } else { "https" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     /// Stops accepting, finishes in-flight requests, drains the pipeline.
@@ -191,7 +217,7 @@ impl RunningApp {
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
-        if let Some(p) = self.pipeline.as_mut() {
+        if let Some(p) = &self.pipeline {
             tracing::info!("draining: committing open windows as partial revisions");
             p.drain().await?;
         }

@@ -17,6 +17,8 @@ use crate::config::Config;
 /// Prefixes make leaked tokens recognisable (and scannable) at a glance.
 pub const PROBE_PREFIX: &str = "nqp_";
 pub const QUERY_PREFIX: &str = "nqq_";
+/// Prefix of admin tokens (drain).
+pub const ADMIN_PREFIX: &str = "nqa_";
 
 /// A new random token (256 bits) and its SHA-256 hex digest.
 pub fn mint(prefix: &str) -> (String, String) {
@@ -35,6 +37,8 @@ pub fn sha256_hex(token: &str) -> String {
 pub enum Principal {
     Probe(String),
     Query(String),
+    /// May call the admin endpoints (drain), nothing else.
+    Admin(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +79,12 @@ impl TokenBook {
             if let Some(d) = decode_digest(&q.token_sha256) {
                 by_digest
                     .insert(d, Entry { digest: d, principal: Principal::Query(q.name.clone()), revoked: q.revoked });
+            }
+        }
+        for a in &cfg.admin_tokens {
+            if let Some(d) = decode_digest(&a.token_sha256) {
+                by_digest
+                    .insert(d, Entry { digest: d, principal: Principal::Admin(a.name.clone()), revoked: a.revoked });
             }
         }
         Self { by_digest, query_tokens_configured: !cfg.query_tokens.is_empty() }

@@ -33,6 +33,9 @@ pub struct Config {
     pub diagnosis: netqoe_domain::diagnosis::DiagnosisConfig,
     pub probes: Vec<ProbeEntry>,
     pub query_tokens: Vec<QueryToken>,
+    /// Tokens that may call the admin endpoints (`POST /admin/drain`).
+    #[serde(default)]
+    pub admin_tokens: Vec<QueryToken>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -41,6 +44,11 @@ pub struct HttpConfig {
     /// Separate listener for `/metrics`, `/healthz`, `/readyz` (empty: served on `bind`).
     #[serde(default)]
     pub admin_bind: String,
+    /// PEM certificate chain and private key: with both set, `bind` serves HTTPS (rustls).
+    #[serde(default)]
+    pub tls_cert: String,
+    #[serde(default)]
+    pub tls_key: String,
     pub max_body_bytes: usize,
     pub max_events_per_batch: usize,
     pub workers: usize,
@@ -534,17 +542,29 @@ impl Config {
                 e.push(format!("probes[{i}].token_sha256: token hash used twice"));
             }
         }
-        for (i, q) in self.query_tokens.iter().enumerate() {
-            if q.name.is_empty() {
-                e.push(format!("query_tokens[{i}].name: must not be empty"));
+        for (section, tokens) in [("query_tokens", &self.query_tokens), ("admin_tokens", &self.admin_tokens)] {
+            for (i, q) in tokens.iter().enumerate() {
+                if q.name.is_empty() {
+                    e.push(format!("{section}[{i}].name: must not be empty"));
+                }
+                if !is_sha256_hex(&q.token_sha256) {
+                    e.push(format!("{section}[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
+                } else if !hashes.insert(q.token_sha256.to_ascii_lowercase()) {
+                    e.push(format!(
+                        "{section}[{i}].token_sha256: token hash used twice (probe, query and admin tokens must differ)"
+                    ));
+                }
             }
-            if !is_sha256_hex(&q.token_sha256) {
-                e.push(format!("query_tokens[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
-            } else if !hashes.insert(q.token_sha256.to_ascii_lowercase()) {
-                e.push(format!(
-                    "query_tokens[{i}].token_sha256: token hash used twice (probe and query tokens must differ)"
-                ));
+        }
+        match (self.http.tls_cert.is_empty(), self.http.tls_key.is_empty()) {
+            (true, true) => {}
+            (false, false) => {
+                if let Err(why) = crate::tls::server_config(&self.http.tls_cert, &self.http.tls_key) {
+                    e.push(format!("http.tls_cert: {why}"));
+                }
             }
+            (true, false) => e.push("http.tls_cert: required when http.tls_key is set".into()),
+            (false, true) => e.push("http.tls_key: required when http.tls_cert is set".into()),
         }
         e
     }

@@ -429,7 +429,7 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
     pcfg.aggregator.flush_interval = Duration::from_millis(20);
     pcfg.aggregator.derive_interval_ms = 3_600_000;
     pcfg.prune_every = Duration::from_secs(86_400);
-    let mut pipeline = Pipeline::start(bus.clone(), store.clone(), pcfg).await?;
+    let pipeline = Pipeline::start(bus.clone(), store.clone(), pcfg).await?;
     let labels: BTreeMap<String, BTreeMap<String, String>> =
         s.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect();
     let mut diag = Diagnoser::new(dcfg.clone(), labels);

@@ -13,6 +13,7 @@ pub mod rabbit_mgmt;
 pub mod scylla;
 pub mod sqlite;
 pub mod stamp;
+pub mod tls;
 pub mod webhook;
 
 /// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set). Built

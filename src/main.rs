@@ -37,8 +37,12 @@ enum Command {
     },
     /// Run the ingest role: HTTP ingest and query API, publishing to the configured bus.
     Ingest,
-    /// Run the aggregate role: consume the bus, aggregate windows, write rollups.
+    /// Run the aggregate role: consume the bus, aggregate windows, write rollups (several
+    /// processes share the shards; diagnosis runs in the `diagnose` role).
     Aggregate,
+    /// Run the diagnose role: judge the committed windows, keep incidents, notify webhooks and
+    /// the diagnoses exchange (run one per deployment).
+    Diagnose,
     /// Apply the CQL schema to ScyllaDB/Cassandra (idempotent; a no-op when current).
     Migrate {
         /// Print the schema instead of applying it.
@@ -98,11 +102,14 @@ enum TokenCommand {
     /// Mint a token: prints the token (give it to the probe or client) and its SHA-256 (put that in the config).
     Mint {
         /// Mint a probe (ingest) token for this probe id.
-        #[arg(long, conflicts_with = "query", required_unless_present = "query")]
+        #[arg(long, conflicts_with_all = ["query", "admin"], required_unless_present_any = ["query", "admin"])]
         probe: Option<String>,
         /// Mint a query (read) token with this name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "admin")]
         query: Option<String>,
+        /// Mint an admin token (drain endpoint) with this name.
+        #[arg(long)]
+        admin: Option<String>,
     },
 }
 
@@ -265,20 +272,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Token { command: TokenCommand::Mint { probe, query } } => {
+        Command::Token { command: TokenCommand::Mint { probe, query, admin } } => {
             if let Some(id) = probe {
                 let (token, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
                 println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[probes]]\nid = \"{id}\"\ntoken_sha256 = \"{digest}\"");
             } else if let Some(name) = query {
                 let (token, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
                 println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[query_tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
+            } else if let Some(name) = admin {
+                let (token, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+                println!("token: {token}\nsha256: {digest}\n\n# add to the config file:\n[[admin_tokens]]\nname = \"{name}\"\ntoken_sha256 = \"{digest}\"");
             }
             ExitCode::SUCCESS
         }
-        Command::Run { .. } | Command::Ingest | Command::Aggregate => {
+        Command::Run { .. } | Command::Ingest | Command::Aggregate | Command::Diagnose => {
             let (roles, bus, store) = match cli.command {
                 Command::Run { bus, store } => (netqoe::app::Roles::ALL, bus, store),
                 Command::Ingest => (netqoe::app::Roles::INGEST, None, None),
+                Command::Diagnose => (netqoe::app::Roles::DIAGNOSE, None, None),
                 _ => (netqoe::app::Roles::AGGREGATE, None, None),
             };
             let mut env: Vec<(String, String)> = std::env::vars().collect();
@@ -299,7 +310,7 @@ fn main() -> ExitCode {
                 }
             };
             if (roles != netqoe::app::Roles::ALL) && cfg.bus.kind == "embedded" {
-                eprintln!("bus.kind: the ingest and aggregate roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
+                eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
                 return ExitCode::from(2);
             }
             netqoe::init_logging(&cfg.log.format, &cfg.log.level);

@@ -64,7 +64,8 @@ pub struct Pipeline {
     pub sessions: Addr<SessionRegistry>,
     pub writer: Addr<RollupWriter>,
     pub diagnoser: Option<Addr<crate::diagnoser::DiagnoserActor>>,
-    consumer: Option<tokio::task::JoinHandle<()>>,
+    /// The bus consumer task (taken when the pipeline drains).
+    consumer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     arbiters: Vec<Arbiter>,
 }
 
@@ -139,27 +140,30 @@ impl Pipeline {
             let s = store.clone();
             Supervisor::start(move |_| crate::diagnoser::DiagnoserActor::new(s, dc))
         });
-        Ok(Self { aggregators, sessions, writer, diagnoser, consumer: Some(consumer), arbiters })
+        Ok(Self { aggregators, sessions, writer, diagnoser, consumer: std::sync::Mutex::new(Some(consumer)), arbiters })
     }
 
     /// Stops consuming and commits every open window as a partial revision, then saves sessions.
-    pub async fn drain(&mut self) -> Result<(), crate::aggregator::PipelineError> {
-        if let Some(c) = self.consumer.take() {
-            c.abort();
-        }
+    /// Idempotent: a second drain finds nothing left to commit.
+    pub async fn drain(&self) -> Result<(), crate::aggregator::PipelineError> {
+        self.stop_consuming();
         for a in &self.aggregators {
             a.send(Drain).await??;
         }
         self.sessions.send(SaveAll).await??;
         Ok(())
     }
+
+    fn stop_consuming(&self) {
+        if let Some(c) = self.consumer.lock().ok().and_then(|mut c| c.take()) {
+            c.abort();
+        }
+    }
 }
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        if let Some(c) = self.consumer.take() {
-            c.abort();
-        }
+        self.stop_consuming();
         for a in &self.arbiters {
             a.stop();
         }

@@ -30,6 +30,7 @@ pub async fn post_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, Problem> {
     let started = Instant::now();
+    let _in_flight = super::InFlight::enter(&state.in_flight);
     let r = ingest(&req, payload, &state).await;
     let status = match &r {
         Ok(_) => "202".to_string(),
@@ -50,6 +51,9 @@ pub fn probe_of(req: &HttpRequest, state: &AppState) -> Result<String, Problem> 
     match state.authenticate(header) {
         Ok(Principal::Probe(id)) => Ok(id),
         Ok(Principal::Query(_)) => Err(Problem::forbidden("a query token cannot ingest events; use the probe's token")),
+        Ok(Principal::Admin(_)) => {
+            Err(Problem::forbidden("an admin token cannot ingest events; use the probe's token"))
+        }
         Err(AuthError::Missing) => Err(Problem::unauthorized("missing Authorization: Bearer <probe token>")),
         Err(AuthError::Malformed) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
         Err(AuthError::Unknown) => Err(Problem::unauthorized("unknown token")),

@@ -36,8 +36,41 @@ pub struct AppState {
     pub store: Arc<dyn RollupStore>,
     /// The local session registry (None in the ingest-only role: sessions are read from the store).
     pub sessions: Option<Addr<SessionRegistry>>,
+    /// The local pipeline (aggregate role), drained by `POST /admin/drain`.
+    pub pipeline: Option<Arc<netqoe_actors::pipeline::Pipeline>>,
     /// Set when a drain began: ingest answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Ingest requests being handled now (a drain is done when none are left).
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    /// What an admin-requested drain has done so far.
+    pub drain: std::sync::Mutex<DrainProgress>,
+}
+
+/// Progress of a drain asked for over `POST /admin/drain`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DrainProgress {
+    /// When it was asked for (ms since the epoch); None: never.
+    pub requested_ms: Option<i64>,
+    /// The pipeline committed its open windows and stopped consuming (true where there is none).
+    pub pipeline_drained: bool,
+    /// Why the pipeline drain failed, if it did (ask again to retry).
+    pub error: Option<String>,
+}
+
+/// Decrements the in-flight count when an ingest request ends, however it ends.
+pub struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl AppState {
@@ -82,7 +115,81 @@ async fn dashboard() -> HttpResponse {
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics::render));
+        .route("/metrics", web::get().to(metrics::render))
+        .route("/admin/drain", web::post().to(start_drain))
+        .route("/admin/drain", web::get().to(drain_status));
+}
+
+fn check_admin(req: &actix_web::HttpRequest, state: &AppState) -> Result<(), problem::Problem> {
+    let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
+    match state.authenticate(header) {
+        Ok(crate::auth::Principal::Admin(_)) => Ok(()),
+        Ok(_) => Err(problem::Problem::forbidden("only an admin token may drain (netqoe token mint --admin NAME)")),
+        Err(crate::auth::AuthError::Revoked) => Err(problem::Problem::forbidden("this token has been revoked")),
+        Err(crate::auth::AuthError::Missing) => {
+            Err(problem::Problem::unauthorized("missing Authorization: Bearer <admin token>"))
+        }
+        Err(_) => Err(problem::Problem::unauthorized("unknown or malformed admin token")),
+    }
+}
+
+fn drain_body(state: &AppState) -> serde_json::Value {
+    use std::sync::atomic::Ordering;
+    let progress = state.drain.lock().map(|p| p.clone()).unwrap_or_default();
+    let in_flight = state.in_flight.load(Ordering::SeqCst);
+    let draining = state.draining.load(Ordering::SeqCst);
+    serde_json::json!({
+        "draining": draining,
+        "in_flight_requests": in_flight,
+        "pipeline": if state.pipeline.is_none() { "none" } else if progress.pipeline_drained { "drained" } else { "draining" },
+        "error": progress.error,
+        "done": draining && in_flight == 0 && progress.pipeline_drained,
+    })
+}
+
+/// `POST /admin/drain`: stop accepting (ingest answers 503 with Retry-After, /readyz fails so
+/// load balancers move away), let in-flight requests finish, commit the pipeline's open windows
+/// and stop consuming (another aggregator takes the shards over). 202 with the progress;
+/// `GET /admin/drain` reports it until `done`. The process keeps running until it is stopped.
+async fn start_drain(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, problem::Problem> {
+    check_admin(&req, &state)?;
+    let first = !state.draining.swap(true, std::sync::atomic::Ordering::SeqCst);
+    let retry = state.drain.lock().map(|p| p.error.is_some()).unwrap_or(false);
+    if first || retry {
+        tracing::warn!("drain requested over the admin endpoint: ingest answers 503 from now on");
+        if let Ok(mut p) = state.drain.lock() {
+            *p = DrainProgress {
+                requested_ms: Some(netqoe_actors::now_ms()),
+                pipeline_drained: state.pipeline.is_none(),
+                error: None,
+            };
+        }
+        if let Some(pipeline) = state.pipeline.clone() {
+            let st = state.clone();
+            actix_web::rt::spawn(async move {
+                let r = pipeline.drain().await;
+                if let Ok(mut p) = st.drain.lock() {
+                    match r {
+                        Ok(()) => p.pipeline_drained = true,
+                        Err(e) => p.error = Some(e.to_string()),
+                    }
+                }
+                tracing::info!("admin drain: pipeline drained");
+            });
+        }
+    }
+    Ok(HttpResponse::Accepted().json(drain_body(&state)))
+}
+
+async fn drain_status(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, problem::Problem> {
+    check_admin(&req, &state)?;
+    Ok(HttpResponse::Ok().json(drain_body(&state)))
 }
 
 async fn healthz() -> HttpResponse {

@@ -25,6 +25,7 @@ pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Probl
     match (header, state.authenticate(header)) {
         (_, Ok(Principal::Query(_))) => Ok(()),
         (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden("probe tokens cannot read; use a query token")),
+        (_, Ok(Principal::Admin(_))) => Err(Problem::forbidden("admin tokens cannot read; use a query token")),
         (None, _) if !state.query_tokens_configured() => Ok(()),
         (None, _) => Err(Problem::unauthorized("missing Authorization: Bearer <query token>")),
         (_, Err(AuthError::Revoked)) => Err(Problem::forbidden("this token has been revoked")),

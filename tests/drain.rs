@@ -1,0 +1,170 @@
+//! Before a rolling update an operator drains a node over the admin endpoint: only an admin token
+//! may; from then on ingest answers 503 with Retry-After and /readyz fails (load balancers move
+//! away), the pipeline commits its open windows, and `GET /admin/drain` reports `done`. Nothing
+//! accepted before the drain is lost. Also: ingest and query over HTTPS (rustls) with a
+//! certificate from the configuration, and clear errors for a bad certificate setting.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use netqoe::config::{Config, QueryToken};
+
+async fn admin_call(client: &awc::Client, method: &str, url: &str, token: Option<&str>) -> Resp {
+    let mut r = if method == "POST" { client.post(url) } else { client.get(url) };
+    if let Some(t) = token {
+        r = r.insert_header(("Authorization", format!("Bearer {t}")));
+    }
+    let mut res = r.send().await.expect("admin endpoint answers");
+    let status = res.status().as_u16();
+    let body = res.body().await.unwrap();
+    Resp { status, headers: res.headers().clone(), body: serde_json::from_slice(&body).unwrap_or_default() }
+}
+
+#[actix_rt::test]
+async fn admin_drain_stops_ingest_commits_and_reports_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cfg, probes, query, revoked) = test_config(dir.path(), 1, &[]);
+    let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+    cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    assert!(cfg.validate().is_empty());
+    let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let t = TestApp { app, dir, probes, query_token: query, revoked_token: revoked, client };
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let base = base_ms();
+    let events = events_for(probe, base, 1, 30, &mut Rng(5));
+    let ingest = t.app.url("/v1/events");
+    assert_eq!(post(&t.client, &ingest, Some(token), "application/json", batch(&events)).await.status, 202);
+
+    let drain = t.app.url("/admin/drain");
+    assert_eq!(admin_call(&t.client, "POST", &drain, None).await.status, 401);
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(&t.query_token)).await.status, 403);
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(token)).await.status, 403);
+    assert_eq!(admin_call(&t.client, "GET", &drain, Some("nqa_forged")).await.status, 401);
+    let r = admin_call(&t.client, "POST", &drain, Some(&admin)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["draining"], true);
+
+    // stop accepting: 503 with Retry-After, nothing stored; not ready any more
+    let more = events_for(probe, base, 31, 5, &mut Rng(6));
+    let refused = post(&t.client, &ingest, Some(token), "application/json", batch(&more)).await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.headers.get("Retry-After").is_some());
+    let ready = t.client.get(t.app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+
+    let status = eventually(20, "the drain reports done", || async {
+        let s = admin_call(&t.client, "GET", &drain, Some(&admin)).await;
+        (s.body["done"] == true).then_some(s.body)
+    })
+    .await;
+    assert_eq!((status["pipeline"].as_str(), status["in_flight_requests"].as_u64()), (Some("drained"), Some(0)));
+    // the drained pipeline committed every accepted event (as partial revisions of open windows)
+    let stored = total_count(&t.client, &t.app.url(""), &t.query_token, "rtt", base, base + 3_600_000).await;
+    assert_eq!(stored, 30 * 3, "30 events × 3 samples, none lost");
+    // asking again changes nothing; the final shutdown drains (idempotently) once more
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(&admin)).await.status, 202);
+    t.app.shutdown().await.unwrap();
+}
+
+/// A fresh self-signed certificate and key for 127.0.0.1, written as PEM files.
+fn self_signed(dir: &std::path::Path) -> (String, String) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "netqoe-test").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(10).unwrap()).unwrap();
+    let san = SubjectAlternativeName::new().ip("127.0.0.1").build(&b.x509v3_context(None, None)).unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert, keyf) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cert.display().to_string(), keyf.display().to_string())
+}
+
+/// One HTTP/1.1 request over TLS (trusting `ca`), blocking: (status, body).
+fn https_request(addr: std::net::SocketAddr, ca: &str, request: String) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(ca).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = b.build().connect("127.0.0.1", tcp).expect("the certificate verifies against its CA");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[actix_rt::test]
+async fn ingest_and_query_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let t = start(1, &[("NETQOE__HTTP__TLS_CERT", &cert), ("NETQOE__HTTP__TLS_KEY", &key)]).await;
+    assert!(t.app.url("/").starts_with("https://"));
+    let (probe, token) = (t.probes[0].0.clone(), t.probes[0].1.clone());
+    let body = String::from_utf8(batch(&events_for(&probe, base_ms(), 1, 3, &mut Rng(1)))).unwrap();
+    let (addr, ca, query) = (t.app.addr, cert.clone(), t.query_token.clone());
+    let (post_status, post_body) = tokio::task::spawn_blocking(move || {
+        https_request(addr, &ca, format!(
+            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(post_status, 202, "{post_body}");
+    let ca = cert.clone();
+    let (get_status, get_body) = tokio::task::spawn_blocking(move || {
+        https_request(
+            addr,
+            &ca,
+            format!(
+            "GET /v1/probes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {query}\r\nConnection: close\r\n\r\n"
+        ),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(get_status, 200, "{get_body}");
+    // plain HTTP on the TLS port gets no HTTP answer
+    let plain = t.client.get(format!("http://{addr}/healthz")).send().await;
+    assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
+    t.app.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_bad_certificate_setting_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let load = |env: Vec<(&str, &str)>| {
+        let env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_from(None, env).unwrap_err().to_string()
+    };
+    let e = load(vec![("NETQOE__HTTP__TLS_CERT", &cert)]);
+    assert!(e.contains("http.tls_key: required"), "{e}");
+    let e = load(vec![("NETQOE__HTTP__TLS_CERT", &key), ("NETQOE__HTTP__TLS_KEY", &key)]);
+    assert!(e.contains("http.tls_cert") && e.contains("CERTIFICATE"), "{e}");
+    let e = load(vec![("NETQOE__HTTP__TLS_CERT", "/nonexistent.pem"), ("NETQOE__HTTP__TLS_KEY", &key)]);
+    assert!(e.contains("http.tls_cert") && e.contains("/nonexistent.pem"), "{e}");
+}
