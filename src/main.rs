@@ -69,6 +69,9 @@ enum Command {
         /// Stop after this many rounds of every target (default: run until stopped).
         #[arg(long)]
         rounds: Option<u64>,
+        /// Validate PROBE_TOML (naming every bad key) and exit; the token file is not read.
+        #[arg(long, conflicts_with_all = ["once", "rounds"])]
+        check: bool,
     },
     /// A STAMP (RFC 8762) session-reflector for the probes' UDP round-trip measurements.
     Reflector {
@@ -161,9 +164,13 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Probe { probe_config, once, rounds } => {
+        Command::Probe { probe_config, once, rounds, check } => {
             netqoe::init_logging("plain", "info");
-            let cfg = match netqoe::probe::ProbeConfig::load(&probe_config) {
+            let cfg = match netqoe::probe::ProbeConfig::parse(&probe_config, !check) {
+                Ok(c) if check => {
+                    println!("{}: valid ({} targets)", probe_config.display(), c.targets.len());
+                    return ExitCode::SUCCESS;
+                }
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("netqoe probe: {e:#}");

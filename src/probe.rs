@@ -153,10 +153,19 @@ fn d_record() -> String {
 
 impl ProbeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        Self::parse(path, true)
+    }
+
+    /// Reads and validates `path`; `read_token`: read `token_file` too (off for `--check` on a
+    /// machine that does not hold the secret).
+    pub fn parse(path: &Path, read_token: bool) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
         let de = toml::Deserializer::new(&text);
         let mut cfg: ProbeConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message()))?;
+        if !read_token && cfg.token.is_empty() && !cfg.token_file.is_empty() {
+            cfg.token = "(token_file, not read by --check)".into();
+        }
         if cfg.token.is_empty() && !cfg.token_file.is_empty() {
             cfg.token = std::fs::read_to_string(&cfg.token_file)
                 .with_context(|| format!("token_file {}", cfg.token_file))?
