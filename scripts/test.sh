@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, clippy (-D warnings), every unit, property, contract and
 # integration test. Starts RabbitMQ first (installing it if needed) for the broker tests; provides
-# promtool and chromium for the monitoring and dashboard checks.
+# promtool and chromium for the monitoring and dashboard checks, and the deployment validators
+# (kubernetes-validate, check-jsonschema with the Compose spec, haproxy) for deploy/ and k8s/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ else
   echo "NETQOE_SCYLLA_URI is not set: the Scylla tests are skipped (shown as ignored)"
 fi
 promtool=$(bash scripts/ensure-promtool.sh) || promtool=""
+validators=$(bash scripts/ensure-validators.sh) || validators=""
+export NETQOE_VALIDATORS=$validators
 export NETQOE_PROMTOOL=$promtool
 if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian's chromium for the dashboard browser test"
@@ -35,12 +38,20 @@ fi
 export NETQOE_CHROMIUM=$(command -v chromium || true)
 cargo test --workspace --locked -- --show-output \
   --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_actor_rows_and_a_chart \
+  --skip validators_ \
   "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 echo "== OTLP export (feature otel): spans reach a loopback collector"
 cargo test --locked --features otel --test otel 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
-echo "== tool-backed checks: promtool (deploy/prometheus), headless chromium (/dashboard)"
+echo "== tool-backed checks: promtool (deploy/prometheus), headless chromium (/dashboard), deployment validators"
+if [ -n "$validators" ]; then
+  cargo test --locked --test deploy -- --include-ignored --show-output validators_ 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+else
+  echo "the deployment validators (kubernetes-validate, check-jsonschema, haproxy) could not be provided: failing"
+  status=1
+fi
 if [ -n "$promtool" ]; then
   cargo test --locked --test monitoring -- --include-ignored promtool 2>&1 | tee -a "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1

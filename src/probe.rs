@@ -163,6 +163,10 @@ impl ProbeConfig {
         let de = toml::Deserializer::new(&text);
         let mut cfg: ProbeConfig = serde_path_to_error::deserialize(de)
             .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message()))?;
+        // one file for a fleet (e.g. a Kubernetes DaemonSet): ${VAR} in these comes from the environment
+        cfg.probe_id = expand_env("probe_id", &cfg.probe_id)?;
+        cfg.token_file = expand_env("token_file", &cfg.token_file)?;
+        cfg.state_dir = PathBuf::from(expand_env("state_dir", &cfg.state_dir.to_string_lossy())?);
         if !read_token && cfg.token.is_empty() && !cfg.token_file.is_empty() {
             cfg.token = "(token_file, not read by --check)".into();
         }
@@ -225,6 +229,40 @@ impl ProbeConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Replaces each `${NAME}` in `value` with the environment variable NAME; an unset one is an
+/// error naming `field`.
+fn expand_env(field: &str, value: &str) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find('}') else { bail!("{field}: unterminated ${{ in {value:?}") };
+        let name = &rest[i + 2..i + end];
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => out.push_str(&v),
+            _ => bail!("{field}: environment variable {name} (used as ${{{name}}}) is not set"),
+        }
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_references_expand_or_name_the_field() {
+        std::env::set_var("NETQOE_TEST_NODE", "node-7");
+        assert_eq!(expand_env("probe_id", "probe-${NETQOE_TEST_NODE}").unwrap(), "probe-node-7");
+        assert_eq!(expand_env("probe_id", "plain").unwrap(), "plain");
+        let e = expand_env("token_file", "/t/${NETQOE_TEST_UNSET_VAR}").unwrap_err().to_string();
+        assert!(e.contains("token_file") && e.contains("NETQOE_TEST_UNSET_VAR"), "{e}");
+        assert!(expand_env("probe_id", "${OPEN").is_err());
     }
 }
 
