@@ -71,30 +71,9 @@ async fn admin_drain_stops_ingest_commits_and_reports_done() {
 
 /// A fresh self-signed certificate and key for 127.0.0.1, written as PEM files.
 fn self_signed(dir: &std::path::Path) -> (String, String) {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
-    use openssl::x509::extension::SubjectAlternativeName;
-    use openssl::x509::{X509Builder, X509NameBuilder};
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "netqoe-test").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(7).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(10).unwrap()).unwrap();
-    let san = SubjectAlternativeName::new().ip("127.0.0.1").build(&b.x509v3_context(None, None)).unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let (cert_pem, key) = self_signed_cert("netqoe-test", 10);
     let (cert, keyf) = (dir.join("tls.crt"), dir.join("tls.key"));
-    std::fs::write(&cert, b.build().to_pem().unwrap()).unwrap();
+    std::fs::write(&cert, cert_pem.to_pem().unwrap()).unwrap();
     std::fs::write(&keyf, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     (cert.display().to_string(), keyf.display().to_string())
 }

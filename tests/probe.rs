@@ -76,28 +76,9 @@ async fn dns_responder() -> String {
 
 /// An HTTPS server on loopback with a fresh self-signed certificate; answers 200 to anything.
 fn tls_server() -> String {
-    use openssl::asn1::Asn1Time;
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::pkey::PKey;
-    use openssl::rsa::Rsa;
     use openssl::ssl::{SslAcceptor, SslMethod};
-    use openssl::x509::{X509Builder, X509NameBuilder};
     use std::io::{Read, Write};
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut name = X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "localhost").unwrap();
-    let name = name.build();
-    let mut b = X509Builder::new().unwrap();
-    b.set_version(2).unwrap();
-    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap()).unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_issuer_name(&name).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
-    b.sign(&key, MessageDigest::sha256()).unwrap();
-    let cert = b.build();
+    let (cert, key) = self_signed_cert("localhost", 30);
     let mut acc = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
     acc.set_private_key(&key).unwrap();
     acc.set_certificate(&cert).unwrap();
