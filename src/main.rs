@@ -186,10 +186,17 @@ fn main() -> ExitCode {
                     }
                     return Ok(());
                 }
-                tokio::select! {
-                    r = netqoe::probe::run(cfg, rounds) => r,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
+                let stop = async {
+                    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(s) => s,
+                        Err(_) => return std::future::pending().await,
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                };
+                netqoe::probe::run_until(cfg, rounds, stop).await
             });
             match r {
                 Ok(()) => ExitCode::SUCCESS,

@@ -774,9 +774,30 @@ fn dns_record_type_ok(record: &str) -> bool {
     )
 }
 
+/// Writes the measured events not yet batched to the spool as one batch (named by its first seq).
+fn spool_pending(pending: &mut Vec<(u64, serde_json::Value)>, spool: &mut Spool) -> anyhow::Result<()> {
+    let Some(&(first, _)) = pending.first() else { return Ok(()) };
+    let events: Vec<serde_json::Value> = pending.drain(..).map(|(_, e)| e).collect();
+    spool.push(first, &serde_json::to_vec(&serde_json::json!({ "events": events }))?)?;
+    metrics::SPOOL_DROPPED.inc_by(std::mem::take(&mut spool.dropped));
+    Ok(())
+}
+
 /// Runs the probe: measures every target on its interval, batches, posts, spools. `rounds`:
 /// stop after that many rounds of every target (None: run until the task is dropped).
 pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
+    run_until(cfg, rounds, std::future::pending()).await
+}
+
+/// `run`, until `stop` completes (SIGTERM, SIGINT): then the measurements not yet batched are
+/// written to the spool as one last batch, so a stopped probe loses nothing it measured; the
+/// next start delivers them.
+pub async fn run_until(
+    cfg: ProbeConfig,
+    rounds: Option<u64>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut stop = std::pin::pin!(stop);
     metrics::init();
     let _server = if cfg.metrics_bind.is_empty() {
         None
@@ -861,10 +882,7 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
         if !pending.is_empty()
             && (pending.len() >= cfg.batch_max_events || age >= Duration::from_millis(cfg.batch_max_age_ms) || finished)
         {
-            let first = pending[0].0;
-            let events: Vec<serde_json::Value> = pending.drain(..).map(|(_, e)| e).collect();
-            spool.push(first, &serde_json::to_vec(&serde_json::json!({ "events": events }))?)?;
-            metrics::SPOOL_DROPPED.inc_by(std::mem::take(&mut spool.dropped));
+            spool_pending(&mut pending, &mut spool)?;
             oldest = None;
         }
         // deliver the spool in order
@@ -908,6 +926,13 @@ pub async fn run(cfg: ProbeConfig, rounds: Option<u64>) -> anyhow::Result<()> {
         if finished && pending.is_empty() && depth == 0 {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = &mut stop => {
+                spool_pending(&mut pending, &mut spool)?;
+                tracing::info!(spooled = spool.depth(), "probe stopping; unsent batches stay in the spool");
+                return Ok(());
+            }
+        }
     }
 }

@@ -433,3 +433,35 @@ async fn certificate_errors_and_total_time() {
     let slow = slow.unwrap();
     assert!(slow.ttfb_ms < 250.0 && slow.total_ms >= 300.0, "{slow:?}");
 }
+
+/// A probe stopped (SIGTERM) before its batch was due writes what it measured to the spool, and
+/// the next start delivers it: nothing measured is lost.
+#[actix_rt::test]
+async fn a_stopped_probe_spools_what_it_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_dir = tempfile::tempdir().unwrap();
+    let (cfg, probes, query, revoked) = test_config(app_dir.path(), 1, &[]);
+    let port = free_port();
+    let refl = reflector().await;
+    let mut pcfg = probe_cfg(dir.path(), &format!("http://127.0.0.1:{port}"), &probes[0].1, &refl, &refl);
+    pcfg.targets.truncate(1);
+    // batches are due only after a minute or 1000 events: without the stop nothing would be spooled
+    (pcfg.batch_max_age_ms, pcfg.batch_max_events) = (60_000, 1000);
+    netqoe::probe::run_until(pcfg.clone(), None, tokio::time::sleep(Duration::from_millis(2500))).await.unwrap();
+    let spool = Spool::open(dir.path(), 1000).unwrap();
+    assert_eq!(spool.depth(), 1, "the unsent measurements became one spooled batch");
+    let (_, body) = spool.front().unwrap();
+    let measured =
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["events"].as_array().unwrap().len() as u64;
+    assert!(measured >= 2, "{measured} measurements in 2.5 s at 1/s");
+    let app = netqoe::app::start(cfg, std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await.unwrap();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let t = TestApp { app, dir: app_dir, probes, query_token: query, revoked_token: revoked, client };
+    tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
+    assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0);
+    eventually(20, "the spooled measurements aggregated", || async {
+        (counts(&t).await.0 == measured * 10).then_some(())
+    })
+    .await;
+    t.app.shutdown().await.unwrap();
+}
