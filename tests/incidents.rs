@@ -196,3 +196,31 @@ async fn webhooks_are_signed_and_retried() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "one failure, one retry");
     stop.stop(false).await;
 }
+
+/// Diagnosis runs in exactly one place: `run` (all roles) and `diagnose` have the diagnoser,
+/// `aggregate` (several per deployment) does not, `diagnose` serves no API, only health and metrics.
+#[actix_rt::test]
+async fn only_the_diagnose_role_and_run_diagnose() {
+    use netqoe::app::Roles;
+    for (roles, diagnoses, aggregates) in
+        [(Roles::ALL, true, true), (Roles::AGGREGATE, false, true), (Roles::DIAGNOSE, true, false)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, probes, _, _) = test_config(dir.path(), 1, &[]);
+        let app =
+            netqoe::app::start_roles(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap(), roles).await.unwrap();
+        assert_eq!(app.diagnoser.is_some(), diagnoses, "{roles:?}");
+        assert_eq!(app.pipeline.is_some(), aggregates, "{roles:?}");
+        if let Some(p) = &app.pipeline {
+            assert_eq!(p.diagnoser.is_some(), diagnoses, "{roles:?}: the pipeline's own diagnoser");
+        }
+        let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+        let ready = client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(ready.status().as_u16(), 200, "{roles:?}");
+        if roles == Roles::DIAGNOSE {
+            let r = post(&client, &app.url("/v1/events"), Some(&probes[0].1), "application/json", b"{}".to_vec()).await;
+            assert_eq!(r.status, 404, "no ingest in the diagnose role");
+        }
+        app.shutdown().await.unwrap();
+    }
+}
