@@ -171,13 +171,16 @@ async fn start_drain(
             let st = state.clone();
             actix_web::rt::spawn(async move {
                 let r = pipeline.drain().await;
+                match &r {
+                    Ok(()) => tracing::info!("admin drain: pipeline drained (windows committed, consuming stopped)"),
+                    Err(error) => tracing::error!(%error, "admin drain: pipeline drain failed; ask again to retry"),
+                }
                 if let Ok(mut p) = st.drain.lock() {
                     match r {
                         Ok(()) => p.pipeline_drained = true,
                         Err(e) => p.error = Some(e.to_string()),
                     }
                 }
-                tracing::info!("admin drain: pipeline drained");
             });
         }
     }
