@@ -45,27 +45,24 @@ echo "== OTLP export (feature otel): spans reach a loopback collector"
 cargo test --locked --features otel --test otel 2>&1 | tee -a "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 echo "== tool-backed checks: promtool (deploy/prometheus), headless chromium (/dashboard), deployment validators"
-if [ -n "$validators" ]; then
-  cargo test --locked --test deploy -- --include-ignored --show-output validators_ 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
-else
-  echo "the deployment validators (kubernetes-validate, check-jsonschema, haproxy) could not be provided: failing"
-  status=1
-fi
-if [ -n "$promtool" ]; then
-  cargo test --locked --test monitoring -- --include-ignored promtool 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
-else
-  echo "promtool could not be provided (Debian's prometheus package): failing"
-  status=1
-fi
-if [ -n "$NETQOE_CHROMIUM" ]; then
-  cargo test --locked --test dashboard -- --include-ignored --show-output headless 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" = 0 ] || status=1
-else
-  echo "chromium could not be installed: failing"
-  status=1
-fi
+# tool_tests PROVIDED WHAT-IS-MISSING CARGO-TEST-ARGS…: a check whose tool could not be provided fails
+tool_tests() {
+  local provided=$1 missing=$2
+  shift 2
+  if [ -n "$provided" ]; then
+    cargo test --locked "$@" 2>&1 | tee -a "$log"
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  else
+    echo "$missing could not be provided: failing"
+    status=1
+  fi
+}
+tool_tests "$validators" "the deployment validators (kubernetes-validate, check-jsonschema, haproxy)" \
+  --test deploy -- --include-ignored --show-output validators_
+tool_tests "$promtool" "promtool (Debian's prometheus package)" \
+  --test monitoring -- --include-ignored promtool
+tool_tests "$NETQOE_CHROMIUM" "chromium" \
+  --test dashboard -- --include-ignored --show-output headless
 set -e
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
