@@ -408,7 +408,7 @@ pub struct ScenarioScore {
 }
 
 fn scope_name(i: &Incident) -> String {
-    serde_json::to_value(i.scope).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    i.scope.name().to_string()
 }
 
 /// Runs one scenario through the pipeline and the diagnoser.

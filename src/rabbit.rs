@@ -394,7 +394,7 @@ impl RabbitBus {
         let body = serde_json::to_vec(&crate::webhook::payload(i)).map_err(|e| BusError::Failed(e.to_string()))?;
         let (ch, names) = self.publisher().await?;
         let state = if i.state == netqoe_domain::diagnosis::IncidentState::Open { "open" } else { "resolved" };
-        let scope = serde_json::to_value(i.scope).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let scope = i.scope.name();
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))

@@ -79,6 +79,66 @@ async fn the_diagnosis_actor_opens_an_incident_from_stored_windows() {
 }
 
 #[actix_rt::test]
+async fn a_certificate_close_to_expiry_is_an_incident_about_its_target() {
+    let store: Arc<dyn RollupStore> = Arc::new(MemoryStore::new());
+    let now = netqoe_actors::now_ms();
+    let first = (now / 60_000 - 20) * 60_000;
+    let mut rollups = Vec::new();
+    for m in 0..19 {
+        let start = first + m * 60_000;
+        for p in ["p1", "p2"] {
+            rollups.push(rtt_window(p, "shop", start, 30.0));
+            // TLS every 5 minutes: shop's certificate has 6 days left, api's 80
+            if m % 5 == 0 {
+                for (t, days) in [("shop", 6.0), ("api", 80.0)] {
+                    let mut agg = WindowAgg::default();
+                    agg.add(&Contribution {
+                        metric: Metric::CertDays,
+                        values: &[days],
+                        sent: 0,
+                        received: 0,
+                        jitter_estimate_ms: None,
+                        error: None,
+                    });
+                    let key = WindowKey {
+                        probe: p.into(),
+                        target: t.into(),
+                        metric: Metric::CertDays,
+                        tier: Tier::M1,
+                        start_ms: start,
+                    };
+                    rollups.push(Rollup { key, agg, applied: EventSet::default(), revision: 1, closed: true });
+                }
+            }
+        }
+    }
+    store.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
+    let cfg = DiagnoserConfig {
+        tick: Duration::from_millis(50),
+        settle_ms: 0,
+        warmup_windows: 21,
+        max_per_tick: 100,
+        ..Default::default()
+    };
+    let s = store.clone();
+    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
+    let all = IncidentQuery { state: None, from_ms: first, to_ms: now + 60_000, limit: 10 };
+    let list = eventually(20, "a certificate incident is stored", || async {
+        let l = store.list_incidents(&all).await.unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let i = &list[0];
+    assert_eq!((i.scope, i.state), (Scope::Certificate, IncidentState::Open));
+    assert_eq!(i.subject, BTreeMap::from([("target".to_string(), "shop".to_string())]));
+    assert_eq!(i.affected_probes.len(), 2);
+    let ev = &i.evidence["cert_days"];
+    assert_eq!(ev.baseline, 14.0, "the threshold");
+    assert!(ev.observed <= 6.0 && ev.observed > 5.9, "days left: {}", ev.observed);
+}
+
+#[actix_rt::test]
 async fn incidents_are_listed_over_http_with_filters() {
     let t = start(1, &[]).await;
     let now = netqoe_actors::now_ms();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use netqoe_domain::diagnosis::{
-    Diagnoser, DiagnosisConfig, FleetWindow, Incident, IncidentState, PairWindow, Signal, Value,
+    Diagnoser, DiagnosisConfig, FleetWindow, Incident, IncidentState, PairWindow, Scope, Signal, Value,
 };
 use netqoe_domain::{Metric, Rollup, Tier};
 
@@ -92,9 +92,14 @@ pub fn pair_window(rollups: &[&Rollup]) -> PairWindow {
             }
             Metric::Tls => level(Signal::Tls),
             Metric::Ttfb => level(Signal::Ttfb),
-            // jitter is judged from the RTT windows' RFC 3550 estimate; total time follows ttfb;
-            // certificate expiry is a date, not a degradation of the path
-            Metric::Jitter | Metric::Total | Metric::CertDays => {}
+            // the certificate closest to expiry (tls and http rollups of one target both carry it)
+            Metric::CertDays => {
+                if let Some(d) = a.min {
+                    pw.cert_days = Some(pw.cert_days.map_or(d, |x: f64| x.min(d)));
+                }
+            }
+            // jitter is judged from the RTT windows' RFC 3550 estimate; total time follows ttfb
+            Metric::Jitter | Metric::Total => {}
         }
     }
     pw
@@ -180,9 +185,9 @@ impl DiagnoserActor {
                         act.next_ms = Some(w.start_ms + 60_000);
                     }
                     let open = act.diag.open_incidents();
-                    for scope in ["target", "probe", "group", "probe-offline"] {
-                        let n = open.iter().filter(|i| scope_label(i) == scope).count();
-                        INCIDENTS_OPEN.with_label_values(&[scope]).set(n as i64);
+                    for scope in Scope::ALL {
+                        let n = open.iter().filter(|i| i.scope == scope).count();
+                        INCIDENTS_OPEN.with_label_values(&[scope.name()]).set(n as i64);
                     }
                 }
                 Err(error) => {
@@ -214,12 +219,7 @@ impl DiagnoserActor {
 }
 
 fn scope_label(i: &Incident) -> &'static str {
-    match i.scope {
-        netqoe_domain::diagnosis::Scope::Target => "target",
-        netqoe_domain::diagnosis::Scope::Probe => "probe",
-        netqoe_domain::diagnosis::Scope::Group => "group",
-        netqoe_domain::diagnosis::Scope::ProbeOffline => "probe-offline",
-    }
+    i.scope.name()
 }
 
 impl Actor for DiagnoserActor {

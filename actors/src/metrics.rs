@@ -156,7 +156,7 @@ pub fn init() {
     for o in ["delivered", "retried", "failed"] {
         WEBHOOK_DELIVERIES.with_label_values(&[o]);
     }
-    for s in ["target", "probe", "group", "probe-offline"] {
+    for s in netqoe_domain::diagnosis::Scope::ALL.map(|s| s.name()) {
         INCIDENTS_OPENED.with_label_values(&[s]);
         INCIDENTS_RESOLVED.with_label_values(&[s]);
         INCIDENTS_OPEN.with_label_values(&[s]);

@@ -66,10 +66,13 @@ pub enum Signal {
     Tls,
     /// Median time to first byte (ms).
     Ttfb,
+    /// Days until the server certificate expires (tls/http): judged against a fixed threshold
+    /// (`cert_warn_days`), not a baseline — a certificate ageing is not a path degrading.
+    CertDays,
 }
 
 impl Signal {
-    pub const ALL: [Signal; 9] = [
+    pub const ALL: [Signal; 10] = [
         Signal::Rtt,
         Signal::Jitter,
         Signal::Loss,
@@ -79,6 +82,7 @@ impl Signal {
         Signal::ConnectFail,
         Signal::Tls,
         Signal::Ttfb,
+        Signal::CertDays,
     ];
 
     /// The metric name an incident lists for this signal.
@@ -91,6 +95,7 @@ impl Signal {
             Signal::Connect => "connect",
             Signal::Tls => "tls",
             Signal::Ttfb => "ttfb",
+            Signal::CertDays => "cert_days",
         }
     }
 }
@@ -106,6 +111,8 @@ pub enum Value {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PairWindow {
     pub values: BTreeMap<Signal, Value>,
+    /// Fewest days to certificate expiry seen in the window (tls/http measurements), if any.
+    pub cert_days: Option<f64>,
 }
 
 impl PairWindow {
@@ -167,6 +174,9 @@ pub struct DiagnosisConfig {
     pub offline_after: u32,
     /// A series degraded this many windows in a row accepts its level as the new normal.
     pub rebaseline_after: u32,
+    /// A target whose certificate expires in fewer days than this (as any probe last saw it)
+    /// gets a `certificate` incident; 0 turns the check off.
+    pub cert_warn_days: f64,
 }
 
 impl Default for DiagnosisConfig {
@@ -187,6 +197,7 @@ impl Default for DiagnosisConfig {
             close_after: 3,
             offline_after: 2,
             rebaseline_after: 120,
+            cert_warn_days: 14.0,
         }
     }
 }
@@ -318,6 +329,23 @@ pub enum Scope {
     Probe,
     Group,
     ProbeOffline,
+    /// The target's certificate expires soon (subject `{target}`).
+    Certificate,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 5] = [Scope::Target, Scope::Probe, Scope::Group, Scope::ProbeOffline, Scope::Certificate];
+
+    /// The scope's name, as serialised (a metric label, a routing key part).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Target => "target",
+            Scope::Probe => "probe",
+            Scope::Group => "group",
+            Scope::ProbeOffline => "probe-offline",
+            Scope::Certificate => "certificate",
+        }
+    }
 }
 
 /// An explanation: scope and subject (`{"target": "api"}`, `{"probe.asn": "3320", "target":
@@ -432,6 +460,9 @@ pub fn localise(
 // ---------------------------------------------------------------------------------------------
 // Incidents
 
+/// How long a certificate observation stands for the windows without a new one (event time).
+pub const CERT_MEMORY_MS: i64 = 24 * 3_600_000;
+
 /// Incident lifecycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -490,6 +521,9 @@ pub struct Diagnoser {
     open: BTreeMap<Explanation, (Incident, u32)>,
     /// Probes seen so far and windows each has been silent.
     silent: BTreeMap<String, u32>,
+    /// Per (probe, target): the certificate days-to-expiry last seen and the event time it was
+    /// seen (window end); forgotten after `CERT_MEMORY_MS` without a new measurement.
+    certs: BTreeMap<(String, String), (f64, i64)>,
     next_id: u64,
 }
 
@@ -554,6 +588,9 @@ impl Diagnoser {
                     mos_drop.insert((p.clone(), t.clone()), dev.observed - dev.baseline);
                 }
             }
+        }
+        for (e, conf, list) in self.expiring_certificates(w) {
+            found.insert(e, (conf, list));
         }
         for (s, list) in &degraded {
             let set: BTreeSet<(String, String)> = list.iter().map(|d| (d.probe.clone(), d.target.clone())).collect();
@@ -625,6 +662,44 @@ impl Diagnoser {
         changed
     }
 
+    /// Remembers the window's certificate observations and returns, per target whose
+    /// certificate (as last seen by some probe, aged to the window's end) expires within
+    /// `cert_warn_days`, its explanation, the share of its probes that see it and the evidence.
+    /// Certificates are measured every few minutes or hours, so the last observation stands
+    /// for the windows without one (up to `CERT_MEMORY_MS`).
+    fn expiring_certificates(&mut self, w: &FleetWindow) -> Vec<(Explanation, f64, Vec<Degraded>)> {
+        for ((p, t), pw) in &w.pairs {
+            if let Some(d) = pw.cert_days {
+                self.certs.insert((p.clone(), t.clone()), (d, w.end_ms));
+            }
+        }
+        self.certs.retain(|_, (_, at)| w.end_ms - *at <= CERT_MEMORY_MS);
+        let warn = self.cfg.cert_warn_days;
+        let mut by_target: BTreeMap<&String, (usize, Vec<Degraded>)> = BTreeMap::new();
+        for ((p, t), (days, at)) in &self.certs {
+            let entry = by_target.entry(t).or_default();
+            entry.0 += 1;
+            let now = (days - (w.end_ms - at) as f64 / 86_400_000.0).max(0.0);
+            if warn > 0.0 && now < warn {
+                entry.1.push(Degraded {
+                    probe: p.clone(),
+                    target: t.clone(),
+                    signal: Signal::CertDays,
+                    deviation: Deviation { baseline: warn, observed: now, severity: warn / now.max(1.0) },
+                });
+            }
+        }
+        by_target
+            .into_iter()
+            .filter(|(_, (_, list))| !list.is_empty())
+            .map(|(t, (seen, list))| {
+                let e =
+                    Explanation { scope: Scope::Certificate, subject: BTreeMap::from([("target".into(), t.clone())]) };
+                (e, list.len() as f64 / seen as f64, list)
+            })
+            .collect()
+    }
+
     /// Incidents open now.
     pub fn open_incidents(&self) -> Vec<Incident> {
         self.open.values().map(|(i, _)| i.clone()).collect()
@@ -664,7 +739,13 @@ fn update(inc: &mut Incident, evidence: &[Degraded], mos_drop: &BTreeMap<(String
             .evidence
             .entry(d.signal.metric().to_string())
             .or_insert(MetricEvidence { baseline: d.deviation.baseline, observed: d.deviation.observed });
-        if d.deviation.observed - d.deviation.baseline > m.observed - m.baseline {
+        // the worst: furthest above its baseline — or, for a certificate, closest to expiry
+        let worse = if d.signal == Signal::CertDays {
+            d.deviation.observed < m.observed
+        } else {
+            d.deviation.observed - d.deviation.baseline > m.observed - m.baseline
+        };
+        if worse {
             *m = MetricEvidence { baseline: d.deviation.baseline, observed: d.deviation.observed };
         }
         // MOS follows RTT, jitter and loss only; its own noise (one lost packet) is not evidence.
@@ -727,7 +808,7 @@ mod tests {
 
     #[test]
     fn mos_of_a_window() {
-        let w = |v: Vec<(Signal, Value)>| PairWindow { values: v.into_iter().collect() };
+        let w = |v: Vec<(Signal, Value)>| PairWindow { values: v.into_iter().collect(), ..Default::default() };
         let good = w(vec![(Signal::Rtt, Value::Level(40.0)), (Signal::Jitter, Value::Level(2.0))]);
         assert!((good.mos().unwrap() - 4.392_94).abs() < 1e-4);
         let dead = w(vec![(Signal::Loss, Value::Failures { failed: 10, attempts: 10 })]);
@@ -835,7 +916,7 @@ mod tests {
         for (p, t, rtt) in pairs {
             w.pairs.insert(
                 (p.to_string(), t.to_string()),
-                PairWindow { values: BTreeMap::from([(Signal::Rtt, Value::Level(*rtt))]) },
+                PairWindow { values: BTreeMap::from([(Signal::Rtt, Value::Level(*rtt))]), ..Default::default() },
             );
         }
         w
@@ -900,5 +981,84 @@ mod tests {
         assert_eq!(opened[0].scope, Scope::ProbeOffline);
         assert_eq!(opened[0].subject, subject(&[("probe", "c2")]));
         assert!(opened.iter().all(|i| i.scope == Scope::ProbeOffline));
+    }
+
+    #[test]
+    fn a_certificate_close_to_expiry_opens_a_certificate_incident_until_it_is_renewed() {
+        let mut d = Diagnoser::new(DiagnosisConfig::default(), labels());
+        let rtt: Vec<(&str, &str, f64)> =
+            [("a1", "shop"), ("a2", "shop"), ("a1", "api")].map(|(p, t)| (p, t, 30.0)).to_vec();
+        // certificates are measured every 10 minutes: the windows between carry none
+        let run = |d: &mut Diagnoser, t: i64, shop_days: f64| {
+            let mut w = window(t, &rtt);
+            if (t / 60_000) % 10 == 0 {
+                w.pairs.get_mut(&("a1".to_string(), "shop".to_string())).unwrap().cert_days = Some(shop_days);
+                w.pairs.get_mut(&("a2".to_string(), "shop".to_string())).unwrap().cert_days = Some(shop_days);
+                w.pairs.get_mut(&("a1".to_string(), "api".to_string())).unwrap().cert_days = Some(200.0);
+            }
+            d.window(&w)
+        };
+        let mut changed = Vec::new();
+        for i in 0..30 {
+            changed.extend(run(&mut d, i * 60_000, 90.0));
+        }
+        assert!(changed.is_empty(), "far from expiry: {changed:?}");
+        for i in 30..60 {
+            changed.extend(run(&mut d, i * 60_000, 9.5));
+        }
+        let opened: Vec<&Incident> = changed.iter().filter(|i| i.state == IncidentState::Open).collect();
+        assert!(!opened.is_empty(), "an expiring certificate opens an incident");
+        let i = opened.last().unwrap();
+        assert_eq!((i.scope, i.subject.clone()), (Scope::Certificate, subject(&[("target", "shop")])));
+        assert_eq!(i.opened_ms, 33 * 60_000, "open_after windows after the first sighting, held between measurements");
+        assert_eq!(i.affected_probes.len(), 2);
+        assert_eq!(i.metrics, BTreeSet::from(["cert_days".to_string()]));
+        let ev = &i.evidence["cert_days"];
+        assert_eq!(ev.baseline, 14.0);
+        assert!(ev.observed < 9.5 && ev.observed > 9.4, "aged since it was seen: {}", ev.observed);
+        assert_eq!(i.mos_impact, None);
+        assert!(changed.iter().all(|i| i.scope == Scope::Certificate), "nothing else is blamed");
+        // renewed: resolves after close_after windows
+        changed.clear();
+        for i in 60..70 {
+            changed.extend(run(&mut d, i * 60_000, 89.0));
+        }
+        let resolved: Vec<&Incident> = changed.iter().filter(|i| i.state == IncidentState::Resolved).collect();
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].resolved_ms, Some(63 * 60_000));
+        assert!(d.open_incidents().is_empty());
+        // turned off
+        let mut off = Diagnoser::new(DiagnosisConfig { cert_warn_days: 0.0, ..Default::default() }, labels());
+        let mut changed = Vec::new();
+        for i in 0..20 {
+            changed.extend(run(&mut off, i * 60_000, 1.0));
+        }
+        assert!(changed.is_empty(), "cert_warn_days = 0 disables the check");
+    }
+
+    #[test]
+    fn a_certificate_observation_is_forgotten_after_a_day() {
+        let mut d = Diagnoser::new(DiagnosisConfig::default(), labels());
+        let mut w = window(0, &[("a1", "shop", 30.0)]);
+        w.pairs.get_mut(&("a1".to_string(), "shop".to_string())).unwrap().cert_days = Some(3.0);
+        d.window(&w);
+        for i in 1..4 {
+            d.window(&window(i * 60_000, &[("a1", "shop", 30.0)]));
+        }
+        assert_eq!(d.open_incidents().len(), 1);
+        // the target is no longer measured for TLS: a day later the incident resolves
+        let mut t = 4 * 60_000;
+        while t <= CERT_MEMORY_MS + 10 * 60_000 {
+            d.window(&window(t, &[("a1", "shop", 30.0)]));
+            t += 60_000;
+        }
+        assert!(d.open_incidents().is_empty());
+    }
+
+    #[test]
+    fn scope_names_are_the_serialised_names() {
+        for s in Scope::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::Value::String(s.name().into()));
+        }
     }
 }

@@ -652,7 +652,7 @@ impl RollupStore for ScyllaStore {
         for i in incidents {
             let json = serde_json::to_string(i).map_err(|e| StoreError::Failed(e.to_string()))?;
             let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
-            let scope = serde_json::to_value(i.scope).ok().and_then(|v| v.as_str().map(str::to_string));
+            let scope = i.scope.name();
             let metrics: Vec<String> = i.metrics.iter().cloned().collect();
             self.exec(
                 &self.st.incident_write,
