@@ -499,6 +499,9 @@ impl Config {
         if !(0.0..1.0).contains(&d.significance) || d.significance == 0.0 {
             e.push("diagnosis.significance: must be in (0, 1)".into());
         }
+        if !(0.0..=3650.0).contains(&d.cert_warn_days) {
+            e.push("diagnosis.cert_warn_days: must be a number of days in 0..=3650 (0 turns the check off)".into());
+        }
         if !(0..=3_600_000).contains(&self.pipeline.derive_interval_ms) {
             e.push("pipeline.derive_interval_ms: must be between 0 and 3600000".into());
         }
@@ -665,7 +668,11 @@ mod tests {
             "[http]\nbind = \"nope\"\ncolour = 3\n[log]\nformat = \"xml\"\n[[probes]]\nid = \"p 1\"\ntoken_sha256 = \"zz\"\n",
         )
         .unwrap();
-        let e = Config::load_from(Some(&f), env(&[("NETQOE__PIPELINE__SHARDS", "0")])).unwrap_err();
+        let e = Config::load_from(
+            Some(&f),
+            env(&[("NETQOE__PIPELINE__SHARDS", "0"), ("NETQOE__DIAGNOSIS__CERT_WARN_DAYS", "-1")]),
+        )
+        .unwrap_err();
         let text = e.to_string();
         for needle in [
             "http.colour: unknown key",
@@ -674,6 +681,7 @@ mod tests {
             "probes[0].id",
             "probes[0].token_sha256",
             "pipeline.shards",
+            "diagnosis.cert_warn_days",
         ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
