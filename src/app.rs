@@ -164,9 +164,16 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         let data = state.clone();
         let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::admin_routes))
             .workers(1)
-            .disable_signals()
-            .bind(&state.cfg.http.admin_bind)
-            .map_err(|e| anyhow::anyhow!("http.admin_bind {}: {e}", state.cfg.http.admin_bind))?;
+            .disable_signals();
+        let bind = &state.cfg.http.admin_bind;
+        let admin = if state.cfg.http.admin_tls {
+            let tls = crate::tls::server_config(&state.cfg.http.tls_cert, &state.cfg.http.tls_key)
+                .map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?;
+            admin.bind_rustls_0_23(bind, tls)
+        } else {
+            admin.bind(bind)
+        }
+        .map_err(|e| anyhow::anyhow!("http.admin_bind {bind}: {e}"))?;
         let admin_addr = admin.addrs().first().copied();
         let admin = admin.run();
         let h = admin.handle();

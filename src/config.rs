@@ -49,6 +49,9 @@ pub struct HttpConfig {
     pub tls_cert: String,
     #[serde(default)]
     pub tls_key: String,
+    /// The admin listener (`admin_bind`) serves HTTPS too, with the same certificate.
+    #[serde(default)]
+    pub admin_tls: bool,
     pub max_body_bytes: usize,
     pub max_events_per_batch: usize,
     pub workers: usize,
@@ -568,6 +571,15 @@ impl Config {
             }
             (true, false) => e.push("http.tls_cert: required when http.tls_key is set".into()),
             (false, true) => e.push("http.tls_key: required when http.tls_cert is set".into()),
+        }
+        if self.http.admin_tls && self.http.tls_cert.is_empty() {
+            e.push(
+                "http.admin_tls: needs http.tls_cert and http.tls_key (the admin listener uses that certificate)"
+                    .into(),
+            );
+        }
+        if self.http.admin_tls && self.http.admin_bind.is_empty() {
+            e.push("http.admin_tls: needs http.admin_bind (without it the admin routes are served on http.bind, which is HTTPS whenever http.tls_cert is set)".into());
         }
         e
     }

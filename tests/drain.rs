@@ -132,6 +132,53 @@ async fn ingest_and_query_over_https() {
     t.app.shutdown().await.unwrap();
 }
 
+#[actix_rt::test]
+async fn the_admin_listener_serves_https_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let overrides = [
+        ("NETQOE__HTTP__TLS_CERT", cert.as_str()),
+        ("NETQOE__HTTP__TLS_KEY", key.as_str()),
+        ("NETQOE__HTTP__ADMIN_BIND", "127.0.0.1:0"),
+        ("NETQOE__HTTP__ADMIN_TLS", "true"),
+    ];
+    let (mut cfg, probes, query, revoked) = test_config(dir.path(), 1, &overrides);
+    let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+    cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
+    let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
+    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let t =
+        TestApp { app, dir: tempfile::tempdir().unwrap(), probes, query_token: query, revoked_token: revoked, client };
+    let addr = t.app.admin_addr.expect("a separate admin listener");
+    assert_ne!(addr, t.app.addr);
+    let ca = cert.clone();
+    let get = |ca: String, path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            https_request(addr, &ca, format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+        })
+    };
+    let (status, _) = get(ca.clone(), "/healthz").await.unwrap();
+    assert_eq!(status, 200, "health over HTTPS on the admin port");
+    let (status, body) = get(ca.clone(), "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("netqoe_"), "metrics over HTTPS");
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        https_request(
+            addr,
+            &ca,
+            format!("POST /admin/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 202, "{body}");
+    // plain HTTP on the admin port gets no HTTP answer
+    let plain = t.client.get(format!("http://{addr}/healthz")).send().await;
+    assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
+    t.app.shutdown().await.unwrap();
+}
+
 #[test]
 fn a_bad_certificate_setting_names_the_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,4 +193,12 @@ fn a_bad_certificate_setting_names_the_field() {
     assert!(e.contains("http.tls_cert") && e.contains("CERTIFICATE"), "{e}");
     let e = load(vec![("NETQOE__HTTP__TLS_CERT", "/nonexistent.pem"), ("NETQOE__HTTP__TLS_KEY", &key)]);
     assert!(e.contains("http.tls_cert") && e.contains("/nonexistent.pem"), "{e}");
+    let e = load(vec![("NETQOE__HTTP__ADMIN_TLS", "true"), ("NETQOE__HTTP__ADMIN_BIND", "127.0.0.1:0")]);
+    assert!(e.contains("http.admin_tls: needs http.tls_cert"), "{e}");
+    let e = load(vec![
+        ("NETQOE__HTTP__ADMIN_TLS", "true"),
+        ("NETQOE__HTTP__TLS_CERT", &cert),
+        ("NETQOE__HTTP__TLS_KEY", &key),
+    ]);
+    assert!(e.contains("http.admin_tls: needs http.admin_bind"), "{e}");
 }
