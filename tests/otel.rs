@@ -66,6 +66,14 @@ async fn batch_spans_are_exported_over_otlp() {
     let r = post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&events)).await;
     assert_eq!(r.status, 202, "{}", r.body);
     let id = r.body["batch_id"].as_str().unwrap().to_string();
+    // the 202 means durable, not aggregated: wait for the batch's commit (a shutdown before it
+    // leaves the batch in the journal for the next start, and no commit span)
+    let metrics = t.app.url("/metrics");
+    eventually(30, "the batch is aggregated and committed", || async {
+        let text = get_text(&t.client, &metrics).await;
+        metric_value(&text, "netqoe_batches_aggregated_total").filter(|v| *v >= 1.0)
+    })
+    .await;
     t.app.shutdown().await.unwrap();
     // flushes the batch span processor: the export happens now or never
     tokio::task::spawn_blocking(netqoe::shutdown_tracing).await.unwrap();
