@@ -126,6 +126,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         store,
         sessions: pipeline.as_ref().map(|p| p.sessions.clone()),
         pipeline: pipeline.clone(),
+        journal: (rabbit.is_none() && pipeline.is_some()).then(|| db.clone()),
         draining: std::sync::atomic::AtomicBool::new(false),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         drain: std::sync::Mutex::new(crate::http::DrainProgress::default()),

@@ -61,6 +61,7 @@ async fn admin_drain_stops_ingest_commits_and_reports_done() {
     })
     .await;
     assert_eq!((status["pipeline"].as_str(), status["in_flight_requests"].as_u64()), (Some("drained"), Some(0)));
+    assert_eq!(status["journal_backlog"], 0, "the pipeline caught up with the embedded journal before it stopped");
     // the drained pipeline committed every accepted event (as partial revisions of open windows)
     let stored = total_count(&t.client, &t.app.url(""), &t.query_token, "rtt", base, base + 3_600_000).await;
     assert_eq!(stored, 30 * 3, "30 events × 3 samples, none lost");

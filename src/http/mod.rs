@@ -38,6 +38,10 @@ pub struct AppState {
     pub sessions: Option<Addr<SessionRegistry>>,
     /// The local pipeline (aggregate role), drained by `POST /admin/drain`.
     pub pipeline: Option<Arc<netqoe_actors::pipeline::Pipeline>>,
+    /// The embedded journal when this process alone consumes it (embedded bus and a local
+    /// pipeline): a drain lets the pipeline catch up with it first, so that `done` means every
+    /// accepted event is in the rollups. Over a broker another aggregator takes the backlog.
+    pub journal: Option<crate::sqlite::Sqlite>,
     /// Set when a drain began: ingest answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
     /// Ingest requests being handled now (a drain is done when none are left).
@@ -55,7 +59,14 @@ pub struct DrainProgress {
     pub pipeline_drained: bool,
     /// Why the pipeline drain failed, if it did (ask again to retry).
     pub error: Option<String>,
+    /// Embedded journal rows not yet aggregated when the pipeline stopped consuming (0 when it
+    /// caught up; otherwise they are aggregated at the next start). None: no embedded journal.
+    pub journal_backlog: Option<i64>,
 }
+
+/// How long a drain waits for requests in flight and for the pipeline to catch up with the
+/// embedded journal before it commits and stops consuming anyway.
+const DRAIN_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Decrements the in-flight count when an ingest request ends, however it ends.
 pub struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -143,6 +154,7 @@ fn drain_body(state: &AppState) -> serde_json::Value {
         "in_flight_requests": in_flight,
         "pipeline": if state.pipeline.is_none() { "none" } else if progress.pipeline_drained { "drained" } else { "draining" },
         "error": progress.error,
+        "journal_backlog": progress.journal_backlog,
         "done": draining && in_flight == 0 && progress.pipeline_drained,
     })
 }
@@ -165,11 +177,16 @@ async fn start_drain(
                 requested_ms: Some(netqoe_actors::now_ms()),
                 pipeline_drained: state.pipeline.is_none(),
                 error: None,
+                journal_backlog: None,
             };
         }
         if let Some(pipeline) = state.pipeline.clone() {
             let st = state.clone();
             actix_web::rt::spawn(async move {
+                let backlog = catch_up(&st).await;
+                if let Ok(mut p) = st.drain.lock() {
+                    p.journal_backlog = backlog;
+                }
                 let r = pipeline.drain().await;
                 match &r {
                     Ok(()) => tracing::info!("admin drain: pipeline drained (windows committed, consuming stopped)"),
@@ -185,6 +202,32 @@ async fn start_drain(
         }
     }
     Ok(HttpResponse::Accepted().json(drain_body(&state)))
+}
+
+/// Waits (up to `DRAIN_CATCH_UP`) for the ingest requests in flight to end and for the local
+/// pipeline to aggregate and commit everything in the embedded journal; returns the rows left
+/// (None without an embedded journal).
+async fn catch_up(state: &AppState) -> Option<i64> {
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + DRAIN_CATCH_UP;
+    while state.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let journal = state.journal.as_ref()?;
+    loop {
+        match journal.journal_depth().await {
+            Ok(0) => return Some(0),
+            Ok(n) if std::time::Instant::now() >= deadline => {
+                tracing::warn!(rows = n, "admin drain: the pipeline did not catch up with the journal in time; the rest is aggregated at the next start");
+                return Some(n);
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Err(error) => {
+                tracing::warn!(%error, "admin drain: journal depth unreadable; draining without catching up");
+                return None;
+            }
+        }
+    }
 }
 
 async fn drain_status(
