@@ -36,7 +36,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
 fi
 export NETQOE_CHROMIUM=$(command -v chromium || true)
-cargo test --workspace --locked -- --show-output \
+# --no-fail-fast: every test binary runs even after one fails, so a run reports every failure
+cargo test --workspace --locked --no-fail-fast -- --show-output \
   --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_actor_rows_and_a_chart \
   --skip validators_ \
   "${extra[@]}" 2>&1 | tee "$log"
