@@ -94,7 +94,17 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
         &[("target", "shop.example")],
         now - 120_000,
     );
-    t.app.state.store.save_incidents(&[incident]).await.unwrap();
+    let mut cert = sample_incident(
+        "inc-cert",
+        netqoe_domain::diagnosis::Scope::Certificate,
+        &[("target", "pay.example")],
+        now - 60_000,
+    );
+    cert.metrics = ["cert_days".to_string()].into();
+    cert.mos_impact = None;
+    cert.evidence =
+        [("cert_days".to_string(), netqoe_domain::diagnosis::MetricEvidence { baseline: 14.0, observed: 6.5 })].into();
+    t.app.state.store.save_incidents(&[incident, cert]).await.unwrap();
     let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
     let profile = tempfile::tempdir().unwrap();
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
@@ -134,6 +144,10 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     assert!(
         dom.contains("target=shop.example") && dom.contains("loss 0.00 → 1.00"),
         "the open incident explained:\n{dom}"
+    );
+    assert!(
+        dom.contains("target=pay.example") && dom.contains("certificate expires in 6.5 days (warning below 14)"),
+        "a certificate incident says the days left:\n{dom}"
     );
     assert!(shot_status.success() && shot.exists(), "screenshot saved at {}", shot.display());
     eprintln!("dashboard screenshot: {}", shot.display());
