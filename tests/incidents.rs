@@ -12,7 +12,7 @@ use common::*;
 use netqoe_actors::diagnoser::{DiagnoserActor, DiagnoserConfig};
 use netqoe_actors::memory::MemoryStore;
 use netqoe_actors::store::{IncidentQuery, RollupStore, WriteSet};
-use netqoe_domain::diagnosis::{IncidentState, Scope};
+use netqoe_domain::diagnosis::{Incident, IncidentState, Scope};
 use netqoe_domain::event::Contribution;
 use netqoe_domain::{EventSet, Metric, Rollup, Tier, WindowAgg, WindowKey};
 
@@ -36,6 +36,26 @@ fn rtt_window(probe: &str, target: &str, start_ms: i64, rtt: f64) -> Rollup {
     }
 }
 
+/// Runs a diagnosis actor over `store` (judging finished windows at once, replaying `warmup`
+/// windows) until it has stored incidents opened since `from_ms`; returns them.
+async fn first_incidents(store: &Arc<dyn RollupStore>, warmup: i64, from_ms: i64) -> Vec<Incident> {
+    let cfg = DiagnoserConfig {
+        tick: Duration::from_millis(50),
+        settle_ms: 0,
+        warmup_windows: warmup,
+        max_per_tick: 100,
+        ..Default::default()
+    };
+    let s = store.clone();
+    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
+    let all = IncidentQuery { state: None, from_ms, to_ms: netqoe_actors::now_ms() + 60_000, limit: 10 };
+    eventually(20, "an incident is stored", || async {
+        let l = store.list_incidents(&all).await.unwrap();
+        (!l.is_empty()).then_some(l)
+    })
+    .await
+}
+
 #[actix_rt::test]
 async fn the_diagnosis_actor_opens_an_incident_from_stored_windows() {
     let store: Arc<dyn RollupStore> = Arc::new(MemoryStore::new());
@@ -53,22 +73,7 @@ async fn the_diagnosis_actor_opens_an_incident_from_stored_windows() {
         }
     }
     store.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
-    let cfg = DiagnoserConfig {
-        labels: BTreeMap::new(),
-        tick: Duration::from_millis(50),
-        settle_ms: 0,
-        warmup_windows: 31,
-        max_per_tick: 100,
-        ..Default::default()
-    };
-    let s = store.clone();
-    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
-    let all = IncidentQuery { state: None, from_ms: first, to_ms: now + 60_000, limit: 10 };
-    let list = eventually(20, "an incident is stored", || async {
-        let l = store.list_incidents(&all).await.unwrap();
-        (!l.is_empty()).then_some(l)
-    })
-    .await;
+    let list = first_incidents(&store, 31, first).await;
     assert_eq!(list.len(), 1, "{list:?}");
     let i = &list[0];
     assert_eq!((i.scope, i.state), (Scope::Target, IncidentState::Open));
@@ -113,21 +118,7 @@ async fn a_certificate_close_to_expiry_is_an_incident_about_its_target() {
         }
     }
     store.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
-    let cfg = DiagnoserConfig {
-        tick: Duration::from_millis(50),
-        settle_ms: 0,
-        warmup_windows: 21,
-        max_per_tick: 100,
-        ..Default::default()
-    };
-    let s = store.clone();
-    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
-    let all = IncidentQuery { state: None, from_ms: first, to_ms: now + 60_000, limit: 10 };
-    let list = eventually(20, "a certificate incident is stored", || async {
-        let l = store.list_incidents(&all).await.unwrap();
-        (!l.is_empty()).then_some(l)
-    })
-    .await;
+    let list = first_incidents(&store, 21, first).await;
     assert_eq!(list.len(), 1, "{list:?}");
     let i = &list[0];
     assert_eq!((i.scope, i.state), (Scope::Certificate, IncidentState::Open));
