@@ -411,131 +411,137 @@ fn rfc3339(ms: i64) -> String {
 /// Measures one target once; returns the event as a probe posts it.
 pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Value {
     let ts = rfc3339(netqoe_actors::now_ms());
-    let id = format!("{probe}-{seq}");
+    // the config allows only these kinds; a udp/tcp target whose name does not resolve is
+    // reported under its own kind
+    let kind = match t.kind.as_str() {
+        k @ ("udp" | "dns" | "http" | "tls" | "icmp") => k,
+        _ => "tcp",
+    };
+    let mut event = fields(serde_json::json!({
+        "event_id": format!("{probe}-{seq}"), "seq": seq, "ts": ts, "target": t.id, "kind": kind,
+    }));
+    event.extend(measured(t).await);
+    serde_json::Value::Object(event)
+}
+
+type Fields = serde_json::Map<String, serde_json::Value>;
+
+fn fields(v: serde_json::Value) -> Fields {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => Fields::new(),
+    }
+}
+
+/// A duration in ms, to the microsecond.
+fn ms3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn status(s: &str) -> Fields {
+    fields(serde_json::json!({ "status": s }))
+}
+
+/// A packet train: its RTT samples, or a timeout when nothing came back.
+fn train(samples: &[f64], sent: u32, received: u32) -> Fields {
+    if received > 0 {
+        let rtt: Vec<f64> = samples.iter().map(|x| ms3(*x)).collect();
+        fields(serde_json::json!({ "rtt_samples_ms": rtt, "sent": sent, "received": received }))
+    } else {
+        fields(serde_json::json!({ "sent": sent, "received": 0, "status": "timeout" }))
+    }
+}
+
+fn insert_opt(o: &mut Fields, key: &str, v: Option<f64>) {
+    if let Some(x) = v {
+        o.insert(key.into(), ms3(x).into());
+    }
+}
+
+/// Runs a blocking measurement (OpenSSL handshakes) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, &'static str> + Send + 'static,
+) -> Result<T, &'static str> {
+    tokio::task::spawn_blocking(f).await.unwrap_or(Err("error"))
+}
+
+/// What one measurement of `t` found: the event's fields besides id, seq, time, target and kind.
+async fn measured(t: &TargetConfig) -> Fields {
     let timeout = Duration::from_millis(t.timeout_ms);
-    if t.kind == "http" {
-        let (url, verify) = (t.address.clone(), t.tls_verify);
-        let r = tokio::task::spawn_blocking(move || http_measure(&url, timeout, verify)).await;
-        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "http"});
-        let round = |x: f64| (x * 1000.0).round() / 1000.0;
-        if let Some(o) = v.as_object_mut() {
-            match r {
-                Ok(Ok(h)) => {
-                    o.insert("dns_ms".into(), round(h.dns_ms).into());
-                    o.insert("connect_ms".into(), round(h.connect_ms).into());
-                    if let Some(tls) = h.tls_ms {
-                        o.insert("tls_ms".into(), round(tls).into());
-                    }
-                    o.insert("ttfb_ms".into(), round(h.ttfb_ms).into());
-                    o.insert("total_ms".into(), round(h.total_ms.max(h.ttfb_ms)).into());
-                    if let Some(d) = h.cert_days {
-                        o.insert("cert_days".into(), round(d).into());
-                    }
-                    if h.status >= 500 {
-                        o.insert("status".into(), "http_5xx".into());
-                    } else if h.status >= 400 {
-                        o.insert("status".into(), "http_4xx".into());
-                    }
+    let (address, verify) = (t.address.clone(), t.tls_verify);
+    match t.kind.as_str() {
+        "http" => match blocking(move || http_measure(&address, timeout, verify)).await {
+            Ok(h) => {
+                let mut o = fields(serde_json::json!({
+                    "dns_ms": ms3(h.dns_ms), "connect_ms": ms3(h.connect_ms), "ttfb_ms": ms3(h.ttfb_ms),
+                    "total_ms": ms3(h.total_ms.max(h.ttfb_ms)),
+                }));
+                insert_opt(&mut o, "tls_ms", h.tls_ms);
+                insert_opt(&mut o, "cert_days", h.cert_days);
+                if h.status >= 500 {
+                    o.extend(status("http_5xx"));
+                } else if h.status >= 400 {
+                    o.extend(status("http_4xx"));
                 }
-                Ok(Err(status)) => {
-                    o.insert("status".into(), status.into());
-                }
-                Err(_) => {
-                    o.insert("status".into(), "error".into());
-                }
+                o
             }
-        }
-        return v;
-    }
-    if t.kind == "tls" {
-        let (address, verify) = (t.address.clone(), t.tls_verify);
-        let r = tokio::task::spawn_blocking(move || tls_measure(&address, timeout, verify)).await;
-        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tls"});
-        let round = |x: f64| (x * 1000.0).round() / 1000.0;
-        if let Some(o) = v.as_object_mut() {
-            match r {
-                Ok(Ok(h)) => {
-                    o.insert("connect_ms".into(), round(h.connect_ms).into());
-                    o.insert("tls_ms".into(), round(h.tls_ms).into());
-                    if let Some(d) = h.cert_days {
-                        o.insert("cert_days".into(), round(d).into());
-                    }
-                }
-                Ok(Err(status)) => {
-                    o.insert("status".into(), status.into());
-                }
-                Err(_) => {
-                    o.insert("status".into(), "error".into());
-                }
+            Err(s) => status(s),
+        },
+        "tls" => match blocking(move || tls_measure(&address, timeout, verify)).await {
+            Ok(h) => {
+                let mut o = fields(serde_json::json!({ "connect_ms": ms3(h.connect_ms), "tls_ms": ms3(h.tls_ms) }));
+                insert_opt(&mut o, "cert_days", h.cert_days);
+                o
             }
-        }
-        return v;
-    }
-    if t.kind == "icmp" {
-        let name = t.address.trim_start_matches('[').trim_end_matches(']');
-        let host = tokio::net::lookup_host((name, 0)).await.ok().and_then(|mut a| a.next());
-        let (count, spacing) = (t.packets.min(u32::from(u16::MAX)) as u16, Duration::from_millis(20));
-        let r = match (host, crate::icmp::available()) {
-            (Some(a), Ok(kind)) => {
-                tokio::task::spawn_blocking(move || crate::icmp::ping(kind, a.ip(), count, spacing, timeout)).await.ok()
-            }
-            _ => None,
-        };
-        return match r {
-            Some(Ok((samples, sent))) if !samples.is_empty() => {
-                serde_json::json!({"event_id": id, "seq": seq, "ts": ts,
-                "target": t.id, "kind": "icmp", "rtt_samples_ms": samples.iter().map(|x| (x * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
-                "sent": sent, "received": samples.len()})
-            }
-            Some(Ok((_, sent))) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
-                "kind": "icmp", "sent": sent, "received": 0, "status": "timeout"}),
-            _ => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "icmp",
-                "sent": t.packets, "received": 0, "status": "unreachable"}),
-        };
-    }
-    if t.kind == "dns" {
-        let mut v = serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "dns"});
-        if let Some(o) = v.as_object_mut() {
-            match dns_lookup(&t.address, &t.name, &t.record, timeout).await {
-                Ok(ms) => o.insert("dns_ms".into(), ((ms * 1000.0).round() / 1000.0).into()),
-                Err(status) => o.insert("status".into(), status.into()),
+            Err(s) => status(s),
+        },
+        "icmp" => {
+            let name = t.address.trim_start_matches('[').trim_end_matches(']');
+            let host = tokio::net::lookup_host((name, 0)).await.ok().and_then(|mut a| a.next());
+            let (count, spacing) = (t.packets.min(u32::from(u16::MAX)) as u16, Duration::from_millis(20));
+            let r = match (host, crate::icmp::available()) {
+                (Some(a), Ok(kind)) => {
+                    tokio::task::spawn_blocking(move || crate::icmp::ping(kind, a.ip(), count, spacing, timeout))
+                        .await
+                        .ok()
+                }
+                _ => None,
             };
-        }
-        return v;
-    }
-    let addr = tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next());
-    match (t.kind.as_str(), addr) {
-        ("udp", Some(addr)) => {
-            let spacing = Duration::from_millis(20);
-            match crate::stamp::measure(addr, t.packets, spacing, timeout).await {
-                Ok(r) if r.received > 0 => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
-                    "kind": "udp", "rtt_samples_ms": r.rtt_ms.iter().map(|x| (x * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
-                    "sent": r.sent, "received": r.received}),
-                Ok(r) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "udp",
-                    "sent": r.sent, "received": 0, "status": "timeout"}),
-                Err(_) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "udp",
-                    "sent": t.packets, "received": 0, "status": "unreachable"}),
+            match r {
+                Some(Ok((samples, sent))) => train(&samples, sent, samples.len() as u32),
+                _ => unreachable_train(t.packets),
             }
         }
-        ("tcp", Some(addr)) => {
-            let started = Instant::now();
-            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(_)) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp",
-                    "connect_ms": (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0}),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "refused"})
-                }
-                Ok(Err(_)) => {
-                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "unreachable"})
-                }
-                Err(_) => {
-                    serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id, "kind": "tcp", "status": "timeout"})
+        "dns" => match dns_lookup(&t.address, &t.name, &t.record, timeout).await {
+            Ok(ms) => fields(serde_json::json!({ "dns_ms": ms3(ms) })),
+            Err(s) => status(s),
+        },
+        kind => match (kind, tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next())) {
+            ("udp", Some(addr)) => {
+                match crate::stamp::measure(addr, t.packets, Duration::from_millis(20), timeout).await {
+                    Ok(r) => train(&r.rtt_ms, r.sent, r.received),
+                    Err(_) => unreachable_train(t.packets),
                 }
             }
-        }
-        (kind, _) => serde_json::json!({"event_id": id, "seq": seq, "ts": ts, "target": t.id,
-            "kind": match kind { "udp" => "udp", "dns" => "dns", _ => "tcp" }, "status": "error"}),
+            ("tcp", Some(addr)) => {
+                let started = Instant::now();
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+                    Ok(Ok(_)) => {
+                        fields(serde_json::json!({ "connect_ms": ms3(started.elapsed().as_secs_f64() * 1000.0) }))
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => status("refused"),
+                    Ok(Err(_)) => status("unreachable"),
+                    Err(_) => status("timeout"),
+                }
+            }
+            _ => status("error"),
+        },
     }
+}
+
+/// A packet train that could not be sent at all.
+fn unreachable_train(packets: u32) -> Fields {
+    fields(serde_json::json!({ "sent": packets, "received": 0, "status": "unreachable" }))
 }
 
 /// (https?, host, port, path) of an http(s) URL.
