@@ -20,37 +20,31 @@ const MAX_CONCURRENT: usize = 16;
 mod metrics {
     use std::sync::LazyLock;
 
-    use netqoe_actors::metrics::reg;
-    use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+    use netqoe_actors::metrics::{counter, counter_vec, gauge, histogram};
+    use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
     pub static MEASUREMENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        reg(IntCounterVec::new(
-            Opts::new("netqoe_probe_measurements_total", "Measurements run by the probe, by kind and outcome"),
+        counter_vec(
+            "netqoe_probe_measurements_total",
+            "Measurements run by the probe, by kind and outcome",
             &["kind", "outcome"],
         )
-        .expect("metric"))
     });
     pub static SPOOL_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
-        reg(IntGauge::new("netqoe_probe_spool_depth", "Batches in the probe's spool, not yet acknowledged by ingest")
-            .expect("metric"))
+        gauge("netqoe_probe_spool_depth", "Batches in the probe's spool, not yet acknowledged by ingest")
     });
     pub static SPOOL_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
-        reg(IntCounter::new("netqoe_probe_spool_dropped_total", "Batches dropped from a full spool (oldest first)")
-            .expect("metric"))
+        counter("netqoe_probe_spool_dropped_total", "Batches dropped from a full spool (oldest first)")
     });
     pub static POST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-        reg(Histogram::with_opts(
-            HistogramOpts::new("netqoe_probe_post_seconds", "Latency of the probe's POSTs to ingest")
-                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        histogram(
+            "netqoe_probe_post_seconds",
+            "Latency of the probe's POSTs to ingest",
+            &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         )
-        .expect("metric"))
     });
     pub static POSTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        reg(IntCounterVec::new(
-            Opts::new("netqoe_probe_posts_total", "POSTs to ingest, by outcome (accepted, retry, rejected)"),
-            &["outcome"],
-        )
-        .expect("metric"))
+        counter_vec("netqoe_probe_posts_total", "POSTs to ingest, by outcome (accepted, retry, rejected)", &["outcome"])
     });
 
     pub fn init() {

@@ -26,9 +26,9 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use netqoe_actors::bus::{Acker, Batch, BusError, Delivery, EventBus, Incoming, Published};
-use netqoe_actors::metrics::reg;
+use netqoe_actors::metrics::{counter, counter_vec, gauge, gauge_vec, histogram, LATENCY_BUCKETS};
 use netqoe_domain::Event;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
@@ -44,62 +44,36 @@ pub const CONTENT_TYPE_V2: &str = "application/vnd.netqoe.batch.v2";
 const V2_MAGIC: u8 = 0xE2;
 
 pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
-        HistogramOpts::new("netqoe_bus_publish_confirm_seconds", "Publish until the broker's confirm")
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
-    )
-    .expect("metric"))
+    histogram("netqoe_bus_publish_confirm_seconds", "Publish until the broker's confirm", LATENCY_BUCKETS)
 });
 pub static PUBLISH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new("netqoe_bus_publish_failures_total", "Publishes that did not end in a confirm, by reason"),
-        &["reason"],
-    )
-    .expect("metric"))
+    counter_vec("netqoe_bus_publish_failures_total", "Publishes that did not end in a confirm, by reason", &["reason"])
 });
 pub static RECONNECTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new("netqoe_bus_reconnects_total", "Broker (re)connections established, by side"),
-        &["side"],
-    )
-    .expect("metric"))
+    counter_vec("netqoe_bus_reconnects_total", "Broker (re)connections established, by side", &["side"])
 });
 pub static POISON: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new(
+    counter(
         "netqoe_bus_poison_messages_total",
         "Undecodable messages rejected (dead-lettered after the delivery limit)",
     )
-    .expect("metric"))
 });
 pub static DLQ_DEPTH: LazyLock<IntGauge> =
-    LazyLock::new(|| reg(IntGauge::new("netqoe_bus_dlq_depth", "Messages in the dead-letter queue").expect("metric")));
-pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(Opts::new("netqoe_bus_queue_depth", "Ready messages per shard queue"), &["shard"])
-        .expect("metric"))
-});
+    LazyLock::new(|| gauge("netqoe_bus_dlq_depth", "Messages in the dead-letter queue"));
+pub static QUEUE_DEPTH: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| gauge_vec("netqoe_bus_queue_depth", "Ready messages per shard queue", &["shard"]));
 pub static SHARD_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
-        Opts::new(
-            "netqoe_bus_shard_active",
-            "1 where this process holds the active (single-active-consumer) consumer of the shard queue",
-        ),
+    gauge_vec(
+        "netqoe_bus_shard_active",
+        "1 where this process holds the active (single-active-consumer) consumer of the shard queue",
         &["shard"],
     )
-    .expect("metric"))
 });
 pub static SHARD_CONSUMERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
-        Opts::new("netqoe_bus_shard_consumers", "Consumers registered on the shard queue (all processes)"),
-        &["shard"],
-    )
-    .expect("metric"))
+    gauge_vec("netqoe_bus_shard_consumers", "Consumers registered on the shard queue (all processes)", &["shard"])
 });
 pub static CONSUMER_UNACKED: LazyLock<IntGauge> = LazyLock::new(|| {
-    reg(IntGauge::new(
-        "netqoe_bus_consumer_unacked",
-        "Deliveries held by this consumer and not yet settled (prefetch in use)",
-    )
-    .expect("metric"))
+    gauge("netqoe_bus_consumer_unacked", "Deliveries held by this consumer and not yet settled (prefetch in use)")
 });
 
 pub fn init_metrics() {

@@ -25,23 +25,36 @@ pub fn reg<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
     c
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+// Registering constructors for `LazyLock` metric declarations in every crate of the process.
+
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     reg(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     reg(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
 }
 
-fn counter(name: &str, help: &str) -> IntCounter {
+pub fn counter(name: &str, help: &str) -> IntCounter {
     reg(IntCounter::new(name, help).expect("valid metric definition"))
 }
 
-fn gauge(name: &str, help: &str) -> IntGauge {
+pub fn gauge(name: &str, help: &str) -> IntGauge {
     reg(IntGauge::new(name, help).expect("valid metric definition"))
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+pub fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    reg(Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("valid metric definition"))
+}
+
+pub fn histogram_vec(name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> HistogramVec {
+    reg(HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .expect("valid metric definition"))
+}
+
+/// Latency buckets (seconds) of the pipeline's histograms.
+pub const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 pub static ACTOR_RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("netqoe_actor_restarts_total", "Actor restarts by supervisors, by actor type", &["actor"])
@@ -58,12 +71,7 @@ pub static ACTOR_MESSAGES: LazyLock<IntCounterVec> =
 pub static ACTOR_ERRORS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("netqoe_actor_errors_total", "Handler errors, by actor type", &["actor"]));
 pub static ACTOR_HANDLER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    reg(HistogramVec::new(
-        HistogramOpts::new("netqoe_actor_handler_seconds", "Handler latency by actor type")
-            .buckets(LATENCY_BUCKETS.to_vec()),
-        &["actor"],
-    )
-    .expect("valid metric definition"))
+    histogram_vec("netqoe_actor_handler_seconds", "Handler latency by actor type", LATENCY_BUCKETS, &["actor"])
 });
 pub static SESSIONS_ACTIVE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_sessions_active", "Probe session actors alive (not passivated)"));
@@ -85,13 +93,8 @@ pub static BATCHES_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 pub static ROLLUPS_WRITTEN: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("netqoe_rollups_written_total", "Rollup rows written, by tier", &["tier"]));
-pub static STORE_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    reg(Histogram::with_opts(
-        HistogramOpts::new("netqoe_store_write_seconds", "Latency of one store commit")
-            .buckets(LATENCY_BUCKETS.to_vec()),
-    )
-    .expect("valid metric definition"))
-});
+pub static STORE_WRITE_SECONDS: LazyLock<Histogram> =
+    LazyLock::new(|| histogram("netqoe_store_write_seconds", "Latency of one store commit", LATENCY_BUCKETS));
 pub static STORE_IN_FLIGHT: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_store_writes_in_flight", "Store commits in progress"));
 pub static STORE_ERRORS: LazyLock<IntCounterVec> =
@@ -108,11 +111,7 @@ pub static INCIDENTS_OPENED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("netqoe_incidents_opened_total", "Incidents opened by the diagnosis, by scope", &["scope"])
 });
 pub static INCIDENTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    reg(IntGaugeVec::new(
-        prometheus::Opts::new("netqoe_incidents_open", "Incidents currently open (this process's diagnoser), by scope"),
-        &["scope"],
-    )
-    .expect("valid metric definition"))
+    gauge_vec("netqoe_incidents_open", "Incidents currently open (this process's diagnoser), by scope", &["scope"])
 });
 pub static INCIDENTS_RESOLVED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec("netqoe_incidents_resolved_total", "Incidents resolved by the diagnosis, by scope", &["scope"])

@@ -4,44 +4,34 @@
 use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
-use netqoe_actors::metrics::reg;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, TextEncoder};
+use netqoe_actors::metrics::{counter, counter_vec, histogram_vec};
+use prometheus::{Encoder, HistogramVec, IntCounter, IntCounterVec, TextEncoder};
 
-pub static EVENTS_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new("netqoe_events_accepted_total", "Events accepted by ingest and made durable").expect("metric"))
-});
+pub static EVENTS_ACCEPTED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_events_accepted_total", "Events accepted by ingest and made durable"));
 pub static EVENTS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(
-        Opts::new(
-            "netqoe_events_rejected_total",
-            "Events (or requests, when the body was unreadable) rejected, by reason",
-        ),
+    counter_vec(
+        "netqoe_events_rejected_total",
+        "Events (or requests, when the body was unreadable) rejected, by reason",
         &["reason"],
     )
-    .expect("metric"))
 });
-pub static EVENTS_DUPLICATE: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new("netqoe_events_duplicate_total", "Events whose event_id was already accepted").expect("metric"))
-});
-pub static INGEST_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    reg(IntCounterVec::new(Opts::new("netqoe_ingest_requests_total", "Ingest requests by HTTP status"), &["status"])
-        .expect("metric"))
-});
+pub static EVENTS_DUPLICATE: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_events_duplicate_total", "Events whose event_id was already accepted"));
+pub static INGEST_REQUESTS: LazyLock<IntCounterVec> =
+    LazyLock::new(|| counter_vec("netqoe_ingest_requests_total", "Ingest requests by HTTP status", &["status"]));
 pub static INGEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    reg(HistogramVec::new(
-        HistogramOpts::new("netqoe_ingest_request_seconds", "Ingest request latency (until durable)")
-            .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+    histogram_vec(
+        "netqoe_ingest_request_seconds",
+        "Ingest request latency (until durable)",
+        &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
         &["status"],
     )
-    .expect("metric"))
 });
-pub static INGEST_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new("netqoe_ingest_body_bytes_total", "Request body bytes read by ingest").expect("metric"))
-});
-pub static DEAD_LETTERED: LazyLock<IntCounter> = LazyLock::new(|| {
-    reg(IntCounter::new("netqoe_batches_dead_lettered_total", "Batches moved to the dead-letter table/queue")
-        .expect("metric"))
-});
+pub static INGEST_BYTES: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_ingest_body_bytes_total", "Request body bytes read by ingest"));
+pub static DEAD_LETTERED: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("netqoe_batches_dead_lettered_total", "Batches moved to the dead-letter table/queue"));
 
 pub const REJECT_REASONS: &[&str] = &[
     "malformed",
