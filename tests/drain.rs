@@ -24,14 +24,10 @@ async fn admin_call(client: &awc::Client, method: &str, url: &str, token: Option
 
 #[actix_rt::test]
 async fn admin_drain_stops_ingest_commits_and_reports_done() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut cfg, probes, query, revoked) = test_config(dir.path(), 1, &[]);
+    let mut p = prepare(1, &[]);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
-    cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
-    assert!(cfg.validate().is_empty());
-    let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let t = TestApp { app, dir, probes, query_token: query, revoked_token: revoked, client };
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    let t = p.start().await;
     let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
     let base = base_ms();
     let events = events_for(probe, base, 1, 30, &mut Rng(5));
@@ -143,14 +139,10 @@ async fn the_admin_listener_serves_https_when_asked() {
         ("NETQOE__HTTP__ADMIN_BIND", "127.0.0.1:0"),
         ("NETQOE__HTTP__ADMIN_TLS", "true"),
     ];
-    let (mut cfg, probes, query, revoked) = test_config(dir.path(), 1, &overrides);
+    let mut p = prepare(1, &overrides);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
-    cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
-    assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
-    let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let t =
-        TestApp { app, dir: tempfile::tempdir().unwrap(), probes, query_token: query, revoked_token: revoked, client };
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    let t = p.start().await;
     let addr = t.app.admin_addr.expect("a separate admin listener");
     assert_ne!(addr, t.app.addr);
     let ca = cert.clone();

@@ -271,22 +271,18 @@ async fn measurements_arrive_with_plausible_values() {
 #[actix_rt::test]
 async fn a_probe_restarted_mid_spool_delivers_everything_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let app_dir = tempfile::tempdir().unwrap();
-    let (cfg, probes, query, revoked) = test_config(app_dir.path(), 1, &[]);
+    let app = prepare(1, &[]);
     let port = free_port();
     let ingest = format!("http://127.0.0.1:{port}");
     let refl = reflector().await;
     // the TCP target is a port nobody listens on over TCP: refused connects (error events)
-    let pcfg = probe_cfg(dir.path(), &ingest, &probes[0].1, &refl, &refl);
+    let pcfg = probe_cfg(dir.path(), &ingest, &app.probes[0].1, &refl, &refl);
     // ingest is down: two rounds measured, spooled; then the probe is stopped mid-spool
     let _ = tokio::time::timeout(Duration::from_millis(2500), netqoe::probe::run(pcfg.clone(), Some(2))).await;
     let spooled = Spool::open(dir.path(), 1000).unwrap().depth();
     assert!(spooled > 0, "batches wait in the spool while ingest is away");
     // a restarted probe with ingest back: the spool drains in order, nothing lost or doubled
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let app = netqoe::app::start(cfg, listener).await.unwrap();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let t = TestApp { app, dir: app_dir, probes, query_token: query, revoked_token: revoked, client };
+    let t = app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
     assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
     eventually(20, "2 rounds aggregated exactly once", || async { (counts(&t).await.0 == 20).then_some(()) }).await;
@@ -298,13 +294,14 @@ async fn a_probe_restarted_mid_spool_delivers_everything_exactly_once() {
 #[actix_rt::test]
 async fn ingest_stopped_for_a_minute_then_restarted() {
     let dir = tempfile::tempdir().unwrap();
-    let app_dir = tempfile::tempdir().unwrap();
-    let (cfg, probes, query, revoked) = test_config(app_dir.path(), 1, &[]);
+    let prepared = prepare(1, &[]);
     let port = free_port();
-    let app = netqoe::app::start(cfg.clone(), std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await.unwrap();
+    let app = netqoe::app::start(prepared.cfg.clone(), std::net::TcpListener::bind(("127.0.0.1", port)).unwrap())
+        .await
+        .unwrap();
     let refl = reflector().await;
     let metrics_port = free_port();
-    let mut pcfg = probe_cfg(dir.path(), &format!("http://127.0.0.1:{port}"), &probes[0].1, &refl, &refl);
+    let mut pcfg = probe_cfg(dir.path(), &format!("http://127.0.0.1:{port}"), &prepared.probes[0].1, &refl, &refl);
     pcfg.targets.truncate(1); // the STAMP target only
     pcfg.metrics_bind = format!("127.0.0.1:{metrics_port}");
     let rounds = 70;
@@ -322,8 +319,7 @@ async fn ingest_stopped_for_a_minute_then_restarted() {
         peak = peak.max(spool_depth().await);
     }
     assert!(peak >= 5.0, "the spool grew while ingest was away (peak {peak})");
-    let app = netqoe::app::start(cfg, std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await.unwrap();
-    let t = TestApp { app, dir: app_dir, probes, query_token: query, revoked_token: revoked, client: client.clone() };
+    let t = prepared.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
     tokio::time::timeout(Duration::from_secs(60), probe).await.unwrap().unwrap().unwrap();
     assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
     let c = eventually(30, "every round aggregated exactly once", || async {
@@ -439,11 +435,10 @@ async fn certificate_errors_and_total_time() {
 #[actix_rt::test]
 async fn a_stopped_probe_spools_what_it_measured() {
     let dir = tempfile::tempdir().unwrap();
-    let app_dir = tempfile::tempdir().unwrap();
-    let (cfg, probes, query, revoked) = test_config(app_dir.path(), 1, &[]);
+    let app = prepare(1, &[]);
     let port = free_port();
     let refl = reflector().await;
-    let mut pcfg = probe_cfg(dir.path(), &format!("http://127.0.0.1:{port}"), &probes[0].1, &refl, &refl);
+    let mut pcfg = probe_cfg(dir.path(), &format!("http://127.0.0.1:{port}"), &app.probes[0].1, &refl, &refl);
     pcfg.targets.truncate(1);
     // batches are due only after a minute or 1000 events: without the stop nothing would be spooled
     (pcfg.batch_max_age_ms, pcfg.batch_max_events) = (60_000, 1000);
@@ -454,9 +449,7 @@ async fn a_stopped_probe_spools_what_it_measured() {
     let measured =
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()["events"].as_array().unwrap().len() as u64;
     assert!(measured >= 2, "{measured} measurements in 2.5 s at 1/s");
-    let app = netqoe::app::start(cfg, std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await.unwrap();
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let t = TestApp { app, dir: app_dir, probes, query_token: query, revoked_token: revoked, client };
+    let t = app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
     assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0);
     eventually(20, "the spooled measurements aggregated", || async {

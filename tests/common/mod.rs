@@ -55,13 +55,39 @@ pub fn test_config(
     (cfg, probes, query, revoked)
 }
 
-pub async fn start(n: usize, overrides: &[(&str, &str)]) -> TestApp {
+/// A test app configured (`test_config` in a fresh data directory) but not started: change
+/// `cfg`, or start it on a chosen listener (again, after a restart, with `cfg.clone()`).
+pub struct Prepared {
+    pub dir: tempfile::TempDir,
+    pub cfg: Config,
+    pub probes: Vec<(String, String)>,
+    pub query_token: String,
+    pub revoked_token: String,
+}
+
+pub fn prepare(n: usize, overrides: &[(&str, &str)]) -> Prepared {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, probes, query_token, revoked_token) = test_config(dir.path(), n, overrides);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = netqoe::app::start(cfg, listener).await.expect("app starts");
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    TestApp { app, dir, probes, query_token, revoked_token, client }
+    Prepared { dir, cfg, probes, query_token, revoked_token }
+}
+
+impl Prepared {
+    pub async fn start_on(self, listener: std::net::TcpListener) -> TestApp {
+        assert!(self.cfg.validate().is_empty(), "{:?}", self.cfg.validate());
+        let app = netqoe::app::start(self.cfg, listener).await.expect("app starts");
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let (dir, probes, query_token, revoked_token) = (self.dir, self.probes, self.query_token, self.revoked_token);
+        TestApp { app, dir, probes, query_token, revoked_token, client }
+    }
+
+    /// Starts on a free loopback port.
+    pub async fn start(self) -> TestApp {
+        self.start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await
+    }
+}
+
+pub async fn start(n: usize, overrides: &[(&str, &str)]) -> TestApp {
+    prepare(n, overrides).start().await
 }
 
 /// `start` with owned overrides (as built by `rabbit_overrides`).
