@@ -75,21 +75,40 @@ fn self_signed(dir: &std::path::Path) -> (String, String) {
     (cert.display().to_string(), keyf.display().to_string())
 }
 
-/// One HTTP/1.1 request over TLS (trusting `ca`), blocking: (status, body).
-fn https_request(addr: std::net::SocketAddr, ca: &str, request: String) -> (u16, String) {
+/// One HTTP/1.1 request over TLS (trusting the PEM file `ca`), run off the runtime: (status,
+/// body). `token` goes in `Authorization: Bearer`; a non-empty `body` is sent as JSON.
+async fn https(
+    addr: std::net::SocketAddr,
+    ca: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: String,
+) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(ca).unwrap();
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut s = b.build().connect("127.0.0.1", tcp).expect("the certificate verifies against its CA");
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let json = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}{json}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let ca = ca.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+        b.set_ca_file(&ca).unwrap();
+        let tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut s = b.build().connect("127.0.0.1", tcp).expect("the certificate verifies against its CA");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).to_string();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
 }
 
 #[actix_rt::test]
@@ -98,31 +117,13 @@ async fn ingest_and_query_over_https() {
     let (cert, key) = self_signed(dir.path());
     let t = start(1, &[("NETQOE__HTTP__TLS_CERT", &cert), ("NETQOE__HTTP__TLS_KEY", &key)]).await;
     assert!(t.app.url("/").starts_with("https://"));
-    let (probe, token) = (t.probes[0].0.clone(), t.probes[0].1.clone());
-    let body = String::from_utf8(batch(&events_for(&probe, base_ms(), 1, 3, &mut Rng(1)))).unwrap();
-    let (addr, ca, query) = (t.app.addr, cert.clone(), t.query_token.clone());
-    let (post_status, post_body) = tokio::task::spawn_blocking(move || {
-        https_request(addr, &ca, format!(
-            "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ))
-    })
-    .await
-    .unwrap();
-    assert_eq!(post_status, 202, "{post_body}");
-    let ca = cert.clone();
-    let (get_status, get_body) = tokio::task::spawn_blocking(move || {
-        https_request(
-            addr,
-            &ca,
-            format!(
-            "GET /v1/probes HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {query}\r\nConnection: close\r\n\r\n"
-        ),
-        )
-    })
-    .await
-    .unwrap();
-    assert_eq!(get_status, 200, "{get_body}");
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let body = String::from_utf8(batch(&events_for(probe, base_ms(), 1, 3, &mut Rng(1)))).unwrap();
+    let addr = t.app.addr;
+    let (status, body) = https(addr, &cert, "POST", "/v1/events", Some(token), body).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = https(addr, &cert, "GET", "/v1/probes", Some(&t.query_token), String::new()).await;
+    assert_eq!(status, 200, "{body}");
     // plain HTTP on the TLS port gets no HTTP answer
     let plain = t.client.get(format!("http://{addr}/healthz")).send().await;
     assert!(plain.is_err() || plain.unwrap().status().as_u16() >= 400);
@@ -145,26 +146,12 @@ async fn the_admin_listener_serves_https_when_asked() {
     let t = p.start().await;
     let addr = t.app.admin_addr.expect("a separate admin listener");
     assert_ne!(addr, t.app.addr);
-    let ca = cert.clone();
-    let get = |ca: String, path: &'static str| {
-        tokio::task::spawn_blocking(move || {
-            https_request(addr, &ca, format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
-        })
-    };
-    let (status, _) = get(ca.clone(), "/healthz").await.unwrap();
+    let (status, _) = https(addr, &cert, "GET", "/healthz", None, String::new()).await;
     assert_eq!(status, 200, "health over HTTPS on the admin port");
-    let (status, body) = get(ca.clone(), "/metrics").await.unwrap();
+    let (status, body) = https(addr, &cert, "GET", "/metrics", None, String::new()).await;
     assert_eq!(status, 200);
     assert!(body.contains("netqoe_"), "metrics over HTTPS");
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        https_request(
-            addr,
-            &ca,
-            format!("POST /admin/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-        )
-    })
-    .await
-    .unwrap();
+    let (status, body) = https(addr, &cert, "POST", "/admin/drain", Some(&admin), String::new()).await;
     assert_eq!(status, 202, "{body}");
     // plain HTTP on the admin port gets no HTTP answer
     let plain = t.client.get(format!("http://{addr}/healthz")).send().await;
