@@ -173,10 +173,10 @@ impl DiagnoserActor {
                         ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
                         for i in act.diag.window(w) {
                             if i.state == IncidentState::Open && i.updated_ms == i.opened_ms {
-                                INCIDENTS_OPENED.with_label_values(&[scope_label(&i)]).inc();
-                                tracing::warn!(id = %i.id, scope = scope_label(&i), subject = ?i.subject, metrics = ?i.metrics, "incident opened");
+                                INCIDENTS_OPENED.with_label_values(&[i.scope.name()]).inc();
+                                tracing::warn!(id = %i.id, scope = i.scope.name(), subject = ?i.subject, metrics = ?i.metrics, "incident opened");
                             } else if i.state == IncidentState::Resolved {
-                                INCIDENTS_RESOLVED.with_label_values(&[scope_label(&i)]).inc();
+                                INCIDENTS_RESOLVED.with_label_values(&[i.scope.name()]).inc();
                                 tracing::info!(id = %i.id, "incident resolved");
                             }
                             changed.retain(|c| c.id != i.id);
@@ -216,10 +216,6 @@ impl DiagnoserActor {
             .map(|_, act, _| act.busy = false)
         }));
     }
-}
-
-fn scope_label(i: &Incident) -> &'static str {
-    i.scope.name()
 }
 
 impl Actor for DiagnoserActor {

@@ -72,19 +72,6 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub const ALL: [Signal; 10] = [
-        Signal::Rtt,
-        Signal::Jitter,
-        Signal::Loss,
-        Signal::Dns,
-        Signal::DnsFail,
-        Signal::Connect,
-        Signal::ConnectFail,
-        Signal::Tls,
-        Signal::Ttfb,
-        Signal::CertDays,
-    ];
-
     /// The metric name an incident lists for this signal.
     pub fn metric(self) -> &'static str {
         match self {
