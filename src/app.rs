@@ -151,12 +151,18 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     .workers(workers)
     .shutdown_timeout(30)
     .disable_signals();
-    let server = if state.cfg.http.tls_cert.is_empty() {
-        server.listen(listener)?
+    // read once: `http.bind` and, with `http.admin_tls`, the admin listener serve it
+    let tls = if state.cfg.http.tls_cert.is_empty() {
+        None
     } else {
-        let tls = crate::tls::server_config(&state.cfg.http.tls_cert, &state.cfg.http.tls_key)
-            .map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?;
-        server.listen_rustls_0_23(listener, tls)?
+        Some(
+            crate::tls::server_config(&state.cfg.http.tls_cert, &state.cfg.http.tls_key)
+                .map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?,
+        )
+    };
+    let server = match tls.clone() {
+        None => server.listen(listener)?,
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
     }
     .run();
     let handle = server.handle();
@@ -167,12 +173,9 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
             .workers(1)
             .disable_signals();
         let bind = &state.cfg.http.admin_bind;
-        let admin = if state.cfg.http.admin_tls {
-            let tls = crate::tls::server_config(&state.cfg.http.tls_cert, &state.cfg.http.tls_key)
-                .map_err(|e| anyhow::anyhow!("http.tls_cert: {e}"))?;
-            admin.bind_rustls_0_23(bind, tls)
-        } else {
-            admin.bind(bind)
+        let admin = match tls.clone().filter(|_| state.cfg.http.admin_tls) {
+            Some(tls) => admin.bind_rustls_0_23(bind, tls),
+            None => admin.bind(bind),
         }
         .map_err(|e| anyhow::anyhow!("http.admin_bind {bind}: {e}"))?;
         let admin_addr = admin.addrs().first().copied();
@@ -183,7 +186,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     } else {
         (None, Some(addr))
     };
-    let tls = !state.cfg.http.tls_cert.is_empty();
+    let tls = tls.is_some();
     tracing::info!(%addr, tls, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
     Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, db, server: handle, admin, server_task })
 }
