@@ -19,7 +19,7 @@ use super::metrics::{
 };
 use super::problem::{FieldProblem, Problem};
 use super::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::Principal;
 
 /// Most field errors listed in one problem body.
 const MAX_LISTED_ERRORS: usize = 50;
@@ -54,10 +54,7 @@ pub fn probe_of(req: &HttpRequest, state: &AppState) -> Result<String, Problem> 
         Ok(Principal::Admin(_)) => {
             Err(Problem::forbidden("an admin token cannot ingest events; use the probe's token"))
         }
-        Err(AuthError::Missing) => Err(Problem::unauthorized("missing Authorization: Bearer <probe token>")),
-        Err(AuthError::Malformed) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
-        Err(AuthError::Unknown) => Err(Problem::unauthorized("unknown token")),
-        Err(AuthError::Revoked) => Err(Problem::forbidden("this token has been revoked")),
+        Err(e) => Err(Problem::auth(e, "probe")),
     }
 }
 

@@ -136,11 +136,7 @@ fn check_admin(req: &actix_web::HttpRequest, state: &AppState) -> Result<(), pro
     match state.authenticate(header) {
         Ok(crate::auth::Principal::Admin(_)) => Ok(()),
         Ok(_) => Err(problem::Problem::forbidden("only an admin token may drain (netqoe token mint --admin NAME)")),
-        Err(crate::auth::AuthError::Revoked) => Err(problem::Problem::forbidden("this token has been revoked")),
-        Err(crate::auth::AuthError::Missing) => {
-            Err(problem::Problem::unauthorized("missing Authorization: Bearer <admin token>"))
-        }
-        Err(_) => Err(problem::Problem::unauthorized("unknown or malformed admin token")),
+        Err(e) => Err(problem::Problem::auth(e, "admin")),
     }
 }
 

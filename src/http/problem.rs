@@ -82,6 +82,17 @@ impl Problem {
         Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail).field("Authorization")
     }
 
+    /// A failed authentication, for an endpoint that wants a `kind` token (probe, query, admin).
+    pub fn auth(e: crate::auth::AuthError, kind: &str) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Missing => Self::unauthorized(&format!("missing Authorization: Bearer <{kind} token>")),
+            AuthError::Malformed => Self::unauthorized("Authorization must be 'Bearer <token>'"),
+            AuthError::Unknown => Self::unauthorized("unknown token"),
+            AuthError::Revoked => Self::forbidden("this token has been revoked"),
+        }
+    }
+
     pub fn bad_query(field: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid-query", "Invalid query parameter", detail).field(field)
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::problem::Problem;
 use super::AppState;
-use crate::auth::{AuthError, Principal};
+use crate::auth::Principal;
 
 /// Most windows one query returns.
 const MAX_LIMIT: usize = 100_000;
@@ -27,10 +27,7 @@ pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Probl
         (_, Ok(Principal::Probe(_))) => Err(Problem::forbidden("probe tokens cannot read; use a query token")),
         (_, Ok(Principal::Admin(_))) => Err(Problem::forbidden("admin tokens cannot read; use a query token")),
         (None, _) if !state.query_tokens_configured() => Ok(()),
-        (None, _) => Err(Problem::unauthorized("missing Authorization: Bearer <query token>")),
-        (_, Err(AuthError::Revoked)) => Err(Problem::forbidden("this token has been revoked")),
-        (_, Err(AuthError::Malformed)) => Err(Problem::unauthorized("Authorization must be 'Bearer <token>'")),
-        (_, Err(_)) => Err(Problem::unauthorized("unknown token")),
+        (_, Err(e)) => Err(Problem::auth(e, "query")),
     }
 }
 
