@@ -1,7 +1,9 @@
 //! The RabbitMQ management HTTP API, read by the consumer for what AMQP does not say: which of
 //! the consumers registered on a single-active-consumer shard queue the broker made active.
 //! Plain HTTP (the management listener, 15672 by default), the AMQP URI's credentials and vhost,
-//! an HTTP/1.0 GET so the answer is never chunked; every call is bounded by a timeout.
+//! an HTTP/1.0 GET so the answer is never chunked; every call is bounded by a timeout. (Not awc,
+//! the project's HTTP client elsewhere: its futures are not `Send`, and the consumer that asks
+//! runs on a multi-threaded tokio task.)
 
 use std::time::Duration;
 
