@@ -182,7 +182,7 @@ fn main() -> ExitCode {
                 if once {
                     for (i, t) in cfg.targets.iter().enumerate() {
                         let e = netqoe::probe::measure(t, &cfg.probe_id, i as u64 + 1).await;
-                        println!("{e}");
+                        println!("{}", serde_json::to_string(&e)?);
                     }
                     return Ok(());
                 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use netqoe_domain::{Kind, Status, WireBatch, WireEvent};
 use serde::{Deserialize, Serialize};
 
 /// Seq numbers reserved per write of the state file.
@@ -43,6 +44,12 @@ mod metrics {
             &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
         )
     });
+    pub static EVENTS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+        counter(
+            "netqoe_probe_events_refused_total",
+            "Events ingest refused as invalid (422): dropped from their batch, the rest of it re-sent",
+        )
+    });
     pub static POSTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         counter_vec("netqoe_probe_posts_total", "POSTs to ingest, by outcome (accepted, retry, rejected)", &["outcome"])
     });
@@ -58,6 +65,7 @@ mod metrics {
         }
         LazyLock::force(&SPOOL_DEPTH);
         LazyLock::force(&SPOOL_DROPPED);
+        LazyLock::force(&EVENTS_REFUSED);
         LazyLock::force(&POST_SECONDS);
     }
 }
@@ -146,6 +154,23 @@ fn d_record() -> String {
 }
 
 impl ProbeConfig {
+    /// A probe of `targets` with every other setting at its file default.
+    pub fn new(ingest_url: &str, token: &str, state_dir: &Path, probe_id: &str, targets: Vec<TargetConfig>) -> Self {
+        ProbeConfig {
+            ingest_url: ingest_url.into(),
+            token: token.into(),
+            token_file: String::new(),
+            state_dir: state_dir.into(),
+            probe_id: probe_id.into(),
+            batch_max_events: d_batch_events(),
+            batch_max_age_ms: d_batch_age(),
+            spool_max_batches: d_spool(),
+            labels: Default::default(),
+            metrics_bind: String::new(),
+            targets,
+        }
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         Self::parse(path, true)
     }
@@ -347,6 +372,14 @@ impl Spool {
         Ok(())
     }
 
+    /// Rewrites a spooled batch in place (same name, so the same place in the order).
+    pub fn replace(&mut self, path: &Path, body: &[u8]) -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
     /// The oldest batch.
     pub fn front(&self) -> Option<(PathBuf, Vec<u8>)> {
         let p = self.files().into_iter().next()?;
@@ -360,8 +393,13 @@ pub enum Posted {
     Accepted,
     /// Retry later (network error, 429, 5xx), after at least this long.
     Retry(Duration),
-    /// The batch is invalid (4xx other than 429): it will never be accepted; dropped and logged.
-    Rejected(String),
+    /// The batch is invalid (4xx other than 429): it will never be accepted as sent. `refused`
+    /// lists the events ingest named (`index`, `errors[].field`), which the probe drops while it
+    /// re-sends the rest; empty when ingest named none (the whole batch is dropped).
+    Rejected {
+        why: String,
+        refused: Vec<usize>,
+    },
 }
 
 pub async fn post(client: &awc::Client, cfg: &ProbeConfig, body: Vec<u8>) -> Posted {
@@ -389,11 +427,60 @@ pub async fn post(client: &awc::Client, cfg: &ProbeConfig, body: Vec<u8>) -> Pos
             if status == 429 || status >= 500 {
                 Posted::Retry(after.unwrap_or(Duration::from_secs(1)))
             } else {
-                Posted::Rejected(format!("HTTP {status}: {text}"))
+                let refused = if status == 422 { refused_events(&text) } else { Vec::new() };
+                Posted::Rejected { why: format!("HTTP {status}: {text}"), refused }
             }
         }
         Err(_) => Posted::Retry(Duration::from_millis(500)),
     }
+}
+
+/// The events a 422 problem body names (`index`, and each `errors[].field` as `events[N]…`),
+/// sorted and without repeats.
+pub fn refused_events(problem: &str) -> Vec<usize> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(problem) else { return Vec::new() };
+    let mut out: Vec<usize> = v.get("index").and_then(|i| i.as_u64()).map(|i| i as usize).into_iter().collect();
+    for e in v.get("errors").and_then(|e| e.as_array()).into_iter().flatten() {
+        if let Some(i) = e.get("field").and_then(|f| f.as_str()).and_then(event_index) {
+            out.push(i);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `events[12].rtt_ms` → Some(12).
+fn event_index(field: &str) -> Option<usize> {
+    let rest = field.strip_prefix("events[")?;
+    rest[..rest.find(']')?].parse().ok()
+}
+
+/// The batch `body` without the events at `refused`, and how many went; None when nothing would
+/// be left or be removed, or the body is not a batch (then the whole batch goes). The body is
+/// handled as plain JSON: a refused event may be one the typed decoder cannot read.
+fn without_refused(body: &[u8], refused: &[usize]) -> Option<(Vec<u8>, usize)> {
+    let mut batch: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let events = batch.get_mut("events")?.as_array_mut()?;
+    let before = events.len();
+    let mut i = 0;
+    events.retain(|_| {
+        i += 1;
+        refused.binary_search(&(i - 1)).is_err()
+    });
+    let dropped = before - events.len();
+    if events.is_empty() || dropped == 0 {
+        return None;
+    }
+    Some((serde_json::to_vec(&batch).ok()?, dropped))
+}
+
+/// Events in a batch body (0 when it is not one).
+fn events_in(body: &[u8]) -> usize {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|b| b.get("events").and_then(|e| e.as_array()).map(Vec::len))
+        .unwrap_or(0)
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -403,27 +490,43 @@ fn rfc3339(ms: i64) -> String {
 }
 
 /// Measures one target once; returns the event as a probe posts it.
-pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> serde_json::Value {
-    let ts = rfc3339(netqoe_actors::now_ms());
-    // the config allows only these kinds; a udp/tcp target whose name does not resolve is
-    // reported under its own kind
-    let kind = match t.kind.as_str() {
-        k @ ("udp" | "dns" | "http" | "tls" | "icmp") => k,
-        _ => "tcp",
-    };
-    let mut event = fields(serde_json::json!({
-        "event_id": format!("{probe}-{seq}"), "seq": seq, "ts": ts, "target": t.id, "kind": kind,
-    }));
-    event.extend(measured(t).await);
-    serde_json::Value::Object(event)
+pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> WireEvent {
+    let ts = netqoe_actors::now_ms();
+    to_event(t, probe, seq, ts, measured(t).await)
 }
 
-type Fields = serde_json::Map<String, serde_json::Value>;
+/// What one measurement found, before it becomes an event.
+#[derive(Clone, Debug)]
+pub enum Measured {
+    /// A packet train (udp, icmp): the RTTs of the packets that came back.
+    Train {
+        samples: Vec<f64>,
+        sent: u32,
+        received: u32,
+    },
+    /// A packet train that could not be sent at all (no route, no name).
+    Unsent {
+        sent: u32,
+    },
+    /// `tcp`: the connect time, ms.
+    Connect(f64),
+    /// `dns`: the resolution time, ms.
+    Resolved(f64),
+    Tls(TlsTimings),
+    Http(HttpTimings),
+    /// The measurement failed with this status (never `ok`).
+    Failed(Status),
+}
 
-fn fields(v: serde_json::Value) -> Fields {
-    match v {
-        serde_json::Value::Object(m) => m,
-        _ => Fields::new(),
+/// The event kind of a target (the config allows only these names).
+pub fn kind_of(t: &TargetConfig) -> Kind {
+    match t.kind.as_str() {
+        "udp" => Kind::Udp,
+        "dns" => Kind::Dns,
+        "http" => Kind::Http,
+        "tls" => Kind::Tls,
+        "icmp" => Kind::Icmp,
+        _ => Kind::Tcp,
     }
 }
 
@@ -432,64 +535,72 @@ fn ms3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn status(s: &str) -> Fields {
-    fields(serde_json::json!({ "status": s }))
-}
-
-/// A packet train: its RTT samples, or a timeout when nothing came back.
-fn train(samples: &[f64], sent: u32, received: u32) -> Fields {
-    if received > 0 {
-        let rtt: Vec<f64> = samples.iter().map(|x| ms3(*x)).collect();
-        fields(serde_json::json!({ "rtt_samples_ms": rtt, "sent": sent, "received": received }))
-    } else {
-        fields(serde_json::json!({ "sent": sent, "received": 0, "status": "timeout" }))
+/// The typed wire event for one measurement of `t`: the only way the probe makes an event, so
+/// what it sends is what ingest decodes (the same `WireEvent`, serialised by serde).
+pub fn to_event(t: &TargetConfig, probe: &str, seq: u64, ts_ms: i64, m: Measured) -> WireEvent {
+    let mut e = WireEvent {
+        event_id: format!("{probe}-{seq}"),
+        seq,
+        ts: rfc3339(ts_ms),
+        target: t.id.clone(),
+        kind: kind_of(t),
+        ..Default::default()
+    };
+    match m {
+        Measured::Train { samples, sent, received } if received > 0 => {
+            e.rtt_samples_ms = Some(samples.iter().map(|x| ms3(*x)).collect());
+            (e.sent, e.received) = (Some(sent), Some(received));
+        }
+        Measured::Train { sent, .. } => {
+            (e.sent, e.received, e.status) = (Some(sent), Some(0), Some(Status::Timeout));
+        }
+        Measured::Unsent { sent } => {
+            (e.sent, e.received, e.status) = (Some(sent), Some(0), Some(Status::Unreachable));
+        }
+        Measured::Connect(ms) => e.connect_ms = Some(ms3(ms)),
+        Measured::Resolved(ms) => e.dns_ms = Some(ms3(ms)),
+        Measured::Tls(h) => {
+            (e.connect_ms, e.tls_ms, e.cert_days) =
+                (Some(ms3(h.connect_ms)), Some(ms3(h.tls_ms)), h.cert_days.map(ms3));
+        }
+        Measured::Http(h) => {
+            e.dns_ms = Some(ms3(h.dns_ms));
+            e.connect_ms = Some(ms3(h.connect_ms));
+            e.tls_ms = h.tls_ms.map(ms3);
+            e.ttfb_ms = Some(ms3(h.ttfb_ms));
+            e.total_ms = Some(ms3(h.total_ms.max(h.ttfb_ms)));
+            e.cert_days = h.cert_days.map(ms3);
+            e.status = match h.status {
+                500.. => Some(Status::Http5xx),
+                400..=499 => Some(Status::Http4xx),
+                _ => None,
+            };
+        }
+        Measured::Failed(s) => {
+            e.status = Some(s);
+            if matches!(e.kind, Kind::Udp | Kind::Icmp) {
+                // a train that failed as a whole: every packet counts as lost
+                (e.sent, e.received) = (Some(t.packets), Some(0));
+            }
+        }
     }
-}
-
-fn insert_opt(o: &mut Fields, key: &str, v: Option<f64>) {
-    if let Some(x) = v {
-        o.insert(key.into(), ms3(x).into());
-    }
+    e
 }
 
 /// Runs a blocking measurement (OpenSSL handshakes) off the runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, &'static str> + Send + 'static,
-) -> Result<T, &'static str> {
-    tokio::task::spawn_blocking(f).await.unwrap_or(Err("error"))
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f).await.unwrap_or(Err(Status::Error))
 }
 
-/// What one measurement of `t` found: the event's fields besides id, seq, time, target and kind.
-async fn measured(t: &TargetConfig) -> Fields {
+/// Measures `t` once.
+async fn measured(t: &TargetConfig) -> Measured {
     let timeout = Duration::from_millis(t.timeout_ms);
     let (address, verify) = (t.address.clone(), t.tls_verify);
-    match t.kind.as_str() {
-        "http" => match blocking(move || http_measure(&address, timeout, verify)).await {
-            Ok(h) => {
-                let mut o = fields(serde_json::json!({
-                    "dns_ms": ms3(h.dns_ms), "connect_ms": ms3(h.connect_ms), "ttfb_ms": ms3(h.ttfb_ms),
-                    "total_ms": ms3(h.total_ms.max(h.ttfb_ms)),
-                }));
-                insert_opt(&mut o, "tls_ms", h.tls_ms);
-                insert_opt(&mut o, "cert_days", h.cert_days);
-                if h.status >= 500 {
-                    o.extend(status("http_5xx"));
-                } else if h.status >= 400 {
-                    o.extend(status("http_4xx"));
-                }
-                o
-            }
-            Err(s) => status(s),
-        },
-        "tls" => match blocking(move || tls_measure(&address, timeout, verify)).await {
-            Ok(h) => {
-                let mut o = fields(serde_json::json!({ "connect_ms": ms3(h.connect_ms), "tls_ms": ms3(h.tls_ms) }));
-                insert_opt(&mut o, "cert_days", h.cert_days);
-                o
-            }
-            Err(s) => status(s),
-        },
-        "icmp" => {
+    let or_failed = |r: Result<Measured, Status>| r.unwrap_or_else(Measured::Failed);
+    match kind_of(t) {
+        Kind::Http => or_failed(blocking(move || http_measure(&address, timeout, verify)).await.map(Measured::Http)),
+        Kind::Tls => or_failed(blocking(move || tls_measure(&address, timeout, verify)).await.map(Measured::Tls)),
+        Kind::Icmp => {
             let name = t.address.trim_start_matches('[').trim_end_matches(']');
             let host = tokio::net::lookup_host((name, 0)).await.ok().and_then(|mut a| a.next());
             let (count, spacing) = (t.packets.min(u32::from(u16::MAX)) as u16, Duration::from_millis(20));
@@ -502,40 +613,36 @@ async fn measured(t: &TargetConfig) -> Fields {
                 _ => None,
             };
             match r {
-                Some(Ok((samples, sent))) => train(&samples, sent, samples.len() as u32),
-                _ => unreachable_train(t.packets),
+                Some(Ok((samples, sent))) => {
+                    let received = samples.len() as u32;
+                    Measured::Train { samples, sent, received }
+                }
+                _ => Measured::Unsent { sent: t.packets },
             }
         }
-        "dns" => match dns_lookup(&t.address, &t.name, &t.record, timeout).await {
-            Ok(ms) => fields(serde_json::json!({ "dns_ms": ms3(ms) })),
-            Err(s) => status(s),
-        },
+        Kind::Dns => or_failed(dns_lookup(&t.address, &t.name, &t.record, timeout).await.map(Measured::Resolved)),
         kind => match (kind, tokio::net::lookup_host(&t.address).await.ok().and_then(|mut a| a.next())) {
-            ("udp", Some(addr)) => {
+            (Kind::Udp, Some(addr)) => {
                 match crate::stamp::measure(addr, t.packets, Duration::from_millis(20), timeout).await {
-                    Ok(r) => train(&r.rtt_ms, r.sent, r.received),
-                    Err(_) => unreachable_train(t.packets),
+                    Ok(r) => Measured::Train { samples: r.rtt_ms, sent: r.sent, received: r.received },
+                    Err(_) => Measured::Unsent { sent: t.packets },
                 }
             }
-            ("tcp", Some(addr)) => {
+            (Kind::Udp, None) => Measured::Unsent { sent: t.packets },
+            (_, Some(addr)) => {
                 let started = Instant::now();
                 match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
-                    Ok(Ok(_)) => {
-                        fields(serde_json::json!({ "connect_ms": ms3(started.elapsed().as_secs_f64() * 1000.0) }))
+                    Ok(Ok(_)) => Measured::Connect(started.elapsed().as_secs_f64() * 1000.0),
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        Measured::Failed(Status::Refused)
                     }
-                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => status("refused"),
-                    Ok(Err(_)) => status("unreachable"),
-                    Err(_) => status("timeout"),
+                    Ok(Err(_)) => Measured::Failed(Status::Unreachable),
+                    Err(_) => Measured::Failed(Status::Timeout),
                 }
             }
-            _ => status("error"),
+            (_, None) => Measured::Failed(Status::Error),
         },
     }
-}
-
-/// A packet train that could not be sent at all.
-fn unreachable_train(packets: u32) -> Fields {
-    fields(serde_json::json!({ "sent": packets, "received": 0, "status": "unreachable" }))
 }
 
 /// (https?, host, port, path) of an http(s) URL.
@@ -571,24 +678,24 @@ pub struct HttpTimings {
 const MAX_BODY: usize = 8 << 20;
 
 /// Resolves `host:port` with the system resolver (blocking): the address and how long it took.
-fn resolve_blocking(host: &str, port: u16) -> Result<(std::net::SocketAddr, f64), &'static str> {
+fn resolve_blocking(host: &str, port: u16) -> Result<(std::net::SocketAddr, f64), Status> {
     use std::net::ToSocketAddrs;
     let t0 = Instant::now();
-    let addr = (host, port).to_socket_addrs().map_err(|_| "dns_error")?.next().ok_or("nxdomain")?;
+    let addr = (host, port).to_socket_addrs().map_err(|_| Status::DnsError)?.next().ok_or(Status::Nxdomain)?;
     Ok((addr, t0.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// TCP connect with a timeout (blocking): the stream and the connect time in ms.
-fn connect_blocking(addr: std::net::SocketAddr, timeout: Duration) -> Result<(std::net::TcpStream, f64), &'static str> {
+fn connect_blocking(addr: std::net::SocketAddr, timeout: Duration) -> Result<(std::net::TcpStream, f64), Status> {
     let t1 = Instant::now();
     let tcp = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "refused",
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => "timeout",
-        _ => "unreachable",
+        std::io::ErrorKind::ConnectionRefused => Status::Refused,
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => Status::Timeout,
+        _ => Status::Unreachable,
     })?;
     let ms = t1.elapsed().as_secs_f64() * 1000.0;
-    tcp.set_read_timeout(Some(timeout)).map_err(|_| "error")?;
-    tcp.set_write_timeout(Some(timeout)).map_err(|_| "error")?;
+    tcp.set_read_timeout(Some(timeout)).map_err(|_| Status::Error)?;
+    tcp.set_write_timeout(Some(timeout)).map_err(|_| Status::Error)?;
     Ok((tcp, ms))
 }
 
@@ -598,20 +705,22 @@ type Handshake = (openssl::ssl::SslStream<std::net::TcpStream>, f64, Option<f64>
 
 /// TLS handshake over `tcp` with SNI `host`, verifying the chain and the name against the system
 /// roots unless `verify` is off.
-fn tls_handshake(host: &str, tcp: std::net::TcpStream, verify: bool) -> Result<Handshake, &'static str> {
-    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|_| "tls_error")?;
+fn tls_handshake(host: &str, tcp: std::net::TcpStream, verify: bool) -> Result<Handshake, Status> {
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).map_err(|_| Status::TlsError)?;
     if !verify {
         b.set_verify(openssl::ssl::SslVerifyMode::NONE);
     }
-    let mut conf = b.build().configure().map_err(|_| "tls_error")?;
+    let mut conf = b.build().configure().map_err(|_| Status::TlsError)?;
     conf.set_verify_hostname(verify);
     let t2 = Instant::now();
-    let s = conf.connect(host, tcp).map_err(|e| {
-        if e.to_string().contains("certificate") {
-            "cert_error"
-        } else {
-            "tls_error"
+    let s = conf.connect(host, tcp).map_err(|e| match e {
+        // the handshake failed because the chain or the name did not verify
+        openssl::ssl::HandshakeError::Failure(mid)
+            if mid.ssl().verify_result() != openssl::x509::X509VerifyResult::OK =>
+        {
+            Status::CertError
         }
+        _ => Status::TlsError,
     })?;
     let tls_ms = t2.elapsed().as_secs_f64() * 1000.0;
     let cert_days = s.ssl().peer_certificate().and_then(|c| {
@@ -625,17 +734,17 @@ fn tls_handshake(host: &str, tcp: std::net::TcpStream, verify: bool) -> Result<H
 /// One HTTP(S) GET, blocking (run it on a blocking thread): name resolution, TCP connect, TLS
 /// handshake (and certificate expiry), time to the first response byte, time to the last body
 /// byte, status code. Errors are event status classes.
-pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, &'static str> {
-    let (tls, host, port, path) = parse_url(url).ok_or("error")?;
+pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, Status> {
+    let (tls, host, port, path) = parse_url(url).ok_or(Status::Error)?;
     let (addr, dns_ms) = resolve_blocking(&host, port)?;
     let (tcp, connect_ms) = connect_blocking(addr, timeout)?;
     let request =
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netqoe-probe\r\nConnection: close\r\n\r\n");
-    let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, f64, u16), &'static str> {
+    let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, f64, u16), Status> {
         let t = Instant::now();
-        s.write_all(request.as_bytes()).map_err(|_| "error")?;
+        s.write_all(request.as_bytes()).map_err(|_| Status::Error)?;
         let mut buf = vec![0u8; 16 << 10];
-        let mut got = s.read(&mut buf).map_err(|_| "timeout")?;
+        let mut got = s.read(&mut buf).map_err(|_| Status::Timeout)?;
         let ttfb = t.elapsed().as_secs_f64() * 1000.0;
         let mut head: Vec<u8> = buf[..got].to_vec();
         // the status line and headers, then the body to its end (Content-Length or close)
@@ -644,13 +753,13 @@ pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTi
                 break i + 4;
             }
             if got == 0 || head.len() > 64 << 10 {
-                return Err("error");
+                return Err(Status::Error);
             }
-            got = s.read(&mut buf).map_err(|_| "timeout")?;
+            got = s.read(&mut buf).map_err(|_| Status::Timeout)?;
             head.extend_from_slice(&buf[..got]);
         };
         let text = String::from_utf8_lossy(&head[..head_end]).to_string();
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or("error")?;
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or(Status::Error)?;
         let length = text.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
@@ -661,7 +770,7 @@ pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTi
             match s.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => body += n,
-                Err(_) => return Err("timeout"),
+                Err(_) => return Err(Status::Timeout),
             }
         }
         Ok((ttfb, t.elapsed().as_secs_f64() * 1000.0, status))
@@ -686,10 +795,10 @@ pub struct TlsTimings {
 }
 
 /// TCP connect and TLS handshake toward `address` (`host:port`, SNI = host), blocking.
-pub fn tls_measure(address: &str, timeout: Duration, verify: bool) -> Result<TlsTimings, &'static str> {
-    let (host, port) = address.rsplit_once(':').ok_or("error")?;
+pub fn tls_measure(address: &str, timeout: Duration, verify: bool) -> Result<TlsTimings, Status> {
+    let (host, port) = address.rsplit_once(':').ok_or(Status::Error)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let (addr, _) = resolve_blocking(host, port.parse().map_err(|_| "error")?)?;
+    let (addr, _) = resolve_blocking(host, port.parse().map_err(|_| Status::Error)?)?;
     let (tcp, connect_ms) = connect_blocking(addr, timeout)?;
     let (mut s, tls_ms, cert_days) = tls_handshake(host, tcp, verify)?;
     let _ = s.shutdown();
@@ -710,14 +819,14 @@ impl Drop for StopOnDrop {
 
 /// The resolver a `dns` target measures: `system` (the name servers of /etc/resolv.conf) or one
 /// server `host:port`; no cache, no hosts file, one attempt, so every lookup is a real query.
-async fn dns_resolver(address: &str, timeout: Duration) -> Result<hickory_resolver::TokioResolver, &'static str> {
+async fn dns_resolver(address: &str, timeout: Duration) -> Result<hickory_resolver::TokioResolver, Status> {
     use hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig};
     use hickory_resolver::name_server::TokioConnectionProvider;
     let provider = TokioConnectionProvider::default();
     let mut builder = if address == "system" {
-        hickory_resolver::TokioResolver::builder(provider).map_err(|_| "dns_error")?
+        hickory_resolver::TokioResolver::builder(provider).map_err(|_| Status::DnsError)?
     } else {
-        let server = tokio::net::lookup_host(address).await.ok().and_then(|mut a| a.next()).ok_or("dns_error")?;
+        let server = tokio::net::lookup_host(address).await.ok().and_then(|mut a| a.next()).ok_or(Status::DnsError)?;
         let ns = NameServerConfig::new(server, hickory_resolver::proto::xfer::Protocol::Udp);
         hickory_resolver::TokioResolver::builder_with_config(
             ResolverConfig::from_parts(None, vec![], vec![ns]),
@@ -736,32 +845,31 @@ async fn dns_resolver(address: &str, timeout: Duration) -> Result<hickory_resolv
 /// One resolution of `name`/`record` through hickory-resolver: the time until the answer (ms),
 /// or the event status: `nxdomain`, `servfail`, `timeout`, `dns_error`. An answer with no record
 /// of the type (NODATA) is a completed resolution.
-async fn dns_lookup(address: &str, name: &str, record: &str, timeout: Duration) -> Result<f64, &'static str> {
+async fn dns_lookup(address: &str, name: &str, record: &str, timeout: Duration) -> Result<f64, Status> {
     use hickory_resolver::proto::op::ResponseCode;
     use hickory_resolver::proto::ProtoErrorKind;
     let rtype: hickory_resolver::proto::rr::RecordType =
-        record.to_ascii_uppercase().parse().map_err(|_| "dns_error")?;
+        record.to_ascii_uppercase().parse().map_err(|_| Status::DnsError)?;
     let fqdn = format!("{}.", name.trim_end_matches('.'));
     let resolver = dns_resolver(address, timeout).await?;
     let started = Instant::now();
     // the resolver's own timeout bounds the query; this one bounds everything around it
     let r = tokio::time::timeout(timeout + Duration::from_millis(500), resolver.lookup(fqdn.as_str(), rtype))
         .await
-        .map_err(|_| "timeout")?;
+        .map_err(|_| Status::Timeout)?;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match r {
         Ok(_) => Ok(ms),
         Err(e) => match e.proto().map(|p| p.kind()) {
             Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => match *response_code {
                 ResponseCode::NoError => Ok(ms),
-                ResponseCode::NXDomain => Err("nxdomain"),
-                ResponseCode::ServFail => Err("servfail"),
-                _ => Err("dns_error"),
+                ResponseCode::NXDomain => Err(Status::Nxdomain),
+                ResponseCode::ServFail => Err(Status::Servfail),
+                _ => Err(Status::DnsError),
             },
-            Some(ProtoErrorKind::Timeout) => Err("timeout"),
-            Some(ProtoErrorKind::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => Err("timeout"),
-            _ if e.to_string().contains("timed out") => Err("timeout"),
-            _ => Err("dns_error"),
+            Some(ProtoErrorKind::Timeout) => Err(Status::Timeout),
+            Some(ProtoErrorKind::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => Err(Status::Timeout),
+            _ => Err(Status::DnsError),
         },
     }
 }
@@ -775,10 +883,10 @@ fn dns_record_type_ok(record: &str) -> bool {
 }
 
 /// Writes the measured events not yet batched to the spool as one batch (named by its first seq).
-fn spool_pending(pending: &mut Vec<(u64, serde_json::Value)>, spool: &mut Spool) -> anyhow::Result<()> {
+fn spool_pending(pending: &mut Vec<(u64, WireEvent)>, spool: &mut Spool) -> anyhow::Result<()> {
     let Some(&(first, _)) = pending.first() else { return Ok(()) };
-    let events: Vec<serde_json::Value> = pending.drain(..).map(|(_, e)| e).collect();
-    spool.push(first, &serde_json::to_vec(&serde_json::json!({ "events": events }))?)?;
+    let events: Vec<WireEvent> = pending.drain(..).map(|(_, e)| e).collect();
+    spool.push(first, &serde_json::to_vec(&WireBatch { events })?)?;
     metrics::SPOOL_DROPPED.inc_by(std::mem::take(&mut spool.dropped));
     Ok(())
 }
@@ -839,7 +947,7 @@ pub async fn run_until(
     };
     let mut next_due = base.clone();
     let mut done: Vec<u64> = vec![0; cfg.targets.len()];
-    let mut pending: Vec<(u64, serde_json::Value)> = Vec::new();
+    let mut pending: Vec<(u64, WireEvent)> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut retry_at = Instant::now();
     let mut backoff = Duration::from_millis(250);
@@ -859,12 +967,12 @@ pub async fn run_until(
         if !due.is_empty() {
             use futures_util::StreamExt;
             let (targets, probe_id) = (&cfg.targets, cfg.probe_id.as_str());
-            let results: Vec<(u64, serde_json::Value)> = futures_util::stream::iter(due)
+            let results: Vec<(u64, WireEvent)> = futures_util::stream::iter(due)
                 .map(|(i, s)| {
                     let t = &targets[i];
                     async move {
                         let e = measure(t, probe_id, s).await;
-                        let outcome = if e.get("status").is_some() { "failed" } else { "ok" };
+                        let outcome = if e.status.is_some() { "failed" } else { "ok" };
                         metrics::MEASUREMENTS.with_label_values(&[t.kind.as_str(), outcome]).inc();
                         (s, e)
                     }
@@ -889,13 +997,13 @@ pub async fn run_until(
         while Instant::now() >= retry_at {
             let Some((path, body)) = spool.front() else { break };
             let t0 = Instant::now();
-            let posted = post(&client, &cfg, body).await;
+            let posted = post(&client, &cfg, body.clone()).await;
             metrics::POST_SECONDS.observe(t0.elapsed().as_secs_f64());
             metrics::POSTS
                 .with_label_values(&[match posted {
                     Posted::Accepted => "accepted",
                     Posted::Retry(_) => "retry",
-                    Posted::Rejected(_) => "rejected",
+                    Posted::Rejected { .. } => "rejected",
                 }])
                 .inc();
             match posted {
@@ -903,10 +1011,20 @@ pub async fn run_until(
                     spool.remove(&path)?;
                     backoff = Duration::from_millis(250);
                 }
-                Posted::Rejected(why) => {
-                    tracing::error!(%why, batch = %path.display(), "ingest rejected a batch; dropped");
-                    spool.remove(&path)?;
-                }
+                Posted::Rejected { why, refused } => match without_refused(&body, &refused) {
+                    // ingest named the events it refused: drop those, keep and re-send the rest
+                    Some((rest, dropped)) => {
+                        tracing::warn!(%why, dropped, batch = %path.display(), "ingest refused events of a batch; the rest is re-sent");
+                        metrics::EVENTS_REFUSED.inc_by(dropped as u64);
+                        spool.replace(&path, &rest)?;
+                    }
+                    None => {
+                        let n = events_in(&body);
+                        tracing::error!(%why, events = n, batch = %path.display(), "ingest rejected a batch; dropped");
+                        metrics::EVENTS_REFUSED.inc_by(n as u64);
+                        spool.remove(&path)?;
+                    }
+                },
                 Posted::Retry(after) => {
                     // full jitter on a quarter of the backoff: probes that lost ingest together
                     // do not come back together

@@ -23,17 +23,16 @@ fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str
         tls_verify: false,
     };
     ProbeConfig {
-        ingest_url: ingest.into(),
-        token: token.into(),
-        token_file: String::new(),
-        state_dir: state.into(),
-        probe_id: "probe-0".into(),
         batch_max_events: 4,
         batch_max_age_ms: 500,
         spool_max_batches: 1000,
-        labels: Default::default(),
-        metrics_bind: String::new(),
-        targets: vec![t("reflector.test", "udp", reflector), t("tcp.test", "tcp", tcp)],
+        ..ProbeConfig::new(
+            ingest,
+            token,
+            state,
+            "probe-0",
+            vec![t("reflector.test", "udp", reflector), t("tcp.test", "tcp", tcp)],
+        )
     }
 }
 
@@ -342,7 +341,7 @@ async fn icmp_echo_or_a_clear_refusal() {
     match netqoe::icmp::available() {
         Ok(kind) => {
             cfg.validate().unwrap();
-            let e = netqoe::probe::measure(&cfg.targets[0], "p", 1).await;
+            let e = serde_json::to_value(netqoe::probe::measure(&cfg.targets[0], "p", 1).await).unwrap();
             eprintln!("ICMP via a {kind:?} socket: {e}");
             assert_eq!(e["kind"], "icmp");
             assert_eq!((e["sent"].as_u64(), e["received"].as_u64()), (Some(10), Some(10)), "{e}");
@@ -351,7 +350,7 @@ async fn icmp_echo_or_a_clear_refusal() {
             // and over IPv6, where this machine has ::1
             if std::net::UdpSocket::bind("[::1]:0").is_ok() {
                 cfg.targets[0].address = "::1".into();
-                let e = netqoe::probe::measure(&cfg.targets[0], "p", 2).await;
+                let e = serde_json::to_value(netqoe::probe::measure(&cfg.targets[0], "p", 2).await).unwrap();
                 eprintln!("ICMPv6 to ::1: {e}");
                 assert_eq!((e["sent"].as_u64(), e["received"].as_u64()), (Some(10), Some(10)), "{e}");
             } else {
@@ -404,8 +403,8 @@ async fn certificate_errors_and_total_time() {
     })
     .await
     .unwrap();
-    assert_eq!(http.unwrap_err(), "cert_error");
-    assert_eq!(tls.unwrap_err(), "cert_error");
+    assert_eq!(http.unwrap_err(), netqoe_domain::Status::CertError);
+    assert_eq!(tls.unwrap_err(), netqoe_domain::Status::CertError);
     let ok = tokio::task::spawn_blocking(move || netqoe::probe::http_measure(&https, timeout, false)).await.unwrap();
     let ok = ok.unwrap();
     assert_eq!(ok.status, 200);

@@ -21,6 +21,9 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in declaration order (the binary codec stores the position: append only).
+    pub const ALL: [Kind; 6] = [Kind::Icmp, Kind::Udp, Kind::Tcp, Kind::Dns, Kind::Http, Kind::Tls];
+
     /// The metric an error status of this kind is counted against.
     pub fn primary_metric(self) -> Metric {
         match self {
@@ -48,12 +51,33 @@ pub enum Status {
     DnsError,
     TlsError,
     CertError,
+    // `snake_case` would spell these `http4xx`: the wire name is `http_4xx` (docs/api.md), and the
+    // old spelling is still read so nothing a probe sent before the fix is refused
+    #[serde(rename = "http_4xx", alias = "http4xx")]
     Http4xx,
+    #[serde(rename = "http_5xx", alias = "http5xx")]
     Http5xx,
     Error,
 }
 
 impl Status {
+    /// Every status, in declaration order (the binary codec stores the position: append only).
+    pub const ALL: [Status; 13] = [
+        Status::Ok,
+        Status::Timeout,
+        Status::Refused,
+        Status::Unreachable,
+        Status::Reset,
+        Status::Nxdomain,
+        Status::Servfail,
+        Status::DnsError,
+        Status::TlsError,
+        Status::CertError,
+        Status::Http4xx,
+        Status::Http5xx,
+        Status::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -122,7 +146,7 @@ impl Metric {
 }
 
 /// A batch as posted in a JSON body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireBatch {
     pub events: Vec<WireEvent>,
@@ -621,6 +645,22 @@ mod tests {
         by_ord.sort();
         names.sort();
         assert_eq!(by_ord.map(|m| m.as_str()).to_vec(), names, "Ord follows the names");
+    }
+
+    #[test]
+    fn wire_names_are_the_documented_names() {
+        for s in Status::ALL {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()), "{s:?}");
+            let back: Status = serde_json::from_str(&format!("\"{}\"", s.as_str())).unwrap();
+            assert_eq!(back, s);
+        }
+        // the spelling ingest accepted before the fix is still read
+        assert_eq!(serde_json::from_str::<Status>("\"http4xx\"").unwrap(), Status::Http4xx);
+        assert_eq!(serde_json::from_str::<Status>("\"http5xx\"").unwrap(), Status::Http5xx);
+        for k in Kind::ALL {
+            let name = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<Kind>(&name).unwrap(), k);
+        }
     }
 
     #[test]
