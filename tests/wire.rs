@@ -1,6 +1,7 @@
 //! The probe's wire, end to end: every event the probe can build (each kind, each outcome, each
 //! status) goes through a real ingest and is found in the rollups with its values and its error
-//! class; and a batch that ingest refuses in part loses only the events ingest named.
+//! class; a batch that ingest refuses in part loses only the events ingest named; and an event
+//! from a probe whose clock runs ahead does not make the probe's on-time events vanish.
 
 mod common;
 
@@ -125,6 +126,39 @@ async fn every_event_the_probe_can_build_is_counted() {
             assert_eq!(w["sent"], 5, "{target}: a train counts its packets: {w}");
         }
     }
+    t.app.shutdown().await.unwrap();
+}
+
+/// Ingest accepts events up to `ingest.max_future_s` (300 s) ahead, more than the allowed
+/// lateness (120 s): one event at now + 240 s must not push the probe's on-time events behind its
+/// watermark. Every event that got a 202 is in the rollups, and none is counted as late-dropped.
+#[actix_rt::test]
+async fn an_event_from_the_near_future_does_not_drop_later_on_time_events() {
+    let t = start(1, &[("NETQOE__PIPELINE__ALLOWED_LATENESS_S", "120")]).await;
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let url = t.app.url("/v1/events");
+    let now = netqoe_actors::now_ms();
+    let ev = |id: String, seq: u64, ts: i64| serde_json::json!({"event_id": id, "seq": seq, "ts": rfc3339(ts), "target": "t", "kind": "icmp", "rtt_ms": 10.0});
+    let ahead = batch(&[ev(format!("{probe}-ahead"), 0, now + 240_000)]);
+    assert_eq!(post(&t.client, &url, Some(token), "application/json", ahead).await.status, 202);
+    // then a minute's worth of on-time events (the last 60 s), in three batches
+    for b in 0..3u64 {
+        let events: Vec<_> = (0..20u64)
+            .map(|k| {
+                let seq = 1 + b * 20 + k;
+                ev(format!("{probe}-{seq}"), seq, now - 60_000 + (seq as i64) * 900)
+            })
+            .collect();
+        assert_eq!(post(&t.client, &url, Some(token), "application/json", batch(&events)).await.status, 202);
+    }
+    let (from, to) = (now - 10 * 60_000, now + 10 * 60_000);
+    eventually(20, "all 61 events in the rollups", || async {
+        (total_count(&t.client, &t.app.url(""), &t.query_token, "rtt", from, to).await == 61).then_some(())
+    })
+    .await;
+    let r = get(&t.client, &t.app.url("/v1/probes"), Some(&t.query_token)).await;
+    let p = r.body["probes"].as_array().unwrap().iter().find(|p| p["probe"] == probe.as_str()).unwrap().clone();
+    assert_eq!(p["late_dropped"], 0, "{p}");
     t.app.shutdown().await.unwrap();
 }
 

@@ -301,7 +301,7 @@ impl Aggregator {
                 obs.duplicates += 1;
                 continue;
             }
-            match probe.wm.observe(e.ts_ms, self.cfg.lateness_ms) {
+            match probe.wm.observe(e.ts_ms, batch.received_ms, self.cfg.lateness_ms) {
                 WatermarkVerdict::LateDropped => {
                     obs.late_dropped += 1;
                     LATE_EVENTS.with_label_values(&["dropped"]).inc();

@@ -100,11 +100,17 @@ impl Watermark {
         }
     }
 
-    /// Classifies `ts_ms` and advances the watermark when the event is newer.
-    pub fn observe(&mut self, ts_ms: i64, lateness_ms: i64) -> WatermarkVerdict {
+    /// Classifies `ts_ms` and advances the watermark when the event is newer — but never past
+    /// `arrival_ms`, the time the server received its batch. Ingest accepts events up to
+    /// `ingest.max_future_s` ahead (a probe's clock may run fast), more than the allowed lateness:
+    /// were such an event to move the watermark to its own time, the probe's next on-time events
+    /// would be behind it and dropped after their 202. Bounded by arrival, a future event is counted
+    /// in its own window, which stays open until real time reaches it.
+    pub fn observe(&mut self, ts_ms: i64, arrival_ms: i64, lateness_ms: i64) -> WatermarkVerdict {
         let v = self.classify(ts_ms, lateness_ms);
         if v == WatermarkVerdict::InOrder {
-            self.max_event_ms = Some(ts_ms);
+            let bounded = ts_ms.min(arrival_ms);
+            self.max_event_ms = Some(self.max_event_ms.map_or(bounded, |m| m.max(bounded)));
         }
         v
     }
@@ -132,7 +138,7 @@ mod tests {
     fn watermark_classifies_lateness() {
         let lateness = 120_000;
         let mut w = Watermark::default();
-        assert_eq!(w.observe(600_000, lateness), WatermarkVerdict::InOrder);
+        assert_eq!(w.observe(600_000, 600_000, lateness), WatermarkVerdict::InOrder);
         // window [420s, 480s) ends at 480s ≤ 600s − 120s: closed
         assert_eq!(w.classify(470_000, lateness), WatermarkVerdict::LateDropped);
         // window [480s, 540s) ends at 540s > 480s: still open
@@ -142,7 +148,41 @@ mod tests {
         assert!(!w.closes(480_000, lateness));
     }
 
+    #[test]
+    fn a_future_event_does_not_push_on_time_events_out() {
+        let lateness = 120_000;
+        let now = 10_000_000;
+        let mut w = Watermark::default();
+        // a probe's clock jumps 240 s ahead for one event (ingest allows up to 300 s)
+        assert_eq!(w.observe(now + 240_000, now, lateness), WatermarkVerdict::InOrder);
+        assert_eq!(w.max_event_ms, Some(now), "the watermark stops at the arrival time");
+        // the on-time events after it, a second later, are in order or within the lateness
+        for k in 0..60 {
+            let v = w.observe(now + 1_000 + k * 1_000, now + 1_000 + k * 1_000, lateness);
+            assert_ne!(v, WatermarkVerdict::LateDropped, "event {k}");
+        }
+        // the future event's window closes only once real time has passed it
+        assert!(!w.closes(Tier::M1.bin_start(now + 240_000), lateness));
+        w.observe(now + 400_000, now + 400_000, lateness);
+        assert!(w.closes(Tier::M1.bin_start(now + 240_000), lateness));
+    }
+
     proptest! {
+        #[test]
+        fn the_watermark_never_moves_back_nor_past_the_newest_arrival(
+            evs in proptest::collection::vec((0i64..1_000_000, 0i64..1_000_000), 1..50),
+        ) {
+            let mut w = Watermark::default();
+            let mut newest_arrival = i64::MIN;
+            for (ts, arrival) in evs {
+                let before = w.max_event_ms;
+                w.observe(ts, arrival, 120_000);
+                newest_arrival = newest_arrival.max(arrival);
+                prop_assert!(w.max_event_ms >= before);
+                prop_assert!(w.max_event_ms.is_none_or(|m| m <= newest_arrival));
+            }
+        }
+
         #[test]
         fn every_timestamp_lands_in_exactly_one_window_per_tier(ts in -10_000_000_000_000i64..10_000_000_000_000i64) {
             for tier in Tier::ALL {
