@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS journal (
     duplicates INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal_node (node TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     probe TEXT NOT NULL,
@@ -166,6 +167,8 @@ type Reply<T> = oneshot::Sender<T>;
 
 enum Job {
     Publish {
+        /// The journal's node id, for the batch id.
+        node: String,
         probe: String,
         events: Vec<Event>,
         encoded: Vec<u8>,
@@ -219,6 +222,8 @@ struct Shared {
     published: Notify,
     acked: Notify,
     journal: Mutex<JournalState>,
+    /// This journal's random id, made when the file was created (see `journal_node`).
+    node: String,
 }
 
 /// The SQLite file: implements both `EventBus` (journal) and `RollupStore`.
@@ -258,6 +263,7 @@ impl Sqlite {
                 anyhow::bail!("{}: schema version {v} is newer than this build's {SCHEMA_VERSION}", path.display())
             }
         }
+        let node = journal_node(&conn)?;
         let startup_max: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM journal", [], |r| r.get(0))?;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let shared = Arc::new(Shared {
@@ -267,6 +273,7 @@ impl Sqlite {
             published: Notify::new(),
             acked: Notify::new(),
             journal: Mutex::new(JournalState { startup_max, ..Default::default() }),
+            node,
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new().name("netqoe-sqlite-writer".into()).spawn(move || writer_loop(conn, rx, weak))?;
@@ -313,6 +320,24 @@ impl Sqlite {
     pub async fn dead_letter_count(&self) -> Result<i64, StoreError> {
         self.read(|c| c.query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))).await
     }
+}
+
+/// The journal's node id: 64 random bits made once, when the file is created (or first opened by a
+/// build that has them), and kept in it. Batch ids are `j-{node}-{row id}`: row ids alone
+/// (`AUTOINCREMENT`, never reused within one file) recur across files, and a store shared by two
+/// processes, or one whose data directory was reset, would take a new batch for one it already
+/// committed and skip it on redelivery.
+fn journal_node(conn: &Connection) -> rusqlite::Result<String> {
+    if let Some(node) = conn.query_row("SELECT node FROM journal_node", [], |r| r.get(0)).optional()? {
+        return Ok(node);
+    }
+    let node = format!("{:016x}", rand::random::<u64>());
+    conn.execute("INSERT INTO journal_node (node) VALUES (?1)", [&node])?;
+    Ok(node)
+}
+
+fn batch_id(node: &str, row: i64) -> String {
+    format!("j-{node}-{row}")
 }
 
 /// Adds a column if the table lacks it (migrations).
@@ -391,8 +416,8 @@ impl Outcome {
 
 fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
     match job {
-        Job::Publish { probe, events, encoded, received_ms, .. } => {
-            Outcome::Publish(publish_tx(tx, probe, events, encoded, *received_ms).map_err(|e| e.to_string()))
+        Job::Publish { node, probe, events, encoded, received_ms, .. } => {
+            Outcome::Publish(publish_tx(tx, node, probe, events, encoded, *received_ms).map_err(|e| e.to_string()))
         }
         Job::Commit { ws, .. } => Outcome::Commit(commit_tx(tx, ws).map_err(|e| e.to_string())),
         Job::Ack { id } => {
@@ -532,6 +557,7 @@ fn seen_before(tx: &Transaction<'_>, probe: &str, seq: i64, h: u64) -> rusqlite:
 /// re-made here only when some were duplicates.
 fn publish_tx(
     tx: &Transaction<'_>,
+    node: &str,
     probe: &str,
     events: &[Event],
     encoded: &[u8],
@@ -583,7 +609,7 @@ fn publish_tx(
     tx.prepare_cached("INSERT INTO journal (probe, received_ms, duplicates, payload) VALUES (?1, ?2, ?3, ?4)")?
         .execute(params![probe, received_ms, duplicates as i64, payload])?;
     let id = tx.last_insert_rowid();
-    Ok(Published { batch_id: Some(format!("j{id}")), accepted: fresh.len(), duplicates })
+    Ok(Published { batch_id: Some(batch_id(node, id)), accepted: fresh.len(), duplicates })
 }
 
 /// Decodes a journal payload: the binary encoding, or JSON (journals written before it).
@@ -1116,7 +1142,7 @@ impl Sqlite {
                     continue;
                 }
                 let batch = Batch {
-                    id: format!("j{}", row.id),
+                    id: batch_id(&self.shared.node, row.id),
                     probe: row.probe,
                     received_ms: row.received_ms,
                     duplicates: row.duplicates as u64,
@@ -1139,7 +1165,7 @@ impl EventBus for Sqlite {
         let probe = probe.to_string();
         let mut encoded = Vec::new();
         codec::encode_events(&events, &mut encoded);
-        self.submit(|reply| Job::Publish { probe, events, encoded, received_ms, reply })
+        self.submit(|reply| Job::Publish { node: self.shared.node.clone(), probe, events, encoded, received_ms, reply })
             .await
             .map_err(BusError::Unavailable)?
             .map_err(|e| {
