@@ -614,6 +614,7 @@ impl Config {
                 h1_ms: self.retention.h1_days * day,
                 d1_ms: self.retention.d1_days * day,
                 dedup_ms: self.ingest.max_past_s * 1000 + day,
+                reopen_ms: self.ingest.max_past_s * 1000 + day,
             },
             prune_every: Duration::from_secs(self.retention.prune_every_s),
             writer_mailbox: 16,

@@ -18,12 +18,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::store::{
-    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
-    WriteSet,
+    derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore,
+    StoreError, WriteSet,
 };
 use netqoe_domain::codec;
 use netqoe_domain::diagnosis::{Incident, IncidentState};
-use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
 use netqoe_domain::{event_hash, Event, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -752,8 +751,7 @@ fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet) -> rusqlite::Result<CommitRepo
                 row_to_rollup,
             )?
             .collect::<rusqlite::Result<_>>()?;
-        let agg = merge_children(children.iter().map(|c| &c.agg));
-        let closed = children.iter().all(|c| c.closed);
+        let Some((agg, closed)) = derive_parent(&children) else { continue };
         upsert_rollup(
             tx,
             &Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision: 0, closed },
@@ -809,16 +807,13 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     for tier in Tier::ALL {
         n += tx.execute(
             "DELETE FROM rollups WHERE tier = ?1 AND start_ms < ?2",
-            params![tier.as_str(), now_ms - retention.for_tier(tier) - tier.len_ms()],
+            params![tier.as_str(), retention.expired_before(tier, now_ms)],
         )?;
     }
     n += tx.execute("DELETE FROM processed_batches WHERE at_ms < ?1", [now_ms - retention.dedup_ms])?;
     n += tx.execute("DELETE FROM seen_ids WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
     n += tx.execute("DELETE FROM seen_batches WHERE ts_ms < ?1", [now_ms - retention.dedup_ms])?;
-    n += tx.execute(
-        "DELETE FROM window_events WHERE start_ms < ?1",
-        [now_ms - retention.for_tier(Tier::M1) - Tier::M1.len_ms()],
-    )?;
+    n += tx.execute("DELETE FROM window_events WHERE start_ms < ?1", [retention.expired_before(Tier::M1, now_ms)])?;
     Ok(n as u64)
 }
 

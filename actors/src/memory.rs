@@ -7,13 +7,12 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use netqoe_domain::diagnosis::Incident;
-use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
 use crate::store::{
-    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
-    WriteSet,
+    derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore,
+    StoreError, WriteSet,
 };
 
 #[derive(Default)]
@@ -70,8 +69,7 @@ impl RollupStore for MemoryStore {
         for parent in parents_to_derive(&ws.derive) {
             let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
             let children = series_range(&g.rollups, &parent, child);
-            let agg = merge_children(children.iter().map(|c| &c.agg));
-            let closed = children.iter().all(|c| c.closed);
+            let Some((agg, closed)) = derive_parent(&children) else { continue };
             let revision = g.rollups.get(&parent).map_or(1, |p| p.revision + 1);
             let applied = Default::default();
             g.rollups.insert(parent.clone(), Rollup { key: parent.clone(), agg, applied, revision, closed });
@@ -152,7 +150,7 @@ impl RollupStore for MemoryStore {
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let mut g = self.lock()?;
         let before = g.rollups.len() + g.batches.len();
-        g.rollups.retain(|k, _| k.start_ms + k.tier.len_ms() + retention.for_tier(k.tier) > now_ms);
+        g.rollups.retain(|k, _| retention.keep_until(k.tier, k.start_ms) > now_ms);
         g.batches.retain(|_, at| *at + retention.dedup_ms > now_ms);
         Ok((before - g.rollups.len() - g.batches.len()) as u64)
     }

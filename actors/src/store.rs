@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use netqoe_domain::diagnosis::{Incident, IncidentState};
-use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowKey};
+use netqoe_domain::{Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 
 use crate::bus::BatchId;
 
@@ -55,6 +55,13 @@ pub struct CommitReport {
 }
 
 /// Retention per tier, ms.
+///
+/// A window is kept for its tier's retention, counted from the window's end, **and** for as long
+/// as its parent can still change: coarse windows are re-derived by merging their stored
+/// children, so a child that expired while an event can still arrive for its parent would make
+/// that re-derivation shrink the parent. `reopen_ms` is how far back an event can still arrive
+/// and be applied (`ingest.max_past_s` plus a day of redelivery), so a 1m window lives until
+/// `max(end + m1, hour end + reopen)`, and a 1h one until `max(end + h1, day end + reopen)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Retention {
     pub m1_ms: i64,
@@ -62,6 +69,8 @@ pub struct Retention {
     pub d1_ms: i64,
     /// How long processed batch ids and seen event ids (ingest dedup) are remembered.
     pub dedup_ms: i64,
+    /// How far behind now an event can still be applied (see above).
+    pub reopen_ms: i64,
 }
 
 impl Retention {
@@ -72,12 +81,56 @@ impl Retention {
             Tier::D1 => self.d1_ms,
         }
     }
+
+    /// The instant the window of `tier` starting at `start_ms` expires (kept while `now <` it).
+    pub fn keep_until(&self, tier: Tier, start_ms: i64) -> i64 {
+        let own = start_ms + tier.len_ms() + self.for_tier(tier);
+        match tier.parent() {
+            Some(p) => own.max(p.bin_start(start_ms) + p.len_ms() + self.reopen_ms),
+            None => own,
+        }
+    }
+
+    /// Windows of `tier` starting before this have expired at `now_ms` (the same rule as
+    /// `keep_until`, as one bound for a range delete).
+    pub fn expired_before(&self, tier: Tier, now_ms: i64) -> i64 {
+        let own = now_ms - tier.len_ms() - self.for_tier(tier) + 1;
+        match tier.parent() {
+            Some(p) => own.min(p.bin_start(now_ms - self.reopen_ms - p.len_ms()) + p.len_ms()),
+            None => own,
+        }
+    }
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { m1_ms: 7 * 86_400_000, h1_ms: 90 * 86_400_000, d1_ms: 730 * 86_400_000, dedup_ms: 8 * 86_400_000 }
+        let day = 86_400_000;
+        Self { m1_ms: 7 * day, h1_ms: 90 * day, d1_ms: 730 * day, dedup_ms: 8 * day, reopen_ms: 8 * day }
     }
+}
+
+/// The children a coarse window is merged from: those stored, and those of this commit in hand
+/// (a child written in this commit, or one the store does not keep because it is past its
+/// retention, still counts), the higher revision of each.
+pub fn children_with(stored: Vec<Rollup>, in_hand: &[&Rollup]) -> Vec<Rollup> {
+    let mut by_start: BTreeMap<i64, Rollup> = stored.into_iter().map(|r| (r.key.start_ms, r)).collect();
+    for r in in_hand {
+        if by_start.get(&r.key.start_ms).is_none_or(|s| s.revision < r.revision) {
+            by_start.insert(r.key.start_ms, (*r).clone());
+        }
+    }
+    by_start.into_values().collect()
+}
+
+/// A coarse window merged from `children` (and whether all are closed), or `None` without any.
+/// Children are kept while their parent can change (`Retention::keep_until`), so the merge is
+/// never missing one that expired.
+pub fn derive_parent(children: &[Rollup]) -> Option<(WindowAgg, bool)> {
+    if children.is_empty() {
+        return None;
+    }
+    let agg = netqoe_domain::rollup::merge_children(children.iter().map(|c| &c.agg));
+    Some((agg, children.iter().all(|c| c.closed)))
 }
 
 /// A range query over one tier. `None` filters match everything.
@@ -162,4 +215,41 @@ pub fn parents_to_derive<'a>(m1: impl IntoIterator<Item = &'a WindowKey>) -> Vec
     }
     let d1: std::collections::BTreeSet<WindowKey> = h1.iter().filter_map(|k| k.parent()).collect();
     h1.into_iter().chain(d1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn a_minute_lives_while_its_hour_can_change() {
+        let r = Retention::default();
+        let hour = 1_000 * 3_600_000;
+        // 7 days of retention, but the hour takes events for 8 days after its end
+        assert_eq!(r.keep_until(Tier::M1, hour), hour + 3_600_000 + 8 * DAY);
+        assert_eq!(r.keep_until(Tier::M1, hour + 59 * 60_000), hour + 3_600_000 + 8 * DAY);
+        // an hour's own 90 days outlast its day's reopening; a day has no parent
+        assert_eq!(r.keep_until(Tier::H1, hour), hour + 3_600_000 + 90 * DAY);
+        assert_eq!(r.keep_until(Tier::D1, 0), DAY + 730 * DAY);
+    }
+
+    proptest! {
+        #[test]
+        fn the_range_bound_agrees_with_keep_until(
+            start in -1_000_000_000_000i64..1_000_000_000_000,
+            age in 0i64..800 * DAY,
+            tier in 0usize..3,
+            m1_days in 1i64..30,
+            reopen_days in 0i64..30,
+        ) {
+            let tier = Tier::ALL[tier];
+            let start = tier.bin_start(start);
+            let r = Retention { m1_ms: m1_days * DAY, reopen_ms: reopen_days * DAY, ..Retention::default() };
+            let now = start + age;
+            prop_assert_eq!(start < r.expired_before(tier, now), r.keep_until(tier, start) <= now);
+        }
+    }
 }

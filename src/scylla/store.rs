@@ -15,8 +15,9 @@
 //!   windows (an event above the mark's seq cannot have been applied).
 //! - Statements are prepared once and marked idempotent; at most `scylla.max_in_flight`
 //!   requests run at once. Retention counts from a window's end: each write carries `USING TTL`
-//!   = what is left of its tier's retention (a window already past it is not written), and
-//!   tables expire the rest by `default_time_to_live`; `prune` deletes nothing itself.
+//!   = what is left of `Retention::keep_until` (a window already past it is not written, but its
+//!   parents are still derived from it), and tables expire the rest by `default_time_to_live`;
+//!   `prune` deletes nothing itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,11 +26,10 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use netqoe_actors::bus::BatchId;
 use netqoe_actors::store::{
-    parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError,
-    WriteSet,
+    children_with, derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery,
+    RollupStore, StoreError, WriteSet,
 };
 use netqoe_domain::diagnosis::{Incident, IncidentState};
-use netqoe_domain::rollup::merge_children;
 use netqoe_domain::sketch::DdSketch;
 use netqoe_domain::{EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 use scylla::client::session::Session;
@@ -416,8 +416,9 @@ impl ScyllaStore {
         let errors: BTreeMap<String, i64> = a.errors.iter().map(|(k, v)| (k.clone(), *v as i64)).collect();
         let sketch = a.sketch.encode();
         let s = &self.st.tiers[tier_index(k.tier)];
-        // Retention counts from the window's end, not from the write: the TTL is what is left of it.
-        let left_ms = k.start_ms + k.tier.len_ms() + self.retention.for_tier(k.tier) - netqoe_actors::now_ms();
+        // Retention counts from the window's end (and lasts while its parent can still change,
+        // `Retention::keep_until`), not from the write: the TTL is what is left of it.
+        let left_ms = self.retention.keep_until(k.tier, k.start_ms) - netqoe_actors::now_ms();
         if left_ms <= 0 {
             return Ok(());
         }
@@ -495,26 +496,50 @@ impl ScyllaStore {
         Ok(out)
     }
 
-    async fn derive(&self, parent: &WindowKey) -> Result<(), StoreError> {
-        let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
-        let children = self
-            .series_range(
-                child,
-                &parent.probe,
-                &parent.target,
-                parent.metric,
-                parent.start_ms,
-                parent.start_ms + parent.tier.len_ms(),
-            )
-            .await?;
-        if children.is_empty() {
-            return Ok(());
+    /// Re-derives the `parents` of `tier`, concurrently; returns the windows written.
+    async fn derive_level(
+        &self,
+        parents: &[WindowKey],
+        tier: Tier,
+        in_hand: &[&Rollup],
+        report: &mut CommitReport,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let level = parents.iter().filter(|p| p.tier == tier);
+        let mut out = Vec::new();
+        for r in futures_util::future::join_all(level.map(|p| self.derive(p, in_hand))).await {
+            if let Some(r) = r? {
+                out.push(r);
+                *report.written.entry(tier).or_default() += 1;
+            }
         }
-        let agg = merge_children(children.iter().map(|c| &c.agg));
-        let closed = children.iter().all(|c| c.closed);
+        Ok(out)
+    }
+
+    /// Re-derives `parent` from its stored children and those of this commit in `in_hand` (which
+    /// may be past their retention and not stored); returns what it wrote.
+    async fn derive(&self, parent: &WindowKey, in_hand: &[&Rollup]) -> Result<Option<Rollup>, StoreError> {
+        let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
+        let end = parent.start_ms + parent.tier.len_ms();
+        let mine: Vec<&Rollup> = in_hand
+            .iter()
+            .copied()
+            .filter(|r| {
+                r.key.tier == child
+                    && r.key.probe == parent.probe
+                    && r.key.target == parent.target
+                    && r.key.metric == parent.metric
+                    && (parent.start_ms..end).contains(&r.key.start_ms)
+            })
+            .collect();
+        let stored =
+            self.series_range(child, &parent.probe, &parent.target, parent.metric, parent.start_ms, end).await?;
+        let children = children_with(stored, &mine);
+        let Some((agg, closed)) = derive_parent(&children) else { return Ok(None) };
         // Grows whenever any child changes, so a newer derivation always wins.
         let revision: u64 = children.iter().map(|c| c.revision).sum::<u64>() + children.len() as u64;
-        self.write(&Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision, closed }).await
+        let r = Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision, closed };
+        self.write(&r).await?;
+        Ok(Some(r))
     }
 
     /// The series matching a query, sorted by (probe, target, metric).
@@ -573,14 +598,11 @@ impl RollupStore for ScyllaStore {
             }
         }
         // 3. derived tiers, 1h before 1d
+        // (each merged from the stored children and this commit's: a 1m window past its
+        // retention is not stored, yet its events count in 1h and 1d)
         let parents = parents_to_derive(&ws.derive);
-        for tier in [Tier::H1, Tier::D1] {
-            let level: Vec<&WindowKey> = parents.iter().filter(|p| p.tier == tier).collect();
-            for r in futures_util::future::join_all(level.iter().map(|p| self.derive(p))).await {
-                r?;
-                *report.written.entry(tier).or_default() += 1;
-            }
-        }
+        let h1 = self.derive_level(&parents, Tier::H1, &ws.rollups.iter().collect::<Vec<_>>(), &mut report).await?;
+        self.derive_level(&parents, Tier::D1, &h1.iter().collect::<Vec<_>>(), &mut report).await?;
         // 4. batch ids, last
         let at = netqoe_actors::now_ms();
         for r in
