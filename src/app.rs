@@ -129,6 +129,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         journal: (rabbit.is_none() && pipeline.is_some()).then(|| db.clone()),
         draining: std::sync::atomic::AtomicBool::new(false),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
+        bodies: Default::default(),
         drain: std::sync::Mutex::new(crate::http::DrainProgress::default()),
         cfg,
     });

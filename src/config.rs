@@ -53,6 +53,11 @@ pub struct HttpConfig {
     #[serde(default)]
     pub admin_tls: bool,
     pub max_body_bytes: usize,
+    /// A request body must arrive whole within this long of its headers (beyond: 408, closed).
+    pub body_timeout_s: u64,
+    /// Request bodies being received at once, in total (beyond: 503) and per probe (429).
+    pub max_bodies_in_flight: usize,
+    pub max_bodies_per_probe: usize,
     pub max_events_per_batch: usize,
     pub workers: usize,
 }
@@ -354,6 +359,15 @@ impl Config {
         }
         if !(1024..=64 << 20).contains(&self.http.max_body_bytes) {
             e.push("http.max_body_bytes: must be between 1024 and 67108864".into());
+        }
+        if !(1..=600).contains(&self.http.body_timeout_s) {
+            e.push("http.body_timeout_s: must be between 1 and 600".into());
+        }
+        if !(1..=100_000).contains(&self.http.max_bodies_in_flight) {
+            e.push("http.max_bodies_in_flight: must be between 1 and 100000".into());
+        }
+        if !(1..=self.http.max_bodies_in_flight.max(1)).contains(&self.http.max_bodies_per_probe) {
+            e.push("http.max_bodies_per_probe: must be between 1 and http.max_bodies_in_flight".into());
         }
         if !(1..=100_000).contains(&self.http.max_events_per_batch) {
             e.push("http.max_events_per_batch: must be between 1 and 100000".into());

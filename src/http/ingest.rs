@@ -80,33 +80,99 @@ fn format_of(req: &HttpRequest) -> Result<Format, Problem> {
     }
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, Problem> {
-    let too_large = || {
+fn too_large(limit: usize) -> Problem {
+    reject(
+        "too_large",
+        1,
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body-too-large",
             "Request body too large",
             format!("the body exceeds the {limit}-byte limit (http.max_body_bytes); send smaller batches"),
         )
-        .field("body")
-    };
+        .field("body"),
+    )
+}
+
+/// A body declared larger than the limit is refused before it is read.
+fn check_declared_size(req: &HttpRequest, limit: usize) -> Result<(), Problem> {
     let declared =
         req.headers().get("Content-Length").and_then(|h| h.to_str().ok()).and_then(|s| s.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
+    match declared {
+        Some(n) if n > limit => Err(too_large(limit)),
+        _ => Ok(()),
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8192).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body", e.to_string()).field("body")
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+}
+
+/// Reads the body, holding memory only for the bytes that arrived (never the declared size), and
+/// only for `timeout`: a client that stalls gets 408 and loses the connection.
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<web::BytesMut, Problem> {
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(8192.min(limit));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                reject(
+                    "aborted",
+                    1,
+                    Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Unreadable body", e.to_string())
+                        .field("body"),
+                )
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        reject(
+            "body_timeout",
+            1,
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body timeout",
+                format!("the body did not arrive within {} s of the headers (http.body_timeout_s)", timeout.as_secs()),
+            )
+            .field("body"),
+        )
+    })??;
     INGEST_BYTES.inc_by(body.len() as u64);
     Ok(body)
+}
+
+/// A slot for one body of `probe`, or 503 (every slot taken) / 429 (the probe's taken).
+fn body_slot<'a>(state: &'a AppState, probe: &str) -> Result<super::BodySlot<'a>, Problem> {
+    let h = &state.cfg.http;
+    state.bodies.take(probe, h.max_bodies_in_flight, h.max_bodies_per_probe).map_err(|refused| match refused {
+        super::SlotRefused::Total(n) => reject(
+            "busy",
+            1,
+            Problem::unavailable(
+                format!("{n} request bodies are being received already (http.max_bodies_in_flight); retry later"),
+                1,
+            ),
+        ),
+        super::SlotRefused::Probe(n) => reject(
+            "busy",
+            1,
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-bodies",
+                "Too many concurrent requests",
+                format!(
+                    "probe {probe} has {n} request bodies in flight already (http.max_bodies_per_probe); \
+                     send batches one after another"
+                ),
+            )
+            .retry_after(1),
+        ),
+    })
 }
 
 /// Maps a decode error at `path` to 400 (not JSON) or 422 (JSON of the wrong shape).
@@ -190,7 +256,11 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
         Err(p) => return Err(reject(if p.status == 401 { "unauthorized" } else { "forbidden" }, 1, p)),
     };
     let format = format_of(req).map_err(|p| reject("unsupported_media_type", 1, p))?;
-    let body = read_body(req, payload, state.cfg.http.max_body_bytes).await.map_err(|p| reject("too_large", 1, p))?;
+    let limit = state.cfg.http.max_body_bytes;
+    check_declared_size(req, limit)?;
+    let _slot = body_slot(state, &probe)?;
+    let timeout = std::time::Duration::from_secs(state.cfg.http.body_timeout_s);
+    let body = read_body(payload, limit, timeout).await?;
     let wire = decode(&body, format)?;
     let n = wire.len();
     if n == 0 {

@@ -21,6 +21,62 @@ use crate::auth::{RateLimiter, TokenBook};
 use crate::config::Config;
 
 /// Everything handlers need, shared across workers.
+/// Request bodies being received now, in total and per probe (`http.max_bodies_in_flight`,
+/// `http.max_bodies_per_probe`): what bounds the memory clients can make the server hold.
+#[derive(Default)]
+pub struct BodySlots {
+    total: std::sync::atomic::AtomicUsize,
+    per_probe: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Which bound refused a body.
+#[derive(Debug, PartialEq)]
+pub enum SlotRefused {
+    Total(usize),
+    Probe(usize),
+}
+
+/// One body being received; frees its slot when dropped.
+pub struct BodySlot<'a> {
+    slots: &'a BodySlots,
+    probe: String,
+}
+
+impl BodySlots {
+    pub fn take(&self, probe: &str, total_max: usize, per_probe_max: usize) -> Result<BodySlot<'_>, SlotRefused> {
+        use std::sync::atomic::Ordering;
+        let mut per = self.per_probe.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per.get(probe).copied().unwrap_or(0);
+        if mine >= per_probe_max {
+            return Err(SlotRefused::Probe(per_probe_max));
+        }
+        if self.total.load(Ordering::SeqCst) >= total_max {
+            return Err(SlotRefused::Total(total_max));
+        }
+        self.total.fetch_add(1, Ordering::SeqCst);
+        per.insert(probe.to_string(), mine + 1);
+        Ok(BodySlot { slots: self, probe: probe.to_string() })
+    }
+
+    /// Bodies being received now.
+    pub fn in_flight(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for BodySlot<'_> {
+    fn drop(&mut self) {
+        let mut per = self.slots.per_probe.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.probe) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.probe);
+            }
+        }
+        self.slots.total.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What `SIGHUP` reloads without a restart: probes (tokens, revocations, labels) and query tokens.
 pub struct Live {
     pub tokens: TokenBook,
@@ -46,6 +102,8 @@ pub struct AppState {
     pub draining: std::sync::atomic::AtomicBool,
     /// Ingest requests being handled now (a drain is done when none are left).
     pub in_flight: std::sync::atomic::AtomicUsize,
+    /// Request bodies being received now.
+    pub bodies: BodySlots,
     /// What an admin-requested drain has done so far.
     pub drain: std::sync::Mutex<DrainProgress>,
 }
@@ -259,5 +317,26 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_slots_bound_the_total_and_each_probe_and_free_on_drop() {
+        let slots = BodySlots::default();
+        let a1 = slots.take("a", 3, 2).unwrap();
+        let a2 = slots.take("a", 3, 2).unwrap();
+        assert_eq!(slots.take("a", 3, 2).err(), Some(SlotRefused::Probe(2)));
+        let b1 = slots.take("b", 3, 2).unwrap();
+        assert_eq!(slots.take("c", 3, 2).err(), Some(SlotRefused::Total(3)));
+        assert_eq!(slots.in_flight(), 3);
+        drop(a1);
+        let a3 = slots.take("a", 3, 2).unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(slots.in_flight(), 0);
+        assert!(slots.per_probe.lock().unwrap().is_empty(), "no entry is left for an idle probe");
     }
 }
