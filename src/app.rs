@@ -130,6 +130,8 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         draining: std::sync::atomic::AtomicBool::new(false),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         bodies: Default::default(),
+        series: Default::default(),
+        queries: tokio::sync::Semaphore::new(cfg.http.max_concurrent_queries),
         drain: std::sync::Mutex::new(crate::http::DrainProgress::default()),
         cfg,
     });

@@ -59,6 +59,10 @@ pub struct HttpConfig {
     pub max_bodies_in_flight: usize,
     pub max_bodies_per_probe: usize,
     pub max_events_per_batch: usize,
+    /// `GET /v1/rollups` answered at once (beyond: 503 + Retry-After).
+    pub max_concurrent_queries: usize,
+    /// Windows one `group_by` query may merge (beyond: 422 asking for a narrower query).
+    pub max_query_windows: usize,
     pub workers: usize,
 }
 
@@ -180,6 +184,8 @@ pub struct IngestConfig {
     pub max_past_s: i64,
     pub retry_after_s: u64,
     pub max_duration_ms: f64,
+    /// Distinct (target, metric) series one probe may feed at once (beyond: 422 naming them).
+    pub max_series_per_probe: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -369,6 +375,12 @@ impl Config {
         if !(1..=self.http.max_bodies_in_flight.max(1)).contains(&self.http.max_bodies_per_probe) {
             e.push("http.max_bodies_per_probe: must be between 1 and http.max_bodies_in_flight".into());
         }
+        if !(1..=1024).contains(&self.http.max_concurrent_queries) {
+            e.push("http.max_concurrent_queries: must be between 1 and 1024".into());
+        }
+        if !(1..=10_000_000).contains(&self.http.max_query_windows) {
+            e.push("http.max_query_windows: must be between 1 and 10000000".into());
+        }
         if !(1..=100_000).contains(&self.http.max_events_per_batch) {
             e.push("http.max_events_per_batch: must be between 1 and 100000".into());
         }
@@ -524,6 +536,9 @@ impl Config {
         }
         if self.pipeline.allowed_lateness_s < 0 || self.pipeline.allowed_lateness_s >= self.ingest.max_past_s {
             e.push("pipeline.allowed_lateness_s: must be >= 0 and below ingest.max_past_s".into());
+        }
+        if !(1..=1_000_000).contains(&self.ingest.max_series_per_probe) {
+            e.push("ingest.max_series_per_probe: must be between 1 and 1000000".into());
         }
         if self.pipeline.idle_evict_s < 1 {
             e.push("pipeline.idle_evict_s: must be at least 1".into());

@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS rollups (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_by_target ON rollups (tier, target, metric, start_ms);
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (tier, start_ms);
+-- metric + time filters (the dashboard's fleet view) without scanning the tier
+CREATE INDEX IF NOT EXISTS rollups_by_metric ON rollups (tier, metric, start_ms);
 CREATE TABLE IF NOT EXISTS processed_batches (
     batch_id TEXT PRIMARY KEY,
     at_ms INTEGER NOT NULL
@@ -908,6 +910,22 @@ impl RollupStore for Sqlite {
             if let Some(m) = q.metric {
                 args.push(m.as_str().to_string().into());
                 sql.push_str(&format!(" AND metric = ?{}", args.len()));
+            }
+            if let Some(c) = &q.after {
+                let n = args.len();
+                args.extend([
+                    c.probe.clone().into(),
+                    c.target.clone().into(),
+                    c.metric.clone().into(),
+                    c.start_ms.into(),
+                ]);
+                sql.push_str(&format!(
+                    " AND (probe, target, metric, start_ms) > (?{}, ?{}, ?{}, ?{})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4
+                ));
             }
             args.push((q.limit as i64).into());
             sql.push_str(&format!(" ORDER BY probe, target, metric, start_ms LIMIT ?{}", args.len()));

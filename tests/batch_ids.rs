@@ -28,6 +28,7 @@ async fn stored(store: &dyn RollupStore, from: i64) -> u64 {
         from_ms: from - 3_600_000,
         to_ms: from + 3_600_000,
         limit: 10_000,
+        after: None,
     };
     store.query(&q).await.unwrap().iter().map(|r| r.agg.count).sum()
 }

@@ -111,6 +111,7 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
         from_ms: from - 86_400_000,
         to_ms: to,
         limit: 100_000,
+        after: None,
     };
     let m1 = store.query(&q(Tier::M1)).await.unwrap();
     let h1 = store.query(&q(Tier::H1)).await.unwrap();

@@ -45,7 +45,7 @@ fn ws(rollups: Vec<Rollup>) -> WriteSet {
 }
 
 fn q(tier: Tier, from_ms: i64, to_ms: i64) -> RollupQuery {
-    RollupQuery { probe: None, target: None, metric: None, tier, from_ms, to_ms, limit: 10_000 }
+    RollupQuery { probe: None, target: None, metric: None, tier, from_ms, to_ms, limit: 10_000, after: None }
 }
 
 fn base() -> i64 {
@@ -261,6 +261,51 @@ async fn coarse_windows_never_shrink_as_children_age(s: Arc<dyn RollupStore>) {
     assert_eq!(counts(s.query(&f).await.unwrap()), vec![3]);
 }
 
+/// Pages (`limit` + `after`) follow one order — probe, target, metric name, window start — so they
+/// together return each window of the full answer once, whichever filters the query has.
+async fn queries_page_in_one_order(s: Arc<dyn RollupStore>) {
+    use netqoe_actors::store::QueryCursor;
+    let b = base();
+    let mut rs = Vec::new();
+    for probe in ["pb", "pa"] {
+        for target in ["tz", "ta"] {
+            for (i, metric) in [Metric::Rtt, Metric::Dns, Metric::Connect].into_iter().enumerate() {
+                for m in 0..3 {
+                    let mut k = key(probe, target, b + m * 60_000);
+                    k.metric = metric;
+                    rs.push(rollup(k, &[1.0 + i as f64], 1));
+                }
+            }
+        }
+    }
+    s.commit(ws(rs)).await.unwrap();
+    let mut full = q(Tier::M1, b, b + DAY);
+    let mut filtered = q(Tier::M1, b, b + DAY);
+    filtered.target = Some("ta".into());
+    filtered.metric = Some(Metric::Dns);
+    for all in [full.clone(), filtered.clone()] {
+        let want: Vec<QueryCursor> = s.query(&all).await.unwrap().iter().map(QueryCursor::of).collect();
+        let mut sorted = want.clone();
+        sorted.sort();
+        assert_eq!(want, sorted, "the answer is in the query order");
+        let mut got = Vec::new();
+        let mut page = RollupQuery { limit: 4, ..all.clone() };
+        loop {
+            let rows = s.query(&page).await.unwrap();
+            got.extend(rows.iter().map(QueryCursor::of));
+            if rows.len() < 4 {
+                break;
+            }
+            page.after = rows.last().map(QueryCursor::of);
+        }
+        assert_eq!(got, want);
+    }
+    full.probe = Some("pa".into());
+    assert_eq!(s.query(&full).await.unwrap().len(), 18);
+    filtered.probe = Some("pb".into());
+    assert_eq!(s.query(&filtered).await.unwrap().len(), 3);
+}
+
 fn incident(id: &str, opened_ms: i64, open: bool) -> netqoe_domain::diagnosis::Incident {
     use netqoe_domain::diagnosis::{Incident, IncidentState, MetricEvidence, Scope};
     Incident {
@@ -352,6 +397,12 @@ macro_rules! contract {
             async fn coarse_windows_never_shrink_as_children_age() {
                 let (s, _d) = store().await;
                 super::coarse_windows_never_shrink_as_children_age(s).await
+            }
+            #[actix_rt::test]
+            $(#[$attr])*
+            async fn queries_page_in_one_order() {
+                let (s, _d) = store().await;
+                super::queries_page_in_one_order(s).await
             }
             #[actix_rt::test]
             $(#[$attr])*

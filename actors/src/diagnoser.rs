@@ -115,6 +115,7 @@ pub async fn fleet_window(store: &dyn RollupStore, start_ms: i64) -> Result<Flee
         from_ms: start_ms,
         to_ms: start_ms + 60_000,
         limit: 1_000_000,
+        after: None,
     };
     let rows = store.query(&q).await?;
     let mut by_pair: BTreeMap<(String, String), Vec<&Rollup>> = BTreeMap::new();

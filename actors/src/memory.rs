@@ -11,8 +11,8 @@ use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
 use crate::bus::BatchId;
 use crate::store::{
-    derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore,
-    StoreError, WriteSet,
+    derive_parent, parents_to_derive, query_order, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery,
+    RollupStore, StoreError, WriteSet,
 };
 
 #[derive(Default)]
@@ -100,7 +100,8 @@ impl RollupStore for MemoryStore {
 
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
         let g = self.lock()?;
-        Ok(g.rollups
+        let mut hits: Vec<&Rollup> = g
+            .rollups
             .values()
             .filter(|r| {
                 r.key.tier == q.tier
@@ -109,7 +110,12 @@ impl RollupStore for MemoryStore {
                     && q.probe.as_ref().is_none_or(|p| &r.key.probe == p)
                     && q.target.as_ref().is_none_or(|t| &r.key.target == t)
                     && q.metric.is_none_or(|m| r.key.metric == m)
+                    && q.after.as_ref().is_none_or(|c| c.precedes(r))
             })
+            .collect();
+        hits.sort_by(|a, b| query_order(a, b));
+        Ok(hits
+            .into_iter()
             .take(q.limit)
             .map(|r| Rollup { key: r.key.clone(), agg: r.agg.clone(), applied: Default::default(), ..*r })
             .collect())

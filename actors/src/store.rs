@@ -145,6 +145,45 @@ pub struct RollupQuery {
     pub to_ms: i64,
     /// Upper bound on rows returned.
     pub limit: usize,
+    /// Only windows after this one in the query order (paging).
+    pub after: Option<QueryCursor>,
+}
+
+/// A position in a query's order: (probe, target, metric name, window start). Every backend
+/// returns windows in this order, so a page ends where the next begins.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct QueryCursor {
+    pub probe: String,
+    pub target: String,
+    pub metric: String,
+    pub start_ms: i64,
+}
+
+impl QueryCursor {
+    pub fn of(r: &Rollup) -> Self {
+        QueryCursor {
+            probe: r.key.probe.clone(),
+            target: r.key.target.clone(),
+            metric: r.key.metric.as_str().to_string(),
+            start_ms: r.key.start_ms,
+        }
+    }
+
+    /// Whether `r` comes after the cursor in the query order.
+    pub fn precedes(&self, r: &Rollup) -> bool {
+        (r.key.probe.as_str(), r.key.target.as_str(), r.key.metric.as_str(), r.key.start_ms)
+            > (self.probe.as_str(), self.target.as_str(), self.metric.as_str(), self.start_ms)
+    }
+}
+
+/// The query order (see `QueryCursor`).
+pub fn query_order(a: &Rollup, b: &Rollup) -> std::cmp::Ordering {
+    (&a.key.probe, &a.key.target, a.key.metric.as_str(), a.key.start_ms).cmp(&(
+        &b.key.probe,
+        &b.key.target,
+        b.key.metric.as_str(),
+        b.key.start_ms,
+    ))
 }
 
 /// Which incidents to list.

@@ -500,13 +500,23 @@ async fn check_oracle(
     let mut quantiles: BTreeMap<(String, String, i64), [f64; 3]> = BTreeMap::new();
     let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
     for p in probes {
-        let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=100000");
-        let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else {
-            continue;
-        };
-        let b = r.body().limit(256 << 20).await.unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
-        for w in v["rollups"].as_array().cloned().unwrap_or_default() {
+        // page by page (`next`), as a client must
+        let mut windows = Vec::new();
+        let mut after = String::new();
+        loop {
+            let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=10000{after}");
+            let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else {
+                break;
+            };
+            let b = r.body().limit(64 << 20).await.unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            windows.extend(v["rollups"].as_array().cloned().unwrap_or_default());
+            match v["next"].as_str() {
+                Some(n) => after = format!("&after={n}"),
+                None => break,
+            }
+        }
+        for w in windows {
             let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or(""))
                 .map(|d| d.timestamp_millis())
                 .unwrap_or(0);

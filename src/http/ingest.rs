@@ -316,6 +316,29 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
         p.errors = errors;
         return Err(reject("invalid", n, p));
     }
+    let max_series = state.cfg.ingest.max_series_per_probe;
+    let idle_ms = state.cfg.pipeline.idle_evict_s * 1000;
+    if let Err(beyond) = state.series.admit(&probe, &events, now, max_series, idle_ms) {
+        let reason =
+            format!("opens a series beyond the {max_series} this probe may feed (ingest.max_series_per_probe)");
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too-many-series",
+            "Too many series",
+            format!(
+                "{} event(s) would open series beyond the {max_series} probe {probe} may feed at once \
+                 (ingest.max_series_per_probe); nothing was stored",
+                beyond.len()
+            ),
+        )
+        .field(format!("events[{}].target", beyond[0]));
+        p.errors = beyond
+            .iter()
+            .take(MAX_LISTED_ERRORS)
+            .map(|i| FieldProblem { field: format!("events[{i}].target"), reason: reason.clone() })
+            .collect();
+        return Err(reject("too_many_series", n, p));
+    }
     if let Err(wait) = state.limiter.take(&probe, n) {
         return Err(reject(
             "rate_limited",

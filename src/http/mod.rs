@@ -8,6 +8,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod problem;
 pub mod query;
+pub mod series;
 
 use std::sync::Arc;
 
@@ -104,6 +105,10 @@ pub struct AppState {
     pub in_flight: std::sync::atomic::AtomicUsize,
     /// Request bodies being received now.
     pub bodies: BodySlots,
+    /// Live series per probe (`ingest.max_series_per_probe`).
+    pub series: series::SeriesBook,
+    /// Permits for rollup queries (`http.max_concurrent_queries`).
+    pub queries: tokio::sync::Semaphore,
     /// What an admin-requested drain has done so far.
     pub drain: std::sync::Mutex<DrainProgress>,
 }

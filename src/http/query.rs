@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::SecondsFormat;
 use netqoe_actors::session::ListSessions;
-use netqoe_actors::store::RollupQuery;
+use netqoe_actors::store::{QueryCursor, RollupQuery};
 use netqoe_domain::{Metric, Rollup, Tier, WindowAgg};
 use serde::Deserialize;
 
@@ -16,9 +16,9 @@ use super::problem::Problem;
 use super::AppState;
 use crate::auth::Principal;
 
-/// Most windows one query returns.
-const MAX_LIMIT: usize = 100_000;
-const DEFAULT_LIMIT: usize = 10_000;
+/// Most rows one query returns (a page; `next` continues).
+const MAX_LIMIT: usize = 10_000;
+const DEFAULT_LIMIT: usize = 1_000;
 
 pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Problem> {
     let header = req.headers().get("Authorization").and_then(|h| h.to_str().ok());
@@ -55,6 +55,20 @@ pub struct RollupParams {
     to: Option<String>,
     group_by: Option<String>,
     limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+}
+
+/// `next`/`after`: the cursor as hex of its JSON (opaque to clients, safe in a URL).
+fn encode_cursor(c: &QueryCursor) -> String {
+    hex::encode(serde_json::to_vec(c).unwrap_or_default())
+}
+
+fn decode_cursor(s: &str) -> Result<QueryCursor, Problem> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Problem::bad_query("after", "after must be the `next` value of a previous answer"))
 }
 
 fn window_json(
@@ -118,6 +132,15 @@ fn window_json(
 
 pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     check_query_auth(&req, &state)?;
+    let _permit = state.queries.try_acquire().map_err(|_| {
+        Problem::unavailable(
+            format!(
+                "{} rollup queries are running already (http.max_concurrent_queries); retry shortly",
+                state.cfg.http.max_concurrent_queries
+            ),
+            1,
+        )
+    })?;
     let params: RollupParams = web::Query::<RollupParams>::from_query(req.query_string())
         .map_err(|e| {
             let msg = e.to_string();
@@ -158,10 +181,19 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Problem::bad_query("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
-    let group_by = params.group_by.as_deref();
-    if !matches!(group_by, None | Some("target") | Some("probe")) {
+    let group_by = params.group_by.clone();
+    if !matches!(group_by.as_deref(), None | Some("target") | Some("probe")) {
         return Err(Problem::bad_query("group_by", "group_by must be target or probe"));
     }
+    let after = params.after.as_deref().map(decode_cursor).transpose()?;
+    if after.is_some() && group_by.is_some() {
+        return Err(Problem::bad_query("after", "a group_by answer is not paged; narrow from/to instead"));
+    }
+    // Without group_by, `limit` rows are one page (`next` continues). A fleet view merges every
+    // window of its range, so its input is bounded instead: a range wider than
+    // `http.max_query_windows` is refused, never answered from part of its data.
+    let max_windows = state.cfg.http.max_query_windows;
+    let fetch = if group_by.is_some() { max_windows + 1 } else { limit + 1 };
     let q = RollupQuery {
         probe: params.probe,
         target: params.target,
@@ -169,12 +201,52 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         tier,
         from_ms: from,
         to_ms: to,
-        limit: limit + 1,
+        limit: fetch,
+        after,
     };
     let mut rows = state.store.query(&q).await.map_err(|e| Problem::unavailable(e.to_string(), 2))?;
-    let truncated = rows.len() > limit;
+    if group_by.is_some() && rows.len() > max_windows {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "query-too-wide",
+            "Query too wide",
+            format!(
+                "group_by would merge more than {max_windows} windows (http.max_query_windows); narrow from/to, \
+                 add metric, probe or target, or use a coarser tier"
+            ),
+        )
+        .field("group_by"));
+    }
+    let body = web::block(move || {
+        answer(rows_page(&mut rows, group_by.is_none(), limit), rows, tier, from, to, group_by, limit)
+    })
+    .await
+    .map_err(|e| Problem::internal(format!("query worker: {e}")))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+}
+
+/// Cuts a page of `limit` rows; the cursor of its last row when more follow.
+fn rows_page(rows: &mut Vec<Rollup>, paged: bool, limit: usize) -> Option<QueryCursor> {
+    if !paged || rows.len() <= limit {
+        return None;
+    }
     rows.truncate(limit);
-    let out: Vec<serde_json::Value> = match group_by {
+    rows.last().map(QueryCursor::of)
+}
+
+/// The JSON answer (built off the HTTP worker: a page can be thousands of windows).
+fn answer(
+    next: Option<QueryCursor>,
+    rows: Vec<Rollup>,
+    tier: Tier,
+    from: i64,
+    to: i64,
+    group_by: Option<String>,
+    limit: usize,
+) -> String {
+    let group_by = group_by.as_deref();
+    let mut truncated = next.is_some();
+    let mut out: Vec<serde_json::Value> = match group_by {
         None => rows
             .iter()
             .map(|r: &Rollup| {
@@ -220,14 +292,21 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
                 .collect()
         }
     };
-    Ok(HttpResponse::Ok().json(serde_json::json!({
+    if out.len() > limit {
+        // groups beyond `limit`: the answer says so (each group shown is complete)
+        out.truncate(limit);
+        truncated = true;
+    }
+    serde_json::json!({
         "tier": tier.as_str(),
         "from": rfc3339(from),
         "to": rfc3339(to),
         "group_by": group_by,
         "truncated": truncated,
+        "next": next.as_ref().map(encode_cursor),
         "rollups": out,
-    })))
+    })
+    .to_string()
 }
 
 pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {

@@ -26,8 +26,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use netqoe_actors::bus::BatchId;
 use netqoe_actors::store::{
-    children_with, derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery,
-    RollupStore, StoreError, WriteSet,
+    children_with, derive_parent, parents_to_derive, query_order, CommitReport, IncidentQuery, ProbeMark, Retention,
+    RollupQuery, RollupStore, StoreError, WriteSet,
 };
 use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::sketch::DdSketch;
@@ -556,15 +556,16 @@ impl ScyllaStore {
             (None, Some(t)) => self.rows(&self.st.series_of_target, (t,)).await?,
             (None, None) => self.rows(&self.st.series_all, ()).await?,
         };
+        // in the query order: by metric name (QueryCursor)
         let mut set = BTreeSet::new();
         for r in rows {
             let Some(m) = Metric::parse(&r.metric) else { continue };
             if q.target.as_ref().is_some_and(|t| *t != r.target) || q.metric.is_some_and(|qm| qm != m) {
                 continue;
             }
-            set.insert((r.probe, r.target, m));
+            set.insert((r.probe, r.target, m.as_str(), m));
         }
-        Ok(set.into_iter().collect())
+        Ok(set.into_iter().map(|(p, t, _, m)| (p, t, m)).collect())
     }
 }
 
@@ -652,14 +653,32 @@ impl RollupStore for ScyllaStore {
                     out.push(r.into_rollup(q.tier)?);
                 }
             }
-            out.sort_by(|a, b| (&a.key.probe, a.key.start_ms).cmp(&(&b.key.probe, b.key.start_ms)));
+            out.retain(|r| q.after.as_ref().map_or(true, |c| c.precedes(r)));
+            out.sort_by(query_order);
             out.truncate(q.limit);
         } else {
             for (probe, target, metric) in self.series_for(q).await? {
                 if out.len() >= q.limit {
                     break;
                 }
-                let mut rows = self.series_range(q.tier, &probe, &target, metric, q.from_ms, q.to_ms).await?;
+                let from = match &q.after {
+                    // the cursor's own series resumes after its window; earlier ones are skipped
+                    Some(c)
+                        if (probe.as_str(), target.as_str(), metric.as_str()) == (&c.probe, &c.target, &c.metric) =>
+                    {
+                        q.from_ms.max(c.start_ms + 1)
+                    }
+                    Some(c)
+                        if (probe.as_str(), target.as_str(), metric.as_str()) < (&c.probe, &c.target, &c.metric) =>
+                    {
+                        continue
+                    }
+                    _ => q.from_ms,
+                };
+                if from >= q.to_ms {
+                    continue;
+                }
+                let mut rows = self.series_range(q.tier, &probe, &target, metric, from, q.to_ms).await?;
                 rows.truncate(q.limit - out.len());
                 out.extend(rows);
             }

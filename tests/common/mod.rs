@@ -185,16 +185,30 @@ where
     }
 }
 
+/// Every window a `/v1/rollups` query (`url` with its parameters, no `limit`) answers, page after
+/// page (following `next`).
+pub async fn all_rollups(client: &awc::Client, url: &str, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = match &after {
+            Some(a) => format!("{url}&limit=10000&after={a}"),
+            None => format!("{url}&limit=10000"),
+        };
+        let r = get(client, &page, Some(token)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        out.extend(r.body["rollups"].as_array().unwrap().iter().cloned());
+        match r.body["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
+}
+
 /// Sum of `count` over all 1m rollups of a metric in a range (query API).
 pub async fn total_count(client: &awc::Client, base: &str, token: &str, metric: &str, from: i64, to: i64) -> u64 {
-    let r = get(
-        client,
-        &format!("{base}/v1/rollups?metric={metric}&tier=1m&from={from}&to={to}&limit=100000"),
-        Some(token),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["rollups"].as_array().unwrap().iter().map(|w| w["count"].as_u64().unwrap()).sum()
+    let url = format!("{base}/v1/rollups?metric={metric}&tier=1m&from={from}&to={to}");
+    all_rollups(client, &url, token).await.iter().map(|w| w["count"].as_u64().unwrap()).sum()
 }
 
 /// Value of a Prometheus sample line `name{labels} value` (labels as written, or "" for none).
@@ -315,11 +329,8 @@ pub async fn stored_by_minute(
     from: i64,
     to: i64,
 ) -> std::collections::BTreeMap<i64, u64> {
-    let r = get(client, &format!("{url}/v1/rollups?metric=rtt&from={from}&to={to}&limit=100000"), Some(token)).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["rollups"]
-        .as_array()
-        .unwrap()
+    all_rollups(client, &format!("{url}/v1/rollups?metric=rtt&from={from}&to={to}"), token)
+        .await
         .iter()
         .map(|w| {
             let s =
@@ -350,15 +361,8 @@ pub async fn rollup_map(
 ) -> std::collections::BTreeMap<String, Value> {
     let mut out = std::collections::BTreeMap::new();
     for tier in ["1m", "1h"] {
-        let r = get(
-            client,
-            &format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}&limit=100000", from - 86_400_000),
-            Some(token),
-        )
-        .await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        for w in r.body["rollups"].as_array().unwrap() {
-            let mut w = w.clone();
+        let url = format!("{base_url}/v1/rollups?tier={tier}&from={}&to={to}", from - 86_400_000);
+        for mut w in all_rollups(client, &url, token).await {
             let o = w.as_object_mut().unwrap();
             o.remove("revision");
             o.remove("closed");
