@@ -290,6 +290,8 @@ pub struct SeqCounter {
     path: PathBuf,
     next: u64,
     reserved_until: u64,
+    /// The first seq of this run (its event carries `run_start`).
+    run_first: u64,
 }
 
 impl SeqCounter {
@@ -300,7 +302,13 @@ impl SeqCounter {
             Ok(s) => s.trim().parse::<u64>().with_context(|| format!("{}: corrupt", path.display()))?,
             Err(_) => 1,
         };
-        Ok(Self { path, next, reserved_until: next })
+        Ok(Self { path, next, reserved_until: next, run_first: next })
+    }
+
+    /// Whether `seq` is this run's first: its event tells ingest that the numbers the previous
+    /// run reserved and did not deliver are abandoned, not missing.
+    pub fn starts_run(&self, seq: u64) -> bool {
+        seq == self.run_first
     }
 
     /// The next seq, never handed out before (across restarts).
@@ -966,12 +974,13 @@ pub async fn run_until(
         }
         if !due.is_empty() {
             use futures_util::StreamExt;
-            let (targets, probe_id) = (&cfg.targets, cfg.probe_id.as_str());
+            let (targets, probe_id, seq) = (&cfg.targets, cfg.probe_id.as_str(), &seq);
             let results: Vec<(u64, WireEvent)> = futures_util::stream::iter(due)
                 .map(|(i, s)| {
                     let t = &targets[i];
                     async move {
-                        let e = measure(t, probe_id, s).await;
+                        let mut e = measure(t, probe_id, s).await;
+                        e.run_start = seq.starts_run(s);
                         let outcome = if e.status.is_some() { "failed" } else { "ok" };
                         metrics::MEASUREMENTS.with_label_values(&[t.kind.as_str(), outcome]).inc();
                         (s, e)

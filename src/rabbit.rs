@@ -771,6 +771,7 @@ mod envelope_tests {
             total_ms: None,
             cert_days: None,
             status: netqoe_domain::Status::Ok,
+            run_start: false,
         }
     }
 

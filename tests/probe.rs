@@ -457,3 +457,27 @@ async fn a_stopped_probe_spools_what_it_measured() {
     .await;
     t.app.shutdown().await.unwrap();
 }
+
+/// A probe reserves its sequence numbers in blocks; a restart abandons the rest of the block.
+/// The new run's first event says so, and the session does not report those numbers as missing.
+#[actix_rt::test]
+async fn restarting_a_probe_does_not_fake_missing_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = start(1, &[]).await;
+    let refl = reflector().await;
+    let pcfg = probe_cfg(dir.path(), &t.app.url(""), &t.probes[0].1, &refl, &refl);
+    for _run in 0..3 {
+        tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg.clone(), Some(2)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let p = eventually(20, "3 runs × 2 rounds × 2 targets in the session", || async {
+        let r = get(&t.client, &t.app.url("/v1/probes"), Some(&t.query_token)).await;
+        let p = r.body["probes"].as_array()?.iter().find(|p| p["probe"] == t.probes[0].0.as_str())?.clone();
+        (p["events"].as_u64() == Some(12)).then_some(p)
+    })
+    .await;
+    assert_eq!(p["missing"], 0, "two restarts, nothing lost: {p}");
+    t.app.shutdown().await.unwrap();
+}

@@ -288,6 +288,7 @@ impl Aggregator {
             events: Vec::with_capacity(batch.events.len()),
             duplicates: batch.duplicates,
             late_dropped: 0,
+            run_starts: Vec::new(),
         };
         let mut newest = i64::MIN;
         for e in &batch.events {
@@ -300,6 +301,9 @@ impl Aggregator {
             if !contributions.is_empty() && seen == contributions.len() {
                 obs.duplicates += 1;
                 continue;
+            }
+            if e.run_start {
+                obs.run_starts.push(e.seq);
             }
             match probe.wm.observe(e.ts_ms, batch.received_ms, self.cfg.lateness_ms) {
                 WatermarkVerdict::LateDropped => {

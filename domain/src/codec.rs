@@ -8,8 +8,9 @@
 //! `str` event_id, varint seq, zigzag varint ts_ms, varint target index, u8 kind, u8 status,
 //! u8 presence flags, varint sample count, that many f64, then each present optional field in
 //! flag order (jitter, sent, received, dns, connect, tls, ttfb; f64 or varint). Flag `F_EXT`
-//! announces one more u8 of extended flags (total, cert_days; f64 each, after ttfb); encodings
-//! written before those fields existed never set it and decode unchanged.
+//! announces one more u8 of extended flags (total, cert_days; f64 each, after ttfb; and
+//! `X_RUN_START`, no payload); encodings written before those fields existed never set it and
+//! decode unchanged.
 //!
 //! Invariant: `decode_events(encode_events(x)) == x` for every validated batch (property-tested),
 //! and decoding arbitrary bytes returns an error, never panics.
@@ -139,6 +140,7 @@ const F_TTFB: u8 = 64;
 const F_EXT: u8 = 128;
 const X_TOTAL: u8 = 1;
 const X_CERT: u8 = 2;
+const X_RUN_START: u8 = 4;
 
 /// Appends the encoding of `events` to `out`.
 pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
@@ -181,7 +183,7 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
         .iter()
         .filter(|(on, _)| *on)
         .fold(0u8, |acc, (_, f)| acc | f);
-        let ext = [(e.total_ms.is_some(), X_TOTAL), (e.cert_days.is_some(), X_CERT)]
+        let ext = [(e.total_ms.is_some(), X_TOTAL), (e.cert_days.is_some(), X_CERT), (e.run_start, X_RUN_START)]
             .iter()
             .filter(|(on, _)| *on)
             .fold(0u8, |acc, (_, f)| acc | f);
@@ -238,7 +240,7 @@ pub fn read_events(r: &mut Reader<'_>) -> Result<Vec<Event>, CodecError> {
         let status = *STATUSES.get(r.u8()? as usize).ok_or_else(|| err("unknown status"))?;
         let flags = r.u8()?;
         let ext = if flags & F_EXT != 0 { r.u8()? } else { 0 };
-        if ext & !(X_TOTAL | X_CERT) != 0 || (flags & F_EXT != 0 && ext == 0) {
+        if ext & !(X_TOTAL | X_CERT | X_RUN_START) != 0 || (flags & F_EXT != 0 && ext == 0) {
             return Err(err("unknown field flag"));
         }
         let ns = r.count(8)?;
@@ -293,6 +295,7 @@ pub fn read_events(r: &mut Reader<'_>) -> Result<Vec<Event>, CodecError> {
             total_ms,
             cert_days,
             status,
+            run_start: ext & X_RUN_START != 0,
         });
     }
     Ok(events)
@@ -320,6 +323,7 @@ mod tests {
                 proptest::option::of(0.0f64..1000.0),
                 proptest::option::of(0.0f64..1000.0),
                 proptest::option::of(0.0f64..1000.0),
+                any::<bool>(),
             ),
         )
             .prop_map(
@@ -335,7 +339,7 @@ mod tests {
                     (sent, received),
                     dns,
                     (connect, tls),
-                    (ttfb, total, cert),
+                    (ttfb, total, cert, run_start),
                 )| Event {
                     event_id: id,
                     seq,
@@ -353,6 +357,7 @@ mod tests {
                     total_ms: total,
                     cert_days: cert,
                     status: STATUSES[s],
+                    run_start,
                 },
             )
     }
@@ -399,6 +404,7 @@ mod tests {
             total_ms: None,
             cert_days: None,
             status: Status::Ok,
+            run_start: false,
         };
         let batch = vec![e; 100];
         let mut buf = Vec::new();

@@ -187,6 +187,10 @@ pub struct WireEvent {
     pub cert_days: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// The first event of a probe run: sequence numbers below `seq` that this probe has not
+    /// delivered yet never will be (reserved by a run that ended), so they are not missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_start: bool,
 }
 
 /// A validated event as the pipeline carries it.
@@ -221,6 +225,9 @@ pub struct Event {
     pub cert_days: Option<f64>,
     #[serde(default)]
     pub status: Status,
+    /// See `WireEvent::run_start`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub run_start: bool,
 }
 
 /// Limits that decide what is absurd; from configuration.
@@ -445,6 +452,7 @@ pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -
         total_ms: w.total_ms,
         cert_days: w.cert_days,
         status,
+        run_start: w.run_start,
     })
 }
 

@@ -2,7 +2,8 @@
 //! which sequence numbers are missing, how many were dropped as too late, and its clock skew.
 //!
 //! Invariant: a session's counters only grow; `missing` is derived (sequence span minus events
-//! seen), so out-of-order arrivals that fill a gap lower it again.
+//! seen, minus the numbers a probe declared abandoned when it restarted), so out-of-order
+//! arrivals that fill a gap lower it again, and a probe restart does not fake a gap.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +31,10 @@ pub struct SessionState {
     pub batches: u64,
     pub duplicates: u64,
     pub late_dropped: u64,
+    /// Sequence numbers a restarted probe declared it never used (see `WireEvent::run_start`):
+    /// the reserved block of the run before, minus what that run delivered.
+    #[serde(default)]
+    pub abandoned: u64,
     /// Smoothed estimate of (arrival − event time) minimum per batch, ms: the probe's clock offset
     /// plus the smallest delivery delay. Positive: the probe's clock is behind.
     pub clock_skew_ms: Option<f64>,
@@ -43,6 +48,9 @@ pub struct BatchObservation {
     pub events: Vec<(u64, i64)>,
     pub duplicates: u64,
     pub late_dropped: u64,
+    /// Seqs of the events in the batch that start a probe run (`run_start`).
+    #[serde(default)]
+    pub run_starts: Vec<u64>,
 }
 
 /// Weight of a new skew sample in the moving average.
@@ -59,6 +67,14 @@ impl SessionState {
         self.batches += 1;
         self.duplicates += obs.duplicates;
         self.late_dropped += obs.late_dropped;
+        for &start in &obs.run_starts {
+            // the previous run's highest delivered seq (in this batch or before): the numbers
+            // between it and the new run's first were reserved, never used
+            let before = obs.events.iter().map(|(s, _)| *s).filter(|s| *s < start).max().max(self.max_seq);
+            if let Some(b) = before.filter(|b| start > b + 1) {
+                self.abandoned += start - b - 1;
+            }
+        }
         let mut min_delay: Option<i64> = None;
         for &(seq, ts) in &obs.events {
             self.events += 1;
@@ -80,7 +96,7 @@ impl SessionState {
     /// Sequence numbers inside the seen span that no event carried.
     pub fn missing(&self) -> u64 {
         match (self.min_seq, self.max_seq) {
-            (Some(lo), Some(hi)) => (hi - lo + 1).saturating_sub(self.events),
+            (Some(lo), Some(hi)) => (hi - lo + 1).saturating_sub(self.events).saturating_sub(self.abandoned),
             _ => 0,
         }
     }
@@ -98,6 +114,36 @@ impl SessionState {
 mod tests {
     use super::*;
 
+    fn batch(seqs: std::ops::Range<u64>, run_start: Option<u64>) -> BatchObservation {
+        BatchObservation {
+            arrival_ms: 1,
+            events: seqs.map(|s| (s, 0)).collect(),
+            run_starts: run_start.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_probe_restart_is_not_a_gap_but_a_lost_event_still_is() {
+        let mut s = SessionState::new("p1");
+        // run 1 uses 1..=537 of its block 1..1001; run 2 starts at 1001, run 3 at 2001
+        s.observe(&batch(1..538, None));
+        s.observe(&batch(1001..1100, Some(1001)));
+        assert_eq!(s.missing(), 0);
+        s.observe(&batch(1100..1200, None));
+        // a real loss inside a run is reported
+        s.observe(&batch(1201..1300, None));
+        assert_eq!(s.missing(), 1);
+        // the last batch of a run and the first of the next in one observation
+        s.observe(&batch(1300..1400, None));
+        let mut both = batch(1400..1450, None);
+        both.events.extend((2001..2010).map(|q| (q, 0)));
+        both.run_starts = vec![2001];
+        s.observe(&both);
+        assert_eq!(s.missing(), 1);
+        assert_eq!(s.abandoned, (1001 - 538) + (2001 - 1450));
+    }
+
     #[test]
     fn gaps_and_skew() {
         let mut s = SessionState::new("p1");
@@ -106,6 +152,7 @@ mod tests {
             events: vec![(1, 9_000), (2, 9_500), (5, 9_800)],
             duplicates: 1,
             late_dropped: 0,
+            ..Default::default()
         });
         assert_eq!(s.missing(), 2);
         assert_eq!(s.clock_skew_ms, Some(200.0));
@@ -114,6 +161,7 @@ mod tests {
             events: vec![(3, 10_000), (4, 10_500)],
             duplicates: 0,
             late_dropped: 2,
+            ..Default::default()
         });
         assert_eq!(s.missing(), 0);
         assert_eq!(s.events, 5);

@@ -419,6 +419,7 @@ pub fn icmp_event(id: &str, seq: u64, ts_ms: i64) -> netqoe_domain::Event {
         total_ms: None,
         cert_days: None,
         status: netqoe_domain::Status::Ok,
+        run_start: false,
     }
 }
 
