@@ -143,7 +143,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     };
     let separate_admin = !state.cfg.http.admin_bind.is_empty();
     let server = HttpServer::new(move || {
-        let app = App::new().app_data(data.clone());
+        let app = App::new().app_data(data.clone()).default_service(web::to(http::not_found));
         let app = if separate_admin { app } else { app.configure(http::admin_routes) };
         if roles.api {
             app.configure(http::api_routes)
@@ -172,9 +172,11 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     let server_task = Some(tokio::task::spawn_local(server));
     let (admin, admin_addr) = if separate_admin {
         let data = state.clone();
-        let admin = HttpServer::new(move || App::new().app_data(data.clone()).configure(http::admin_routes))
-            .workers(1)
-            .disable_signals();
+        let admin = HttpServer::new(move || {
+            App::new().app_data(data.clone()).default_service(web::to(http::not_found)).configure(http::admin_routes)
+        })
+        .workers(1)
+        .disable_signals();
         let bind = &state.cfg.http.admin_bind;
         let admin = match tls.clone().filter(|_| state.cfg.http.admin_tls) {
             Some(tls) => admin.bind_rustls_0_23(bind, tls),

@@ -19,17 +19,43 @@ pub mod webhook;
 /// Initialises tracing: plain or JSON lines, filtered by `level` (or `RUST_LOG` when set). Built
 /// with the `otel` feature and given `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), the spans are also exported over OTLP/HTTP.
+///
+/// Requests the HTTP server cannot parse are logged by actix at error level, one line each: an
+/// unauthenticated client could flood the log. They are counted
+/// (`netqoe_http_malformed_requests_total`) and shown only at `debug` or `trace`.
 pub fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let quiet_parse_errors = !matches!(level, "debug" | "trace");
+    let filter = || {
+        let f = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+        if quiet_parse_errors && std::env::var_os("RUST_LOG").is_none() {
+            f.add_directive(format!("{MALFORMED_TARGET}=off").parse().expect("a valid directive"))
+        } else {
+            f
+        }
+    };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if format == "json" { fmt.json().boxed() } else { fmt.boxed() };
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let malformed = tracing_subscriber::filter::Targets::new().with_target(MALFORMED_TARGET, tracing::Level::ERROR);
+    let registry =
+        tracing_subscriber::registry().with(fmt.with_filter(filter())).with(MalformedRequests.with_filter(malformed));
     #[cfg(feature = "otel")]
-    let registry = registry.with(otel::layer());
+    let registry = registry.with(otel::layer().with_filter(filter()));
     let _ = registry.try_init();
+}
+
+/// Where actix's HTTP/1 connection handling logs a request it could not parse.
+const MALFORMED_TARGET: &str = "actix_http::h1";
+
+/// Counts actix's error-level events about connections it dropped (unparseable requests).
+struct MalformedRequests;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for MalformedRequests {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        http::metrics::MALFORMED_REQUESTS.inc();
+    }
 }
 
 /// Flushes exported spans (a no-op without the `otel` feature or an endpoint).

@@ -33,12 +33,23 @@ pub static INGEST_BYTES: LazyLock<IntCounter> =
 pub static DEAD_LETTERED: LazyLock<IntCounter> =
     LazyLock::new(|| counter("netqoe_batches_dead_lettered_total", "Batches moved to the dead-letter table/queue"));
 
+pub static MALFORMED_REQUESTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "netqoe_http_malformed_requests_total",
+        "HTTP connections ended by a request the server could not parse (logged at debug level only)",
+    )
+});
+
 pub const REJECT_REASONS: &[&str] = &[
     "malformed",
     "schema",
     "invalid",
     "unsupported_media_type",
     "too_large",
+    "aborted",
+    "body_timeout",
+    "busy",
+    "too_many_series",
     "too_many_events",
     "unauthorized",
     "forbidden",
@@ -54,10 +65,11 @@ pub fn init() {
     LazyLock::force(&INGEST_BYTES);
     LazyLock::force(&DEAD_LETTERED);
     LazyLock::force(&INGEST_SECONDS);
+    LazyLock::force(&MALFORMED_REQUESTS);
     for r in REJECT_REASONS {
         EVENTS_REJECTED.with_label_values(&[r]);
     }
-    for s in ["202", "400", "401", "403", "413", "415", "422", "429", "503"] {
+    for s in ["202", "400", "401", "403", "408", "413", "415", "422", "429", "503"] {
         INGEST_REQUESTS.with_label_values(&[s]);
     }
 }

@@ -166,11 +166,38 @@ impl AppState {
 
 /// Ingest and query API (the `ingest` role and `run`).
 pub fn api_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/events", web::post().to(ingest::post_events))
-        .route("/v1/rollups", web::get().to(query::rollups))
-        .route("/v1/probes", web::get().to(query::probes))
-        .route("/v1/incidents", web::get().to(query::incidents))
-        .route("/dashboard", web::get().to(dashboard));
+    cfg.service(only(web::resource("/v1/events").route(web::post().to(ingest::post_events)), "POST"))
+        .service(only(web::resource("/v1/rollups").route(web::get().to(query::rollups)), "GET"))
+        .service(only(web::resource("/v1/probes").route(web::get().to(query::probes)), "GET"))
+        .service(only(web::resource("/v1/incidents").route(web::get().to(query::incidents)), "GET"))
+        .service(only(web::resource("/dashboard").route(web::get().to(dashboard)), "GET"));
+}
+
+/// Any other method on `resource`: 405 with `Allow` and a problem body. (actix answers HEAD for
+/// a GET route itself.)
+fn only(resource: actix_web::Resource, allow: &'static str) -> actix_web::Resource {
+    resource.default_service(web::to(move |req: actix_web::HttpRequest| async move {
+        let p = problem::Problem::new(
+            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            format!("{} {} is not served; use {allow}", req.method(), req.path()),
+        );
+        let mut r = actix_web::ResponseError::error_response(&p);
+        r.headers_mut()
+            .insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static(allow));
+        r
+    }))
+}
+
+/// Any path no route serves: 404 with a problem body (as every error is).
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&problem::Problem::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no resource at {}; see docs/api.md", req.path()),
+    ))
 }
 
 /// The built-in live page: one self-contained HTML document (no external assets), reading
@@ -187,11 +214,13 @@ async fn dashboard() -> HttpResponse {
 
 /// Health and metrics (every role).
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(metrics::render))
-        .route("/admin/drain", web::post().to(start_drain))
-        .route("/admin/drain", web::get().to(drain_status));
+    cfg.service(only(web::resource("/healthz").route(web::get().to(healthz)), "GET"))
+        .service(only(web::resource("/readyz").route(web::get().to(readyz)), "GET"))
+        .service(only(web::resource("/metrics").route(web::get().to(metrics::render)), "GET"))
+        .service(only(
+            web::resource("/admin/drain").route(web::post().to(start_drain)).route(web::get().to(drain_status)),
+            "GET, POST",
+        ));
 }
 
 fn check_admin(req: &actix_web::HttpRequest, state: &AppState) -> Result<(), problem::Problem> {
