@@ -62,7 +62,18 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
 /// here: the caller decides when to `shutdown` (the binary on SIGTERM/SIGINT, tests when done).
 pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> anyhow::Result<RunningApp> {
     http::metrics::init();
-    let db = Sqlite::open(&cfg.storage.data_dir)?;
+    // Everything that can fail on the environment (ports, directories) fails here, before any
+    // server or actor runs, so a bad setting ends the start with a clear error and nothing to undo.
+    let admin_listener = if cfg.http.admin_bind.is_empty() {
+        None
+    } else {
+        Some(
+            std::net::TcpListener::bind(&cfg.http.admin_bind)
+                .map_err(|e| anyhow::anyhow!("http.admin_bind {}: {e}", cfg.http.admin_bind))?,
+        )
+    };
+    let db = Sqlite::open(&cfg.storage.data_dir)
+        .map_err(|e| anyhow::anyhow!("storage.data_dir {}: {e:#}", cfg.storage.data_dir.display()))?;
     let rabbit = (cfg.bus.kind == "rabbitmq").then(|| RabbitBus::new(cfg.rabbitmq.clone()));
     let bus: Arc<dyn EventBus> = match &rabbit {
         Some(r) => Arc::new(r.clone()),
@@ -170,7 +181,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     .run();
     let handle = server.handle();
     let server_task = Some(tokio::task::spawn_local(server));
-    let (admin, admin_addr) = if separate_admin {
+    let (admin, admin_addr) = if let Some(listener) = admin_listener {
         let data = state.clone();
         let admin = HttpServer::new(move || {
             App::new().app_data(data.clone()).default_service(web::to(http::not_found)).configure(http::admin_routes)
@@ -179,8 +190,8 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         .disable_signals();
         let bind = &state.cfg.http.admin_bind;
         let admin = match tls.clone().filter(|_| state.cfg.http.admin_tls) {
-            Some(tls) => admin.bind_rustls_0_23(bind, tls),
-            None => admin.bind(bind),
+            Some(tls) => admin.listen_rustls_0_23(listener, tls),
+            None => admin.listen(listener),
         }
         .map_err(|e| anyhow::anyhow!("http.admin_bind {bind}: {e}"))?;
         let admin_addr = admin.addrs().first().copied();

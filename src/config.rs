@@ -271,6 +271,69 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Deserializes `root`, reporting every type error and unknown key (each `key: message`) rather
+/// than the first: each one found is removed and the rest read again. `None` when what is left
+/// still cannot be read (a required key missing).
+pub fn deserialize_reporting_all<T: serde::de::DeserializeOwned>(mut root: toml::Value) -> (Option<T>, Vec<String>) {
+    let none = toml::Value::Table(Default::default());
+    let mut errors = Vec::new();
+    loop {
+        match serde_path_to_error::deserialize::<_, T>(root.clone()) {
+            Ok(v) => return (Some(v), errors),
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { String::new() } else { path };
+                let msg = e.inner().message().to_string();
+                errors.push(if path.is_empty() { msg.clone() } else { format!("{path}: {msg}") });
+                // an unknown key is named in the message, its path is its table's
+                let unknown = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+                let target = match unknown {
+                    Some(k) if path.is_empty() => k.to_string(),
+                    Some(k) if path != k && !path.ends_with(&format!(".{k}")) => format!("{path}.{k}"),
+                    _ => path,
+                };
+                if errors.len() > 100 || !reset_to_default(&mut root, &none, &target) {
+                    return (None, errors);
+                }
+            }
+        }
+    }
+}
+
+/// Puts `defaults`' value at `path` (`a.b`, `a[0].b`) into `root`, or removes it there when the
+/// defaults have none; false when `path` names nothing in `root` (nothing could change).
+fn reset_to_default(root: &mut toml::Value, defaults: &toml::Value, path: &str) -> bool {
+    let segs: Vec<&str> = path.split(['.', '[', ']']).filter(|s| !s.is_empty()).collect();
+    let Some((last, parents)) = segs.split_last() else { return false };
+    let mut node = root;
+    let mut dflt = Some(defaults);
+    for seg in parents {
+        let next = match (node, seg.parse::<usize>()) {
+            (toml::Value::Array(a), Ok(i)) => a.get_mut(i),
+            (toml::Value::Table(t), _) => t.get_mut(*seg),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+        dflt = dflt.and_then(|d| d.get(*seg));
+    }
+    let default = dflt.and_then(|d| d.get(*last)).cloned();
+    match (node, last.parse::<usize>()) {
+        (toml::Value::Array(a), Ok(i)) if i < a.len() => {
+            a.remove(i);
+            true
+        }
+        (toml::Value::Table(t), _) if t.contains_key(*last) => {
+            match default {
+                Some(d) => t.insert(last.to_string(), d),
+                None => t.remove(*last),
+            };
+            true
+        }
+        _ => false,
+    }
+}
+
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -331,24 +394,34 @@ impl Config {
             }
             merge(&mut root, over);
         }
+        let defaults: toml::Value = toml::from_str(DEFAULTS).map_err(|e| ConfigErrors(vec![e.to_string()]))?;
+        // Every type error, not only the first: each one found is reported with its key and the
+        // value replaced by its default (or removed), then the rest is read again.
         let mut unknown = Vec::new();
-        let parsed: Result<Config, _> = serde_ignored::deserialize(root, |p| unknown.push(p.to_string()));
+        let parsed = loop {
+            unknown.clear();
+            let mut note = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+            let de = serde_ignored::Deserializer::new(root.clone(), &mut note);
+            match serde_path_to_error::deserialize::<_, Config>(de) {
+                Ok(cfg) => break Some(cfg),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    errors.push(format!("{path}: {}", e.inner().message()));
+                    if errors.len() > 100 || !reset_to_default(&mut root, &defaults, &path) {
+                        break None;
+                    }
+                }
+            }
+        };
         for u in unknown {
             errors.push(format!("{u}: unknown key"));
         }
+        if let Some(cfg) = &parsed {
+            errors.extend(cfg.validate());
+        }
         match parsed {
-            Ok(cfg) => {
-                errors.extend(cfg.validate());
-                if errors.is_empty() {
-                    Ok(cfg)
-                } else {
-                    Err(ConfigErrors(errors))
-                }
-            }
-            Err(e) => {
-                errors.push(e.to_string());
-                Err(ConfigErrors(errors))
-            }
+            Some(cfg) if errors.is_empty() => Ok(cfg),
+            _ => Err(ConfigErrors(errors)),
         }
     }
 
@@ -362,6 +435,21 @@ impl Config {
         let mut e = Vec::new();
         if self.http.bind.parse::<SocketAddr>().is_err() {
             e.push(format!("http.bind: {:?} is not an address such as 127.0.0.1:8080", self.http.bind));
+        }
+        if !self.http.admin_bind.is_empty() && self.http.admin_bind == self.http.bind {
+            e.push(format!(
+                "http.admin_bind: {:?} is http.bind too; give the admin listener its own port, or leave it empty to serve both on http.bind",
+                self.http.admin_bind
+            ));
+        }
+        if !self.http.admin_bind.is_empty() && self.http.admin_bind.parse::<SocketAddr>().is_err() {
+            e.push(format!("http.admin_bind: {:?} is not an address such as 127.0.0.1:9100", self.http.admin_bind));
+        }
+        if !matches!(
+            self.log.level.to_ascii_lowercase().as_str(),
+            "error" | "warn" | "info" | "debug" | "trace" | "off"
+        ) {
+            e.push(format!("log.level: {:?} must be one of error, warn, info, debug, trace, off", self.log.level));
         }
         if !(1024..=64 << 20).contains(&self.http.max_body_bytes) {
             e.push("http.max_body_bytes: must be between 1024 and 67108864".into());

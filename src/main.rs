@@ -330,19 +330,24 @@ fn main() -> ExitCode {
             netqoe::init_logging(&cfg.log.format, &cfg.log.level);
             let config_path = cli.config.clone();
             let system = actix_rt::System::new();
-            let r: anyhow::Result<()> = system.block_on(async move {
-                let listener = std::net::TcpListener::bind(cfg.bind_addr())
-                    .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
-                let app = netqoe::app::start_roles(cfg, listener, roles).await?;
-                wait_for_signal(&app, config_path.as_deref()).await?;
-                app.shutdown().await
+            // a start that fails (a port taken, a directory that cannot be made) exits 2, like a
+            // configuration error: nothing ran; a failure once running exits 1
+            let r: Result<(), (ExitCode, anyhow::Error)> = system.block_on(async move {
+                let started = async {
+                    let listener = std::net::TcpListener::bind(cfg.bind_addr())
+                        .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
+                    netqoe::app::start_roles(cfg, listener, roles).await
+                };
+                let app = started.await.map_err(|e| (ExitCode::from(2), e))?;
+                wait_for_signal(&app, config_path.as_deref()).await.map_err(|e| (ExitCode::FAILURE, e))?;
+                app.shutdown().await.map_err(|e| (ExitCode::FAILURE, e))
             });
             netqoe::shutdown_tracing();
             match r {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+                Err((code, e)) => {
                     eprintln!("netqoe: {e:#}");
-                    ExitCode::FAILURE
+                    code
                 }
             }
         }

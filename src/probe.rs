@@ -176,78 +176,105 @@ impl ProbeConfig {
     }
 
     /// Reads and validates `path`; `read_token`: read `token_file` too (off for `--check` on a
-    /// machine that does not hold the secret).
+    /// machine that does not hold the secret). The error lists every problem found, each naming
+    /// its key.
     pub fn parse(path: &Path, read_token: bool) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
-        let de = toml::Deserializer::new(&text);
-        let mut cfg: ProbeConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner().message()))?;
-        // one file for a fleet (e.g. a Kubernetes DaemonSet): ${VAR} in these comes from the environment
-        cfg.probe_id = expand_env("probe_id", &cfg.probe_id)?;
-        cfg.token_file = expand_env("token_file", &cfg.token_file)?;
-        cfg.state_dir = PathBuf::from(expand_env("state_dir", &cfg.state_dir.to_string_lossy())?);
-        if !read_token && cfg.token.is_empty() && !cfg.token_file.is_empty() {
-            cfg.token = "(token_file, not read by --check)".into();
+        let root: toml::Value =
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+        let (cfg, mut errors) = crate::config::deserialize_reporting_all::<ProbeConfig>(root);
+        if let Some(mut cfg) = cfg {
+            // one file for a fleet (e.g. a Kubernetes DaemonSet): ${VAR} in these comes from the environment
+            let mut expand = |field: &str, v: &str| match expand_env(field, v) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    v.to_string()
+                }
+            };
+            cfg.probe_id = expand("probe_id", &cfg.probe_id);
+            cfg.token_file = expand("token_file", &cfg.token_file);
+            cfg.state_dir = PathBuf::from(expand("state_dir", &cfg.state_dir.to_string_lossy()));
+            if !read_token && cfg.token.is_empty() && !cfg.token_file.is_empty() {
+                cfg.token = "(token_file, not read by --check)".into();
+            }
+            if cfg.token.is_empty() && !cfg.token_file.is_empty() {
+                match std::fs::read_to_string(&cfg.token_file) {
+                    Ok(t) => cfg.token = t.trim().to_string(),
+                    Err(e) => errors.push(format!("token_file: {}: {e}", cfg.token_file)),
+                }
+            }
+            errors.extend(cfg.problems());
+            if errors.is_empty() {
+                return Ok(cfg);
+            }
         }
-        if cfg.token.is_empty() && !cfg.token_file.is_empty() {
-            cfg.token = std::fs::read_to_string(&cfg.token_file)
-                .with_context(|| format!("token_file {}", cfg.token_file))?
-                .trim()
-                .to_string();
-        }
-        cfg.validate()?;
-        Ok(cfg)
+        let n = errors.len();
+        let list: String = errors.iter().map(|e| format!("\n  - {e}")).collect();
+        bail!("{}: {n} error(s):{list}", path.display())
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        match self.problems().as_slice() {
+            [] => Ok(()),
+            p => bail!("{}", p.join("; ")),
+        }
+    }
+
+    /// Every semantic problem, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut e = Vec::new();
         if !(self.ingest_url.starts_with("http://") || self.ingest_url.starts_with("https://")) {
-            bail!("ingest_url: {:?} is not an http(s) URL", self.ingest_url);
+            e.push(format!("ingest_url: {:?} is not an http(s) URL", self.ingest_url));
         }
         if self.token.is_empty() {
-            bail!("token: set token or token_file");
+            e.push("token: set token or token_file".into());
         }
         if self.targets.is_empty() {
-            bail!("targets: at least one");
+            e.push("targets: at least one".into());
         }
         for (i, t) in self.targets.iter().enumerate() {
             if !matches!(t.kind.as_str(), "udp" | "tcp" | "dns" | "http" | "tls" | "icmp") {
-                bail!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http, tls, icmp)", t.kind);
+                e.push(format!("targets[{i}].kind: {:?} is not supported (udp, tcp, dns, http, tls, icmp)", t.kind));
             }
             if t.kind == "tls"
                 && t.address.rsplit_once(':').map_or(true, |(h, p)| h.is_empty() || p.parse::<u16>().is_err())
             {
-                bail!("targets[{i}].address: {:?} is not host:port", t.address);
+                e.push(format!("targets[{i}].address: {:?} is not host:port", t.address));
             }
             if t.kind == "icmp" {
                 if let Err(why) = crate::icmp::available() {
-                    bail!("targets[{i}].kind: icmp is unavailable on this machine: {why}");
+                    e.push(format!("targets[{i}].kind: icmp is unavailable on this machine: {why}"));
                 }
             }
             if t.kind == "http" && parse_url(&t.address).is_none() {
-                bail!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address);
+                e.push(format!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address));
             }
             if t.kind == "dns" {
                 if hickory_resolver::Name::from_ascii(&t.name).is_err() || t.name.trim_end_matches('.').is_empty() {
-                    bail!("targets[{i}].name: {:?} is not a host name to resolve", t.name);
+                    e.push(format!("targets[{i}].name: {:?} is not a host name to resolve", t.name));
                 }
                 if !dns_record_type_ok(&t.record) {
-                    bail!(
+                    e.push(format!(
                         "targets[{i}].record: {:?} is not one of A, AAAA, MX, TXT, NS, CNAME, SOA, PTR, SRV, CAA",
                         t.record
-                    );
+                    ));
                 }
                 if t.address != "system" && !t.address.contains(':') {
-                    bail!("targets[{i}].address: {:?} is neither \"system\" nor a server host:port", t.address);
+                    e.push(format!(
+                        "targets[{i}].address: {:?} is neither \"system\" nor a server host:port",
+                        t.address
+                    ));
                 }
             }
             if t.interval_s == 0 {
-                bail!("targets[{i}].interval_s: must be at least 1");
+                e.push(format!("targets[{i}].interval_s: must be at least 1"));
             }
             if t.packets == 0 || t.packets > 1000 {
-                bail!("targets[{i}].packets: must be 1..1000");
+                e.push(format!("targets[{i}].packets: must be 1..1000"));
             }
         }
-        Ok(())
+        e
     }
 }
 
