@@ -646,16 +646,19 @@ pub async fn eval_files(
                 opt(x)
             );
             for r in &s.incident_list {
+                // plain words for people: `target=shop`, `loss, rtt`, a number or "-"
+                let subject: Vec<String> = r.subject.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let metrics: Vec<&str> = r.metrics.iter().map(String::as_str).collect();
                 println!(
-                    "    {} {} {:?} metrics {:?} opened +{} s, resolved {}, severity {}, MOS impact {:?}",
+                    "    {} {} {} metrics {} opened +{} s, resolved {}, severity {}, MOS impact {}",
                     r.id,
                     r.scope,
-                    r.subject,
-                    r.metrics,
+                    subject.join(" "),
+                    metrics.join(", "),
                     r.opened_s,
                     r.resolved_s.map_or("never".into(), |t| format!("+{t} s")),
                     r.peak_severity,
-                    r.mos_impact
+                    r.mos_impact.map_or("-".to_string(), |m| format!("{m:.2}"))
                 );
             }
         }

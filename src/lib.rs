@@ -36,7 +36,9 @@ pub fn init_logging(format: &str, level: &str) {
             f
         }
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // colour only on a terminal (a log file or journald gets plain text)
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
     let fmt = if format == "json" { fmt.json().boxed() } else { fmt.boxed() };
     let malformed = tracing_subscriber::filter::Targets::new().with_target(MALFORMED_TARGET, tracing::Level::ERROR);
     let registry =

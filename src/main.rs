@@ -8,20 +8,39 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use netqoe::config::Config;
 
 #[derive(Parser)]
 #[command(name = "netqoe", version, about = "Network Quality-of-Experience telemetry")]
 struct Cli {
-    /// Configuration file (TOML); layered over the built-in defaults, under NETQOE__* variables.
-    #[arg(long, global = true, env = "NETQOE_CONFIG")]
+    /// Configuration file (TOML) of the commands that read one (run, ingest, aggregate,
+    /// diagnose, migrate, eval, config check); may also follow the command.
+    #[arg(long, env = "NETQOE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format, overriding log.format: "plain" or "json".
-    #[arg(long, global = true, value_parser = ["plain", "json"])]
+    /// Log format of the server roles, overriding log.format: "plain" or "json".
+    #[arg(long, value_parser = ["plain", "json"])]
     log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--config`, for the commands that read the configuration.
+#[derive(Args, Clone, Default)]
+struct ConfigOpt {
+    /// Configuration file (TOML); layered over the built-in defaults, under NETQOE__* variables.
+    #[arg(long = "config", value_name = "CONFIG")]
+    file: Option<PathBuf>,
+}
+
+/// What the server roles take.
+#[derive(Args, Clone, Default)]
+struct ServerOpts {
+    #[command(flatten)]
+    config: ConfigOpt,
+    /// Log format, overriding log.format: "plain" or "json".
+    #[arg(long, value_parser = ["plain", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -34,20 +53,33 @@ enum Command {
         /// Override storage.backend: "sqlite" or "scylla".
         #[arg(long)]
         store: Option<String>,
+        #[command(flatten)]
+        opts: ServerOpts,
     },
     /// Run the ingest role: HTTP ingest and query API, publishing to the configured bus.
-    Ingest,
+    Ingest {
+        #[command(flatten)]
+        opts: ServerOpts,
+    },
     /// Run the aggregate role: consume the bus, aggregate windows, write rollups (several
     /// processes share the shards; diagnosis runs in the `diagnose` role).
-    Aggregate,
+    Aggregate {
+        #[command(flatten)]
+        opts: ServerOpts,
+    },
     /// Run the diagnose role: judge the committed windows, keep incidents, notify webhooks and
     /// the diagnoses exchange (run one per deployment).
-    Diagnose,
+    Diagnose {
+        #[command(flatten)]
+        opts: ServerOpts,
+    },
     /// Apply the CQL schema to ScyllaDB/Cassandra (idempotent; a no-op when current).
     Migrate {
         /// Print the schema instead of applying it.
         #[arg(long)]
         print: bool,
+        #[command(flatten)]
+        config: ConfigOpt,
     },
     /// Score the diagnosis against labelled scenario files (load-tests/scenarios/*.json): events
     /// generated from each file's seed run through the pipeline in simulated time.
@@ -58,25 +90,32 @@ enum Command {
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        config: ConfigOpt,
     },
-    /// Run a probe: measure the targets of PROBE_TOML and deliver the events to ingest.
+    /// Run a probe: measure the targets of PROBE_CONFIG and deliver the events to ingest.
     Probe {
         /// The probe's configuration (ingest URL, token, state dir, targets).
-        probe_config: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        probe_config: Option<PathBuf>,
+        /// The probe's configuration, as an option (the same as PROBE_CONFIG).
+        #[arg(long, value_name = "PROBE_CONFIG")]
+        config: Option<PathBuf>,
         /// Measure every target once and print the events (nothing is sent).
         #[arg(long)]
         once: bool,
         /// Stop after this many rounds of every target (default: run until stopped).
         #[arg(long)]
         rounds: Option<u64>,
-        /// Validate PROBE_TOML (naming every bad key) and exit; the token file is not read.
+        /// Validate PROBE_CONFIG (naming every bad key) and exit; the token file is not read.
         #[arg(long, conflicts_with_all = ["once", "rounds"])]
         check: bool,
     },
     /// A STAMP (RFC 8762) session-reflector for the probes' UDP round-trip measurements.
     Reflector {
-        /// UDP address to answer on.
-        #[arg(long, default_value = "0.0.0.0:862")]
+        /// UDP address to answer on (loopback by default: give the address probes reach, or
+        /// 0.0.0.0:862 for every interface).
+        #[arg(long, default_value = "127.0.0.1:862")]
         bind: String,
         /// Test mode: fraction (0..1) of test packets deliberately not answered.
         #[arg(long, default_value_t = 0.0)]
@@ -97,15 +136,20 @@ enum Command {
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate the layered configuration and print every error at once.
-    Check,
+    Check {
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Mint a token: prints the token (give it to the probe or client) and its SHA-256 (put that in the config).
+    /// Mint a token — one of --probe, --query or --admin: prints the token (give it to the probe
+    /// or client) and its SHA-256 (put that in the config).
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["probe", "query", "admin"])))]
     Mint {
         /// Mint a probe (ingest) token for this probe id.
-        #[arg(long, conflicts_with_all = ["query", "admin"], required_unless_present_any = ["query", "admin"])]
+        #[arg(long, conflicts_with_all = ["query", "admin"])]
         probe: Option<String>,
         /// Mint a query (read) token with this name.
         #[arg(long, conflicts_with = "admin")]
@@ -150,21 +194,27 @@ async fn wait_for_signal(app: &netqoe::app::RunningApp, path: Option<&std::path:
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Config { command: ConfigCommand::Check } => match load(cli.config.as_deref()) {
-            Ok(c) => {
-                println!(
-                    "configuration ok: bind {}, data_dir {}, bus {}, {} probe(s), {} query token(s)",
-                    c.http.bind,
-                    c.storage.data_dir.display(),
-                    c.bus.kind,
-                    c.probes.len(),
-                    c.query_tokens.len()
-                );
-                ExitCode::SUCCESS
+        Command::Config { command: ConfigCommand::Check { config } } => {
+            match load(config.file.or(cli.config).as_deref()) {
+                Ok(c) => {
+                    println!(
+                        "configuration ok: bind {}, data_dir {}, bus {}, {} probe(s), {} query token(s)",
+                        c.http.bind,
+                        c.storage.data_dir.display(),
+                        c.bus.kind,
+                        c.probes.len(),
+                        c.query_tokens.len()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
-        Command::Probe { probe_config, once, rounds, check } => {
+        }
+        Command::Probe { probe_config, config, once, rounds, check } => {
+            let Some(probe_config) = probe_config.or(config) else {
+                eprintln!("netqoe probe: give the probe's configuration file (PROBE_CONFIG or --config)");
+                return ExitCode::from(2);
+            };
             netqoe::init_logging("plain", "info");
             let cfg = match netqoe::probe::ProbeConfig::parse(&probe_config, !check) {
                 Ok(c) if check => {
@@ -237,9 +287,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Eval { files, json } => {
+        Command::Eval { files, json, config } => {
+            let config_file = config.file.or(cli.config);
             netqoe::init_logging("plain", "error");
-            let cfg = match load(cli.config.as_deref()) {
+            let cfg = match load(config_file.as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -252,8 +303,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Migrate { print } => {
-            let cfg = match load(cli.config.as_deref()) {
+        Command::Migrate { print, config } => {
+            let cfg = match load(config.file.or(cli.config).as_deref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
@@ -299,57 +350,69 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Run { .. } | Command::Ingest | Command::Aggregate | Command::Diagnose => {
-            let (roles, bus, store) = match cli.command {
-                Command::Run { bus, store } => (netqoe::app::Roles::ALL, bus, store),
-                Command::Ingest => (netqoe::app::Roles::INGEST, None, None),
-                Command::Diagnose => (netqoe::app::Roles::DIAGNOSE, None, None),
-                _ => (netqoe::app::Roles::AGGREGATE, None, None),
-            };
-            let mut env: Vec<(String, String)> = std::env::vars().collect();
-            if let Some(f) = &cli.log_format {
-                env.push(("NETQOE__LOG__FORMAT".into(), f.clone()));
-            }
-            if let Some(b) = bus {
-                env.push(("NETQOE__BUS__KIND".into(), b));
-            }
-            if let Some(s) = store {
-                env.push(("NETQOE__STORAGE__BACKEND".into(), s));
-            }
-            let cfg = match Config::load_from(cli.config.as_deref(), env) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if (roles != netqoe::app::Roles::ALL) && cfg.bus.kind == "embedded" {
-                eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
-                return ExitCode::from(2);
-            }
-            netqoe::init_logging(&cfg.log.format, &cfg.log.level);
-            let config_path = cli.config.clone();
-            let system = actix_rt::System::new();
-            // a start that fails (a port taken, a directory that cannot be made) exits 2, like a
-            // configuration error: nothing ran; a failure once running exits 1
-            let r: Result<(), (ExitCode, anyhow::Error)> = system.block_on(async move {
-                let started = async {
-                    let listener = std::net::TcpListener::bind(cfg.bind_addr())
-                        .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
-                    netqoe::app::start_roles(cfg, listener, roles).await
-                };
-                let app = started.await.map_err(|e| (ExitCode::from(2), e))?;
-                wait_for_signal(&app, config_path.as_deref()).await.map_err(|e| (ExitCode::FAILURE, e))?;
-                app.shutdown().await.map_err(|e| (ExitCode::FAILURE, e))
-            });
-            netqoe::shutdown_tracing();
-            match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err((code, e)) => {
-                    eprintln!("netqoe: {e:#}");
-                    code
-                }
-            }
+        Command::Run { bus, store, opts } => {
+            serve(netqoe::app::Roles::ALL, bus, store, opts, cli.config, cli.log_format)
+        }
+        Command::Ingest { opts } => serve(netqoe::app::Roles::INGEST, None, None, opts, cli.config, cli.log_format),
+        Command::Aggregate { opts } => {
+            serve(netqoe::app::Roles::AGGREGATE, None, None, opts, cli.config, cli.log_format)
+        }
+        Command::Diagnose { opts } => serve(netqoe::app::Roles::DIAGNOSE, None, None, opts, cli.config, cli.log_format),
+    }
+}
+
+/// Runs the server `roles` until SIGTERM/SIGINT (`run`, `ingest`, `aggregate`, `diagnose`).
+fn serve(
+    roles: netqoe::app::Roles,
+    bus: Option<String>,
+    store: Option<String>,
+    opts: ServerOpts,
+    cli_config: Option<PathBuf>,
+    cli_log_format: Option<String>,
+) -> ExitCode {
+    let config_file = opts.config.file.or(cli_config);
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    if let Some(f) = opts.log_format.or(cli_log_format) {
+        env.push(("NETQOE__LOG__FORMAT".into(), f));
+    }
+    if let Some(b) = bus {
+        env.push(("NETQOE__BUS__KIND".into(), b));
+    }
+    if let Some(s) = store {
+        env.push(("NETQOE__STORAGE__BACKEND".into(), s));
+    }
+    let cfg = match Config::load_from(config_file.as_deref(), env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if (roles != netqoe::app::Roles::ALL) && cfg.bus.kind == "embedded" {
+        eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
+        return ExitCode::from(2);
+    }
+    netqoe::init_logging(&cfg.log.format, &cfg.log.level);
+    let config_path = config_file.clone();
+    let system = actix_rt::System::new();
+    // a start that fails (a port taken, a directory that cannot be made) exits 2, like a
+    // configuration error: nothing ran; a failure once running exits 1
+    let r: Result<(), (ExitCode, anyhow::Error)> = system.block_on(async move {
+        let started = async {
+            let listener = std::net::TcpListener::bind(cfg.bind_addr())
+                .map_err(|e| anyhow::anyhow!("http.bind {}: {e}", cfg.http.bind))?;
+            netqoe::app::start_roles(cfg, listener, roles).await
+        };
+        let app = started.await.map_err(|e| (ExitCode::from(2), e))?;
+        wait_for_signal(&app, config_path.as_deref()).await.map_err(|e| (ExitCode::FAILURE, e))?;
+        app.shutdown().await.map_err(|e| (ExitCode::FAILURE, e))
+    });
+    netqoe::shutdown_tracing();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, e)) => {
+            eprintln!("netqoe: {e:#}");
+            code
         }
     }
 }
