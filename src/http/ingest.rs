@@ -11,7 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use netqoe_actors::bus::Published;
 use netqoe_domain::event::validate;
-use netqoe_domain::{WireBatch, WireEvent};
+use netqoe_domain::{Event, EventLimits, WireBatch, WireEvent};
 use tracing::Instrument;
 
 use super::metrics::{
@@ -181,7 +181,7 @@ fn decode_problem(path: String, err: &serde_json::Error) -> Problem {
     let mut field = if path.is_empty() || path == "." { "body".to_string() } else { path };
     // serde names the unknown or missing key in its message; the path may or may not include it.
     let named = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("missing field `"));
-    if let Some(name) = named.and_then(|rest| rest.split('`').next()) {
+    if let Some(name) = named.and_then(|rest| rest.split('`').next()).filter(|n| !n.is_empty()) {
         if field == "body" {
             field = name.to_string();
         } else if field != name && !field.ends_with(&format!(".{name}")) {
@@ -261,61 +261,10 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
     let _slot = body_slot(state, &probe)?;
     let timeout = std::time::Duration::from_secs(state.cfg.http.body_timeout_s);
     let body = read_body(payload, limit, timeout).await?;
-    let wire = decode(&body, format)?;
-    let n = wire.len();
-    if n == 0 {
-        return Err(reject(
-            "invalid",
-            1,
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "empty-batch",
-                "Empty batch",
-                "a batch needs at least one event",
-            )
-            .field("events"),
-        ));
-    }
-    let max = state.cfg.http.max_events_per_batch;
-    if n > max {
-        return Err(reject(
-            "too_many_events",
-            n,
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "too-many-events",
-                "Too many events",
-                format!("{n} events exceed the limit of {max} per batch (http.max_events_per_batch)"),
-            )
-            .field("events"),
-        ));
-    }
     let now = netqoe_actors::now_ms();
-    let limits = state.cfg.event_limits();
-    let mut events = Vec::with_capacity(n);
-    let mut errors = Vec::new();
-    for (i, w) in wire.into_iter().enumerate() {
-        match validate(w, i, now, &limits) {
-            Ok(e) => events.push(e),
-            Err(fe) => {
-                if errors.len() < MAX_LISTED_ERRORS {
-                    errors.push(FieldProblem { field: fe.field, reason: fe.reason });
-                }
-            }
-        }
-    }
-    if !errors.is_empty() {
-        let first = &errors[0];
-        let mut p = Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-event",
-            "Invalid event",
-            format!("{}: {} (the whole batch was rejected; nothing was stored)", first.field, first.reason),
-        )
-        .field(first.field.clone());
-        p.errors = errors;
-        return Err(reject("invalid", n, p));
-    }
+    let max = state.cfg.http.max_events_per_batch;
+    let events = events_of(&body, format == Format::Ndjson, now, &state.cfg.event_limits(), max)?;
+    let n = events.len();
     let max_series = state.cfg.ingest.max_series_per_probe;
     let idle_ms = state.cfg.pipeline.idle_evict_s * 1000;
     if let Err(beyond) = state.series.admit(&probe, &events, now, max_series, idle_ms) {
@@ -423,4 +372,64 @@ mod tests {
         assert_eq!(p.status, 422);
         assert_eq!(p.field.as_deref(), Some("events[0].seq"));
     }
+}
+
+/// The events of a request body: decoded (JSON or NDJSON) and each validated, or the problem —
+/// 400 for what is not JSON, 422 for a schema or rule violation, naming the field. This is the
+/// whole of what ingest makes of the bytes a client sends (fuzzed in `tests/fuzz_ingest.rs`).
+pub fn events_of(body: &[u8], ndjson: bool, now: i64, limits: &EventLimits, max: usize) -> Result<Vec<Event>, Problem> {
+    let format = if ndjson { Format::Ndjson } else { Format::Json };
+    let wire = decode(body, format)?;
+    let n = wire.len();
+    if n == 0 {
+        return Err(reject(
+            "invalid",
+            1,
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "empty-batch",
+                "Empty batch",
+                "a batch needs at least one event",
+            )
+            .field("events"),
+        ));
+    }
+    if n > max {
+        return Err(reject(
+            "too_many_events",
+            n,
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "too-many-events",
+                "Too many events",
+                format!("{n} events exceed the limit of {max} per batch (http.max_events_per_batch)"),
+            )
+            .field("events"),
+        ));
+    }
+    let mut events = Vec::with_capacity(n);
+    let mut errors = Vec::new();
+    for (i, w) in wire.into_iter().enumerate() {
+        match validate(w, i, now, limits) {
+            Ok(e) => events.push(e),
+            Err(fe) => {
+                if errors.len() < MAX_LISTED_ERRORS {
+                    errors.push(FieldProblem { field: fe.field, reason: fe.reason });
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        let first = &errors[0];
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-event",
+            "Invalid event",
+            format!("{}: {} (the whole batch was rejected; nothing was stored)", first.field, first.reason),
+        )
+        .field(first.field.clone());
+        p.errors = errors;
+        return Err(reject("invalid", n, p));
+    }
+    Ok(events)
 }
