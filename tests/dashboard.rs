@@ -108,6 +108,8 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     let url = format!("{}#token={}", t.app.url("/dashboard"), t.query_token);
     let profile = tempfile::tempdir().unwrap();
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    // (a build with CARGO_TARGET_DIR elsewhere has no target/ in the checkout)
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let flags = |extra: &str| {
         let mut c = std::process::Command::new(&chromium);
         c.args([

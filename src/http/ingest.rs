@@ -347,33 +347,6 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode_errors_name_fields() {
-        let p = decode(
-            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","rtt_ms":NaN}]}"#,
-            Format::Json,
-        )
-        .unwrap_err();
-        assert_eq!(p.status, 400);
-        assert_eq!(p.field.as_deref(), Some("events[0].rtt_ms"));
-        let p = decode(
-            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","colour":1}]}"#,
-            Format::Json,
-        )
-        .unwrap_err();
-        assert_eq!(p.status, 422);
-        assert_eq!(p.field.as_deref(), Some("events[0].colour"));
-        assert_eq!(p.index, Some(0));
-        let p = decode(b"{\"event_id\":\"a\"}\n{nope", Format::Ndjson).unwrap_err();
-        assert_eq!(p.status, 422);
-        assert_eq!(p.field.as_deref(), Some("events[0].seq"));
-    }
-}
-
 /// The events of a request body: decoded (JSON or NDJSON) and each validated, or the problem —
 /// 400 for what is not JSON, 422 for a schema or rule violation, naming the field. This is the
 /// whole of what ingest makes of the bytes a client sends (fuzzed in `tests/fuzz_ingest.rs`).
@@ -432,4 +405,31 @@ pub fn events_of(body: &[u8], ndjson: bool, now: i64, limits: &EventLimits, max:
         return Err(reject("invalid", n, p));
     }
     Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_errors_name_fields() {
+        let p = decode(
+            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","rtt_ms":NaN}]}"#,
+            Format::Json,
+        )
+        .unwrap_err();
+        assert_eq!(p.status, 400);
+        assert_eq!(p.field.as_deref(), Some("events[0].rtt_ms"));
+        let p = decode(
+            br#"{"events":[{"event_id":"a","seq":1,"ts":"x","target":"t","kind":"icmp","colour":1}]}"#,
+            Format::Json,
+        )
+        .unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.field.as_deref(), Some("events[0].colour"));
+        assert_eq!(p.index, Some(0));
+        let p = decode(b"{\"event_id\":\"a\"}\n{nope", Format::Ndjson).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.field.as_deref(), Some("events[0].seq"));
+    }
 }
