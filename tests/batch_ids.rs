@@ -49,9 +49,21 @@ async fn until_stored(store: &Arc<dyn RollupStore>, ts: i64, n: u64) {
 /// restart the redelivered batch must be applied, not taken for the first journal's.
 #[actix_rt::test]
 async fn a_batch_redelivered_from_a_reset_journal_is_applied() {
-    let (store_dir, first_dir, reset_dir) =
-        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store: Arc<dyn RollupStore> = Arc::new(Sqlite::open(store_dir.path()).unwrap());
+    let store_dir = tempfile::tempdir().unwrap();
+    reset_journal_then_redeliver(Arc::new(Sqlite::open(store_dir.path()).unwrap())).await;
+}
+
+/// The same on a real CQL server, where the issue was reproduced (a keyspace holding a committed
+/// batch of another journal).
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn a_batch_redelivered_from_a_reset_journal_is_applied_on_cql() {
+    let (store, _keyspace) = common::scylla_store().await;
+    reset_journal_then_redeliver(store).await;
+}
+
+async fn reset_journal_then_redeliver(store: Arc<dyn RollupStore>) {
+    let (first_dir, reset_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ts = netqoe_actors::now_ms() - 600_000;
 
     let first = Sqlite::open(first_dir.path()).unwrap();

@@ -91,6 +91,23 @@ async fn answers_are_pages_and_fleet_views_never_use_part_of_their_input() {
     let r = get(&t3.client, &url, Some(&t3.query_token)).await;
     assert_eq!((r.status, r.body["field"].as_str()), (422, Some("group_by")), "{}", r.body);
     assert!(r.body["detail"].as_str().unwrap().contains("http.max_query_windows"), "{}", r.body);
+
+    // queries beyond http.max_concurrent_queries wait for nobody: 503 + Retry-After, and ingest
+    // is not held up meanwhile
+    let held: Vec<_> = (0..4).map(|_| t.app.state.queries.try_acquire().unwrap()).collect();
+    let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}")), Some(&t.query_token)).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(r.body["detail"].as_str().unwrap().contains("http.max_concurrent_queries"), "{}", r.body);
+    let (probe, token) = &t.probes[0];
+    let e = ev(format!("{probe}-late-1"), 10_000, netqoe_actors::now_ms() - 1_000, "t0");
+    assert_eq!(
+        post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&[e])).await.status,
+        202
+    );
+    drop(held);
+    let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}&limit=1")), Some(&t.query_token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     t.app.shutdown().await.unwrap();
     t3.app.shutdown().await.unwrap();
 }

@@ -450,3 +450,48 @@ pub fn self_signed_cert(cn: &str, days: u32) -> (openssl::x509::X509, openssl::p
     b.sign(&key, MessageDigest::sha256()).unwrap();
     (b.build(), key)
 }
+
+/// A keyspace of its own on the CQL server named by `NETQOE_SCYLLA_URI`, migrated; dropped by
+/// the guard.
+pub struct ScyllaKeyspace(String, Option<::scylla::client::session::Session>);
+
+impl ScyllaKeyspace {
+    fn drop_later(&mut self) {
+        if let Some(session) = self.1.take() {
+            let ks = self.0.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let _ = rt.block_on(session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()));
+            })
+            .join()
+            .ok();
+        }
+    }
+}
+
+impl Drop for ScyllaKeyspace {
+    fn drop(&mut self) {
+        self.drop_later();
+    }
+}
+
+pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupStore>, ScyllaKeyspace) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the Scylla contract");
+    let ks = format!("netqoe_contract_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let env = vec![
+        ("NETQOE__SCYLLA__KEYSPACE".to_string(), ks.clone()),
+        ("NETQOE__SCYLLA__REPLICATION".to_string(), "SimpleStrategy".to_string()),
+        ("NETQOE__SCYLLA__READ_CONSISTENCY".to_string(), "ONE".to_string()),
+        ("NETQOE__SCYLLA__WRITE_CONSISTENCY".to_string(), "ONE".to_string()),
+    ];
+    let cfg = netqoe::config::Config::load_from(None, env).unwrap();
+    netqoe::scylla::migrate(&cfg).await.expect("migrate");
+    let retention = cfg.pipeline_config().retention;
+    let store = netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, retention).await.expect("connect");
+    let session = netqoe::scylla::connect(&cfg.scylla).await.expect("connect");
+    (
+        std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>,
+        ScyllaKeyspace(ks, Some(session)),
+    )
+}
