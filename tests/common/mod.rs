@@ -453,25 +453,39 @@ pub fn self_signed_cert(cn: &str, days: u32) -> (openssl::x509::X509, openssl::p
 
 /// A keyspace of its own on the CQL server named by `NETQOE_SCYLLA_URI`, migrated; dropped by
 /// the guard.
-pub struct ScyllaKeyspace(String, Option<::scylla::client::session::Session>);
+pub struct ScyllaKeyspace(String, Option<netqoe::config::ScyllaConfig>);
 
 impl ScyllaKeyspace {
-    fn drop_later(&mut self) {
-        if let Some(session) = self.1.take() {
+    /// Drops the keyspace from a thread with its own runtime and its own session: a session
+    /// belongs to the runtime that made it, and the test's (single-threaded) runtime is blocked
+    /// in this drop, so using that one would wait for the request timeout and drop nothing.
+    fn drop_now(&mut self) {
+        if let Some(cfg) = self.1.take() {
             let ks = self.0.clone();
-            std::thread::spawn(move || {
+            let dropped = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                let _ = rt.block_on(session.query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ()));
+                rt.block_on(async {
+                    let session = netqoe::scylla::connect(&cfg).await.map_err(|e| e.to_string())?;
+                    session
+                        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {ks}"), ())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<(), String>(())
+                })
             })
-            .join()
-            .ok();
+            .join();
+            match dropped {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("keyspace {} not dropped: {e}", self.0),
+                Err(_) => eprintln!("keyspace {} not dropped: the dropping thread panicked", self.0),
+            }
         }
     }
 }
 
 impl Drop for ScyllaKeyspace {
     fn drop(&mut self) {
-        self.drop_later();
+        self.drop_now();
     }
 }
 
@@ -489,9 +503,8 @@ pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupS
     netqoe::scylla::migrate(&cfg).await.expect("migrate");
     let retention = cfg.pipeline_config().retention;
     let store = netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, retention).await.expect("connect");
-    let session = netqoe::scylla::connect(&cfg.scylla).await.expect("connect");
     (
         std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>,
-        ScyllaKeyspace(ks, Some(session)),
+        ScyllaKeyspace(ks, Some(cfg.scylla.clone())),
     )
 }
