@@ -83,3 +83,55 @@ async fn the_scylla_store_serves_the_same_query_results_as_sqlite() {
     let session = netqoe::scylla::connect(&cfg.scylla).await.unwrap();
     session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), ()).await.unwrap();
 }
+
+/// Retention by TTL, observed on the server itself: a window written with seconds left of its
+/// retention is readable, then gone once they have passed (the contract checks retention
+/// through what is readable too, but over days it cannot wait for).
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn windows_expire_by_their_ttl_on_the_server() {
+    use netqoe_actors::store::{Retention, RollupQuery, WriteSet};
+    use netqoe_domain::{Metric, Rollup, Tier, WindowAgg, WindowKey};
+    let now = netqoe_actors::now_ms();
+    let start = Tier::M1.bin_start(now);
+    let hour_end = Tier::H1.bin_start(now) + Tier::H1.len_ms();
+    // chosen so the 1m window's keep_until is now + 20 s (its own retention and its hour's
+    // reopening): time to make the keyspace, write and read, then wait it out
+    let expires = now + 20_000;
+    let retention = Retention {
+        m1_ms: expires - (start + Tier::M1.len_ms()),
+        reopen_ms: expires - hour_end,
+        ..Retention::default()
+    };
+    let (store, _keyspace) = scylla_store_with(Some(retention)).await;
+    let key = WindowKey { probe: "p".into(), target: "t".into(), metric: Metric::Rtt, tier: Tier::M1, start_ms: start };
+    let mut agg = WindowAgg::default();
+    agg.add(&netqoe_domain::event::Contribution {
+        metric: Metric::Rtt,
+        values: &[1.0],
+        sent: 1,
+        received: 1,
+        jitter_estimate_ms: None,
+        error: None,
+    });
+    let r = Rollup { key: key.clone(), agg, applied: Default::default(), revision: 1, closed: false };
+    store.commit(WriteSet { rollups: vec![r], derive: vec![key.clone()], ..Default::default() }).await.unwrap();
+    let q = |tier| RollupQuery {
+        probe: Some("p".into()),
+        target: None,
+        metric: None,
+        tier,
+        from_ms: start - 86_400_000,
+        to_ms: start + 86_400_000,
+        limit: 100,
+        after: None,
+    };
+    assert_eq!(store.query(&q(Tier::M1)).await.unwrap().len(), 1, "readable while its TTL lasts");
+    assert_eq!(store.load_windows(std::slice::from_ref(&key)).await.unwrap().len(), 1);
+    let left = expires + 2_000 - netqoe_actors::now_ms();
+    assert!(left > 2_000, "written and read with its TTL still running");
+    tokio::time::sleep(std::time::Duration::from_millis(left as u64)).await;
+    assert!(store.query(&q(Tier::M1)).await.unwrap().is_empty(), "expired by the server's TTL");
+    assert!(store.load_windows(std::slice::from_ref(&key)).await.unwrap().is_empty());
+    assert_eq!(store.query(&q(Tier::H1)).await.unwrap().len(), 1, "the hour keeps its own 90 days");
+}

@@ -490,6 +490,13 @@ impl Drop for ScyllaKeyspace {
 }
 
 pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupStore>, ScyllaKeyspace) {
+    scylla_store_with(None).await
+}
+
+/// `scylla_store` with the given retention (TTLs) instead of the configured one.
+pub async fn scylla_store_with(
+    retention: Option<netqoe_actors::store::Retention>,
+) -> (std::sync::Arc<dyn netqoe_actors::store::RollupStore>, ScyllaKeyspace) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the Scylla contract");
     let ks = format!("netqoe_contract_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
@@ -501,7 +508,7 @@ pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupS
     ];
     let cfg = netqoe::config::Config::load_from(None, env).unwrap();
     netqoe::scylla::migrate(&cfg).await.expect("migrate");
-    let retention = cfg.pipeline_config().retention;
+    let retention = retention.unwrap_or(cfg.pipeline_config().retention);
     let store = netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, retention).await.expect("connect");
     (
         std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>,
