@@ -30,6 +30,20 @@ async fn send(
 
 #[actix_rt::test]
 async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
+    sigkill_twice_then_count(&[]).await;
+}
+
+/// The same with the rollups in CQL (`--store scylla` on a real server): the journal survives the
+/// kills, the CQL store holds what was committed, and nothing is lost or counted twice.
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn sigkill_after_202_loses_nothing_and_double_counts_nothing_on_cql() {
+    let (_, mut env, _keyspace) = scylla_keyspace().await;
+    env.push(("NETQOE__STORAGE__BACKEND".into(), "scylla".into()));
+    sigkill_twice_then_count(&env).await;
+}
+
+async fn sigkill_twice_then_count(env: &[(String, String)]) {
     let dir = tempfile::tempdir().unwrap();
     // Commits only every 30 s or 1000 batches: at the kill, the accepted batches are in the
     // journal but their window state exists only in memory.
@@ -38,7 +52,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
+    let mut child = spawn_netqoe(&config, &["run"], port, env);
     wait_ready(&client, &base_url).await;
 
     let base = base_ms() + 10 * 60_000;
@@ -64,7 +78,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     child.wait().unwrap();
 
     // second life: same data; the probe re-sends the 12th batch (it could not know), then the rest
-    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
+    let mut child = spawn_netqoe(&config, &["run"], port, env);
     wait_ready(&client, &base_url).await;
     let r = post(&client, &url, Some(&probe_token), "application/json", batch(&batches[11])).await;
     assert_eq!(r.status, 202);
@@ -76,7 +90,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     // kill again mid-stream, restart, send the rest
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
+    let mut child = spawn_netqoe(&config, &["run"], port, env);
     wait_ready(&client, &base_url).await;
     for events in &batches[20..] {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
@@ -87,7 +101,7 @@ async fn sigkill_after_202_loses_nothing_and_double_counts_nothing() {
     assert!(status.success(), "SIGTERM drain exits 0, got {status:?}");
 
     // third life only to read: every window exactly as the oracle says
-    let mut child = spawn_netqoe(&config, &["run"], port, &[]);
+    let mut child = spawn_netqoe(&config, &["run"], port, env);
     wait_ready(&client, &base_url).await;
     let (from, to) = (base, base + 30 * 60_000);
     let expected: u64 = oracle.values().sum();

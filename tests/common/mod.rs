@@ -493,12 +493,11 @@ pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupS
     scylla_store_with(None).await
 }
 
-/// `scylla_store` with the given retention (TTLs) instead of the configured one.
-pub async fn scylla_store_with(
-    retention: Option<netqoe_actors::store::Retention>,
-) -> (std::sync::Arc<dyn netqoe_actors::store::RollupStore>, ScyllaKeyspace) {
+/// A fresh, migrated keyspace on the CQL server of `NETQOE_SCYLLA_URI`: its configuration, the
+/// `NETQOE__*` variables that select it (for a child `netqoe`), and the guard that drops it.
+pub async fn scylla_keyspace() -> (netqoe::config::Config, Vec<(String, String)>, ScyllaKeyspace) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the Scylla contract");
+    std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the CQL tests");
     let ks = format!("netqoe_contract_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let env = vec![
         ("NETQOE__SCYLLA__KEYSPACE".to_string(), ks.clone()),
@@ -506,12 +505,18 @@ pub async fn scylla_store_with(
         ("NETQOE__SCYLLA__READ_CONSISTENCY".to_string(), "ONE".to_string()),
         ("NETQOE__SCYLLA__WRITE_CONSISTENCY".to_string(), "ONE".to_string()),
     ];
-    let cfg = netqoe::config::Config::load_from(None, env).unwrap();
+    let cfg = netqoe::config::Config::load_from(None, env.clone()).unwrap();
     netqoe::scylla::migrate(&cfg).await.expect("migrate");
+    let guard = ScyllaKeyspace(ks, Some(cfg.scylla.clone()));
+    (cfg, env, guard)
+}
+
+/// `scylla_store` with the given retention (TTLs) instead of the configured one.
+pub async fn scylla_store_with(
+    retention: Option<netqoe_actors::store::Retention>,
+) -> (std::sync::Arc<dyn netqoe_actors::store::RollupStore>, ScyllaKeyspace) {
+    let (cfg, _, guard) = scylla_keyspace().await;
     let retention = retention.unwrap_or(cfg.pipeline_config().retention);
     let store = netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, retention).await.expect("connect");
-    (
-        std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>,
-        ScyllaKeyspace(ks, Some(cfg.scylla.clone())),
-    )
+    (std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>, guard)
 }
