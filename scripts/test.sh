@@ -14,6 +14,11 @@ if [ -z "${NETQOE_SCYLLA_URI:-}" ]; then
   NETQOE_SCYLLA_URI=$(bash scripts/ensure-cassandra.sh)
 fi
 export NETQOE_SCYLLA_URI
+# the local server's pid, for the fault tests that freeze it (tests/scylla_faults.rs)
+cass_home=${NETQOE_CASSANDRA_HOME:-/tmp/netqoe-cassandra-${NETQOE_CASSANDRA_PORT:-9042}}
+if [ -z "${NETQOE_CASSANDRA_PID:-}" ] && [ -f "$cass_home/pid" ] && kill -0 "$(cat "$cass_home/pid")" 2>/dev/null; then
+  export NETQOE_CASSANDRA_PID=$(cat "$cass_home/pid")
+fi
 # C libraries the build links (openssl for the CQL driver's TLS); in the base image, installed if not
 if ! dpkg -s libssl-dev pkg-config >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
