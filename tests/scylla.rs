@@ -135,3 +135,24 @@ async fn windows_expire_by_their_ttl_on_the_server() {
     assert!(store.load_windows(std::slice::from_ref(&key)).await.unwrap().is_empty());
     assert_eq!(store.query(&q(Tier::H1)).await.unwrap().len(), 1, "the hour keeps its own 90 days");
 }
+
+/// Errors from the server are typed by what a retry can do: a schema that does not match (a
+/// table the store needs was dropped) is `Rejected` and not retryable; the same store answers
+/// again when the server can (`Unavailable` while it cannot: see tests/scylla_faults.rs).
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn a_schema_mismatch_is_rejected_not_retried() {
+    use netqoe_actors::store::StoreError;
+    use netqoe_domain::{Metric, Tier, WindowKey};
+    let (cfg, _, _keyspace) = scylla_keyspace().await;
+    let store =
+        netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention).await.unwrap();
+    let key = WindowKey { probe: "p".into(), target: "t".into(), metric: Metric::Rtt, tier: Tier::M1, start_ms: 0 };
+    use netqoe_actors::store::RollupStore;
+    assert!(store.load_windows(std::slice::from_ref(&key)).await.unwrap().is_empty());
+    let session = netqoe::scylla::connect(&cfg.scylla).await.unwrap();
+    session.query_unpaged(format!("DROP TABLE {}.rollups_1m", cfg.scylla.keyspace), ()).await.unwrap();
+    let e = store.load_windows(std::slice::from_ref(&key)).await.unwrap_err();
+    assert!(matches!(e, StoreError::Rejected(_)), "a missing table is the schema's fault: {e:?}");
+    assert!(!e.retryable(), "{e}");
+}

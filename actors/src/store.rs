@@ -209,6 +209,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store failure: {0}")]
     Failed(String),
+    /// The store refused the request itself (a schema that does not match, a statement it calls
+    /// invalid, missing permissions): sending it again cannot help until an operator acts.
+    #[error("store refused the request: {0}")]
+    Rejected(String),
 }
 
 impl StoreError {

@@ -376,7 +376,7 @@ impl ScyllaStore {
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<(), StoreError> {
         let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        self.session.execute_unpaged(p, values).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.session.execute_unpaged(p, values).await.map_err(|e| classify(&e))?;
         Ok(())
     }
 
@@ -390,12 +390,11 @@ impl ScyllaStore {
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
         let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        let pager =
-            self.session.execute_iter(p.clone(), values).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
         let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(r) = stream.next().await {
-            out.push(r.map_err(|e| StoreError::Unavailable(e.to_string()))?);
+            out.push(r.map_err(|e| classify_row(&e))?);
         }
         Ok(out)
     }
@@ -566,6 +565,72 @@ impl ScyllaStore {
             set.insert((r.probe, r.target, m.as_str(), m));
         }
         Ok(set.into_iter().map(|(p, t, _, m)| (p, t, m)).collect())
+    }
+}
+
+/// What a driver error means for the caller, from its type (never its text): the server refusing
+/// the request itself — syntax, an invalid statement (a table or column the schema lacks), missing
+/// permissions, bad configuration — is `Rejected` (a retry cannot help); timeouts, overload,
+/// unavailable replicas and broken connections are `Unavailable` (the statements are idempotent,
+/// so a retry is safe and may well succeed).
+fn classify(e: &scylla::errors::ExecutionError) -> StoreError {
+    use scylla::errors::{ExecutionError as E, PrepareError};
+    let refused = match e {
+        E::BadQuery(_) => true,
+        E::LastAttemptError(a) => attempt_refused(a),
+        E::PrepareError(PrepareError::AllAttemptsFailed { first_attempt }) => attempt_refused(first_attempt),
+        _ => false,
+    };
+    if refused {
+        StoreError::Rejected(e.to_string())
+    } else {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+fn attempt_refused(a: &scylla::errors::RequestAttemptError) -> bool {
+    use scylla::errors::{DbError as D, RequestAttemptError as A};
+    match a {
+        A::DbError(db, _) => matches!(
+            db,
+            D::SyntaxError
+                | D::Invalid
+                | D::Unauthorized
+                | D::ConfigError
+                | D::AlreadyExists { .. }
+                | D::AuthenticationError
+        ),
+        A::SerializationError(_) | A::CqlRequestSerialization(_) => true,
+        _ => false,
+    }
+}
+
+fn classify_pager(e: &scylla::errors::PagerExecutionError) -> StoreError {
+    use scylla::errors::{PagerExecutionError as P, PrepareError};
+    match e {
+        P::SerializationError(_) => StoreError::Rejected(e.to_string()),
+        P::PrepareError(PrepareError::AllAttemptsFailed { first_attempt }) if attempt_refused(first_attempt) => {
+            StoreError::Rejected(e.to_string())
+        }
+        P::NextPageError(n) => classify_page(n),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn classify_page(e: &scylla::errors::NextPageError) -> StoreError {
+    use scylla::errors::{NextPageError as N, RequestError as R};
+    match e {
+        N::RequestFailure(R::LastAttemptError(a)) if attempt_refused(a) => StoreError::Rejected(e.to_string()),
+        N::TypeCheckError(_) => StoreError::Rejected(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn classify_row(e: &scylla::errors::NextRowError) -> StoreError {
+    match e {
+        scylla::errors::NextRowError::NextPageError(n) => classify_page(n),
+        scylla::errors::NextRowError::RowDeserializationError(_) => corrupt(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
     }
 }
 
