@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use netqoe_domain::Tier;
 
 #[actix_rt::test]
 #[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
@@ -155,4 +156,83 @@ async fn a_schema_mismatch_is_rejected_not_retried() {
     let e = store.load_windows(std::slice::from_ref(&key)).await.unwrap_err();
     assert!(matches!(e, StoreError::Rejected(_)), "a missing table is the schema's fault: {e:?}");
     assert!(!e.retryable(), "{e}");
+}
+
+/// The cqlsh recipes of docs/cql.md ("Queries operators ask"), executed against the server over
+/// data netqoe wrote, each returning rows: the doc cannot drift from the schema. The doc's example
+/// constants (day 20414, its midnight, hour bucket 680 and its hour) are checked to agree with the
+/// bucket rules it states, then replaced by today's.
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn the_cql_doc_recipes_run_and_return_rows() {
+    const DAY: i64 = 86_400_000;
+    const H1_BUCKET: i64 = 2_592_000_000;
+    let doc = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cql.md")).unwrap();
+    let section = doc.split("## Queries operators ask").nth(1).expect("the recipes section");
+    let sql = section.split("```sql").nth(1).and_then(|s| s.split("```").next()).expect("its sql block");
+    // the doc's constants follow its own bucket rules
+    assert_eq!(1_763_769_600_000 / DAY, 20414);
+    assert_eq!(1_763_823_600_000 / H1_BUCKET, 680);
+    for c in ["20414", "1763769600000", "680", "1763823600000"] {
+        assert!(sql.contains(c), "the recipes use {c}");
+    }
+
+    let (cfg, mut env, _keyspace) = scylla_keyspace().await;
+    env.push(("NETQOE__STORAGE__BACKEND".into(), "scylla".into()));
+    env.push(("NETQOE__PIPELINE__DERIVE_INTERVAL_MS".into(), "0".into()));
+    env.push(("NETQOE__SESSION__SAVE_EVERY_S".into(), "1".into()));
+    let t = start_with(2, &env).await;
+    let now = netqoe_actors::now_ms();
+    let midnight = now / DAY * DAY;
+    let ts = (now - 60_000).max(midnight + 1_000);
+    let hour = Tier::H1.bin_start(ts);
+    let (probe, token) = &t.probes[1];
+    assert_eq!(probe, "probe-1");
+    let events: Vec<serde_json::Value> = ["dns.example.net", "cdn.example.org"]
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            serde_json::json!({"event_id": format!("doc-{i}"), "seq": i, "ts": rfc3339(ts), "target": target,
+                               "kind": "icmp", "rtt_samples_ms": [12.5], "sent": 1, "received": 1})
+        })
+        .collect();
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let incident =
+        sample_incident("doc-incident", netqoe_domain::diagnosis::Scope::Target, &[("target", "cdn.example.org")], now);
+    t.app.state.store.save_incidents(&[incident]).await.unwrap();
+    eventually(30, "the 1h window and the session stored", || async {
+        let r = get(
+            &t.client,
+            &t.app.url(&format!("/v1/rollups?tier=1h&from={hour}&to={}", hour + 3_600_000)),
+            Some(&t.query_token),
+        )
+        .await;
+        let sessions = t.app.state.store.list_sessions().await.ok()?;
+        (r.body["rollups"].as_array().is_some_and(|a| a.len() >= 2) && !sessions.is_empty()).then_some(())
+    })
+    .await;
+
+    let session = netqoe::scylla::connect(&cfg.scylla).await.unwrap();
+    let ks = format!("{}.", cfg.scylla.keyspace);
+    let day = (midnight / DAY).to_string();
+    let statements: Vec<String> = sql
+        .split(';')
+        .map(|s| s.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join(" "))
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.replace("netqoe.", &ks)
+                .replace("1763769600000", &midnight.to_string())
+                .replace("1763823600000", &hour.to_string())
+                .replace("20414", &day)
+                .replace("bucket = 680", &format!("bucket = {}", hour / H1_BUCKET))
+        })
+        .collect();
+    assert_eq!(statements.len(), 4, "{statements:?}");
+    for q in &statements {
+        let res = session.query_unpaged(q.as_str(), ()).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+        let rows = res.into_rows_result().unwrap_or_else(|e| panic!("{q}: {e}")).rows_num();
+        assert!(rows >= 1, "the recipe returns rows over netqoe's data: {q}");
+    }
+    t.app.shutdown().await.unwrap();
 }
