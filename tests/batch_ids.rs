@@ -104,9 +104,20 @@ async fn restart_and_apply(
 /// shared between the nodes.
 #[actix_rt::test]
 async fn two_journals_on_one_store_keep_their_batches_apart() {
-    let (store_dir, a_dir, b_dir) =
-        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let store: Arc<dyn RollupStore> = Arc::new(Sqlite::open(store_dir.path()).unwrap());
+    let store_dir = tempfile::tempdir().unwrap();
+    two_journals_then_restart_one(Arc::new(Sqlite::open(store_dir.path()).unwrap())).await;
+}
+
+/// Two processes committing to one CQL keyspace.
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn two_journals_on_one_cql_keyspace_keep_their_batches_apart() {
+    let (store, _keyspace) = common::scylla_store().await;
+    two_journals_then_restart_one(store).await;
+}
+
+async fn two_journals_then_restart_one(store: Arc<dyn RollupStore>) {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ts = netqoe_actors::now_ms() - 600_000;
     let mut ids = std::collections::BTreeSet::new();
 

@@ -348,6 +348,25 @@ async fn incidents_are_upserted_and_listed(s: Arc<dyn RollupStore>) {
     let later = s.list_incidents(&IncidentQuery { from_ms: b + 1, ..all.clone() }).await.unwrap();
     assert_eq!(later.len(), 1, "opened_ms in [from, to)");
     assert_eq!(s.list_incidents(&IncidentQuery { limit: 1, ..all }).await.unwrap().len(), 1);
+
+    // over several days (the CQL store reads them a day partition at a time): every incident of
+    // the range once, newest first across the days, the limit cutting the oldest
+    let days: Vec<netqoe_domain::diagnosis::Incident> =
+        (0..5).map(|d| incident(&format!("d{d}"), b - (d + 1) * DAY + d * 3_600_000, d % 2 == 0)).collect();
+    s.save_incidents(&days).await.unwrap();
+    let span = IncidentQuery { state: None, from_ms: b - 5 * DAY, to_ms: b + DAY, limit: 100 };
+    let got: Vec<String> = s.list_incidents(&span).await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(got, vec!["i2", "i1", "d0", "d1", "d2", "d3", "d4"], "newest first across days");
+    let got: Vec<String> = s
+        .list_incidents(&IncidentQuery { limit: 4, ..span.clone() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(got, vec!["i2", "i1", "d0", "d1"]);
+    let open = s.list_incidents(&IncidentQuery { state: Some(IncidentState::Open), ..span }).await.unwrap();
+    assert_eq!(open.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), vec!["i2", "d0", "d2", "d4"]);
 }
 
 async fn missing_windows_are_absent(s: Arc<dyn RollupStore>) {
