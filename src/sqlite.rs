@@ -1030,6 +1030,15 @@ impl Acker for JournalAcker {
         self.shared.acked.notify_one();
         r.map_err(|_| BusError::Unavailable("sqlite writer stopped".into()))
     }
+
+    fn release(self: Box<Self>) {
+        // this delivery was not the batch's fault: take it back off the count, then requeue (drop)
+        if let Ok(mut j) = self.shared.journal.lock() {
+            if let Some(n) = j.deliveries.get_mut(&self.id) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
 }
 
 impl Drop for JournalAcker {

@@ -47,3 +47,38 @@ async fn the_journal_accepts_each_event_once() {
     assert_eq!(counts(j.publish("p", vec![ev("p-3", 3, now), ev("p-999", 999, now)], now).await.unwrap()), (1, 1));
     assert_eq!(counts(j.publish("p", seqs(10..12, now), now).await.unwrap()), (0, 2));
 }
+
+/// A batch requeued because the store was unavailable (`Acker::release`) is delivered again
+/// however often that happens — an outage must not dead-letter accepted events — while one that
+/// keeps failing by itself (dropped unacked) reaches the delivery limit and the dead letters.
+#[actix_rt::test]
+async fn transient_requeues_never_dead_letter_a_batch() {
+    use netqoe_actors::bus::Incoming;
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+    j.publish("p", seqs(0..3, now), now).await.unwrap();
+    let mut rx = j.consume(1).await.unwrap();
+    async fn next(rx: &mut tokio::sync::mpsc::Receiver<Incoming>) -> Option<netqoe_actors::bus::Delivery> {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Incoming::Deliver(d))) => Some(d),
+            _ => None,
+        }
+    }
+    for round in 0..25 {
+        let d = next(&mut rx).await.unwrap_or_else(|| panic!("delivered again after {round} releases"));
+        d.acker.release();
+    }
+    assert_eq!(j.dead_letter_count().await.unwrap(), 0);
+    // dropped unacked (the batch's own failure): after the limit, dead-lettered
+    let mut deliveries = 0;
+    while let Some(d) = next(&mut rx).await {
+        deliveries += 1;
+        drop(d);
+        if deliveries > 20 {
+            break;
+        }
+    }
+    assert!(deliveries <= 11, "the delivery limit applies to real failures ({deliveries})");
+    assert_eq!(j.dead_letter_count().await.unwrap(), 1);
+}

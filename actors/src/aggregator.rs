@@ -552,7 +552,11 @@ impl Handler<Process> for Aggregator {
                 Err(e) => {
                     ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
                     tracing::warn!(error = %e, batch = %batch.id, "cannot load window state; batch requeued");
-                    drop(acker);
+                    if e.retryable() {
+                        acker.release();
+                    } else {
+                        drop(acker);
+                    }
                     Box::pin(actix::fut::ready(Err(e.into())))
                 }
                 Ok(Loaded::AlreadyCommitted) => {

@@ -50,10 +50,17 @@ impl BusError {
     }
 }
 
-/// Settles one delivery. Dropping it without calling `ack` requeues the batch.
+/// Settles one delivery. Dropping it without calling `ack` requeues the batch, and counts as a
+/// failed delivery toward the bus's delivery limit (a batch that keeps failing is poison and goes
+/// to the dead letters).
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> Result<(), BusError>;
+
+    /// Requeues the batch because of a transient condition that is not the batch's fault (the
+    /// store unavailable): it is delivered again later and this delivery does not count toward
+    /// the delivery limit — an outage must not turn accepted batches into dead letters.
+    fn release(self: Box<Self>) {}
 }
 
 /// One batch handed to the pipeline.

@@ -520,3 +520,121 @@ pub async fn scylla_store_with(
     let store = netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, retention).await.expect("connect");
     (std::sync::Arc::new(store) as std::sync::Arc<dyn netqoe_actors::store::RollupStore>, guard)
 }
+
+/// Resident memory of process `pid`, KiB (0 when gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The load and its oracle: 50 events per batch, one batch at a time.
+pub struct Load {
+    pub url: String,
+    pub token: String,
+    pub base: i64,
+    pub rng: Rng,
+    pub oracle: std::collections::BTreeMap<i64, u64>,
+    pub accepted: u64,
+    pub refused: u64,
+    pub seq: i64,
+    pub rss_peak: u64,
+    pub pid: u32,
+}
+
+impl Load {
+    pub async fn one(&mut self, client: &awc::Client) {
+        let events: Vec<_> = (0..50)
+            .map(|k| {
+                let s = self.seq + k;
+                serde_json::json!({"event_id": format!("e{s}"), "seq": s, "ts": rfc3339(self.base + s * 20), "target": "t1",
+                       "kind": "icmp", "rtt_samples_ms": [self.rng.rtt(20.0)], "sent": 1, "received": 1})
+            })
+            .collect();
+        let r = post(client, &self.url, Some(&self.token), "application/json", batch(&events)).await;
+        match r.status {
+            202 => {
+                for k in 0..50 {
+                    let ts = self.base + (self.seq + k) * 20;
+                    *self.oracle.entry(ts / 60_000 * 60_000).or_default() += 1;
+                }
+                self.accepted += 50;
+                self.seq += 50;
+            }
+            503 => {
+                assert!(r.headers.get("retry-after").is_some(), "a 503 says when to retry: {}", r.body);
+                self.refused += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            s => panic!("ingest answered {s}: {}", r.body),
+        }
+        self.rss_peak = self.rss_peak.max(rss_kib(self.pid));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    /// Ready again (the driver reconnects by itself), then every accepted event in the CQL
+    /// rollups, each once.
+    pub async fn caught_up(&self, client: &awc::Client, base_url: &str, query_token: &str) {
+        eventually(120, "ready again", || async {
+            (get(client, &format!("{base_url}/readyz"), None).await.status == 200).then_some(())
+        })
+        .await;
+        let (from, to) = (self.base, self.base + 60 * 60_000);
+        eventually(120, "all accepted events in the CQL rollups", || async {
+            (total_count(client, base_url, query_token, "rtt", from, to).await == self.accepted).then_some(())
+        })
+        .await;
+        let got = stored_by_minute(client, base_url, query_token, from, to).await;
+        assert_eq!(got, self.oracle, "per window: the accepted events, each once");
+        let r = get(client, &format!("{base_url}/readyz"), None).await;
+        assert_eq!(r.status, 200, "ready again: {}", r.body);
+    }
+}
+
+/// A child `netqoe run --store scylla` on a fresh keyspace of the local test server, for the CQL
+/// fault tests: the server's pid (`NETQOE_CASSANDRA_PID`), the process, its base URL, a client,
+/// the query token, a `Load` aimed at it, and the guards to keep.
+pub struct CqlFaultLab {
+    pub cassandra: i32,
+    pub child: ChildGuard,
+    pub base_url: String,
+    pub client: awc::Client,
+    pub query_token: String,
+    pub load: Load,
+    pub keyspace: ScyllaKeyspace,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn cql_fault_lab() -> CqlFaultLab {
+    let cassandra: i32 = std::env::var("NETQOE_CASSANDRA_PID")
+        .expect("NETQOE_CASSANDRA_PID must name the Cassandra started by scripts/ensure-cassandra.sh")
+        .parse()
+        .expect("NETQOE_CASSANDRA_PID is a pid");
+    let (_, mut env, keyspace) = scylla_keyspace().await;
+    env.push(("NETQOE__STORAGE__BACKEND".into(), "scylla".into()));
+    env.push(("NETQOE__SCYLLA__REQUEST_TIMEOUT_MS".into(), "2000".into()));
+    let dir = tempfile::tempdir().unwrap();
+    let (config, probe_token, query_token) = write_config(dir.path(), "");
+    let port = free_port();
+    let child = ChildGuard(spawn_netqoe(&config, &["run"], port, &env));
+    let base_url = format!("http://127.0.0.1:{port}");
+    let client = awc::Client::builder().timeout(Duration::from_secs(20)).finish();
+    wait_ready(&client, &base_url).await;
+    let load = Load {
+        url: format!("{base_url}/v1/events"),
+        token: probe_token,
+        base: base_ms() + 20 * 60_000,
+        rng: Rng(7),
+        oracle: std::collections::BTreeMap::new(),
+        accepted: 0,
+        refused: 0,
+        seq: 0,
+        rss_peak: 0,
+        pid: child.id(),
+    };
+    CqlFaultLab { cassandra, child, base_url, client, query_token, load, keyspace, dir }
+}
