@@ -52,7 +52,7 @@ async fn sigkill_twice_then_count(env: &[(String, String)]) {
     let port = free_port();
     let base_url = format!("http://127.0.0.1:{port}");
     let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let mut child = spawn_netqoe(&config, &["run"], port, env);
+    let mut child = ChildGuard(spawn_netqoe(&config, &["run"], port, env));
     wait_ready(&client, &base_url).await;
 
     let base = base_ms() + 10 * 60_000;
@@ -74,11 +74,10 @@ async fn sigkill_twice_then_count(env: &[(String, String)]) {
     for events in &batches[..12] {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.kill(); // SIGKILL
 
     // second life: same data; the probe re-sends the 12th batch (it could not know), then the rest
-    let mut child = spawn_netqoe(&config, &["run"], port, env);
+    let mut child = ChildGuard(spawn_netqoe(&config, &["run"], port, env));
     wait_ready(&client, &base_url).await;
     let r = post(&client, &url, Some(&probe_token), "application/json", batch(&batches[11])).await;
     assert_eq!(r.status, 202);
@@ -88,20 +87,19 @@ async fn sigkill_twice_then_count(env: &[(String, String)]) {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
     // kill again mid-stream, restart, send the rest
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut child = spawn_netqoe(&config, &["run"], port, env);
+    child.kill();
+    let mut child = ChildGuard(spawn_netqoe(&config, &["run"], port, env));
     wait_ready(&client, &base_url).await;
     for events in &batches[20..] {
         send(&client, &url, &probe_token, events, base, &mut oracle).await;
     }
     // SIGTERM drains: open windows are committed as partial revisions, exit code 0
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "SIGTERM drain exits 0, got {status:?}");
 
     // third life only to read: every window exactly as the oracle says
-    let mut child = spawn_netqoe(&config, &["run"], port, env);
+    let mut child = ChildGuard(spawn_netqoe(&config, &["run"], port, env));
     wait_ready(&client, &base_url).await;
     let (from, to) = (base, base + 30 * 60_000);
     let expected: u64 = oracle.values().sum();
@@ -115,6 +113,5 @@ async fn sigkill_twice_then_count(env: &[(String, String)]) {
     assert_eq!(got, oracle, "per-window counts equal the accepted events, once each");
     let r = get(&client, &format!("{base_url}/v1/probes"), Some(&query_token)).await;
     assert_eq!(r.body["probes"][0]["probe"], "p1");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
