@@ -9,6 +9,7 @@
 //! unacked batches reproduces exactly the state it lost.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::HashMap;
 use std::sync::Arc;
@@ -160,6 +161,8 @@ pub struct Aggregator {
     pending_ids: HashSet<BatchId>,
     /// Current consumption epoch; older deliveries are ignored.
     epoch: u64,
+    /// Set when the pipeline stops consuming: a load waiting for the store gives up.
+    stopping: Arc<AtomicBool>,
 }
 
 /// A borrowed `WindowKey`: looks a window up without allocating its strings. Hashes exactly like
@@ -206,6 +209,7 @@ impl Aggregator {
         store: Arc<dyn RollupStore>,
         writer: Addr<RollupWriter>,
         sessions: Addr<SessionRegistry>,
+        stopping: Arc<AtomicBool>,
     ) -> Self {
         Self {
             shard,
@@ -218,6 +222,7 @@ impl Aggregator {
             pending: Vec::new(),
             pending_ids: HashSet::new(),
             epoch: 0,
+            stopping,
         }
     }
 
@@ -538,13 +543,34 @@ impl Handler<Process> for Aggregator {
         let store = self.store.clone();
         let probe = batch.probe.clone();
         let id = batch.id.clone();
+        let stopping = self.stopping.clone();
+        let shard = self.shard;
+        // A store that cannot answer now (retryable) is waited for, holding the batch: this
+        // shard stops here, its mailbox fills, the bus stops delivering and ingest answers 503
+        // once the bus is full. Releasing the batch instead would let the probe's newer batches
+        // pass it, advance the watermark, and drop the older events as late after their 202.
         let fut = async move {
-            if redelivered && !store.processed(std::slice::from_ref(&id)).await?.is_empty() {
-                return Ok::<_, StoreError>(Loaded::AlreadyCommitted);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let res: Result<Loaded, StoreError> = async {
+                    if redelivered && !store.processed(std::slice::from_ref(&id)).await?.is_empty() {
+                        return Ok(Loaded::AlreadyCommitted);
+                    }
+                    let mark = if need_wm { Some(store.load_mark(&probe).await?.unwrap_or_default()) } else { None };
+                    let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
+                    Ok(Loaded::Apply { mark, windows })
+                }
+                .await;
+                match res {
+                    Err(e) if e.retryable() && !stopping.load(Ordering::Relaxed) => {
+                        ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
+                        tracing::warn!(error = %e, batch = %id, shard, retry_in = ?backoff, "store unavailable; batch held until it answers");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                    res => return res,
+                }
             }
-            let mark = if need_wm { Some(store.load_mark(&probe).await?.unwrap_or_default()) } else { None };
-            let windows = if keys.is_empty() { Vec::new() } else { store.load_windows(&keys).await? };
-            Ok(Loaded::Apply { mark, windows })
         }
         .into_actor(self)
         .then(move |res, act, _ctx| -> ResponseActFuture<Self, Result<(), PipelineError>> {
@@ -553,6 +579,7 @@ impl Handler<Process> for Aggregator {
                     ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
                     tracing::warn!(error = %e, batch = %batch.id, "cannot load window state; batch requeued");
                     if e.retryable() {
+                        // only when stopping: requeued without counting a delivery
                         acker.release();
                     } else {
                         drop(acker);

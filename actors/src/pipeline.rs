@@ -67,6 +67,8 @@ pub struct Pipeline {
     /// The bus consumer task (taken when the pipeline drains).
     consumer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     arbiters: Vec<Arbiter>,
+    /// Tells the aggregators to stop waiting for the store.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Pipeline {
@@ -86,11 +88,14 @@ impl Pipeline {
         let sessions = Supervisor::start(move |_| SessionRegistry::new(s, c));
         let mut arbiters = vec![writer_arbiter];
         let mut aggregators = Vec::with_capacity(shards);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for shard in 0..shards {
             let arbiter = Arbiter::new();
-            let (s, w, se, c) = (store.clone(), writer.clone(), sessions.clone(), agg_cfg.clone());
-            aggregators
-                .push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| Aggregator::new(shard, c, s, w, se)));
+            let (s, w, se, c, st) =
+                (store.clone(), writer.clone(), sessions.clone(), agg_cfg.clone(), stopping.clone());
+            aggregators.push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
+                Aggregator::new(shard, c, s, w, se, st.clone())
+            }));
             arbiters.push(arbiter);
         }
         let mut rx = bus.consume(cfg.prefetch).await?;
@@ -140,7 +145,15 @@ impl Pipeline {
             let s = store.clone();
             Supervisor::start(move |_| crate::diagnoser::DiagnoserActor::new(s, dc))
         });
-        Ok(Self { aggregators, sessions, writer, diagnoser, consumer: std::sync::Mutex::new(Some(consumer)), arbiters })
+        Ok(Self {
+            aggregators,
+            sessions,
+            writer,
+            diagnoser,
+            consumer: std::sync::Mutex::new(Some(consumer)),
+            arbiters,
+            stopping,
+        })
     }
 
     /// Stops consuming and commits every open window as a partial revision, then saves sessions.
@@ -155,6 +168,7 @@ impl Pipeline {
     }
 
     fn stop_consuming(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(c) = self.consumer.lock().ok().and_then(|mut c| c.take()) {
             c.abort();
         }

@@ -33,6 +33,7 @@ use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::sketch::DdSketch;
 use netqoe_domain::{EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
 use scylla::client::session::Session;
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::{DeserializeRow, SerializeRow};
@@ -99,6 +100,15 @@ fn tier_name(t: Tier) -> &'static str {
 /// The state columns in the order every statement binds and selects them.
 const STATE: &str =
     "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, events_applied";
+/// The state without the event set: what derivations and queries read (the set is only needed
+/// when an aggregator loads a window to update it, and it is by far the largest column).
+const LIGHT: &str =
+    "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
+
+/// Most statements in one unlogged batch (all of one partition).
+const BATCH_ROWS: usize = 64;
+/// Most windows whose stored revision is remembered (then the memory is cleared and rebuilt).
+const REVISION_CACHE: usize = 400_000;
 
 /// The bind values of both window UPDATEs (per-probe and by-target tables bind in the same order;
 /// the by-target row gets an empty event-set delta).
@@ -128,9 +138,33 @@ struct SeriesWrite<'a> {
     start_ms: i64,
 }
 
-#[derive(DeserializeRow)]
-#[scylla(flavor = "enforce_order", skip_name_checks)]
-struct StateRow {
+/// One macro declares both row shapes, so their column order (which must match `FULL` and
+/// `LIGHT`) cannot drift apart.
+macro_rules! state_rows {
+    ($($f:ident: $t:ty,)*) => {
+        #[derive(DeserializeRow)]
+        #[scylla(flavor = "enforce_order", skip_name_checks)]
+        struct StateRow {
+            $($f: $t,)*
+            events_applied: Option<Vec<i64>>,
+        }
+
+        /// `StateRow` without the event set (`LIGHT`).
+        #[derive(DeserializeRow)]
+        #[scylla(flavor = "enforce_order", skip_name_checks)]
+        struct LightRow {
+            $($f: $t,)*
+        }
+
+        impl LightRow {
+            fn into_rollup(self, tier: Tier) -> Result<Rollup, StoreError> {
+                StateRow { $($f: self.$f,)* events_applied: None }.into_rollup(tier)
+            }
+        }
+    };
+}
+
+state_rows! {
     probe: String,
     target: String,
     metric: String,
@@ -148,7 +182,6 @@ struct StateRow {
     jitter_n: Option<i64>,
     errors: Option<BTreeMap<String, i64>>,
     sketch: Option<Vec<u8>>,
-    events_applied: Option<Vec<i64>>,
 }
 
 fn corrupt(what: String) -> StoreError {
@@ -189,11 +222,13 @@ impl StateRow {
 struct TierStatements {
     write: PreparedStatement,
     write_by_target: PreparedStatement,
-    /// One window (key equality).
+    /// One window (key equality), with its event set.
     read_one: PreparedStatement,
-    /// A series' windows in `[from, to)` of one bucket.
+    /// One window's stored revision.
+    read_revision: PreparedStatement,
+    /// A series' windows in `[from, to)` of one bucket (no event sets).
     read_range: PreparedStatement,
-    /// One target's windows of a metric in `[from, to)` of one bucket (all probes).
+    /// One target's windows of a metric in `[from, to)` of one bucket (all probes; no event sets).
     read_by_target: PreparedStatement,
 }
 
@@ -227,6 +262,13 @@ pub struct ScyllaStore {
     retention: Retention,
     /// Series already written to the series index by this process.
     indexed: Mutex<HashSet<(String, String, Metric)>>,
+    /// The stored revision of 1m windows this process loaded or wrote (0: known absent), so a
+    /// commit need not read a window before writing it: a revision at or below the remembered
+    /// one is not written again (its event set would otherwise join the row's). A window not
+    /// remembered has its revision read first. Closed windows are forgotten once written.
+    revisions: Mutex<std::collections::HashMap<WindowKey, u64>>,
+    /// Consistency of the unlogged batches (that of the writes).
+    write_consistency: Consistency,
 }
 
 async fn prepare(
@@ -287,10 +329,20 @@ impl ScyllaStore {
                     true,
                 )
                 .await?,
+                read_revision: prepare(
+                    &session,
+                    format!(
+                        "SELECT revision FROM {ks}.rollups_{t} \
+                         WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
+                    ),
+                    r,
+                    true,
+                )
+                .await?,
                 read_range: prepare(
                     &session,
                     format!(
-                        "SELECT probe, target, metric, start_ms, {STATE} FROM {ks}.rollups_{t} \
+                        "SELECT probe, target, metric, start_ms, {LIGHT} FROM {ks}.rollups_{t} \
                          WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms >= ? AND start_ms < ?"
                     ),
                     r,
@@ -300,7 +352,7 @@ impl ScyllaStore {
                 read_by_target: prepare(
                     &session,
                     format!(
-                        "SELECT probe, target, metric, start_ms, {STATE} FROM {ks}.rollups_by_target_{t} \
+                        "SELECT probe, target, metric, start_ms, {LIGHT} FROM {ks}.rollups_by_target_{t} \
                          WHERE target = ? AND metric = ? AND bucket = ? AND start_ms >= ? AND start_ms < ?"
                     ),
                     r,
@@ -367,6 +419,8 @@ impl ScyllaStore {
             in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
             retention,
             indexed: Mutex::new(HashSet::new()),
+            revisions: Mutex::new(std::collections::HashMap::new()),
+            write_consistency: w,
         })
     }
 
@@ -407,24 +461,19 @@ impl ScyllaStore {
         rows.into_iter().next().map(|r| r.into_rollup(k.tier)).transpose()
     }
 
-    async fn write(&self, r: &Rollup) -> Result<(), StoreError> {
+    /// The bind values of a window's write (None: past its retention, not written).
+    fn series_write<'a>(&self, r: &'a Rollup, now: i64) -> Option<SeriesWrite<'a>> {
         let k = &r.key;
         let a = &r.agg;
-        let ts = write_timestamp(k.start_ms, r.revision);
-        let bucket = bucket_of(k.tier, k.start_ms);
-        let errors: BTreeMap<String, i64> = a.errors.iter().map(|(k, v)| (k.clone(), *v as i64)).collect();
-        let sketch = a.sketch.encode();
-        let s = &self.st.tiers[tier_index(k.tier)];
         // Retention counts from the window's end (and lasts while its parent can still change,
         // `Retention::keep_until`), not from the write: the TTL is what is left of it.
-        let left_ms = self.retention.keep_until(k.tier, k.start_ms) - netqoe_actors::now_ms();
+        let left_ms = self.retention.keep_until(k.tier, k.start_ms) - now;
         if left_ms <= 0 {
-            return Ok(());
+            return None;
         }
-        let ttl = (left_ms / 1000).clamp(1, i32::MAX as i64) as i32;
-        let w = SeriesWrite {
-            ts,
-            ttl,
+        Some(SeriesWrite {
+            ts: write_timestamp(k.start_ms, r.revision),
+            ttl: (left_ms / 1000).clamp(1, i32::MAX as i64) as i32,
             revision: r.revision as i64,
             closed: r.closed,
             events: a.events as i64,
@@ -436,20 +485,141 @@ impl ScyllaStore {
             received: a.received as i64,
             jitter_sum: a.jitter_sum,
             jitter_n: a.jitter_n as i64,
-            errors,
-            sketch,
+            errors: a.errors.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
+            sketch: a.sketch.encode(),
             applied: r.applied.iter().map(|h| h as i64).collect(),
             probe: &k.probe,
             target: &k.target,
             metric: k.metric.as_str(),
-            bucket,
+            bucket: bucket_of(k.tier, k.start_ms),
             start_ms: k.start_ms,
+        })
+    }
+
+    /// Writes `rows` of one statement, grouped by partition into unlogged batches of at most
+    /// `BATCH_ROWS` (a batch of one partition is applied by its replicas as one mutation), all
+    /// concurrently within the in-flight cap.
+    async fn write_grouped<'a, K: Ord>(
+        &self,
+        p: &PreparedStatement,
+        rows: Vec<(K, SeriesWrite<'a>)>,
+    ) -> Result<(), StoreError> {
+        let mut parts: BTreeMap<K, Vec<SeriesWrite<'a>>> = BTreeMap::new();
+        for (k, w) in rows {
+            parts.entry(k).or_default().push(w);
+        }
+        let mut groups = Vec::new();
+        for (_, mut ws) in parts {
+            while !ws.is_empty() {
+                let rest = ws.split_off(ws.len().min(BATCH_ROWS));
+                groups.push(std::mem::replace(&mut ws, rest));
+            }
+        }
+        let sends = groups.into_iter().map(|mut g| async move {
+            if g.len() == 1 {
+                let w = g.pop().expect("one row");
+                return self.exec(p, w).await;
+            }
+            let mut b = Batch::new(BatchType::Unlogged);
+            for _ in 0..g.len() {
+                b.append_statement(p.clone());
+            }
+            b.set_consistency(self.write_consistency);
+            b.set_is_idempotent(true);
+            self.exec_batch(&b, g).await
+        });
+        for r in futures_util::future::join_all(sends).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes windows (any tiers) to both tables and indexes their series; returns how many were
+    /// written (not past their retention).
+    async fn write_many(&self, rs: &[&Rollup]) -> Result<usize, StoreError> {
+        let now = netqoe_actors::now_ms();
+        let mut by_tier: [Vec<&Rollup>; 3] = Default::default();
+        for r in rs {
+            by_tier[tier_index(r.key.tier)].push(r);
+        }
+        let mut n = 0;
+        let mut sends = Vec::new();
+        for (tier, rs) in Tier::ALL.into_iter().zip(by_tier.iter()) {
+            let s = &self.st.tiers[tier_index(tier)];
+            let mut own = Vec::new();
+            let mut by_target = Vec::new();
+            for r in rs {
+                let Some(w) = self.series_write(r, now) else { continue };
+                n += 1;
+                let t = SeriesWrite { applied: Vec::new(), ..w.clone() };
+                own.push(((w.probe, w.target, w.metric, w.bucket), w));
+                // (same key type as `own`: the by-target partition has no probe)
+                by_target.push((("", t.target, t.metric, t.bucket), t));
+            }
+            sends.push(self.write_grouped(&s.write, own));
+            sends.push(self.write_grouped(&s.write_by_target, by_target));
+        }
+        let mut seen = HashSet::new();
+        let index = rs.iter().map(|r| &r.key).filter(|k| seen.insert((&k.probe, &k.target, k.metric)));
+        let index: Vec<_> = index.map(|k| self.index_series(k)).collect();
+        let (written, indexed) =
+            tokio::join!(futures_util::future::join_all(sends), futures_util::future::join_all(index));
+        for r in written.into_iter().chain(indexed) {
+            r?;
+        }
+        Ok(n)
+    }
+
+    async fn exec_batch(
+        &self,
+        b: &Batch,
+        values: impl scylla::serialize::batch::BatchValues,
+    ) -> Result<(), StoreError> {
+        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        self.session.batch(b, values).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    /// The stored revision of each 1m window of `rs` (remembered, else read).
+    async fn stored_revisions(&self, rs: &[Rollup]) -> Result<Vec<u64>, StoreError> {
+        let known: Vec<Option<u64>> = {
+            let g = self.revisions.lock().map_err(|_| StoreError::Failed("revision cache poisoned".into()))?;
+            rs.iter().map(|r| g.get(&r.key).copied()).collect()
         };
-        let t = SeriesWrite { applied: Vec::new(), ..w.clone() };
-        let (a, b) = tokio::join!(self.exec(&s.write, w), self.exec(&s.write_by_target, t));
-        a?;
-        b?;
-        self.index_series(k).await
+        let reads = rs.iter().zip(known).map(|(r, k)| async move {
+            if let Some(rev) = k {
+                return Ok(rev);
+            }
+            let k = &r.key;
+            let s = &self.st.tiers[tier_index(k.tier)];
+            let rows: Vec<(Option<i64>,)> = self
+                .rows(
+                    &s.read_revision,
+                    (&k.probe, &k.target, k.metric.as_str(), bucket_of(k.tier, k.start_ms), k.start_ms),
+                )
+                .await?;
+            Ok::<u64, StoreError>(rows.first().and_then(|(r,)| *r).unwrap_or(0).max(0) as u64)
+        });
+        futures_util::future::join_all(reads).await.into_iter().collect()
+    }
+
+    fn remember(&self, windows: impl IntoIterator<Item = (WindowKey, Option<u64>)>) {
+        if let Ok(mut g) = self.revisions.lock() {
+            for (k, rev) in windows {
+                match rev {
+                    Some(rev) => {
+                        if g.len() >= REVISION_CACHE && !g.contains_key(&k) {
+                            g.clear();
+                        }
+                        let e = g.entry(k).or_insert(0);
+                        *e = (*e).max(rev);
+                    }
+                    None => {
+                        g.remove(&k);
+                    }
+                }
+            }
+        }
     }
 
     async fn index_series(&self, k: &WindowKey) -> Result<(), StoreError> {
@@ -486,7 +656,7 @@ impl ScyllaStore {
         let s = &self.st.tiers[tier_index(tier)];
         let mut out = Vec::new();
         for b in buckets(tier, from_ms, to_ms) {
-            let rows: Vec<StateRow> =
+            let rows: Vec<LightRow> =
                 self.rows(&s.read_range, (probe, target, metric.as_str(), b, from_ms, to_ms)).await?;
             for r in rows {
                 out.push(r.into_rollup(tier)?);
@@ -508,14 +678,17 @@ impl ScyllaStore {
         for r in futures_util::future::join_all(level.map(|p| self.derive(p, in_hand))).await {
             if let Some(r) = r? {
                 out.push(r);
-                *report.written.entry(tier).or_default() += 1;
             }
+        }
+        let n = self.write_many(&out.iter().collect::<Vec<_>>()).await?;
+        if n > 0 {
+            *report.written.entry(tier).or_default() += n as u64;
         }
         Ok(out)
     }
 
     /// Re-derives `parent` from its stored children and those of this commit in `in_hand` (which
-    /// may be past their retention and not stored); returns what it wrote.
+    /// may be past their retention and not stored); returns what is to be written.
     async fn derive(&self, parent: &WindowKey, in_hand: &[&Rollup]) -> Result<Option<Rollup>, StoreError> {
         let child = if parent.tier == Tier::H1 { Tier::M1 } else { Tier::H1 };
         let end = parent.start_ms + parent.tier.len_ms();
@@ -536,9 +709,7 @@ impl ScyllaStore {
         let Some((agg, closed)) = derive_parent(&children) else { return Ok(None) };
         // Grows whenever any child changes, so a newer derivation always wins.
         let revision: u64 = children.iter().map(|c| c.revision).sum::<u64>() + children.len() as u64;
-        let r = Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision, closed };
-        self.write(&r).await?;
-        Ok(Some(r))
+        Ok(Some(Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision, closed }))
     }
 
     /// The series matching a query, sorted by (probe, target, metric).
@@ -638,31 +809,40 @@ fn classify_row(e: &scylla::errors::NextRowError) -> StoreError {
 impl RollupStore for ScyllaStore {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
         let mut report = CommitReport::default();
-        // 1. marks (never behind the windows)
-        for (probe, mark) in &ws.watermarks {
+        // 1. marks (never behind the windows): one batch per probe (one partition), concurrently
+        let marks = ws.watermarks.iter().map(|(probe, mark)| async move {
+            let mut values: Vec<(i64, i64, &str)> = Vec::with_capacity(2);
+            let mut b = Batch::new(BatchType::Unlogged);
             if let Some(e) = mark.max_event_ms {
-                self.exec(&self.st.mark_event, (e, e, probe)).await?;
+                b.append_statement(self.st.mark_event.clone());
+                values.push((e, e, probe.as_str()));
             }
             if let Some(s) = mark.max_seq {
                 let s = s.min(i64::MAX as u64) as i64;
-                self.exec(&self.st.mark_seq, (s, s, probe)).await?;
+                b.append_statement(self.st.mark_seq.clone());
+                values.push((s, s, probe.as_str()));
             }
-        }
-        // 2. 1m windows: read the stored revision (to skip stale ones and report what changed),
-        // then write, all windows concurrently within the in-flight cap.
-        let writes = ws.rollups.iter().map(|r| async move {
-            let stored = self.read_one(&r.key).await?;
-            if stored.is_some_and(|s| s.revision >= r.revision) {
-                return Ok::<bool, StoreError>(false);
+            if values.is_empty() {
+                return Ok(());
             }
-            self.write(r).await?;
-            Ok(true)
+            b.set_consistency(self.write_consistency);
+            b.set_is_idempotent(true);
+            self.exec_batch(&b, values).await
         });
-        for changed in futures_util::future::join_all(writes).await {
-            if changed? {
-                *report.written.entry(Tier::M1).or_default() += 1;
-            }
+        for r in futures_util::future::join_all(marks).await {
+            r?;
         }
+        // 2. 1m windows newer than the stored revision (remembered from loads and writes, read
+        // otherwise), grouped per partition
+        let stored = self.stored_revisions(&ws.rollups).await?;
+        let newer: Vec<&Rollup> =
+            ws.rollups.iter().zip(&stored).filter(|(r, s)| r.revision > **s).map(|(r, _)| r).collect();
+        let n = self.write_many(&newer).await?;
+        if n > 0 {
+            *report.written.entry(Tier::M1).or_default() += n as u64;
+        }
+        // a closed window is not written again by its owner: forget it
+        self.remember(newer.iter().map(|r| (r.key.clone(), (!r.closed).then_some(r.revision))));
         // 3. derived tiers, 1h before 1d
         // (each merged from the stored children and this commit's: a 1m window past its
         // retention is not stored, yet its events count in 1h and 1d)
@@ -682,11 +862,17 @@ impl RollupStore for ScyllaStore {
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
         let found = futures_util::future::join_all(keys.iter().map(|k| self.read_one(k))).await;
         let mut out = Vec::new();
-        for f in found {
-            if let Some(r) = f? {
-                out.push(r);
+        let mut seen = Vec::with_capacity(keys.len());
+        for (k, f) in keys.iter().zip(found) {
+            match f? {
+                Some(r) => {
+                    seen.push((k.clone(), Some(r.revision)));
+                    out.push(r);
+                }
+                None => seen.push((k.clone(), Some(0))),
             }
         }
+        self.remember(seen.into_iter().filter(|(k, _)| k.tier == Tier::M1));
         Ok(out)
     }
 
@@ -712,7 +898,7 @@ impl RollupStore for ScyllaStore {
             // A fleet query for one target: its by-target partitions, not one read per probe.
             let s = &self.st.tiers[tier_index(q.tier)];
             for b in buckets(q.tier, q.from_ms, q.to_ms) {
-                let rows: Vec<StateRow> =
+                let rows: Vec<LightRow> =
                     self.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
                 for r in rows {
                     out.push(r.into_rollup(q.tier)?);
