@@ -130,17 +130,28 @@ pub struct Resp {
 }
 
 pub async fn post(client: &awc::Client, url: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Resp {
+    try_post(client, url, token, content_type, body).await.expect("request sent")
+}
+
+/// `post`, with a transport failure (no answer) returned rather than a panic.
+pub async fn try_post(
+    client: &awc::Client,
+    url: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<Resp, String> {
     let mut req = client.post(url).insert_header(("Content-Type", content_type));
     if let Some(t) = token {
         req = req.insert_header(("Authorization", format!("Bearer {t}")));
     }
-    let mut res = req.send_body(body).await.expect("request sent");
-    let bytes = res.body().limit(64 << 20).await.expect("body read");
-    Resp {
+    let mut res = req.send_body(body).await.map_err(|e| format!("request not answered: {e:?}"))?;
+    let bytes = res.body().limit(64 << 20).await.map_err(|e| format!("body not read: {e:?}"))?;
+    Ok(Resp {
         status: res.status().as_u16(),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         headers: res.headers().clone(),
-    }
+    })
 }
 
 pub async fn get(client: &awc::Client, url: &str, token: Option<&str>) -> Resp {
@@ -541,6 +552,8 @@ pub struct Load {
     pub oracle: std::collections::BTreeMap<i64, u64>,
     pub accepted: u64,
     pub refused: u64,
+    /// Batches that got no answer at all (re-sent).
+    pub unanswered: u64,
     pub seq: i64,
     pub rss_peak: u64,
     pub pid: u32,
@@ -555,7 +568,18 @@ impl Load {
                        "kind": "icmp", "rtt_samples_ms": [self.rng.rtt(20.0)], "sent": 1, "received": 1})
             })
             .collect();
-        let r = post(client, &self.url, Some(&self.token), "application/json", batch(&events)).await;
+        let t0 = std::time::Instant::now();
+        // A batch without an answer is not counted and is sent again with the same ids, as a
+        // probe does: if it was in fact accepted, the re-send is deduplicated.
+        let r = match try_post(client, &self.url, Some(&self.token), "application/json", batch(&events)).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("load: {e} after {:?} (not counted; re-sent)", t0.elapsed());
+                self.unanswered += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                return;
+            }
+        };
         match r.status {
             202 => {
                 for k in 0..50 {
@@ -610,10 +634,17 @@ pub struct CqlFaultLab {
 }
 
 pub async fn cql_fault_lab() -> CqlFaultLab {
-    let cassandra: i32 = std::env::var("NETQOE_CASSANDRA_PID")
-        .expect("NETQOE_CASSANDRA_PID must name the Cassandra started by scripts/ensure-cassandra.sh")
+    // The pid file of the server's home first: an earlier test (tests/scylla_restart.rs) may
+    // have restarted it under a new pid.
+    let from_home = std::env::var("NETQOE_CASSANDRA_HOME")
+        .ok()
+        .and_then(|h| std::fs::read_to_string(std::path::Path::new(&h).join("pid")).ok());
+    let cassandra: i32 = from_home
+        .or_else(|| std::env::var("NETQOE_CASSANDRA_PID").ok())
+        .expect("NETQOE_CASSANDRA_HOME or NETQOE_CASSANDRA_PID must name the Cassandra of scripts/ensure-cassandra.sh")
+        .trim()
         .parse()
-        .expect("NETQOE_CASSANDRA_PID is a pid");
+        .expect("the Cassandra pid is a number");
     let (_, mut env, keyspace) = scylla_keyspace().await;
     env.push(("NETQOE__STORAGE__BACKEND".into(), "scylla".into()));
     env.push(("NETQOE__SCYLLA__REQUEST_TIMEOUT_MS".into(), "2000".into()));
@@ -632,6 +663,7 @@ pub async fn cql_fault_lab() -> CqlFaultLab {
         oracle: std::collections::BTreeMap::new(),
         accepted: 0,
         refused: 0,
+        unanswered: 0,
         seq: 0,
         rss_peak: 0,
         pid: child.id(),
