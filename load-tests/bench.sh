@@ -125,7 +125,9 @@ for mode in "${modes[@]}"; do
         echo "== $mode pair $i: B (netqoe on the SQLite store, $bus bus)"
         run_netqoe "$mode-B$i" "$bus" sqlite ""
         echo "== $mode pair $i: P (netqoe on the CQL store, $bus bus)"
-        run_netqoe "$mode-P$i" "$bus" scylla "netqoe_bench_${bus}_$i"
+        # a keyspace of its own per run (loadgen ids restart with each run: a reused one would count
+        # the events as duplicates)
+        run_netqoe "$mode-P$i" "$bus" scylla "netqoe_bench_${bus}_$(date +%s)_$i"
         continue ;;
       rabbitmq)
         echo "== $mode pair $i: B (baseline)"
