@@ -53,7 +53,7 @@ run_netqoe() {
   local env=(NETQOE__BUS__KIND="$bus" NETQOE__RABBITMQ__PREFIX="$label." NETQOE__HTTP__BIND="127.0.0.1:$PORT"
              NETQOE__LOG__LEVEL=warn NETQOE__STORAGE__BACKEND="$store")
   if [ "$store" = scylla ]; then
-    env+=(NETQOE__SCYLLA__URI="$cql" NETQOE__SCYLLA__KEYSPACE="$ks" NETQOE__SCYLLA__REPLICATION=SimpleStrategy
+    env+=(NETQOE_SCYLLA_URI="$cql" NETQOE__SCYLLA__KEYSPACE="$ks" NETQOE__SCYLLA__REPLICATION=SimpleStrategy
           NETQOE__SCYLLA__READ_CONSISTENCY=ONE NETQOE__SCYLLA__WRITE_CONSISTENCY=ONE)
     env "${env[@]}" "$BIN/netqoe" --config "$work/netqoe.toml" migrate >/dev/null
   fi
@@ -154,16 +154,16 @@ for mode in modes:
             n = c * (d.get("duration_s") or 0) or None
             dur = d.get("duration_s") or 0
             per_series_day = None
-            series = d.get("probes", 0) * d.get("targets", 0)  # one metric (rtt) per event
+            n_series = d.get("probes", 0) * d.get("targets", 0)  # one metric (rtt) per event
             m1_rows = (d.get("oracle") or {}).get("windows") or 0
-            if d.get("disk_bytes") and series and m1_rows:
+            if d.get("disk_bytes") and n_series and m1_rows:
                 # bytes per series per day per table: bytes per stored row × rows a series has a
                 # day (1440 1m, 24 1h, one 1d); the run wrote m1_rows 1m rows and one 1h/1d row
                 # per series
                 def per_day(t, b):
                     if t.endswith("_1m"):
                         return b / m1_rows * 1440
-                    return b / series * (24 if t.endswith("_1h") else 1)
+                    return b / n_series * (24 if t.endswith("_1h") else 1)
                 per_series_day = {t: per_day(t, b) for t, b in d["disk_bytes"].items() if t.startswith("rollups")}
             cql_rows.append({"mode": mode, "pair": i, "side": side, "store": d.get("store"), "consumed_events_per_s": c,
                              "p99_ms": d["p99_ms"], "cpu_s": d["cpu_seconds"],
