@@ -424,12 +424,17 @@ impl ScyllaStore {
         })
     }
 
+    /// One of `scylla.max_in_flight` request slots.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))
+    }
+
     async fn exec(
         &self,
         p: &PreparedStatement,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<(), StoreError> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let _permit = self.permit().await?;
         self.session.execute_unpaged(p, values).await.map_err(|e| classify(&e))?;
         Ok(())
     }
@@ -443,7 +448,7 @@ impl ScyllaStore {
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
-        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let _permit = self.permit().await?;
         let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
         let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
         let mut out = Vec::new();
@@ -575,7 +580,7 @@ impl ScyllaStore {
         b: &Batch,
         values: impl scylla::serialize::batch::BatchValues,
     ) -> Result<(), StoreError> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
+        let _permit = self.permit().await?;
         self.session.batch(b, values).await.map_err(|e| classify(&e))?;
         Ok(())
     }
