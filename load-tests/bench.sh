@@ -36,10 +36,9 @@ if [[ "$MODE" == scylla* ]]; then
   cass_home=${NETQOE_CASSANDRA_HOME:-/tmp/netqoe-cassandra-9042}
   cass_pid=$(cat "$cass_home/pid" 2>/dev/null || true)
   [ -n "$cass_pid" ] || { echo "bench: the CQL server on $cql was not started by ensure-cassandra.sh (no pid file): its CPU cannot be measured" >&2; exit 1; }
-  cass_lib="$HOME/.cache/netqoe/cassandra-$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' scripts/cassandra/pom.xml)/lib"
 fi
-# nodetool of the local Cassandra (JMX on CQL port + 100)
-nodetool() { java -cp "$cass_lib/*" org.apache.cassandra.tools.NodeTool -p $(( ${cql##*:} + 100 )) "$@"; }
+# nodetool of the local Cassandra (JMX on CQL port + 100, the server's module flags)
+nodetool() { bash scripts/cassandra/nodetool.sh --port "${cql##*:}" "$@"; }
 
 work=$(mktemp -d)
 trap 'pkill -f "netqoe --config $work" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -83,7 +82,11 @@ out = {}
 for d in os.listdir(os.path.join(root, ks)) if os.path.isdir(os.path.join(root, ks)) else []:
     total = 0
     for dp, _, fs in os.walk(os.path.join(root, ks, d)):
-        total += sum(os.path.getsize(os.path.join(dp, f)) for f in fs)
+        for f in fs:
+            try:
+                total += os.path.getsize(os.path.join(dp, f))
+            except FileNotFoundError:  # compacted away while walking
+                pass
     out[d.split("-")[0]] = total
 print(json.dumps(out))
 PY

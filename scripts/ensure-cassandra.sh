@@ -104,22 +104,8 @@ cat >"$home/logback.xml" <<EOF
 </configuration>
 EOF
 
-# the JVM flags Cassandra's own jvm17-server.options gives (module access it needs on Java 17)
-opens=()
-for p in java.base/jdk.internal.misc java.base/jdk.internal.ref java.base/sun.nio.ch \
-         java.management.rmi/com.sun.jmx.remote.internal.rmi java.rmi/sun.rmi.registry \
-         java.rmi/sun.rmi.server java.sql/java.sql java.base/jdk.internal.math java.base/jdk.internal.module \
-         java.base/jdk.internal.util.jar jdk.management/com.sun.management.internal; do
-  opens+=("--add-exports=$p=ALL-UNNAMED")
-done
-for p in java.base/java.lang.module java.base/jdk.internal.loader java.base/jdk.internal.ref \
-         java.base/jdk.internal.reflect java.base/jdk.internal.math java.base/jdk.internal.module \
-         java.base/jdk.internal.util.jar jdk.management/com.sun.management.internal java.base/sun.nio.ch \
-         java.base/java.io java.base/java.nio java.base/java.util.concurrent java.base/java.util \
-         java.base/java.util.concurrent.atomic java.base/java.lang java.base/java.math java.base/java.net \
-         java.base/java.lang.reflect java.base/jdk.internal.misc java.base/java.nio.channels; do
-  opens+=("--add-opens=$p=ALL-UNNAMED")
-done
+# the module access Cassandra needs on Java 17 (its jvm17-server.options): `opens`
+source "$(dirname "$0")/cassandra/jvm-flags.sh"
 jamm=$(ls "$cache"/lib/jamm-*.jar | head -1)
 log "starting Cassandra $version on 127.0.0.1:$port (heap $heap, data in $home)"
 nohup java -Xms"$heap" -Xmx"$heap" -Xss512k -XX:+UseG1GC -XX:ActiveProcessorCount=2 \

@@ -139,6 +139,11 @@ pub struct ScyllaConfig {
     pub ca_file: String,
     pub max_in_flight: usize,
     pub request_timeout_ms: u64,
+    /// Most bytes of mutations in one unlogged batch (the server's `batch_size_warn_threshold`).
+    pub batch_max_bytes: usize,
+    /// Most partitions one unlogged batch covers (the server's
+    /// `unlogged_batch_across_partitions_warn_threshold`; 1: single-partition batches only).
+    pub batch_max_partitions: usize,
 }
 
 impl std::fmt::Debug for ScyllaConfig {
@@ -561,6 +566,12 @@ impl Config {
         }
         if !(1..=65_536).contains(&sc.max_in_flight) {
             e.push("scylla.max_in_flight: must be between 1 and 65536".into());
+        }
+        if !(1024..=1 << 20).contains(&sc.batch_max_bytes) {
+            e.push("scylla.batch_max_bytes: must be between 1024 and 1048576".into());
+        }
+        if !(1..=1024).contains(&sc.batch_max_partitions) {
+            e.push("scylla.batch_max_partitions: must be between 1 and 1024".into());
         }
         if !(10..=600_000).contains(&sc.request_timeout_ms) {
             e.push("scylla.request_timeout_ms: must be between 10 and 600000".into());

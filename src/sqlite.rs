@@ -895,8 +895,14 @@ impl RollupStore for Sqlite {
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
         let q = q.clone();
         self.read(move |c| {
-            let mut sql =
-                format!("SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND start_ms >= ?2 AND start_ms < ?3");
+            // With a probe given, its primary-key range (its series only) is far narrower than
+            // the metric or time indexes (every series), which the planner picks without
+            // statistics (10,000 probes: 18 ms a query instead of µs); a unary `+` keeps those
+            // columns out of index selection.
+            let unary = if q.probe.is_some() { "+" } else { "" };
+            let mut sql = format!(
+                "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE tier = ?1 AND {unary}start_ms >= ?2 AND {unary}start_ms < ?3"
+            );
             let mut args: Vec<rusqlite::types::Value> =
                 vec![q.tier.as_str().to_string().into(), q.from_ms.into(), q.to_ms.into()];
             if let Some(p) = &q.probe {
@@ -909,7 +915,7 @@ impl RollupStore for Sqlite {
             }
             if let Some(m) = q.metric {
                 args.push(m.as_str().to_string().into());
-                sql.push_str(&format!(" AND metric = ?{}", args.len()));
+                sql.push_str(&format!(" AND {unary}metric = ?{}", args.len()));
             }
             if let Some(c) = &q.after {
                 let n = args.len();

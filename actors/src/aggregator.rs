@@ -57,7 +57,7 @@ impl Default for AggregatorConfig {
             flush_interval: Duration::from_millis(250),
             idle_evict_ms: 5 * 60_000,
             mailbox: 64,
-            derive_interval_ms: 5_000,
+            derive_interval_ms: 30_000,
         }
     }
 }
@@ -119,7 +119,9 @@ impl OpenWindow {
             applied: EventSet::default(),
             fresh: EventSet::default(),
             underived: false,
-            derived_ms: now,
+            // a new window's parents are derived at its first commit (a new series shows in the
+            // coarse tiers at once), then at most every `derive_interval_ms`
+            derived_ms: i64::MIN / 2,
             last_touch_ms: now,
         }
     }

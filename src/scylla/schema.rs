@@ -7,8 +7,10 @@
 use crate::config::Config;
 
 /// 1: first schema. 2: `events_applied set<bigint>` (a window's event set, grown by each
-/// revision's delta in the same row) and the series index tables.
-pub const SCHEMA_VERSION: i32 = 2;
+/// revision's delta in the same row) and the series index tables. 3: `events_chunks map<bigint,
+/// blob>`: each revision's delta as one packed cell instead of a cell per event (still read:
+/// `events_applied` of rows written by version 2).
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Partition bucket widths (ms) per tier: a partition holds one series for one bucket, so it stays
 /// bounded (1440 rows/day for 1m, ≤ 720 rows for 1h, ≤ 366 rows for 1d).
@@ -19,7 +21,7 @@ pub const BUCKET_1D_MS: i64 = 366 * 86_400_000; // a year
 /// Columns of a window's mergeable state, shared by the per-probe and by-target tables.
 const STATE_COLUMNS: &str = "revision bigint, closed boolean, events bigint, count bigint, min double, max double, \
 sum double, sent bigint, received bigint, jitter_sum double, jitter_n bigint, errors map<text, bigint>, sketch blob, \
-events_applied set<bigint>";
+events_applied set<bigint>, events_chunks map<bigint, blob>";
 
 fn replication(cfg: &Config) -> String {
     let s = &cfg.scylla;
@@ -108,6 +110,12 @@ pub fn upgrades(cfg: &Config, from: i32) -> Vec<String> {
         for tier in ["1m", "1h", "1d"] {
             v.push(format!("ALTER TABLE {ks}.rollups_{tier} ADD events_applied set<bigint>"));
             v.push(format!("ALTER TABLE {ks}.rollups_by_target_{tier} ADD events_applied set<bigint>"));
+        }
+    }
+    if from < 3 {
+        for tier in ["1m", "1h", "1d"] {
+            v.push(format!("ALTER TABLE {ks}.rollups_{tier} ADD events_chunks map<bigint, blob>"));
+            v.push(format!("ALTER TABLE {ks}.rollups_by_target_{tier} ADD events_chunks map<bigint, blob>"));
         }
     }
     v

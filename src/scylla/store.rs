@@ -2,7 +2,8 @@
 //!
 //! Invariants (how a crash or a replayed write never double-counts, without transactions):
 //! - A 1m window's state and its event set live in one row and change in one UPDATE (the set
-//!   grows by the revision's delta: `events_applied = events_applied + ?`), so the row is the unit
+//!   grows by the revision's delta, packed into one map cell keyed by the delta's hash:
+//!   `events_chunks = events_chunks + ?`; a replay writes the same cell), so the row is the unit
 //!   of atomicity: whatever else of a commit did not land, a window never holds a count without
 //!   the ids of the events in it.
 //! - Every rollup write carries `USING TIMESTAMP window start (µs) + revision`: a replay of an
@@ -20,11 +21,12 @@
 //!   `prune` deletes nothing itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use netqoe_actors::bus::BatchId;
+use netqoe_actors::metrics::counter_vec;
 use netqoe_actors::store::{
     children_with, derive_parent, parents_to_derive, query_order, CommitReport, IncidentQuery, ProbeMark, Retention,
     RollupQuery, RollupStore, StoreError, WriteSet,
@@ -38,6 +40,38 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::{DeserializeRow, SerializeRow};
 use tokio::sync::Semaphore;
+
+/// CQL requests sent, by kind (`read`, `read_range`, `read_revision`, `write`, `batch`) and table: a fixed set (the statements
+/// are prepared once), so the labels are bounded. A batch counts once, as a request does.
+pub static CQL_REQUESTS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    counter_vec("netqoe_cql_requests_total", "CQL requests sent by the store, by kind and table", &["kind", "table"])
+});
+
+/// `(kind, table)` of a prepared statement, from its text (`SELECT … FROM ks.t`, `UPDATE ks.t`,
+/// `INSERT INTO ks.t`, `DELETE FROM ks.t`).
+fn request_labels(p: &PreparedStatement, batch: bool) -> [&str; 2] {
+    let text = p.get_statement();
+    let kind = if batch {
+        "batch"
+    } else if text.trim_start().get(..6).is_some_and(|v| v.eq_ignore_ascii_case("select")) {
+        if text.contains(">=") {
+            "read_range"
+        } else if text.starts_with("SELECT revision ") {
+            "read_revision"
+        } else {
+            "read"
+        }
+    } else {
+        "write"
+    };
+    let upper = text.to_ascii_uppercase();
+    let at = ["FROM ", "UPDATE ", "INTO "].iter().find_map(|w| upper.find(w).map(|i| i + w.len()));
+    let table = at
+        .and_then(|i| text[i..].split_whitespace().next())
+        .map(|t| t.rsplit('.').next().unwrap_or(t))
+        .unwrap_or("other");
+    [kind, table]
+}
 
 use super::schema::{BUCKET_1D_MS, BUCKET_1H_MS, BUCKET_1M_MS};
 use crate::config::ScyllaConfig;
@@ -99,13 +133,14 @@ fn tier_name(t: Tier) -> &'static str {
 
 /// The state columns in the order every statement binds and selects them.
 const STATE: &str =
-    "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, events_applied";
+    "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, events_applied, \
+     events_chunks";
 /// The state without the event set: what derivations and queries read (the set is only needed
 /// when an aggregator loads a window to update it, and it is by far the largest column).
 const LIGHT: &str =
     "revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
 
-/// Most statements in one unlogged batch (all of one partition).
+/// Most statements in one unlogged batch.
 const BATCH_ROWS: usize = 64;
 /// Most windows whose stored revision is remembered (then the memory is cleared and rebuilt).
 const REVISION_CACHE: usize = 400_000;
@@ -130,12 +165,90 @@ struct SeriesWrite<'a> {
     jitter_n: i64,
     errors: BTreeMap<String, i64>,
     sketch: Vec<u8>,
-    applied: Vec<i64>,
+    /// The revision's event-set delta: {hash of the delta: its hashes, 8 bytes LE each, sorted}
+    /// (empty: nothing added).
+    chunk: BTreeMap<i64, Vec<u8>>,
     probe: &'a str,
     target: &'a str,
     metric: &'a str,
     bucket: i64,
     start_ms: i64,
+}
+
+/// A revision's event-set delta as one map entry: the hashes sorted and packed (8 bytes LE each),
+/// keyed by a hash of them, so a replayed write sets the same cell and two different deltas
+/// never overwrite each other.
+fn event_chunk(delta: &EventSet) -> BTreeMap<i64, Vec<u8>> {
+    if delta.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut hs: Vec<u64> = delta.iter().collect();
+    hs.sort_unstable();
+    let mut key: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut bytes = Vec::with_capacity(8 * hs.len());
+    for h in hs {
+        key = (key ^ h).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        bytes.extend_from_slice(&h.to_le_bytes());
+    }
+    BTreeMap::from([((key >> 1) as i64, bytes)])
+}
+
+impl SeriesWrite<'_> {
+    /// About the bytes of its mutation as the server measures a batch (each cell's value plus
+    /// its timestamp, TTL and deletion time; an event-set element is a cell of its own).
+    fn bytes(&self) -> usize {
+        const CELL: usize = 16;
+        let errors: usize = self.errors.keys().map(|k| k.len() + 8 + CELL).sum();
+        let key = self.probe.len() + self.target.len() + self.metric.len() + 16;
+        let chunk: usize = self.chunk.values().map(|c| c.len() + 8 + CELL).sum();
+        key + 13 * CELL + 80 + self.sketch.len() + chunk + errors
+    }
+}
+
+/// How much one unlogged batch may hold (`scylla.batch_max_bytes`, `scylla.batch_max_partitions`).
+#[derive(Clone, Copy, Debug)]
+struct BatchBudget {
+    bytes: usize,
+    partitions: usize,
+}
+
+/// Packs statements into the groups sent as one request each: a partition's rows stay together
+/// and in order (one mutation where they share a batch); a group holds at most `BATCH_ROWS`
+/// statements, `budget.partitions` partitions and about `budget.bytes` (a larger partition is
+/// split, a larger statement goes alone). Several partitions share a batch, so a commit costs a
+/// few requests rather than one per window and probe: on a 2-core Cassandra node the per-request
+/// work (native transport, event loop) was over half its CPU.
+fn pack<K: Ord, T>(rows: Vec<(K, T)>, size: impl Fn(&T) -> usize, budget: BatchBudget) -> Vec<Vec<T>> {
+    let mut parts: BTreeMap<K, Vec<T>> = BTreeMap::new();
+    for (k, t) in rows {
+        parts.entry(k).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    let (mut cur, mut bytes, mut n_parts) = (Vec::new(), 0, 0);
+    for ts in parts.into_values() {
+        let mut first = true;
+        for t in ts {
+            let n = size(&t);
+            let new_part = first as usize;
+            if !cur.is_empty()
+                && (cur.len() >= BATCH_ROWS || bytes + n > budget.bytes || n_parts + new_part > budget.partitions)
+            {
+                out.push(std::mem::take(&mut cur));
+                (bytes, n_parts) = (0, 0);
+                first = true;
+            }
+            if first {
+                n_parts += 1;
+                first = false;
+            }
+            bytes += n;
+            cur.push(t);
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
 
 /// One macro declares both row shapes, so their column order (which must match `FULL` and
@@ -147,6 +260,7 @@ macro_rules! state_rows {
         struct StateRow {
             $($f: $t,)*
             events_applied: Option<Vec<i64>>,
+            events_chunks: Option<BTreeMap<i64, Vec<u8>>>,
         }
 
         /// `StateRow` without the event set (`LIGHT`).
@@ -158,7 +272,7 @@ macro_rules! state_rows {
 
         impl LightRow {
             fn into_rollup(self, tier: Tier) -> Result<Rollup, StoreError> {
-                StateRow { $($f: self.$f,)* events_applied: None }.into_rollup(tier)
+                StateRow { $($f: self.$f,)* events_applied: None, events_chunks: None }.into_rollup(tier)
             }
         }
     };
@@ -211,7 +325,18 @@ impl StateRow {
                 errors: self.errors.unwrap_or_default().into_iter().map(|(k, v)| (k, v.max(0) as u64)).collect(),
                 sketch,
             },
-            applied: self.events_applied.unwrap_or_default().into_iter().map(|h| h as u64).collect(),
+            applied: {
+                let mut set: EventSet = self.events_applied.unwrap_or_default().into_iter().map(|h| h as u64).collect();
+                for chunk in self.events_chunks.unwrap_or_default().into_values() {
+                    if chunk.len() % 8 != 0 {
+                        return Err(corrupt(format!("event chunk of {} bytes", chunk.len())));
+                    }
+                    for h in chunk.chunks_exact(8) {
+                        set.insert(u64::from_le_bytes(h.try_into().expect("8 bytes")));
+                    }
+                }
+                set
+            },
             revision: u(self.revision),
             closed: self.closed.unwrap_or(false),
         })
@@ -259,6 +384,7 @@ pub struct ScyllaStore {
     session: Arc<Session>,
     st: Statements,
     in_flight: Semaphore,
+    batch: BatchBudget,
     retention: Retention,
     /// Series already written to the series index by this process.
     indexed: Mutex<HashSet<(String, String, Metric)>>,
@@ -302,7 +428,7 @@ impl ScyllaStore {
                 write: prepare(
                     &session,
                     format!(
-                        "UPDATE {ks}.rollups_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_applied = events_applied + ? \
+                        "UPDATE {ks}.rollups_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_chunks = events_chunks + ? \
                          WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
                     ),
                     w,
@@ -312,7 +438,7 @@ impl ScyllaStore {
                 write_by_target: prepare(
                     &session,
                     format!(
-                        "UPDATE {ks}.rollups_by_target_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_applied = events_applied + ? \
+                        "UPDATE {ks}.rollups_by_target_{t} USING TIMESTAMP ? AND TTL ? SET {set}, events_chunks = events_chunks + ? \
                          WHERE probe = ? AND target = ? AND metric = ? AND bucket = ? AND start_ms = ?"
                     ),
                     w,
@@ -417,6 +543,8 @@ impl ScyllaStore {
             session: Arc::new(session),
             st,
             in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
+            // `SeriesWrite::bytes` is an estimate: keep a margin under the server's threshold
+            batch: BatchBudget { bytes: cfg.batch_max_bytes * 4 / 5, partitions: cfg.batch_max_partitions.max(1) },
             retention,
             indexed: Mutex::new(HashSet::new()),
             revisions: Mutex::new(std::collections::HashMap::new()),
@@ -435,6 +563,7 @@ impl ScyllaStore {
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<(), StoreError> {
         let _permit = self.permit().await?;
+        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
         self.session.execute_unpaged(p, values).await.map_err(|e| classify(&e))?;
         Ok(())
     }
@@ -449,6 +578,7 @@ impl ScyllaStore {
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
         let _permit = self.permit().await?;
+        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
         let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
         let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
         let mut out = Vec::new();
@@ -492,7 +622,7 @@ impl ScyllaStore {
             jitter_n: a.jitter_n as i64,
             errors: a.errors.iter().map(|(k, v)| (k.clone(), *v as i64)).collect(),
             sketch: a.sketch.encode(),
-            applied: r.applied.iter().map(|h| h as i64).collect(),
+            chunk: event_chunk(&r.applied),
             probe: &k.probe,
             target: &k.target,
             metric: k.metric.as_str(),
@@ -501,37 +631,37 @@ impl ScyllaStore {
         })
     }
 
-    /// Writes `rows` of one statement, grouped by partition into unlogged batches of at most
-    /// `BATCH_ROWS` (a batch of one partition is applied by its replicas as one mutation), all
-    /// concurrently within the in-flight cap.
+    /// Writes `rows` of one statement in as few requests as `pack` allows, all concurrently within
+    /// the in-flight cap.
     async fn write_grouped<'a, K: Ord>(
         &self,
         p: &PreparedStatement,
         rows: Vec<(K, SeriesWrite<'a>)>,
     ) -> Result<(), StoreError> {
-        let mut parts: BTreeMap<K, Vec<SeriesWrite<'a>>> = BTreeMap::new();
-        for (k, w) in rows {
-            parts.entry(k).or_default().push(w);
-        }
-        let mut groups = Vec::new();
-        for (_, mut ws) in parts {
-            while !ws.is_empty() {
-                let rest = ws.split_off(ws.len().min(BATCH_ROWS));
-                groups.push(std::mem::replace(&mut ws, rest));
-            }
-        }
+        let rows = rows.into_iter().map(|(k, w)| (k, (p, w))).collect();
+        self.send_packed(pack(rows, |(_, w)| w.bytes(), self.batch)).await
+    }
+
+    /// Sends each group as one request: a lone statement as itself, more as an unlogged batch
+    /// (idempotent: every statement is), all concurrently within the in-flight cap.
+    async fn send_packed<V: scylla::serialize::row::SerializeRow>(
+        &self,
+        groups: Vec<Vec<(&PreparedStatement, V)>>,
+    ) -> Result<(), StoreError> {
         let sends = groups.into_iter().map(|mut g| async move {
             if g.len() == 1 {
-                let w = g.pop().expect("one row");
-                return self.exec(p, w).await;
+                let (p, v) = g.pop().expect("one row");
+                return self.exec(p, v).await;
             }
             let mut b = Batch::new(BatchType::Unlogged);
-            for _ in 0..g.len() {
+            let mut values = Vec::with_capacity(g.len());
+            for (p, v) in g {
                 b.append_statement(p.clone());
+                values.push(v);
             }
             b.set_consistency(self.write_consistency);
             b.set_is_idempotent(true);
-            self.exec_batch(&b, g).await
+            self.exec_batch(&b, values).await
         });
         for r in futures_util::future::join_all(sends).await {
             r?;
@@ -556,7 +686,7 @@ impl ScyllaStore {
             for r in rs {
                 let Some(w) = self.series_write(r, now) else { continue };
                 n += 1;
-                let t = SeriesWrite { applied: Vec::new(), ..w.clone() };
+                let t = SeriesWrite { chunk: BTreeMap::new(), ..w.clone() };
                 own.push(((w.probe, w.target, w.metric, w.bucket), w));
                 // (same key type as `own`: the by-target partition has no probe)
                 by_target.push((("", t.target, t.metric, t.bucket), t));
@@ -581,6 +711,9 @@ impl ScyllaStore {
         values: impl scylla::serialize::batch::BatchValues,
     ) -> Result<(), StoreError> {
         let _permit = self.permit().await?;
+        if let Some(scylla::statement::batch::BatchStatement::PreparedStatement(p)) = b.statements.first() {
+            CQL_REQUESTS.with_label_values(&request_labels(p, true)).inc();
+        }
         self.session.batch(b, values).await.map_err(|e| classify(&e))?;
         Ok(())
     }
@@ -814,29 +947,18 @@ fn classify_row(e: &scylla::errors::NextRowError) -> StoreError {
 impl RollupStore for ScyllaStore {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
         let mut report = CommitReport::default();
-        // 1. marks (never behind the windows): one batch per probe (one partition), concurrently
-        let marks = ws.watermarks.iter().map(|(probe, mark)| async move {
-            let mut values: Vec<(i64, i64, &str)> = Vec::with_capacity(2);
-            let mut b = Batch::new(BatchType::Unlogged);
+        // 1. marks (never behind the windows), packed into batches
+        let mut marks = Vec::with_capacity(2 * ws.watermarks.len());
+        for (probe, mark) in &ws.watermarks {
             if let Some(e) = mark.max_event_ms {
-                b.append_statement(self.st.mark_event.clone());
-                values.push((e, e, probe.as_str()));
+                marks.push((probe.as_str(), (&self.st.mark_event, (e, e, probe.as_str()))));
             }
             if let Some(s) = mark.max_seq {
                 let s = s.min(i64::MAX as u64) as i64;
-                b.append_statement(self.st.mark_seq.clone());
-                values.push((s, s, probe.as_str()));
+                marks.push((probe.as_str(), (&self.st.mark_seq, (s, s, probe.as_str()))));
             }
-            if values.is_empty() {
-                return Ok(());
-            }
-            b.set_consistency(self.write_consistency);
-            b.set_is_idempotent(true);
-            self.exec_batch(&b, values).await
-        });
-        for r in futures_util::future::join_all(marks).await {
-            r?;
         }
+        self.send_packed(pack(marks, |(_, (_, _, p))| 2 * 16 + 16 + p.len(), self.batch)).await?;
         // 2. 1m windows newer than the stored revision (remembered from loads and writes, read
         // otherwise), grouped per partition
         let stored = self.stored_revisions(&ws.rollups).await?;
@@ -856,11 +978,8 @@ impl RollupStore for ScyllaStore {
         self.derive_level(&parents, Tier::D1, &h1.iter().collect::<Vec<_>>(), &mut report).await?;
         // 4. batch ids, last
         let at = netqoe_actors::now_ms();
-        for r in
-            futures_util::future::join_all(ws.batches.iter().map(|id| self.exec(&self.st.batch_insert, (id, at)))).await
-        {
-            r?;
-        }
+        let ids = ws.batches.iter().map(|id| (id, (&self.st.batch_insert, (id, at)))).collect();
+        self.send_packed(pack(ids, |(_, (id, _))| 8 + 16 + id.len(), self.batch)).await?;
         Ok(report)
     }
 
@@ -899,14 +1018,28 @@ impl RollupStore for ScyllaStore {
 
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
         let mut out: Vec<Rollup> = Vec::new();
-        if let (None, Some(target), Some(metric)) = (&q.probe, &q.target, q.metric) {
-            // A fleet query for one target: its by-target partitions, not one read per probe.
+        // A fleet query for one target, or a fleet snapshot (no probe, at most one window of the
+        // tier, as the diagnoser asks every minute): the by-target partitions, one read per
+        // (target, metric) instead of one per series. Each series has at most one window in a
+        // snapshot, so reading them all before ordering costs no more than the ordered path.
+        let fleet_pairs: Option<Vec<(String, Metric)>> = match (&q.probe, &q.target, q.metric) {
+            (None, Some(target), Some(metric)) => Some(vec![(target.clone(), metric)]),
+            (None, _, _) if q.to_ms - q.from_ms <= q.tier.len_ms() => {
+                let pairs: BTreeSet<(String, Metric)> =
+                    self.series_for(q).await?.into_iter().map(|(_, t, m)| (t, m)).collect();
+                Some(pairs.into_iter().collect())
+            }
+            _ => None,
+        };
+        if let Some(pairs) = fleet_pairs {
             let s = &self.st.tiers[tier_index(q.tier)];
-            for b in buckets(q.tier, q.from_ms, q.to_ms) {
-                let rows: Vec<LightRow> =
-                    self.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
-                for r in rows {
-                    out.push(r.into_rollup(q.tier)?);
+            for (target, metric) in &pairs {
+                for b in buckets(q.tier, q.from_ms, q.to_ms) {
+                    let rows: Vec<LightRow> =
+                        self.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
+                    for r in rows {
+                        out.push(r.into_rollup(q.tier)?);
+                    }
                 }
             }
             out.retain(|r| q.after.as_ref().map_or(true, |c| c.precedes(r)));
@@ -1058,6 +1191,37 @@ mod tests {
         for start in (0..400).map(|d| d * day) {
             assert_eq!(buckets(Tier::H1, start, start + day).len(), 1);
         }
+    }
+
+    #[test]
+    fn pack_keeps_partitions_together_within_the_budget() {
+        let b = BatchBudget { bytes: 100, partitions: 2 };
+        // partition a: 3 rows of 10 bytes, b: one of 90, c and d: one of 10, e: one of 500
+        let rows = vec![("a", 1), ("b", 9), ("a", 2), ("c", 4), ("a", 3), ("d", 5), ("e", 50)];
+        let groups = pack(
+            rows,
+            |v| {
+                if *v == 9 {
+                    90
+                } else if *v == 50 {
+                    500
+                } else {
+                    10
+                }
+            },
+            b,
+        );
+        assert_eq!(groups, vec![vec![1, 2, 3], vec![9, 4], vec![5], vec![50]]);
+        // one partition larger than the budget is split, in order
+        let big: Vec<_> = (0..25).map(|i| ("p", i)).collect();
+        let groups = pack(big, |_| 10, b);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+        assert_eq!(groups.concat(), (0..25).collect::<Vec<_>>());
+        // never more than BATCH_ROWS statements
+        let many: Vec<_> = (0..200).map(|i| (i, i)).collect();
+        let groups = pack(many, |_| 1, BatchBudget { bytes: 1 << 20, partitions: 1024 });
+        assert!(groups.iter().all(|g| g.len() <= BATCH_ROWS));
+        assert_eq!(groups.len(), 200usize.div_ceil(BATCH_ROWS));
     }
 
     #[test]
