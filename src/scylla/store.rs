@@ -694,14 +694,11 @@ impl ScyllaStore {
             sends.push(self.write_grouped(&s.write, own));
             sends.push(self.write_grouped(&s.write_by_target, by_target));
         }
-        let mut seen = HashSet::new();
-        let index = rs.iter().map(|r| &r.key).filter(|k| seen.insert((&k.probe, &k.target, k.metric)));
-        let index: Vec<_> = index.map(|k| self.index_series(k)).collect();
-        let (written, indexed) =
-            tokio::join!(futures_util::future::join_all(sends), futures_util::future::join_all(index));
-        for r in written.into_iter().chain(indexed) {
+        let (written, indexed) = tokio::join!(futures_util::future::join_all(sends), self.index_series(rs));
+        for r in written {
             r?;
         }
+        indexed?;
         Ok(n)
     }
 
@@ -760,23 +757,34 @@ impl ScyllaStore {
         }
     }
 
-    async fn index_series(&self, k: &WindowKey) -> Result<(), StoreError> {
-        let id = (k.probe.clone(), k.target.clone(), k.metric);
-        if self.indexed.lock().map(|g| g.contains(&id)).unwrap_or(false) {
+    /// Records the series of `rs` not recorded yet in both series indexes (packed, like windows).
+    async fn index_series(&self, rs: &[&Rollup]) -> Result<(), StoreError> {
+        let fresh: BTreeSet<(&str, &str, Metric)> = {
+            let g = self.indexed.lock().map_err(|_| StoreError::Failed("series cache poisoned".into()))?;
+            rs.iter()
+                .map(|r| &r.key)
+                .filter(|k| !g.contains(&(k.probe.clone(), k.target.clone(), k.metric)))
+                .map(|k| (k.probe.as_str(), k.target.as_str(), k.metric))
+                .collect()
+        };
+        if fresh.is_empty() {
             return Ok(());
         }
-        let m = k.metric.as_str();
+        let size = |(_, (p, t, m)): &(&PreparedStatement, (&str, &str, &str))| 3 * 16 + p.len() + t.len() + m.len();
+        let by_probe = fresh.iter().map(|(p, t, m)| (*p, (&self.st.series_insert, (*p, *t, m.as_str())))).collect();
+        let by_target =
+            fresh.iter().map(|(p, t, m)| (*t, (&self.st.series_by_target_insert, (*t, m.as_str(), *p)))).collect();
         let (a, b) = tokio::join!(
-            self.exec(&self.st.series_insert, (&k.probe, &k.target, m)),
-            self.exec(&self.st.series_by_target_insert, (&k.target, m, &k.probe))
+            self.send_packed(pack(by_probe, size, self.batch)),
+            self.send_packed(pack(by_target, size, self.batch))
         );
         a?;
         b?;
         if let Ok(mut g) = self.indexed.lock() {
-            if g.len() >= SERIES_CACHE {
+            if g.len() + fresh.len() > SERIES_CACHE {
                 g.clear();
             }
-            g.insert(id);
+            g.extend(fresh.into_iter().map(|(p, t, m)| (p.to_string(), t.to_string(), m)));
         }
         Ok(())
     }
