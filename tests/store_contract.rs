@@ -181,6 +181,27 @@ async fn sessions_round_trip(s: Arc<dyn RollupStore>) {
     a.events = 8;
     s.save_sessions(&[a.clone()]).await.unwrap();
     assert_eq!(s.load_session("a").await.unwrap().unwrap().events, 8);
+    // two snapshots of one probe in one call: the later one stands
+    let mut older = a.clone();
+    older.events = 9;
+    a.events = 10;
+    s.save_sessions(&[older, a.clone()]).await.unwrap();
+    assert_eq!(s.load_session("a").await.unwrap().unwrap().events, 10);
+    // session actors save concurrently: every save lands
+    let saves = (0..40u64).map(|i| {
+        let s = s.clone();
+        async move {
+            let mut x = SessionState::new(format!("c{i:02}"));
+            x.events = i;
+            s.save_sessions(&[x]).await
+        }
+    });
+    for r in futures_util::future::join_all(saves).await {
+        r.unwrap();
+    }
+    for i in 0..40u64 {
+        assert_eq!(s.load_session(&format!("c{i:02}")).await.unwrap().unwrap().events, i);
+    }
 }
 
 async fn queries_filter_order_and_limit(s: Arc<dyn RollupStore>) {

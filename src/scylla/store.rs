@@ -379,12 +379,135 @@ struct Statements {
     ready: PreparedStatement,
 }
 
-/// The Scylla store.
-pub struct ScyllaStore {
+/// The session and what bounds its use: every request of the store goes through here, so the
+/// in-flight cap and the batch budget hold for all of them, background writers included.
+struct Cql {
     session: Arc<Session>,
-    st: Statements,
     in_flight: Semaphore,
     batch: BatchBudget,
+    /// Consistency of the unlogged batches (that of the writes).
+    write_consistency: Consistency,
+}
+
+impl Cql {
+    /// One of `scylla.max_in_flight` request slots.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))
+    }
+
+    async fn exec(
+        &self,
+        p: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<(), StoreError> {
+        let _permit = self.permit().await?;
+        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
+        self.session.execute_unpaged(p, values).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+
+    /// All rows of a (paged) query.
+    async fn rows<R>(
+        &self,
+        p: &PreparedStatement,
+        values: impl scylla::serialize::row::SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let _permit = self.permit().await?;
+        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
+        let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
+        let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut out = Vec::new();
+        while let Some(r) = stream.next().await {
+            out.push(r.map_err(|e| classify_row(&e))?);
+        }
+        Ok(out)
+    }
+
+    /// Sends each group as one request: a lone statement as itself, more as an unlogged batch
+    /// (idempotent: every statement is), all concurrently within the in-flight cap.
+    async fn send_packed<V: scylla::serialize::row::SerializeRow>(
+        &self,
+        groups: Vec<Vec<(&PreparedStatement, V)>>,
+    ) -> Result<(), StoreError> {
+        let sends = groups.into_iter().map(|mut g| async move {
+            if g.len() == 1 {
+                let (p, v) = g.pop().expect("one row");
+                return self.exec(p, v).await;
+            }
+            let mut b = Batch::new(BatchType::Unlogged);
+            let mut values = Vec::with_capacity(g.len());
+            for (p, v) in g {
+                b.append_statement(p.clone());
+                values.push(v);
+            }
+            b.set_consistency(self.write_consistency);
+            b.set_is_idempotent(true);
+            self.exec_batch(&b, values).await
+        });
+        for r in futures_util::future::join_all(sends).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn exec_batch(
+        &self,
+        b: &Batch,
+        values: impl scylla::serialize::batch::BatchValues,
+    ) -> Result<(), StoreError> {
+        let _permit = self.permit().await?;
+        if let Some(scylla::statement::batch::BatchStatement::PreparedStatement(p)) = b.statements.first() {
+            CQL_REQUESTS.with_label_values(&request_labels(p, true)).inc();
+        }
+        self.session.batch(b, values).await.map_err(|e| classify(&e))?;
+        Ok(())
+    }
+}
+
+/// A session save: probe, state (JSON), time, and where its outcome goes.
+type SessionSave = (String, String, i64, tokio::sync::oneshot::Sender<Result<(), StoreError>>);
+/// Session saves queued at most (then `save_sessions` waits: backpressure).
+const SESSION_QUEUE: usize = 1024;
+
+/// Writes the session saves of every session actor together: each turn takes what is queued
+/// (one save per probe, the newest: two of one row in a batch would share a timestamp) and writes
+/// it packed, then answers each caller. Session actors save every few seconds each, so with 10,000
+/// probes one request per save was as many requests as all the commits' together.
+async fn session_writer(cql: Arc<Cql>, write: PreparedStatement, mut queue: tokio::sync::mpsc::Receiver<SessionSave>) {
+    while let Some(first) = queue.recv().await {
+        let mut turn = vec![first];
+        while turn.len() < SESSION_QUEUE {
+            match queue.try_recv() {
+                Ok(s) => turn.push(s),
+                Err(_) => break,
+            }
+        }
+        let mut newest: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (i, (probe, ..)) in turn.iter().enumerate() {
+            newest.insert(probe.as_str(), i);
+        }
+        let rows = turn
+            .iter()
+            .enumerate()
+            .filter(|(i, (probe, ..))| newest.get(probe.as_str()) == Some(i))
+            .map(|(_, (probe, json, now, _))| (probe.as_str(), (&write, (probe.as_str(), json.as_str(), *now))))
+            .collect();
+        let res = cql.send_packed(pack(rows, |(_, (p, j, _))| 3 * 16 + 8 + p.len() + j.len(), cql.batch)).await;
+        for (.., reply) in turn {
+            let _ = reply.send(res.clone());
+        }
+    }
+}
+
+/// The Scylla store.
+pub struct ScyllaStore {
+    cql: Arc<Cql>,
+    st: Statements,
+    /// Session saves, written by `session_writer` (see there).
+    sessions: tokio::sync::mpsc::Sender<SessionSave>,
     retention: Retention,
     /// Series already written to the series index by this process.
     indexed: Mutex<HashSet<(String, String, Metric)>>,
@@ -393,8 +516,6 @@ pub struct ScyllaStore {
     /// one is not written again (its event set would otherwise join the row's). A window not
     /// remembered has its revision read first. Closed windows are forgotten once written.
     revisions: Mutex<std::collections::HashMap<WindowKey, u64>>,
-    /// Consistency of the unlogged batches (that of the writes).
-    write_consistency: Consistency,
 }
 
 async fn prepare(
@@ -539,58 +660,29 @@ impl ScyllaStore {
             incident_read: p(format!("SELECT evidence FROM {ks}.incidents WHERE id = ?"), r).await?,
             ready: p("SELECT release_version FROM system.local".to_string(), Consistency::One).await?,
         };
-        Ok(Self {
+        let cql = Arc::new(Cql {
             session: Arc::new(session),
-            st,
             in_flight: Semaphore::new(cfg.max_in_flight.max(1)),
             // `SeriesWrite::bytes` is an estimate: keep a margin under the server's threshold
             batch: BatchBudget { bytes: cfg.batch_max_bytes * 4 / 5, partitions: cfg.batch_max_partitions.max(1) },
+            write_consistency: w,
+        });
+        let (sessions, queue) = tokio::sync::mpsc::channel(SESSION_QUEUE);
+        tokio::spawn(session_writer(cql.clone(), st.session_write.clone(), queue));
+        Ok(Self {
+            cql,
+            st,
+            sessions,
             retention,
             indexed: Mutex::new(HashSet::new()),
             revisions: Mutex::new(std::collections::HashMap::new()),
-            write_consistency: w,
         })
-    }
-
-    /// One of `scylla.max_in_flight` request slots.
-    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))
-    }
-
-    async fn exec(
-        &self,
-        p: &PreparedStatement,
-        values: impl scylla::serialize::row::SerializeRow,
-    ) -> Result<(), StoreError> {
-        let _permit = self.permit().await?;
-        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
-        self.session.execute_unpaged(p, values).await.map_err(|e| classify(&e))?;
-        Ok(())
-    }
-
-    /// All rows of a (paged) query.
-    async fn rows<R>(
-        &self,
-        p: &PreparedStatement,
-        values: impl scylla::serialize::row::SerializeRow,
-    ) -> Result<Vec<R>, StoreError>
-    where
-        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
-    {
-        let _permit = self.permit().await?;
-        CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
-        let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
-        let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
-        let mut out = Vec::new();
-        while let Some(r) = stream.next().await {
-            out.push(r.map_err(|e| classify_row(&e))?);
-        }
-        Ok(out)
     }
 
     async fn read_one(&self, k: &WindowKey) -> Result<Option<Rollup>, StoreError> {
         let s = &self.st.tiers[tier_index(k.tier)];
         let rows: Vec<StateRow> = self
+            .cql
             .rows(&s.read_one, (&k.probe, &k.target, k.metric.as_str(), bucket_of(k.tier, k.start_ms), k.start_ms))
             .await?;
         rows.into_iter().next().map(|r| r.into_rollup(k.tier)).transpose()
@@ -639,34 +731,7 @@ impl ScyllaStore {
         rows: Vec<(K, SeriesWrite<'a>)>,
     ) -> Result<(), StoreError> {
         let rows = rows.into_iter().map(|(k, w)| (k, (p, w))).collect();
-        self.send_packed(pack(rows, |(_, w)| w.bytes(), self.batch)).await
-    }
-
-    /// Sends each group as one request: a lone statement as itself, more as an unlogged batch
-    /// (idempotent: every statement is), all concurrently within the in-flight cap.
-    async fn send_packed<V: scylla::serialize::row::SerializeRow>(
-        &self,
-        groups: Vec<Vec<(&PreparedStatement, V)>>,
-    ) -> Result<(), StoreError> {
-        let sends = groups.into_iter().map(|mut g| async move {
-            if g.len() == 1 {
-                let (p, v) = g.pop().expect("one row");
-                return self.exec(p, v).await;
-            }
-            let mut b = Batch::new(BatchType::Unlogged);
-            let mut values = Vec::with_capacity(g.len());
-            for (p, v) in g {
-                b.append_statement(p.clone());
-                values.push(v);
-            }
-            b.set_consistency(self.write_consistency);
-            b.set_is_idempotent(true);
-            self.exec_batch(&b, values).await
-        });
-        for r in futures_util::future::join_all(sends).await {
-            r?;
-        }
-        Ok(())
+        self.cql.send_packed(pack(rows, |(_, w)| w.bytes(), self.cql.batch)).await
     }
 
     /// Writes windows (any tiers) to both tables and indexes their series; returns how many were
@@ -702,19 +767,6 @@ impl ScyllaStore {
         Ok(n)
     }
 
-    async fn exec_batch(
-        &self,
-        b: &Batch,
-        values: impl scylla::serialize::batch::BatchValues,
-    ) -> Result<(), StoreError> {
-        let _permit = self.permit().await?;
-        if let Some(scylla::statement::batch::BatchStatement::PreparedStatement(p)) = b.statements.first() {
-            CQL_REQUESTS.with_label_values(&request_labels(p, true)).inc();
-        }
-        self.session.batch(b, values).await.map_err(|e| classify(&e))?;
-        Ok(())
-    }
-
     /// The stored revision of each 1m window of `rs` (remembered, else read).
     async fn stored_revisions(&self, rs: &[Rollup]) -> Result<Vec<u64>, StoreError> {
         let known: Vec<Option<u64>> = {
@@ -728,6 +780,7 @@ impl ScyllaStore {
             let k = &r.key;
             let s = &self.st.tiers[tier_index(k.tier)];
             let rows: Vec<(Option<i64>,)> = self
+                .cql
                 .rows(
                     &s.read_revision,
                     (&k.probe, &k.target, k.metric.as_str(), bucket_of(k.tier, k.start_ms), k.start_ms),
@@ -775,8 +828,8 @@ impl ScyllaStore {
         let by_target =
             fresh.iter().map(|(p, t, m)| (*t, (&self.st.series_by_target_insert, (*t, m.as_str(), *p)))).collect();
         let (a, b) = tokio::join!(
-            self.send_packed(pack(by_probe, size, self.batch)),
-            self.send_packed(pack(by_target, size, self.batch))
+            self.cql.send_packed(pack(by_probe, size, self.cql.batch)),
+            self.cql.send_packed(pack(by_target, size, self.cql.batch))
         );
         a?;
         b?;
@@ -803,7 +856,7 @@ impl ScyllaStore {
         let mut out = Vec::new();
         for b in buckets(tier, from_ms, to_ms) {
             let rows: Vec<LightRow> =
-                self.rows(&s.read_range, (probe, target, metric.as_str(), b, from_ms, to_ms)).await?;
+                self.cql.rows(&s.read_range, (probe, target, metric.as_str(), b, from_ms, to_ms)).await?;
             for r in rows {
                 out.push(r.into_rollup(tier)?);
             }
@@ -868,9 +921,9 @@ impl ScyllaStore {
             metric: String,
         }
         let rows: Vec<SeriesRow> = match (&q.probe, &q.target) {
-            (Some(p), _) => self.rows(&self.st.series_of_probe, (p,)).await?,
-            (None, Some(t)) => self.rows(&self.st.series_of_target, (t,)).await?,
-            (None, None) => self.rows(&self.st.series_all, ()).await?,
+            (Some(p), _) => self.cql.rows(&self.st.series_of_probe, (p,)).await?,
+            (None, Some(t)) => self.cql.rows(&self.st.series_of_target, (t,)).await?,
+            (None, None) => self.cql.rows(&self.st.series_all, ()).await?,
         };
         // in the query order: by metric name (QueryCursor)
         let mut set = BTreeSet::new();
@@ -966,7 +1019,7 @@ impl RollupStore for ScyllaStore {
                 marks.push((probe.as_str(), (&self.st.mark_seq, (s, s, probe.as_str()))));
             }
         }
-        self.send_packed(pack(marks, |(_, (_, _, p))| 2 * 16 + 16 + p.len(), self.batch)).await?;
+        self.cql.send_packed(pack(marks, |(_, (_, _, p))| 2 * 16 + 16 + p.len(), self.cql.batch)).await?;
         // 2. 1m windows newer than the stored revision (remembered from loads and writes, read
         // otherwise), grouped per partition
         let stored = self.stored_revisions(&ws.rollups).await?;
@@ -987,7 +1040,7 @@ impl RollupStore for ScyllaStore {
         // 4. batch ids, last
         let at = netqoe_actors::now_ms();
         let ids = ws.batches.iter().map(|id| (id, (&self.st.batch_insert, (id, at)))).collect();
-        self.send_packed(pack(ids, |(_, (id, _))| 8 + 16 + id.len(), self.batch)).await?;
+        self.cql.send_packed(pack(ids, |(_, (id, _))| 8 + 16 + id.len(), self.cql.batch)).await?;
         Ok(report)
     }
 
@@ -1009,14 +1062,14 @@ impl RollupStore for ScyllaStore {
     }
 
     async fn load_mark(&self, probe: &str) -> Result<Option<ProbeMark>, StoreError> {
-        let rows: Vec<(Option<i64>, Option<i64>)> = self.rows(&self.st.mark_read, (probe,)).await?;
+        let rows: Vec<(Option<i64>, Option<i64>)> = self.cql.rows(&self.st.mark_read, (probe,)).await?;
         Ok(rows.into_iter().next().map(|(e, s)| ProbeMark { max_event_ms: e, max_seq: s.map(|s| s.max(0) as u64) }))
     }
 
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError> {
         let mut out = Vec::new();
         for id in ids {
-            let rows: Vec<(String,)> = self.rows(&self.st.batch_read, (id,)).await?;
+            let rows: Vec<(String,)> = self.cql.rows(&self.st.batch_read, (id,)).await?;
             if !rows.is_empty() {
                 out.push(id.clone());
             }
@@ -1044,7 +1097,7 @@ impl RollupStore for ScyllaStore {
             for (target, metric) in &pairs {
                 for b in buckets(q.tier, q.from_ms, q.to_ms) {
                     let rows: Vec<LightRow> =
-                        self.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
+                        self.cql.rows(&s.read_by_target, (target, metric.as_str(), b, q.from_ms, q.to_ms)).await?;
                     for r in rows {
                         out.push(r.into_rollup(q.tier)?);
                     }
@@ -1092,24 +1145,26 @@ impl RollupStore for ScyllaStore {
             let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
             let scope = i.scope.name();
             let metrics: Vec<String> = i.metrics.iter().cloned().collect();
-            self.exec(
-                &self.st.incident_write,
-                (
-                    &i.id,
-                    state,
-                    scope,
-                    &i.subject,
-                    metrics,
-                    i.opened_ms,
-                    i.updated_ms,
-                    i.resolved_ms,
-                    i.peak_severity,
-                    i.mos_impact,
-                    json,
-                ),
-            )
-            .await?;
-            self.exec(&self.st.incident_day_write, (i.opened_ms.div_euclid(86_400_000), i.opened_ms, &i.id, state))
+            self.cql
+                .exec(
+                    &self.st.incident_write,
+                    (
+                        &i.id,
+                        state,
+                        scope,
+                        &i.subject,
+                        metrics,
+                        i.opened_ms,
+                        i.updated_ms,
+                        i.resolved_ms,
+                        i.peak_severity,
+                        i.mos_impact,
+                        json,
+                    ),
+                )
+                .await?;
+            self.cql
+                .exec(&self.st.incident_day_write, (i.opened_ms.div_euclid(86_400_000), i.opened_ms, &i.id, state))
                 .await?;
         }
         Ok(())
@@ -1123,9 +1178,9 @@ impl RollupStore for ScyllaStore {
         // one partition per day; a long range is capped at 400 days
         let (first, last) = (q.from_ms.div_euclid(86_400_000), (q.to_ms - 1).div_euclid(86_400_000));
         for day in first.max(last - 400)..=last {
-            let ids: Vec<(String,)> = self.rows(&self.st.incidents_of_day, (day, q.from_ms, q.to_ms)).await?;
+            let ids: Vec<(String,)> = self.cql.rows(&self.st.incidents_of_day, (day, q.from_ms, q.to_ms)).await?;
             for (id,) in ids {
-                let rows: Vec<(Option<String>,)> = self.rows(&self.st.incident_read, (&id,)).await?;
+                let rows: Vec<(Option<String>,)> = self.cql.rows(&self.st.incident_read, (&id,)).await?;
                 if let Some((Some(json),)) = rows.into_iter().next() {
                     let i: Incident = serde_json::from_str(&json).map_err(|e| corrupt(format!("incident: {e}")))?;
                     if q.matches(&i) {
@@ -1141,15 +1196,22 @@ impl RollupStore for ScyllaStore {
 
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
         let now = netqoe_actors::now_ms();
+        let mut replies = Vec::with_capacity(sessions.len());
         for s in sessions {
             let json = serde_json::to_string(s).map_err(|e| StoreError::Failed(e.to_string()))?;
-            self.exec(&self.st.session_write, (&s.probe, json, now)).await?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let gone = || StoreError::Unavailable("session writer stopped".into());
+            self.sessions.send((s.probe.clone(), json, now, tx)).await.map_err(|_| gone())?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.map_err(|_| StoreError::Unavailable("session writer stopped".into()))??;
         }
         Ok(())
     }
 
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
-        let rows: Vec<(Option<String>,)> = self.rows(&self.st.session_read, (probe,)).await?;
+        let rows: Vec<(Option<String>,)> = self.cql.rows(&self.st.session_read, (probe,)).await?;
         match rows.into_iter().next().and_then(|(s,)| s) {
             Some(json) => serde_json::from_str(&json).map(Some).map_err(|e| corrupt(format!("session: {e}"))),
             None => Ok(None),
@@ -1157,7 +1219,7 @@ impl RollupStore for ScyllaStore {
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
-        let rows: Vec<(Option<String>,)> = self.rows(&self.st.session_all, ()).await?;
+        let rows: Vec<(Option<String>,)> = self.cql.rows(&self.st.session_all, ()).await?;
         let mut out: Vec<SessionState> = rows
             .into_iter()
             .filter_map(|(s,)| s)
@@ -1173,7 +1235,7 @@ impl RollupStore for ScyllaStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
-        self.rows::<(Option<String>,)>(&self.st.ready, ()).await.map(|_| ())
+        self.cql.rows::<(Option<String>,)>(&self.st.ready, ()).await.map(|_| ())
     }
 
     fn name(&self) -> &'static str {
