@@ -170,7 +170,10 @@ for mode in modes:
                 per_series_day = {t: per_day(t, b) for t, b in d["disk_bytes"].items() if t.startswith("rollups")}
             cql_rows.append({"mode": mode, "pair": i, "side": side, "store": d.get("store"), "consumed_events_per_s": c,
                              "p99_ms": d["p99_ms"], "cpu_s": d["cpu_seconds"],
-                             "cpu_us_per_event": (1e6 * d["cpu_seconds"] / (c * dur)) if c and dur else None,
+                             # per event consumed: every accepted event, once caught up (consumed
+                             # ev/s × the load's duration undercounts when catching up takes longer)
+                             "cpu_us_per_event": (1e6 * d["cpu_seconds"] / d["accepted_events"]) if c and d.get("accepted_events") else None,
+                             "jvm_us_per_event": (1e6 * d["jvm_cpu_s"] / d["accepted_events"]) if d.get("jvm_cpu_s") and d.get("accepted_events") else None,
                              "jvm_cpu_s": d.get("jvm_cpu_s"), "rollups_written": d.get("rollups_written"),
                              "commits": d.get("commits"), "commit_p99_ms": d.get("commit_p99_ms"),
                              "commit_mean_ms": d.get("commit_mean_ms"), "peak_rss_mib": d["peak_rss_mib"],
@@ -201,12 +204,12 @@ for r in rows:
     lines.append(f"{r['mode']:9} {r['pair']:>4} {b:>10} {r['P_consumed_events_per_s']:>10.0f} {ratio:>6} {r['p99_ms']:>8.1f} {r['p999_ms']:>8.1f} {r['cpu_s']:>7.1f} {r['peak_rss_mib']:>8.1f} {f(r['loadgen_cpu_s'], 8)} {f(r['broker_cpu_s_B'], 6)} {f(r['broker_cpu_s_P'], 6)} {f(r['max_pct_err'], 8, 4)} {'clean' if r['oracle_clean'] else 'DIFF'}")
 if cql_rows:
     lines = [] if not rows else lines + [""]
-    lines.append(f"{'mode':16} {'pair':>4} {'store':6} {'ev/s':>8} {'p99 ms':>7} {'CPU s':>6} {'µs/ev':>6} {'JVM s':>6} {'rows/s':>7} {'commit p99':>10} {'RSS MiB':>7} oracle")
+    lines.append(f"{'mode':16} {'pair':>4} {'store':6} {'ev/s':>8} {'p99 ms':>7} {'CPU s':>6} {'µs/ev':>6} {'JVM s':>6} {'JVM µs':>6} {'rows/s':>7} {'commit p99':>10} {'RSS MiB':>7} oracle")
     for r in cql_rows:
         f = lambda v, w, d=1: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"
         dur = float(os.environ.get("DURATION") or 30)
         rps = sum((r["rollups_written"] or {}).values()) / dur if r["rollups_written"] else None
-        lines.append(f"{r['mode']:16} {r['pair']:>4} {r['store'] or '-':6} {r['consumed_events_per_s']:>8.0f} {r['p99_ms']:>7.1f} {r['cpu_s']:>6.1f} {f(r['cpu_us_per_event'], 6, 2)} {f(r['jvm_cpu_s'], 6)} {f(rps, 7, 0)} {f(r['commit_p99_ms'], 10)} {r['peak_rss_mib']:>7.1f} {'clean' if r['oracle_clean'] else 'DIFF'}")
+        lines.append(f"{r['mode']:16} {r['pair']:>4} {r['store'] or '-':6} {r['consumed_events_per_s']:>8.0f} {r['p99_ms']:>7.1f} {r['cpu_s']:>6.1f} {f(r['cpu_us_per_event'], 6, 2)} {f(r['jvm_cpu_s'], 6)} {f(r['jvm_us_per_event'], 6, 2)} {f(rps, 7, 0)} {f(r['commit_p99_ms'], 10)} {r['peak_rss_mib']:>7.1f} {'clean' if r['oracle_clean'] else 'DIFF'}")
         if r["disk_bytes_per_series_day"]:
             tiers = ", ".join(f"{t} {b:.0f}" for t, b in sorted(r["disk_bytes_per_series_day"].items()) if b)
             lines.append(f"{'':16} bytes on disk per series per day (after flush): {tiers}")
