@@ -25,9 +25,9 @@ pub struct WriteSet {
     /// Per-probe marks (newest event time, highest applied seq), so they survive restarts.
     pub watermarks: Vec<(String, ProbeMark)>,
     /// 1m windows whose 1h parent (and that parent's 1d parent) must be re-derived from the
-    /// stored children in this commit. The aggregator asks for it when a window closes, on drain,
-    /// and otherwise at most every `derive_interval` per window, so the cost of merging up to 60
-    /// children is not paid at every flush.
+    /// stored children in this commit. The aggregator asks for it at a window's first commit, when
+    /// it closes, on drain, and otherwise at most every `derive_interval` per window, so the cost
+    /// of merging up to 60 children is not paid at every flush.
     pub derive: Vec<WindowKey>,
 }
 

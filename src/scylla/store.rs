@@ -64,8 +64,8 @@ fn request_labels(p: &PreparedStatement, batch: bool) -> [&str; 2] {
     } else {
         "write"
     };
-    let upper = text.to_ascii_uppercase();
-    let at = ["FROM ", "UPDATE ", "INTO "].iter().find_map(|w| upper.find(w).map(|i| i + w.len()));
+    // (every statement of this file spells its keywords in capitals)
+    let at = ["FROM ", "UPDATE ", "INTO "].iter().find_map(|w| text.find(w).map(|i| i + w.len()));
     let table = at
         .and_then(|i| text[i..].split_whitespace().next())
         .map(|t| t.rsplit('.').next().unwrap_or(t))
