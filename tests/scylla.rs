@@ -236,3 +236,63 @@ async fn the_cql_doc_recipes_run_and_return_rows() {
     }
     t.app.shutdown().await.unwrap();
 }
+
+#[actix_rt::test]
+#[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
+async fn a_version_2_keyspace_is_upgraded_and_its_event_sets_still_count() {
+    use netqoe_actors::store::{RollupStore, WriteSet};
+    use netqoe_domain::{EventSet, Metric, Rollup, WindowAgg, WindowKey};
+    let (cfg, _, _guard) = scylla_keyspace().await;
+    let ks = &cfg.scylla.keyspace;
+    let session = netqoe::scylla::connect(&cfg.scylla).await.unwrap();
+    // what version 2 had: the rollup tables without events_chunks (a window's event set one
+    // element per event). Re-created rather than altered: a dropped column shadows every cell
+    // older than the drop, and window writes carry their window's start as timestamp.
+    for t in ["1m", "1h", "1d"] {
+        for table in [format!("rollups_{t}"), format!("rollups_by_target_{t}")] {
+            session.query_unpaged(format!("DROP TABLE {ks}.{table}"), ()).await.unwrap();
+        }
+    }
+    for st in netqoe::scylla::schema::statements(&cfg).into_iter().filter(|s| s.contains(".rollups_")) {
+        let v2 = st.replace(", events_chunks map<bigint, blob>", "");
+        assert_ne!(v2, st, "the v3 column is in {st}");
+        session.query_unpaged(v2, ()).await.unwrap();
+    }
+    session.query_unpaged(format!("UPDATE {ks}.schema_version SET version = 2 WHERE id = 0"), ()).await.unwrap();
+    let start = Tier::M1.bin_start(netqoe_actors::now_ms());
+    let bucket = netqoe::scylla::store::bucket_of(Tier::M1, start);
+    session
+        .query_unpaged(
+            format!(
+                "UPDATE {ks}.rollups_1m USING TIMESTAMP ? SET revision = 1, events = 2, count = 2, \
+                 events_applied = {{41, 42}} \
+                 WHERE probe = 'p' AND target = 't' AND metric = 'rtt' AND bucket = ? AND start_ms = ?"
+            ),
+            (netqoe::scylla::store::write_timestamp(start, 1), bucket, start),
+        )
+        .await
+        .unwrap();
+    let up = netqoe::scylla::migrate(&cfg).await.unwrap();
+    assert!(matches!(up, netqoe::scylla::Migration::Applied { from: Some(2), .. }), "{up:?}");
+    let store =
+        netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention).await.unwrap();
+    let key = WindowKey { probe: "p".into(), target: "t".into(), metric: Metric::Rtt, tier: Tier::M1, start_ms: start };
+    let loaded = store.load_windows(std::slice::from_ref(&key)).await.unwrap();
+    let set = |r: &Rollup| -> Vec<u64> {
+        let mut v: Vec<u64> = r.applied.iter().collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(set(&loaded[0]), vec![41, 42], "the version-2 event set is read");
+    // the next revision adds its delta as a chunk; the window holds both
+    let delta: EventSet = [43u64].into_iter().collect();
+    let agg = WindowAgg { events: 3, count: 3, ..loaded[0].agg.clone() };
+    let next = Rollup { key: key.clone(), agg, applied: delta, revision: 2, closed: false };
+    store.commit(WriteSet { rollups: vec![next], ..Default::default() }).await.unwrap();
+    let fresh =
+        netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention).await.unwrap();
+    let loaded = fresh.load_windows(std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(set(&loaded[0]), vec![41, 42, 43], "old elements and the new chunk together");
+    assert_eq!(loaded[0].agg.events, 3);
+}
