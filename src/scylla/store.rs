@@ -812,14 +812,13 @@ impl ScyllaStore {
 
     /// Records the series of `rs` not recorded yet in both series indexes (packed, like windows).
     async fn index_series(&self, rs: &[&Rollup]) -> Result<(), StoreError> {
-        let fresh: BTreeSet<(&str, &str, Metric)> = {
+        // distinct series first (borrowed), so the cache is asked once per series, not per window
+        let mut fresh: BTreeSet<(&str, &str, Metric)> =
+            rs.iter().map(|r| (r.key.probe.as_str(), r.key.target.as_str(), r.key.metric)).collect();
+        {
             let g = self.indexed.lock().map_err(|_| StoreError::Failed("series cache poisoned".into()))?;
-            rs.iter()
-                .map(|r| &r.key)
-                .filter(|k| !g.contains(&(k.probe.clone(), k.target.clone(), k.metric)))
-                .map(|k| (k.probe.as_str(), k.target.as_str(), k.metric))
-                .collect()
-        };
+            fresh.retain(|(p, t, m)| !g.contains(&(p.to_string(), t.to_string(), *m)));
+        }
         if fresh.is_empty() {
             return Ok(());
         }
