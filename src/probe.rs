@@ -310,6 +310,38 @@ mod tests {
         assert!(e.contains("token_file") && e.contains("NETQOE_TEST_UNSET_VAR"), "{e}");
         assert!(expand_env("probe_id", "${OPEN").is_err());
     }
+
+    /// A restarted probe never hands out a seq it handed out before (a reused seq means a reused
+    /// event id: ingest would drop the new measurement as a duplicate of the old one).
+    #[test]
+    fn seqs_are_never_reused_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut last = 0;
+        // runs that stop right after opening, inside a block, at a block's end, across blocks
+        for takes in [0, 1, 5, SEQ_BLOCK as usize - 1, 1, SEQ_BLOCK as usize + 3, 0, 2] {
+            let mut c = SeqCounter::open(dir.path()).unwrap();
+            for i in 0..takes {
+                let s = c.take().unwrap();
+                assert!(seen.insert(s), "seq {s} handed out twice");
+                assert!(s > last, "seqs grow: {s} after {last}");
+                assert_eq!(c.starts_run(s), i == 0, "only a run's first seq starts the run");
+                last = s;
+            }
+        }
+        assert_eq!(seen.len(), 2 * SEQ_BLOCK as usize + 11);
+        // what is on disk is the reservation: at least one past everything handed out
+        let on_disk: u64 = std::fs::read_to_string(dir.path().join("seq")).unwrap().trim().parse().unwrap();
+        assert!(on_disk > last);
+    }
+
+    #[test]
+    fn a_corrupt_seq_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("seq"), "not a number").unwrap();
+        let e = format!("{:#}", SeqCounter::open(dir.path()).err().expect("a corrupt counter must not restart at 1"));
+        assert!(e.contains("seq") && e.contains("corrupt"), "{e}");
+    }
 }
 
 /// The persisted seq counter.

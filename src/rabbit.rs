@@ -755,23 +755,10 @@ mod envelope_tests {
 
     fn event(id: &str) -> Event {
         Event {
-            event_id: id.into(),
-            seq: 7,
-            ts_ms: 1_790_000_000_123,
-            target: "t.example".into(),
-            kind: netqoe_domain::Kind::Udp,
             rtt_samples_ms: vec![1.5, 2.25],
-            jitter_ms: None,
             sent: Some(2),
             received: Some(2),
-            dns_ms: None,
-            connect_ms: None,
-            tls_ms: None,
-            ttfb_ms: None,
-            total_ms: None,
-            cert_days: None,
-            status: netqoe_domain::Status::Ok,
-            run_start: false,
+            ..Event::new(id, 7, 1_790_000_000_123, "t.example", netqoe_domain::Kind::Udp)
         }
     }
 

@@ -120,3 +120,15 @@ pub fn start(cfg: WebhookConfig) -> mpsc::Sender<Incident> {
     });
     tx
 }
+
+#[cfg(test)]
+mod tests {
+    /// RFC 4231, test case 2 (HMAC-SHA-256): a known answer, not a second run of the same code.
+    #[test]
+    fn the_signature_is_rfc_4231_hmac_sha256() {
+        assert_eq!(
+            super::signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

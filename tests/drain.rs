@@ -24,7 +24,9 @@ async fn admin_call(client: &awc::Client, method: &str, url: &str, token: Option
 
 #[actix_rt::test]
 async fn admin_drain_stops_ingest_commits_and_reports_done() {
-    let mut p = prepare(1, &[]);
+    // Commits held back (60 s, 1000 batches): only the drain can have committed what is stored.
+    let mut p =
+        prepare(1, &[("NETQOE__PIPELINE__FLUSH_INTERVAL_MS", "60000"), ("NETQOE__PIPELINE__FLUSH_BATCHES", "1000")]);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
     p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
     let t = p.start().await;

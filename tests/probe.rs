@@ -280,11 +280,13 @@ async fn a_probe_restarted_mid_spool_delivers_everything_exactly_once() {
     let _ = tokio::time::timeout(Duration::from_millis(2500), netqoe::probe::run(pcfg.clone(), Some(2))).await;
     let spooled = Spool::open(dir.path(), 1000).unwrap().depth();
     assert!(spooled > 0, "batches wait in the spool while ingest is away");
-    // a restarted probe with ingest back: the spool drains in order, nothing lost or doubled
+    // a restarted probe with ingest back: the spool drains in order, nothing lost or doubled; and
+    // the new run measures one more round, whose seqs must be new (a reused seq would be dropped
+    // as a duplicate of a spooled event)
     let t = app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
-    tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(1))).await.unwrap().unwrap();
     assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
-    eventually(20, "2 rounds aggregated exactly once", || async { (counts(&t).await.0 == 20).then_some(()) }).await;
+    eventually(20, "3 rounds aggregated exactly once", || async { (counts(&t).await.0 == 30).then_some(()) }).await;
     t.app.shutdown().await.unwrap();
 }
 

@@ -171,47 +171,33 @@ async fn memory_alarm_answers_503_within_the_publish_timeout_and_recovers() {
     delete_prefix(&client, &prefix).await;
 }
 
+/// A consumer of `exchange` (bound with `binding`) on an exclusive queue, and its connection.
+async fn diagnoses_listener(uri: &str, exchange: &str, binding: &str) -> (lapin::Connection, lapin::Consumer) {
+    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let conn = lapin::Connection::connect(uri, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exclusive = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    let q = ch.queue_declare("", exclusive, FieldTable::default()).await.unwrap();
+    ch.queue_bind(q.name().as_str(), exchange, binding, QueueBindOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+    let consumer = ch.basic_consume(q.name().as_str(), "t", no_ack, FieldTable::default()).await.unwrap();
+    (conn, consumer)
+}
+
 #[actix_rt::test]
 async fn incidents_are_published_to_the_diagnoses_exchange() {
     use futures_util::StreamExt;
-    use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let _g = BROKER.lock().await;
     let prefix = unique_prefix("diag");
     let t = start_with(1, &rabbit_overrides(&prefix, 1)).await;
     let bus = RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
     use netqoe_actors::bus::EventBus;
     bus.ready().await.unwrap(); // declares the topology
-    let conn = lapin::Connection::connect(&t.app.state.cfg.rabbitmq.uris[0], lapin::ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    ch.queue_bind(
-        q.name().as_str(),
-        &format!("{prefix}diagnoses"),
-        "incident.open.#",
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            q.name().as_str(),
-            "t",
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (conn, mut consumer) =
+        diagnoses_listener(&t.app.state.cfg.rabbitmq.uris[0], &format!("{prefix}diagnoses"), "incident.open.#").await;
     let now = netqoe_actors::now_ms();
     let mut incident =
         sample_incident("inc-r", netqoe_domain::diagnosis::Scope::Group, &[("probe.resolver", "isp")], now);
@@ -223,6 +209,141 @@ async fn incidents_are_published_to_the_diagnoses_exchange() {
     assert_eq!(v["event"], "incident.opened");
     assert_eq!(v["incident"]["subject"]["probe.resolver"], "isp");
     let _ = conn.close(0, "done").await;
+    let client = t.client.clone();
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&client, &prefix).await;
+}
+
+/// Over a broker, ingest cannot know a batch was accepted before (it keeps no event-id table):
+/// both copies get a 202 and are published; the aggregator's per-window event sets count each
+/// event once, and the probe's session reports the second copy as duplicates — also for a copy
+/// re-sent after the first was committed.
+#[actix_rt::test]
+async fn a_batch_posted_twice_over_the_broker_counts_once() {
+    let _g = BROKER.lock().await;
+    let prefix = unique_prefix("resend");
+    let t = start_with(1, &rabbit_overrides(&prefix, 2)).await;
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let base = base_ms() + 5 * 60_000;
+    let evs = events_for(probe, base, 0, 40, &mut Rng(11));
+    let url = t.app.url("/v1/events");
+    for copy in 0..2 {
+        let r = post(&t.client, &url, Some(token), "application/json", batch(&evs)).await;
+        assert_eq!(r.status, 202, "copy {copy}: {}", r.body);
+    }
+    let root = t.app.url("");
+    let (from, to) = (base, base + 3_600_000);
+    let duplicates = |want: u64| {
+        let (client, q, url) = (t.client.clone(), t.query_token.clone(), t.app.url("/v1/probes"));
+        async move {
+            let r = get(&client, &url, Some(&q)).await;
+            let p = r.body["probes"].as_array()?.iter().find(|p| p["probe"] == "probe-0")?.clone();
+            (p["duplicates"].as_u64() == Some(want)).then_some(p)
+        }
+    };
+    let p = eventually(30, "the second copy reported as 40 duplicates", || duplicates(40)).await;
+    assert_eq!(p["events"], 40, "{p}");
+    assert_eq!(total_count(&t.client, &root, &t.query_token, "rtt", from, to).await, 40 * 3);
+    // a third copy, after the first two were committed (sessions hear of a batch only then)
+    let r = post(&t.client, &url, Some(token), "application/json", batch(&evs)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    eventually(30, "the third copy reported as duplicates too", || duplicates(80)).await;
+    assert_eq!(total_count(&t.client, &root, &t.query_token, "rtt", from, to).await, 40 * 3, "still one copy");
+    let client = t.client.clone();
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&client, &prefix).await;
+}
+
+/// A signature computed without the code under test: OpenSSL's HMAC-SHA256.
+fn openssl_hmac(secret: &str, body: &[u8]) -> String {
+    let key = openssl::pkey::PKey::hmac(secret.as_bytes()).unwrap();
+    let mut signer = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).unwrap();
+    signer.update(body).unwrap();
+    let mac = signer.sign_to_vec().unwrap();
+    format!("sha256={}", mac.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Guarantee 6, wired as `netqoe run` wires it: a probe reports a certificate six days from
+/// expiry; the running app's diagnoser opens an incident, and the same incident reaches the
+/// configured webhook (signed, checked with an independent HMAC) and the broker's diagnoses
+/// exchange — nothing here calls `webhook::start` or `publish_incident` itself.
+#[actix_rt::test]
+async fn an_incident_from_posted_events_reaches_the_webhook_and_the_diagnoses_exchange() {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let _g = BROKER.lock().await;
+    let prefix = unique_prefix("wired");
+
+    type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let got: Received = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let server = HttpServer::new(move || {
+        let g = g.clone();
+        App::new().route(
+            "/hook",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let g = g.clone();
+                async move {
+                    let sig = req.headers().get("X-Netqoe-Signature").map(|v| v.to_str().unwrap().to_string());
+                    g.lock().unwrap().push((sig.unwrap_or_default(), body.to_vec()));
+                    HttpResponse::NoContent().finish()
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let hook = format!("http://{}/hook", server.addrs()[0]);
+    let server = server.run();
+    let stop = server.handle();
+    actix_rt::spawn(server);
+
+    let ov = rabbit_overrides(&prefix, 1);
+    let borrowed: Vec<(&str, &str)> = ov.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut p = prepare(1, &borrowed);
+    p.cfg.webhooks.urls = vec![hook];
+    p.cfg.webhooks.secret = "wired-secret".into();
+    let t = p.start().await;
+    // the app declared its topology at start; the incident is published at the earliest 10 s later
+    let (conn, mut consumer) =
+        diagnoses_listener(&t.app.state.cfg.rabbitmq.uris[0], &format!("{prefix}diagnoses"), "incident.#").await;
+    // one TLS measurement 20 minutes ago: the diagnoser's second pass (10 s after start) judges it
+    let now = netqoe_actors::now_ms();
+    let ts = (now / 60_000 - 20) * 60_000 + 5_000;
+    let ev = serde_json::json!({"event_id": "tls-1", "seq": 1, "ts": rfc3339(ts), "target": "shop.example",
+        "kind": "tls", "connect_ms": 2.0, "tls_ms": 5.0, "cert_days": 6.0});
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&[ev])).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    let (sig, body) =
+        eventually(60, "the webhook receives the incident", || async { got.lock().unwrap().first().cloned() }).await;
+    assert_eq!(sig, openssl_hmac("wired-secret", &body), "signed over the exact body (independent HMAC)");
+    let hooked: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(hooked["event"], "incident.opened", "{hooked}");
+    assert_eq!(hooked["incident"]["scope"], "certificate", "{hooked}");
+    assert_eq!(hooked["incident"]["subject"]["target"], "shop.example");
+
+    let d = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+        .await
+        .expect("the incident is published to the diagnoses exchange")
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.routing_key.as_str(), "incident.open.certificate");
+    let published: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+    assert_eq!(published["incident"]["id"], hooked["incident"]["id"], "the same incident on both sinks");
+    // and it is stored and listed (saved right after the notifications are queued)
+    let id = hooked["incident"]["id"].as_str().unwrap().to_string();
+    eventually(20, "the incident is listed", || async {
+        let list = get(&t.client, &t.app.url("/v1/incidents"), Some(&t.query_token)).await;
+        list.body.to_string().contains(&id).then_some(())
+    })
+    .await;
+
+    let _ = conn.close(0, "done").await;
+    stop.stop(false).await;
     let client = t.client.clone();
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;

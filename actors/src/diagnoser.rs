@@ -167,6 +167,9 @@ impl DiagnoserActor {
             Ok::<_, StoreError>(windows)
         };
         ctx.wait(fut.into_actor(self).then(|res, act, _ctx| {
+            // every change in order for the sink (a webhook must see `opened` before `updated`,
+            // also when one tick judges several windows); the newest version of each to store
+            let mut notify: Vec<Incident> = Vec::new();
             let mut changed: Vec<Incident> = Vec::new();
             match res {
                 Ok(windows) => {
@@ -181,6 +184,7 @@ impl DiagnoserActor {
                                 tracing::info!(id = %i.id, "incident resolved");
                             }
                             changed.retain(|c| c.id != i.id);
+                            notify.push(i.clone());
                             changed.push(i);
                         }
                         act.next_ms = Some(w.start_ms + 60_000);
@@ -197,8 +201,9 @@ impl DiagnoserActor {
                 }
             }
             if let Some(sink) = &act.cfg.sink {
-                for i in &changed {
-                    if sink.try_send(i.clone()).is_err() {
+                for i in notify {
+                    if let Err(e) = sink.try_send(i) {
+                        let i = e.into_inner();
                         NOTIFICATIONS_DROPPED.inc();
                         tracing::warn!(id = %i.id, "incident notification queue full; notification dropped");
                     }

@@ -1,6 +1,6 @@
-//! In-process `RollupStore`: everything in a mutex-guarded map. It is the reference
-//! implementation of the store contract (tests and embedders that need no file); the embedded
-//! default persists with SQLite instead.
+//! In-process `RollupStore` and `EventBus`: everything in mutex-guarded maps. They are the
+//! reference implementations of the two ports (tests and embedders that need no file or broker);
+//! the embedded default persists with SQLite instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use netqoe_domain::diagnosis::Incident;
 use netqoe_domain::{Rollup, SessionState, Tier, WindowKey};
 
-use crate::bus::BatchId;
+use netqoe_domain::Event;
+use tokio::sync::mpsc;
+
+use crate::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use crate::store::{
     derive_parent, parents_to_derive, query_order, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery,
     RollupStore, StoreError, WriteSet,
@@ -163,6 +166,217 @@ impl RollupStore for MemoryStore {
 
     async fn ready(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+}
+
+/// In-process `EventBus` with a broker's delivery semantics, for tests and embedders: batches are
+/// delivered in publish order, at most `prefetch` unacked at once; a delivery dropped without
+/// `ack` (or released) goes back to the front of the queue marked redelivered; [`MemoryBus::reset`]
+/// ends the current consumption as a reconnect would (every unacked delivery is requeued, its
+/// acker no longer settles anything, and the consumer is told `Incoming::Reset`). Like a broker,
+/// it does not drop re-sent events: the aggregators must.
+#[derive(Clone, Default)]
+pub struct MemoryBus {
+    state: std::sync::Arc<Mutex<BusState>>,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct BusState {
+    queue: std::collections::VecDeque<(Batch, bool)>,
+    /// Delivered and not yet settled, by delivery tag.
+    unacked: HashMap<u64, Batch>,
+    next_tag: u64,
+    next_batch: u64,
+    epoch: u64,
+    prefetch: usize,
+    acked: Vec<BatchId>,
+    /// Deliveries dropped without an ack (they count toward a broker's delivery limit).
+    nacked: u64,
+    unavailable: bool,
+}
+
+impl MemoryBus {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
+        // a poisoned lock only means a test thread panicked; the state itself is consistent
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ids of the batches acked so far, in ack order.
+    pub fn acked(&self) -> Vec<BatchId> {
+        self.lock().acked.clone()
+    }
+
+    /// Deliveries dropped without an ack so far.
+    pub fn nacked(&self) -> u64 {
+        self.lock().nacked
+    }
+
+    /// Batches not yet acked (queued or delivered).
+    pub fn outstanding(&self) -> usize {
+        let g = self.lock();
+        g.queue.len() + g.unacked.len()
+    }
+
+    /// Makes `publish` and `ready` fail with `Unavailable` (a broker that cannot be reached).
+    pub fn set_available(&self, up: bool) {
+        self.lock().unavailable = !up;
+    }
+
+    /// Puts a batch on the queue as a broker would hand it out again after a lost ack.
+    pub fn inject(&self, batch: Batch, redelivered: bool) {
+        self.lock().queue.push_back((batch, redelivered));
+        self.wake.notify_waiters();
+    }
+
+    /// Ends the current consumption (a reconnect): unacked deliveries are requeued in front, marked
+    /// redelivered, and the consumer is sent `Incoming::Reset` before anything else.
+    pub fn reset(&self) -> u64 {
+        let mut g = self.lock();
+        g.epoch += 1;
+        let mut back: Vec<(u64, Batch)> = g.unacked.drain().collect();
+        back.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+        for (_, b) in back {
+            g.queue.push_front((b, true));
+        }
+        let epoch = g.epoch;
+        drop(g);
+        self.wake.notify_waiters();
+        epoch
+    }
+
+    /// Waits until every published batch is acked.
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.wake.notified();
+            if self.outstanding() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn settle(&self, tag: u64, acked: bool, counts: bool) -> bool {
+        let mut g = self.lock();
+        let Some(b) = g.unacked.remove(&tag) else { return false };
+        if acked {
+            g.acked.push(b.id);
+        } else {
+            if counts {
+                g.nacked += 1;
+            }
+            g.queue.push_front((b, true));
+        }
+        drop(g);
+        self.wake.notify_waiters();
+        true
+    }
+}
+
+struct MemoryAcker {
+    bus: MemoryBus,
+    tag: u64,
+    settled: bool,
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BusError> {
+        self.settled = true;
+        if self.bus.settle(self.tag, true, false) {
+            Ok(())
+        } else {
+            Err(BusError::Unavailable("delivery belongs to an ended consumption".into()))
+        }
+    }
+
+    fn release(mut self: Box<Self>) {
+        self.settled = true;
+        self.bus.settle(self.tag, false, false);
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.bus.settle(self.tag, false, true);
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
+        let mut g = self.lock();
+        if g.unavailable {
+            return Err(BusError::Unavailable("memory bus marked unavailable".into()));
+        }
+        g.next_batch += 1;
+        let id = format!("mem-{}", g.next_batch);
+        let accepted = events.len();
+        let batch = Batch { id: id.clone(), probe: probe.to_string(), received_ms, duplicates: 0, events };
+        g.queue.push_back((batch, false));
+        drop(g);
+        self.wake.notify_waiters();
+        Ok(Published { batch_id: Some(id), accepted, duplicates: 0 })
+    }
+
+    async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
+        let (tx, rx) = mpsc::channel(prefetch.max(1));
+        self.lock().prefetch = prefetch.max(1);
+        let bus = self.clone();
+        tokio::spawn(async move {
+            let mut epoch = bus.lock().epoch;
+            loop {
+                let notified = bus.wake.notified();
+                let next = {
+                    let mut g = bus.lock();
+                    if g.epoch != epoch {
+                        epoch = g.epoch;
+                        Some(Incoming::Reset { epoch })
+                    } else if g.unacked.len() < g.prefetch {
+                        g.queue.pop_front().map(|(batch, redelivered)| {
+                            g.next_tag += 1;
+                            let tag = g.next_tag;
+                            g.unacked.insert(tag, batch.clone());
+                            let acker = Box::new(MemoryAcker { bus: bus.clone(), tag, settled: false });
+                            Incoming::Deliver(Delivery { batch, redelivered, epoch, acker })
+                        })
+                    } else {
+                        None
+                    }
+                };
+                match next {
+                    Some(m) => {
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => notified.await,
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn dedups_events(&self) -> bool {
+        false
+    }
+
+    async fn ready(&self) -> Result<(), BusError> {
+        if self.lock().unavailable {
+            Err(BusError::Unavailable("memory bus marked unavailable".into()))
+        } else {
+            Ok(())
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -160,10 +160,18 @@ impl Pipeline {
     /// Idempotent: a second drain finds nothing left to commit.
     pub async fn drain(&self) -> Result<(), crate::aggregator::PipelineError> {
         self.stop_consuming();
+        self.commit_now().await?;
+        self.sessions.send(SaveAll).await??;
+        Ok(())
+    }
+
+    /// Commits every aggregator's pending work now, without stopping anything: a drain that
+    /// waits for the consumer to catch up (the embedded journal acked to the end) must not also
+    /// wait for the next periodic flush, which may be a minute away.
+    pub async fn commit_now(&self) -> Result<(), crate::aggregator::PipelineError> {
         for a in &self.aggregators {
             a.send(Drain).await??;
         }
-        self.sessions.send(SaveAll).await??;
         Ok(())
     }
 

@@ -388,23 +388,10 @@ mod tests {
     #[test]
     fn smaller_than_json() {
         let e = Event {
-            event_id: "probe-00001-123456".into(),
-            seq: 123_456,
-            ts_ms: 1_790_000_000_000,
-            target: "target-001.example".into(),
-            kind: Kind::Udp,
             rtt_samples_ms: vec![12.345, 13.5, 11.25, 12.0, 15.125, 12.5, 13.0, 12.75, 14.0, 12.25],
-            jitter_ms: None,
             sent: Some(10),
             received: Some(10),
-            dns_ms: None,
-            connect_ms: None,
-            tls_ms: None,
-            ttfb_ms: None,
-            total_ms: None,
-            cert_days: None,
-            status: Status::Ok,
-            run_start: false,
+            ..Event::new("probe-00001-123456", 123_456, 1_790_000_000_000, "target-001.example", Kind::Udp)
         };
         let batch = vec![e; 100];
         let mut buf = Vec::new();

@@ -484,6 +484,30 @@ pub fn rfc3550_jitter(samples: &[f64]) -> Option<f64> {
 }
 
 impl Event {
+    /// An event with identity, time, target and kind and no measurement yet (status ok): set
+    /// the measured fields with struct update syntax.
+    pub fn new(event_id: impl Into<String>, seq: u64, ts_ms: i64, target: impl Into<String>, kind: Kind) -> Self {
+        Event {
+            event_id: event_id.into(),
+            seq,
+            ts_ms,
+            target: target.into(),
+            kind,
+            rtt_samples_ms: Vec::new(),
+            jitter_ms: None,
+            sent: None,
+            received: None,
+            dns_ms: None,
+            connect_ms: None,
+            tls_ms: None,
+            ttfb_ms: None,
+            total_ms: None,
+            cert_days: None,
+            status: Status::Ok,
+            run_start: false,
+        }
+    }
+
     /// Splits the event into the per-metric contributions it makes (in `Metric` order).
     pub fn contributions(&self) -> Vec<Contribution<'_>> {
         let primary = self.kind.primary_metric();

@@ -309,7 +309,15 @@ async fn catch_up(state: &AppState) -> Option<i64> {
                 tracing::warn!(rows = n, "admin drain: the pipeline did not catch up with the journal in time; the rest is aggregated at the next start");
                 return Some(n);
             }
-            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            Ok(_) => {
+                // what was delivered is committed (and so acked) now, not at the next flush
+                if let Some(p) = &state.pipeline {
+                    if let Err(error) = p.commit_now().await {
+                        tracing::warn!(%error, "admin drain: commit while catching up failed; retrying");
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
             Err(error) => {
                 tracing::warn!(%error, "admin drain: journal depth unreadable; draining without catching up");
                 return None;

@@ -414,23 +414,8 @@ pub fn sample_incident(
 /// A validated ICMP event with one 1 ms sample (for tests that talk to a bus or store directly).
 pub fn icmp_event(id: &str, seq: u64, ts_ms: i64) -> netqoe_domain::Event {
     netqoe_domain::Event {
-        event_id: id.into(),
-        seq,
-        ts_ms,
-        target: "t".into(),
-        kind: netqoe_domain::Kind::Icmp,
         rtt_samples_ms: vec![1.0],
-        jitter_ms: None,
-        sent: None,
-        received: None,
-        dns_ms: None,
-        connect_ms: None,
-        tls_ms: None,
-        ttfb_ms: None,
-        total_ms: None,
-        cert_days: None,
-        status: netqoe_domain::Status::Ok,
-        run_start: false,
+        ..netqoe_domain::Event::new(id, seq, ts_ms, "t", netqoe_domain::Kind::Icmp)
     }
 }
 
