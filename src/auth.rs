@@ -130,11 +130,15 @@ impl RateLimiter {
     /// Takes `n` events from the probe's bucket, or says how many seconds until it could.
     /// The map only holds configured probes (callers are authenticated first), so it is bounded.
     pub fn take(&self, probe: &str, n: usize) -> Result<(), u64> {
+        self.take_at(probe, n, Instant::now())
+    }
+
+    /// `take` at the given instant (the clock passed in, so refilling is testable).
+    pub fn take_at(&self, probe: &str, n: usize, now: Instant) -> Result<(), u64> {
         let n = n as f64;
         let Ok(mut g) = self.buckets.lock() else {
             return Ok(());
         };
-        let now = Instant::now();
         let (tokens, last) = g.entry(probe.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
@@ -174,8 +178,20 @@ mod tests {
     #[test]
     fn rate_limiter_refills() {
         let r = RateLimiter::new(10.0, 20.0);
-        assert!(r.take("p", 20).is_ok());
-        assert_eq!(r.take("p", 10), Err(1));
-        assert!(r.take("q", 5).is_ok());
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        assert!(r.take_at("p", 20, at(0)).is_ok(), "a full burst");
+        assert_eq!(r.take_at("p", 10, at(0)), Err(1), "empty: 10 events need 1 s at 10/s");
+        assert!(r.take_at("q", 5, at(0)).is_ok(), "buckets are per probe");
+        // half a second refills 5 tokens: 5 pass, a 6th does not
+        assert!(r.take_at("p", 5, at(500)).is_ok());
+        assert_eq!(r.take_at("p", 1, at(500)), Err(1));
+        // 1.5 s later it is full again, never above the burst
+        assert!(r.take_at("p", 15, at(2_000)).is_ok());
+        assert_eq!(r.take_at("p", 6, at(2_000)), Err(1));
+        assert!(r.take_at("p", 20, at(60_000)).is_ok());
+        assert_eq!(r.take_at("p", 1, at(60_000)), Err(1), "capped at the burst after a long idle");
+        // more than a burst can never pass; the wait says how long n events take at the rate
+        assert_eq!(r.take_at("q", 50, at(60_000)), Err(5));
     }
 }

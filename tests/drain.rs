@@ -184,3 +184,47 @@ fn a_bad_certificate_setting_names_the_field() {
     ]);
     assert!(e.contains("http.admin_tls: needs http.admin_bind"), "{e}");
 }
+
+/// An admin token may drain and nothing else: ingest and query refuse it (403 with a problem
+/// body naming `Authorization`), and nothing it posts is stored.
+#[actix_rt::test]
+async fn an_admin_token_is_refused_on_ingest_and_query() {
+    let mut p = prepare(1, &[]);
+    let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    let t = p.start().await;
+    let base = base_ms();
+    let events = events_for(&t.probes[0].0, base, 1, 5, &mut Rng(2));
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&admin), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.body["field"], "Authorization", "{}", r.body);
+    for path in ["/v1/rollups?metric=rtt", "/v1/probes", "/v1/incidents"] {
+        let r = get(&t.client, &t.app.url(path), Some(&admin)).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
+    // the probe's own post still works, and only it is counted
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["accepted"], 5, "the admin token's copy was not accepted: {}", r.body);
+    t.app.shutdown().await.unwrap();
+}
+
+/// With no admin token configured nobody can drain: every other token is refused and ingest
+/// keeps accepting.
+#[actix_rt::test]
+async fn without_admin_tokens_nobody_can_drain() {
+    let t = start(1, &[]).await;
+    let drain = t.app.url("/admin/drain");
+    assert_eq!(admin_call(&t.client, "POST", &drain, None).await.status, 401);
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(&t.probes[0].1)).await.status, 403);
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(&t.query_token)).await.status, 403);
+    let (unknown, _) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+    assert_eq!(admin_call(&t.client, "POST", &drain, Some(&unknown)).await.status, 401);
+    assert_eq!(admin_call(&t.client, "GET", &drain, Some(&t.query_token)).await.status, 403);
+    let events = events_for(&t.probes[0].0, base_ms(), 1, 3, &mut Rng(4));
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 202, "not draining: {}", r.body);
+    let ready = t.client.get(t.app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    t.app.shutdown().await.unwrap();
+}

@@ -85,6 +85,16 @@ async fn answers_are_pages_and_fleet_views_never_use_part_of_their_input() {
     let t2_range = format!("tier=1m&from={base}&to={}", base + 3_600_000);
     let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{t2_range}&group_by=probe")), Some(&t.query_token)).await;
     assert_eq!(r.status, 200, "60 windows fit in 100: {}", r.body);
+    // group_by=probe merges each probe's targets per window: 3 probes × 5 minutes, 4 targets each
+    let rows = r.body["rollups"].as_array().unwrap();
+    assert_eq!(rows.len(), 15, "{}", r.body);
+    assert_eq!(r.body["truncated"], false);
+    for w in rows {
+        assert_eq!((w["targets"].as_u64(), w["count"].as_u64()), (Some(4), Some(4)), "a probe's whole window: {w}");
+        assert!(w["target"].is_null() && w["probe"].is_string(), "{w}");
+    }
+    let probes: std::collections::BTreeSet<&str> = rows.iter().filter_map(|w| w["probe"].as_str()).collect();
+    assert_eq!(probes.len(), 3);
     let t3 = start(3, &[("NETQOE__HTTP__MAX_QUERY_WINDOWS", "50")]).await;
     let base3 = feed(&t3, 4, 5).await;
     let url = t3.app.url(&format!("/v1/rollups?tier=1m&from={base3}&to={}&group_by=target", base3 + 3_600_000));

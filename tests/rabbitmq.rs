@@ -63,6 +63,8 @@ async fn poison_messages_go_to_the_dlq_and_other_probes_are_unaffected() {
     let mut ov = rabbit_overrides(&prefix, 2);
     ov.push(("NETQOE__RABBITMQ__DELIVERY_LIMIT".into(), "3".into()));
     let t = start_with(2, &ov).await;
+    let poison_before =
+        metric_value(&get_text(&t.client, &t.app.url("/metrics")).await, "netqoe_bus_poison_messages_total");
     let bus = RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
     bus.publish_raw(0, b"this is not an envelope").await.unwrap();
     bus.publish_raw(1, br#"{"v":99,"batch_id":"x","probe":"p","received_ms":0,"duplicates":0,"events":[]}"#)
@@ -101,7 +103,10 @@ async fn poison_messages_go_to_the_dlq_and_other_probes_are_unaffected() {
     })
     .await;
     let m = get_text(&t.client, &t.app.url("/metrics")).await;
-    assert!(metric_value(&m, "netqoe_bus_poison_messages_total").unwrap() >= 2.0);
+    // each poison message was handed out (and returned) until its delivery limit, not
+    // dead-lettered at the first failure: at least 2 × 3 poison deliveries
+    let poison = metric_value(&m, "netqoe_bus_poison_messages_total").unwrap() - poison_before.unwrap_or(0.0);
+    assert!(poison >= 6.0, "{poison} poison deliveries for 2 messages with delivery limit 3");
     let client = t.client.clone();
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;
@@ -347,4 +352,28 @@ async fn an_incident_from_posted_events_reaches_the_webhook_and_the_diagnoses_ex
     let client = t.client.clone();
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;
+}
+
+/// With no broker reachable, netqoe still starts and says so: `/readyz` answers 503 naming the
+/// bus, and ingest answers 503 with Retry-After (never a 202 it cannot keep).
+#[actix_rt::test]
+async fn an_unreachable_broker_makes_readyz_and_ingest_answer_503() {
+    let port = free_port(); // nothing listens there
+    let prefix = unique_prefix("nobroker");
+    let mut ov = rabbit_overrides(&prefix, 1);
+    ov.push(("NETQOE__RABBITMQ__URIS".into(), format!("[\"amqp://guest:guest@127.0.0.1:{port}/%2f\"]")));
+    ov.push(("NETQOE__RABBITMQ__CONNECT_TIMEOUT_MS".into(), "500".into()));
+    ov.push(("NETQOE__RABBITMQ__PUBLISH_TIMEOUT_MS".into(), "1000".into()));
+    let t = start_with(1, &ov).await;
+    let r = get(&t.client, &t.app.url("/readyz"), None).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let bus = r.body["components"].as_array().unwrap().iter().find(|c| c["component"] == "bus:rabbitmq").cloned();
+    assert_eq!(bus.as_ref().map(|b| b["ready"].clone()), Some(serde_json::json!(false)), "{}", r.body);
+    let store = r.body["components"].as_array().unwrap().iter().find(|c| c["component"] == "store:sqlite").cloned();
+    assert_eq!(store.map(|s| s["ready"].clone()), Some(serde_json::json!(true)), "only the bus is named: {}", r.body);
+    let evs = events_for(&t.probes[0].0, base_ms(), 0, 3, &mut Rng(1));
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&t.probes[0].1), "application/json", batch(&evs)).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.headers.get("Retry-After").is_some());
+    t.app.shutdown().await.unwrap();
 }

@@ -375,6 +375,32 @@ mod tests {
             let _ = decode_events(&bytes);
         }
 
+        /// Random bytes rarely get past the magic byte; valid encodings with a few bytes
+        /// overwritten reach every field decoder. Any outcome but a panic (or an allocation the
+        /// input cannot back) is fine: an error, or events whose encoding decodes and re-encodes to itself.
+        #[test]
+        fn mutated_valid_encodings_never_panic(
+            events in proptest::collection::vec(event(), 1..8),
+            edits in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+        ) {
+            let mut buf = Vec::new();
+            encode_events(&events, &mut buf);
+            for (at, byte) in edits {
+                let i = at.index(buf.len());
+                // never the magic byte: what follows it is what this property is about
+                if i > 0 {
+                    buf[i] = byte;
+                }
+            }
+            if let Ok(decoded) = decode_events(&buf) {
+                // (compared as bytes: a mutated float may be NaN)
+                let (mut again, mut thrice) = (Vec::new(), Vec::new());
+                encode_events(&decoded, &mut again);
+                encode_events(&decode_events(&again).unwrap(), &mut thrice);
+                prop_assert_eq!(again, thrice);
+            }
+        }
+
         #[test]
         fn every_truncation_is_an_error(events in proptest::collection::vec(event(), 1..10)) {
             let mut buf = Vec::new();

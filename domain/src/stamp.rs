@@ -158,9 +158,17 @@ mod tests {
         assert_eq!(&b[12..14], &[0x80, 0x01]);
         assert!(b[14..].iter().all(|x| *x == 0), "MBZ");
         let q = ReflectorPacket::reflect(&p, 9, 100, 200, 64).encode();
-        assert_eq!(&b[0..4], &[0, 0, 0, 7]);
+        assert_eq!(&q[0..4], &[0, 0, 0, 9], "the reflector's own sequence number first");
+        assert_eq!(&q[4..12], &200u64.to_be_bytes(), "its transmit timestamp");
+        assert_eq!(&q[12..14], &[0x80, 0x01], "its error estimate");
+        assert_eq!(&q[14..16], &[0, 0], "MBZ");
+        assert_eq!(&q[16..24], &100u64.to_be_bytes(), "receive timestamp at offset 16");
         assert_eq!(&q[24..28], &[0, 0, 0, 7], "sender sequence number at offset 24");
+        assert_eq!(&q[28..36], &b[4..12], "sender timestamp at offset 28");
+        assert_eq!(&q[36..38], &[0x80, 0x01], "sender error estimate at offset 36");
+        assert_eq!(&q[38..40], &[0, 0], "MBZ");
         assert_eq!(q[40], 64, "sender TTL at offset 40");
+        assert!(q[41..].iter().all(|x| *x == 0), "MBZ");
     }
 
     #[test]

@@ -189,9 +189,12 @@ mod tests {
                 let s = tier.bin_start(ts);
                 prop_assert!(s <= ts && ts < s + tier.len_ms());
                 prop_assert_eq!(s.rem_euclid(tier.len_ms()), 0);
-                // the neighbouring windows do not contain it
-                prop_assert_ne!(tier.bin_start(ts), s - tier.len_ms());
-                prop_assert_ne!(tier.bin_start(ts), s + tier.len_ms());
+                // the window's edges: its first and last instant are in it, the instants just
+                // outside belong to the neighbours
+                prop_assert_eq!(tier.bin_start(s), s);
+                prop_assert_eq!(tier.bin_start(s + tier.len_ms() - 1), s);
+                prop_assert_eq!(tier.bin_start(s - 1), s - tier.len_ms());
+                prop_assert_eq!(tier.bin_start(s + tier.len_ms()), s + tier.len_ms());
             }
             // nesting: a 1m window sits inside the 1h window of the same ts, and 1h inside 1d
             let m = Tier::M1.bin_start(ts);

@@ -37,6 +37,8 @@ pub struct TestStore {
     /// Notified at every call (see `until`).
     pub progress: tokio::sync::Notify,
     pub marks: AtomicU64,
+    /// Calls of `save_incidents`.
+    pub incident_saves: AtomicU64,
     /// Threads that loaded each probe's mark (one per aggregator shard that took the probe).
     pub mark_threads: Mutex<std::collections::HashMap<String, std::collections::HashSet<std::thread::ThreadId>>>,
 }
@@ -132,7 +134,10 @@ impl RollupStore for TestStore {
         self.inner.list_sessions().await
     }
     async fn save_incidents(&self, i: &[Incident]) -> Result<(), StoreError> {
-        self.inner.save_incidents(i).await
+        self.inner.save_incidents(i).await?;
+        self.incident_saves.fetch_add(1, Ordering::SeqCst);
+        self.progress.notify_waiters();
+        Ok(())
     }
     async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
         self.inner.list_incidents(q).await
