@@ -33,8 +33,34 @@ fn minute_oracle(base: i64, seqs: impl Iterator<Item = i64>) -> BTreeMap<i64, u6
     o
 }
 
-/// Waits until every event of batches `0..seq` is aggregated (plus a moment for any double
-/// application to show), then returns (oracle, stored) per minute.
+/// Waits until nothing is left to apply: the shard queues hold no ready message (a passive
+/// declare: exact, unlike the management API's sampled statistics) and no aggregator (the
+/// `/metrics` URLs) holds an unacked delivery. Acks follow commits, so the store is then final
+/// and a comparison with the oracle needs no grace period.
+async fn quiesced(client: &awc::Client, bus: &netqoe::rabbit::RabbitBus, metrics_urls: &[String]) {
+    eventually(90, "queues empty and nothing unacked", || async {
+        let (_, shards) = bus.depths().await.ok()?;
+        if shards.iter().any(|d| *d > 0) {
+            return None;
+        }
+        for url in metrics_urls {
+            let m = get_text(client, url).await;
+            if metric_value(&m, "netqoe_bus_consumer_unacked")? != 0.0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// Events aggregated so far by the process serving `metrics_url` (applied, maybe not committed).
+async fn aggregated(client: &awc::Client, metrics_url: &str) -> f64 {
+    metric_value(&get_text(client, metrics_url).await, "netqoe_events_aggregated_total").unwrap_or(0.0)
+}
+
+/// Waits until every event of batches `0..seq` is aggregated and the pipeline is quiescent,
+/// then returns (oracle, stored) per minute.
 async fn settle(t: &TestApp, base: i64, seq: i64) -> (BTreeMap<i64, u64>, BTreeMap<i64, u64>) {
     let oracle = minute_oracle(base, 0..seq);
     let expected: u64 = oracle.values().sum();
@@ -44,7 +70,8 @@ async fn settle(t: &TestApp, base: i64, seq: i64) -> (BTreeMap<i64, u64>, BTreeM
         (total_count(&t.client, &base_url, &t.query_token, "rtt", from, to).await >= expected).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let bus = netqoe::rabbit::RabbitBus::new(t.app.state.cfg.rabbitmq.clone());
+    quiesced(&t.client, &bus, &[format!("{base_url}/metrics")]).await;
     (oracle, stored_by_minute(&t.client, &base_url, &t.query_token, from, to).await)
 }
 
@@ -69,94 +96,184 @@ fn all_active_on(s: &[(usize, Vec<String>)], n: usize, pid: u32) -> bool {
     s.iter().all(|(count, active)| *count == n && active.len() == 1 && active[0].contains(&format!("-{pid}-")))
 }
 
+/// Two `aggregate` processes (A active on every shard, B registered as the standby) and one
+/// `ingest` process, sharing K shard queues and a config with slow commits (every 3 s) and an
+/// admin token.
+struct SacPair {
+    _dir: tempfile::TempDir,
+    prefix: String,
+    config: std::path::PathBuf,
+    probe_token: String,
+    query_token: String,
+    admin_token: String,
+    client: awc::Client,
+    agg_a: ChildGuard,
+    agg_b: ChildGuard,
+    pa: u16,
+    pb: u16,
+    _ingest: ChildGuard,
+    url: String,
+}
+
+const K: usize = 4;
+
+impl SacPair {
+    async fn start(tag: &str) -> Self {
+        let prefix = unique_prefix(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let (admin_token, admin_hash) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
+        let extra = format!(
+            "[bus]\nkind = \"rabbitmq\"\n[rabbitmq]\nprefix = \"{prefix}\"\nshards = {K}\nreconnect_max_ms = 1000\nmanagement_url = \"http://127.0.0.1:15672\"\n[pipeline]\nflush_interval_ms = 3000\nflush_batches = 1000\n[[admin_tokens]]\nname = \"deployer\"\ntoken_sha256 = \"{admin_hash}\"\n"
+        );
+        let (config, probe_token, query_token) = write_config(dir.path(), &extra);
+        let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+        let (pa, pb, pi) = (free_port(), free_port(), free_port());
+        let agg_a = ChildGuard(spawn_netqoe(&config, &["aggregate"], pa, &[]));
+        wait_ready(&client, &format!("http://127.0.0.1:{pa}")).await;
+        eventually(30, "aggregator A consumes every shard", || async {
+            all_active_on(&shard_consumers(&client, &prefix, K).await, 1, agg_a.id()).then_some(())
+        })
+        .await;
+        let agg_b = ChildGuard(spawn_netqoe(&config, &["aggregate"], pb, &[]));
+        wait_ready(&client, &format!("http://127.0.0.1:{pb}")).await;
+        eventually(30, "both aggregators registered on every shard, A alone active", || async {
+            all_active_on(&shard_consumers(&client, &prefix, K).await, 2, agg_a.id()).then_some(())
+        })
+        .await;
+        let ingest = ChildGuard(spawn_netqoe(&config, &["ingest"], pi, &[]));
+        let url = format!("http://127.0.0.1:{pi}");
+        wait_ready(&client, &url).await;
+        Self {
+            _dir: dir,
+            prefix,
+            config,
+            probe_token,
+            query_token,
+            admin_token,
+            client,
+            agg_a,
+            agg_b,
+            pa,
+            pb,
+            _ingest: ingest,
+            url,
+        }
+    }
+
+    /// (shards this process is active on, consumers it sees per shard, summed) from its /metrics.
+    async fn held(&self, port: u16) -> (i64, i64) {
+        let text = get_text(&self.client, &format!("http://127.0.0.1:{port}/metrics")).await;
+        let sum = |family: &str| -> i64 {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>() as i64
+        };
+        (sum("netqoe_bus_shard_active"), sum("netqoe_bus_shard_consumers"))
+    }
+
+    /// Posts batches of 20 events `from..to` through ingest; every one must get a 202.
+    async fn post_range(&self, base: i64, from: i64, to: i64) {
+        for b in (from..to).step_by(20) {
+            let r = post(
+                &self.client,
+                &format!("{}/v1/events", self.url),
+                Some(&self.probe_token),
+                "application/json",
+                batch(&batch_events(base, b, 20)),
+            )
+            .await;
+            assert_eq!(r.status, 202, "{}", r.body);
+        }
+    }
+
+    /// Waits until B alone is active on every shard (its metrics agree).
+    async fn b_takes_over(&self) {
+        eventually(60, "aggregator B active on every shard", || async {
+            all_active_on(&shard_consumers(&self.client, &self.prefix, K).await, 1, self.agg_b.id()).then_some(())
+        })
+        .await;
+        eventually(30, "B's metrics: active on all shards", || async {
+            (self.held(self.pb).await.0 == K as i64).then_some(())
+        })
+        .await;
+    }
+
+    /// Once B has nothing left to apply, the stored windows must equal the oracle exactly.
+    async fn assert_stored_exactly(&self, oracle: &BTreeMap<i64, u64>, from: i64, to: i64) {
+        let cfg = netqoe::config::Config::load_from(Some(&self.config), Vec::new()).unwrap();
+        let bus = netqoe::rabbit::RabbitBus::new(cfg.rabbitmq.clone());
+        quiesced(&self.client, &bus, &[format!("http://127.0.0.1:{}/metrics", self.pb)]).await;
+        let stored = stored_by_minute(&self.client, &self.url, &self.query_token, from, to).await;
+        assert_eq!(&stored, oracle, "rollups equal the oracle");
+        delete_prefix(&self.client, &self.prefix).await;
+    }
+}
+
 #[actix_rt::test]
 async fn single_active_consumer_fails_over_when_the_active_aggregator_is_killed() {
     let _g = BROKER.lock().await;
-    const K: usize = 4;
-    let prefix = unique_prefix("sac");
-    let dir = tempfile::tempdir().unwrap();
-    // slow commits so the killed aggregator certainly held uncommitted window state
-    let extra = format!(
-        "[bus]\nkind = \"rabbitmq\"\n[rabbitmq]\nprefix = \"{prefix}\"\nshards = {K}\nreconnect_max_ms = 1000\nmanagement_url = \"http://127.0.0.1:15672\"\n[pipeline]\nflush_interval_ms = 3000\nflush_batches = 1000\n"
-    );
-    let (config, probe_token, query_token) = write_config(dir.path(), &extra);
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
-    let (pa, pb, pi) = (free_port(), free_port(), free_port());
-    let mut agg_a = ChildGuard(spawn_netqoe(&config, &["aggregate"], pa, &[]));
-    wait_ready(&client, &format!("http://127.0.0.1:{pa}")).await;
-    eventually(30, "aggregator A consumes every shard", || async {
-        all_active_on(&shard_consumers(&client, &prefix, K).await, 1, agg_a.id()).then_some(())
-    })
-    .await;
-    let agg_b = ChildGuard(spawn_netqoe(&config, &["aggregate"], pb, &[]));
-    wait_ready(&client, &format!("http://127.0.0.1:{pb}")).await;
-    eventually(30, "both aggregators registered on every shard, A alone active", || async {
-        all_active_on(&shard_consumers(&client, &prefix, K).await, 2, agg_a.id()).then_some(())
-    })
-    .await;
-    // each process says on /metrics which shards it holds, read from the management API
-    let held = |port: u16| {
-        let client = client.clone();
-        async move {
-            let text = get_text(&client, &format!("http://127.0.0.1:{port}/metrics")).await;
-            let sum = |family: &str| -> i64 {
-                text.lines()
-                    .filter(|l| l.starts_with(&format!("{family}{{")))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .sum::<f64>() as i64
-            };
-            (sum("netqoe_bus_shard_active"), sum("netqoe_bus_shard_consumers"))
-        }
-    };
+    let mut sac = SacPair::start("sac").await;
     eventually(30, "A's metrics: active on all shards; B's: on none, 2 consumers each", || async {
-        (held(pa).await == (K as i64, 2 * K as i64) && held(pb).await == (0, 2 * K as i64)).then_some(())
+        (sac.held(sac.pa).await == (K as i64, 2 * K as i64) && sac.held(sac.pb).await == (0, 2 * K as i64))
+            .then_some(())
     })
     .await;
-    let _ingest = ChildGuard(spawn_netqoe(&config, &["ingest"], pi, &[]));
-    let url = format!("http://127.0.0.1:{pi}");
-    wait_ready(&client, &url).await;
-
     let base = base_ms() + 30 * 60_000;
-    let post_range = |from: i64, to: i64| {
-        let (client, url, token) = (client.clone(), url.clone(), probe_token.clone());
-        async move {
-            for b in (from..to).step_by(20) {
-                let r = post(
-                    &client,
-                    &format!("{url}/v1/events"),
-                    Some(&token),
-                    "application/json",
-                    batch(&batch_events(base, b, 20)),
-                )
-                .await;
-                assert_eq!(r.status, 202, "{}", r.body);
-            }
-        }
-    };
-    post_range(0, 400).await;
-    // A has applied some of it (and committed little: flush every 3 s); kill it mid-window
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    agg_a.kill();
-    let killed = Instant::now();
-    eventually(60, "aggregator B active on every shard", || async {
-        all_active_on(&shard_consumers(&client, &prefix, K).await, 1, agg_b.id()).then_some(())
-    })
-    .await;
-    eprintln!("SAC failover: B active on all {K} shards {} ms after SIGKILL of A", killed.elapsed().as_millis());
-    eventually(30, "B's metrics: active on all shards", || async { (held(pb).await.0 == K as i64).then_some(()) })
-        .await;
-    post_range(400, 800).await;
-    let oracle = minute_oracle(base, 0..800);
+    sac.post_range(base, 0, 400).await;
+    // kill A mid-window: once it has applied events it has not committed (flush every 3 s)
     let (from, to) = (base, base + 900_000);
-    let expected: u64 = oracle.values().sum();
-    eventually(90, "every acknowledged event aggregated", || async {
-        (total_count(&client, &url, &query_token, "rtt", from, to).await == expected).then_some(())
+    let a_metrics = format!("http://127.0.0.1:{}/metrics", sac.pa);
+    let (applied, stored) = eventually(20, "A holds applied but uncommitted events", || async {
+        let applied = aggregated(&sac.client, &a_metrics).await;
+        let stored = total_count(&sac.client, &sac.url, &sac.query_token, "rtt", from, to).await as f64 / 3.0;
+        (applied > stored).then_some((applied, stored))
     })
     .await;
-    // give a moment for any double application to show, then compare exactly
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(stored_by_minute(&client, &url, &query_token, from, to).await, oracle, "rollups equal the oracle");
-    delete_prefix(&client, &prefix).await;
+    sac.agg_a.kill();
+    let killed = Instant::now();
+    eprintln!("SAC failover: A killed holding {applied} applied events, {stored} of them committed");
+    sac.b_takes_over().await;
+    eprintln!("SAC failover: B active on all {K} shards {} ms after SIGKILL of A", killed.elapsed().as_millis());
+    sac.post_range(base, 400, 800).await;
+    sac.assert_stored_exactly(&minute_oracle(base, 0..800), from, to).await;
+}
+
+/// A rolling update drains the active aggregator over the admin endpoint: it commits its open
+/// windows and stops consuming, the standby takes every shard over, and nothing is lost or
+/// counted twice.
+#[actix_rt::test]
+async fn a_drained_aggregator_hands_its_shards_to_the_standby() {
+    let _g = BROKER.lock().await;
+    let sac = SacPair::start("sacdrain").await;
+    let base = base_ms() + 30 * 60_000;
+    sac.post_range(base, 0, 400).await;
+    let (from, to) = (base, base + 900_000);
+    let a = format!("http://127.0.0.1:{}", sac.pa);
+    eventually(20, "A applied what was posted", || async {
+        (aggregated(&sac.client, &format!("{a}/metrics")).await >= 400.0).then_some(())
+    })
+    .await;
+    let r = sac
+        .client
+        .post(format!("{a}/admin/drain"))
+        .insert_header(("Authorization", format!("Bearer {}", sac.admin_token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    eventually(30, "A's drain is done", || async {
+        let s = get(&sac.client, &format!("{a}/admin/drain"), Some(&sac.admin_token)).await;
+        (s.body["done"] == true).then_some(())
+    })
+    .await;
+    // A committed everything it had applied before letting go (flush every 3 s would not yet have)
+    let stored = total_count(&sac.client, &sac.url, &sac.query_token, "rtt", from, to).await;
+    assert_eq!(stored, 400 * 3, "the drain committed A's open windows");
+    sac.b_takes_over().await;
+    sac.post_range(base, 400, 800).await;
+    sac.assert_stored_exactly(&minute_oracle(base, 0..800), from, to).await;
+    drop(sac.agg_a);
 }
 
 fn rabbitmqctl(args: &[&str]) {

@@ -279,3 +279,194 @@ async fn an_event_already_in_some_of_its_windows_is_added_only_to_the_others() {
     let sess = session(&s.sessions, "p1").await;
     assert_eq!((sess.events, sess.duplicates), (1, 0), "not a duplicate: one of its windows lacked it");
 }
+
+/// Many windows in memory at once stay distinct: a lookup by borrowed key finds only its own
+/// window (a hash-equal key with another probe, target, metric or minute is not it).
+#[actix_rt::test]
+async fn a_thousand_windows_in_memory_keep_their_own_counts() {
+    let store = TestStore::new();
+    let s = shard(&store, quiet_config());
+    let log = Log::default();
+    let base = base_ms() - 20 * 60_000;
+    let mut evs = Vec::new();
+    let mut seq = 0;
+    for minute in 0..10i64 {
+        for t in 0..100 {
+            // target t gets t % 3 + 1 events in each minute
+            for _ in 0..(t % 3 + 1) {
+                seq += 1;
+                evs.push(icmp(&format!("e{seq}"), seq, base + minute * 60_000 + seq as i64 % 50_000, &format!("t{t}")));
+            }
+        }
+    }
+    s.agg.send(Process(delivery(batch("many", "p1", evs), false, 0, &log))).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let m1 = store.m1(Metric::Rtt).await;
+    assert_eq!(m1.len(), 1000);
+    for r in &m1 {
+        let t: u64 = r.key.target[1..].parse().unwrap();
+        assert_eq!(r.agg.events, t % 3 + 1, "{:?}", r.key);
+    }
+}
+
+/// Events older than the watermark allows are dropped, counted as late in the session, and not
+/// stored; the probe's stored mark keeps the highest seq even when lower ones come later.
+#[actix_rt::test]
+async fn late_events_are_dropped_and_counted_and_the_mark_keeps_the_highest_seq() {
+    let store = TestStore::new();
+    let cfg = netqoe_actors::aggregator::AggregatorConfig { lateness_ms: 1_000, ..quiet_config() };
+    let s = shard(&store, cfg);
+    let log = Log::default();
+    let base = base_ms();
+    let newest = base + 3 * 60_000;
+    let send = |id: &'static str, evs| s.agg.send(Process(delivery(batch(id, "p1", evs), false, 0, &log)));
+    send("new", events("p1", 10, 3, newest)).await.unwrap().unwrap();
+    // seqs 1..3 in the minute at base, which the watermark (newest − 1 s) has closed: dropped
+    send("old", events("p1", 1, 3, base)).await.unwrap().unwrap();
+    // an event older than the newest but in a window still open is accepted
+    send("inside", vec![icmp("p1-in", 5, newest + 100, "t1")]).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(store.events(Metric::Rtt).await, 4);
+    let sess = session(&s.sessions, "p1").await;
+    assert_eq!((sess.events, sess.late_dropped), (4, 3));
+    let mark = store.inner.load_mark("p1").await.unwrap().unwrap();
+    assert_eq!(mark.max_seq, Some(12), "lower seqs arriving later do not lower the mark");
+    assert_eq!(mark.max_event_ms, Some(newest + 2_000));
+}
+
+/// A window committed while open is committed again, closed, when a later batch moves the
+/// watermark past it — although nothing was added to it — and only once.
+#[actix_rt::test]
+async fn an_untouched_window_is_committed_closed_once_when_the_watermark_passes_it() {
+    let store = TestStore::new();
+    let cfg = netqoe_actors::aggregator::AggregatorConfig { lateness_ms: 1_000, ..quiet_config() };
+    let s = shard(&store, cfg);
+    let log = Log::default();
+    let base = base_ms();
+    s.agg.send(Process(delivery(batch("a", "p1", events("p1", 1, 2, base)), false, 0, &log))).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let first = store.m1(Metric::Rtt).await;
+    assert_eq!((first[0].revision, first[0].closed), (1, false));
+    s.agg
+        .send(Process(delivery(batch("b", "p1", events("p1", 3, 1, base + 2 * 60_000)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let w = store.m1(Metric::Rtt).await.into_iter().find(|r| r.key.start_ms == base).unwrap();
+    assert_eq!((w.revision, w.closed, w.agg.events), (2, true, 2), "re-written closed, unchanged");
+    // nothing new: a further commit does not write it again
+    s.agg
+        .send(Process(delivery(batch("c", "p1", events("p1", 4, 1, base + 2 * 60_000 + 1_000)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let w = store.m1(Metric::Rtt).await.into_iter().find(|r| r.key.start_ms == base).unwrap();
+    assert_eq!(w.revision, 2, "a closed window is emitted once");
+}
+
+async fn hour_events(store: &TestStore) -> u64 {
+    let q = netqoe_actors::store::RollupQuery {
+        tier: netqoe_domain::Tier::H1,
+        from_ms: 0,
+        to_ms: i64::MAX,
+        probe: None,
+        target: None,
+        metric: Some(Metric::Rtt),
+        after: None,
+        limit: 10,
+    };
+    store.inner.query(&q).await.unwrap().iter().map(|r| r.agg.events).sum()
+}
+
+/// The 1h parent is derived at a window's first commit, then not again before
+/// `derive_interval_ms` — unless the window closes (or a drain asks for every parent).
+#[actix_rt::test]
+async fn parents_are_derived_at_first_commit_on_close_and_not_at_every_flush() {
+    let store = TestStore::new();
+    let cfg = netqoe_actors::aggregator::AggregatorConfig {
+        lateness_ms: 1_000,
+        flush_batches: 1,
+        derive_interval_ms: 3_600_000,
+        ..quiet_config()
+    };
+    let s = shard(&store, cfg);
+    let log = Log::default();
+    let base = base_ms();
+    s.agg.send(Process(delivery(batch("a", "p1", events("p1", 1, 2, base)), false, 0, &log))).await.unwrap().unwrap();
+    assert_eq!((store.events(Metric::Rtt).await, hour_events(&store).await), (2, 2), "derived at the first commit");
+    s.agg
+        .send(Process(delivery(batch("b", "p1", events("p1", 3, 2, base + 10_000)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (store.events(Metric::Rtt).await, hour_events(&store).await),
+        (4, 2),
+        "not re-derived within the interval"
+    );
+    // the watermark passes the window: it closes and its parent is brought up to date
+    s.agg
+        .send(Process(delivery(batch("c", "p1", events("p1", 5, 1, base + 2 * 60_000)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(hour_events(&store).await, 5, "the closed window and the new one's first commit");
+    assert_eq!(log.acked(), vec!["a", "b", "c"]);
+}
+
+/// A batch whose events are all duplicates changes no window and no mark, and is still acked at
+/// the next commit (a commit with only batch ids in it).
+#[actix_rt::test]
+async fn a_batch_of_only_duplicates_is_acked_at_the_next_commit() {
+    let store = TestStore::new();
+    let s = shard(&store, quiet_config());
+    let log = Log::default();
+    let evs = events("p1", 1, 3, base_ms());
+    s.agg.send(Process(delivery(batch("a", "p1", evs.clone()), false, 0, &log))).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    s.agg.send(Process(delivery(batch("dup", "p1", evs), false, 0, &log))).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(log.acked(), vec!["a", "dup"]);
+    assert!(!store.inner.processed(&["dup".to_string()]).await.unwrap().is_empty(), "its id is committed");
+}
+
+/// Committed windows idle longer than `idle_evict_ms` leave memory: the next event for one is
+/// applied to the state read back from the store (nothing lost, nothing doubled).
+#[actix_rt::test]
+async fn idle_windows_are_evicted_after_their_commit_and_read_back_when_needed() {
+    let store = TestStore::new();
+    let cfg = netqoe_actors::aggregator::AggregatorConfig { idle_evict_ms: -1, ..quiet_config() };
+    let s = shard(&store, cfg);
+    let log = Log::default();
+    let base = base_ms();
+    let send = |id: &'static str, evs| s.agg.send(Process(delivery(batch(id, "p1", evs), false, 0, &log)));
+    send("a", events("p1", 1, 2, base)).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let (loads, marks) = (store.loads.load(Ordering::SeqCst), store.marks.load(Ordering::SeqCst));
+    send("b", events("p1", 3, 2, base + 5_000)).await.unwrap().unwrap();
+    assert_eq!(store.loads.load(Ordering::SeqCst), loads + 1, "the evicted window is read back");
+    assert_eq!(store.marks.load(Ordering::SeqCst), marks + 1, "the evicted probe's mark is read back");
+    s.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(store.events(Metric::Rtt).await, 4);
+}
+
+/// Within `idle_evict_ms` (and while open) a committed window and its probe stay in memory: the
+/// next batch reads nothing from the store.
+#[actix_rt::test]
+async fn recently_used_windows_stay_in_memory_after_their_commit() {
+    let store = TestStore::new();
+    let s = shard(&store, quiet_config()); // idle_evict_ms: 5 minutes
+    let log = Log::default();
+    let base = base_ms();
+    let send = |id: &'static str, evs| s.agg.send(Process(delivery(batch(id, "p1", evs), false, 0, &log)));
+    send("a", events("p1", 1, 2, base)).await.unwrap().unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let (loads, marks) = (store.loads.load(Ordering::SeqCst), store.marks.load(Ordering::SeqCst));
+    send("b", events("p1", 3, 2, base + 5_000)).await.unwrap().unwrap();
+    assert_eq!(store.loads.load(Ordering::SeqCst), loads, "the window is still in memory");
+    assert_eq!(store.marks.load(Ordering::SeqCst), marks, "the probe is still in memory");
+    s.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(store.events(Metric::Rtt).await, 4);
+}

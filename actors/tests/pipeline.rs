@@ -155,3 +155,16 @@ async fn drain_commits_what_is_pending_and_stops_consuming() {
     assert!(bus.outstanding() >= 1);
     assert_eq!(store.events(Metric::Rtt).await, stored);
 }
+
+/// With fewer pending batches than `flush_batches`, the periodic flush (every `flush_interval`)
+/// commits and acks them.
+#[actix_rt::test]
+async fn the_periodic_flush_commits_what_is_pending() {
+    let store = TestStore::new();
+    let bus = MemoryBus::new();
+    let pipeline = Pipeline::start(Arc::new(bus.clone()), store.clone(), config(1, 1000)).await.unwrap();
+    bus.publish("p", events("p", 1, 3, base_ms()), netqoe_actors::now_ms()).await.unwrap();
+    settled(&bus).await;
+    assert_eq!(store.events(Metric::Rtt).await, 3);
+    drop(pipeline);
+}

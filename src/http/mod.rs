@@ -276,6 +276,11 @@ async fn start_drain(
                     p.journal_backlog = backlog;
                 }
                 let r = pipeline.drain().await;
+                if r.is_ok() {
+                    // give the shards up at the broker too: until this process's consumers are
+                    // cancelled, single-active-consumer keeps them here and no standby takes over
+                    st.bus.close().await;
+                }
                 match &r {
                     Ok(()) => tracing::info!("admin drain: pipeline drained (windows committed, consuming stopped)"),
                     Err(error) => tracing::error!(%error, "admin drain: pipeline drain failed; ask again to retry"),
