@@ -530,8 +530,11 @@ impl Handler<Process> for Aggregator {
         ACTOR_MESSAGES.with_label_values(&["aggregator"]).inc();
         let started = Instant::now();
         let Delivery { batch, redelivered, acker, epoch } = msg.0;
-        if epoch < self.epoch {
-            // From before a consumption reset: the bus redelivers it; never apply it here.
+        if epoch < self.epoch || self.stopping.load(Ordering::Relaxed) {
+            // From before a consumption reset, or still queued in a lane when the pipeline
+            // stopped consuming (a drain): the bus redelivers it, possibly to the standby that
+            // takes the shard over; applying it here would let this process commit windows that
+            // are no longer its own.
             drop(acker);
             return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
         }

@@ -470,3 +470,64 @@ async fn recently_used_windows_stay_in_memory_after_their_commit() {
     s.agg.send(Drain).await.unwrap().unwrap();
     assert_eq!(store.events(Metric::Rtt).await, 4);
 }
+
+/// A store error that a retry cannot fix is not waited on: the batch is given back (unacked, so
+/// the bus counts a failed delivery toward its dead-letter limit) and the shard goes on.
+#[actix_rt::test]
+async fn a_rejected_read_gives_the_batch_back_instead_of_waiting() {
+    let store = TestStore::new();
+    let s = shard(&store, quiet_config());
+    let log = Log::default();
+    store.reject_reads.store(true, Ordering::SeqCst);
+    let r =
+        s.agg.send(Process(delivery(batch("x", "p1", events("p1", 1, 2, base_ms())), false, 0, &log))).await.unwrap();
+    assert!(r.is_err(), "the handler reports the error");
+    assert_eq!(log.all(), vec![Settled::Dropped("x".into())]);
+    store.reject_reads.store(false, Ordering::SeqCst);
+    let r =
+        s.agg.send(Process(delivery(batch("y", "p1", events("p1", 3, 2, base_ms())), false, 0, &log))).await.unwrap();
+    assert!(r.is_ok(), "the shard is not stuck");
+}
+
+/// A probe's stored mark is read when its state is not in memory: after a restart, an event for
+/// a window the stored watermark has closed is dropped as late, as it would have been before.
+#[actix_rt::test]
+async fn a_restarted_aggregator_judges_lateness_by_the_stored_mark() {
+    let store = TestStore::new();
+    let cfg = netqoe_actors::aggregator::AggregatorConfig { lateness_ms: 1_000, ..quiet_config() };
+    let s = shard(&store, cfg.clone());
+    let log = Log::default();
+    let base = base_ms();
+    s.agg
+        .send(Process(delivery(batch("a", "p1", events("p1", 10, 1, base + 5 * 60_000)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    s.agg.send(Drain).await.unwrap().unwrap();
+    let s2 = shard(&store, cfg);
+    s2.agg
+        .send(Process(delivery(batch("old", "p1", events("p1", 1, 2, base)), false, 0, &log)))
+        .await
+        .unwrap()
+        .unwrap();
+    s2.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(store.events(Metric::Rtt).await, 1, "the old events are late by the stored watermark");
+    assert_eq!(session(&s2.sessions, "p1").await.late_dropped, 2);
+}
+
+/// Two copies of one batch pending at once (a redelivery while the first is uncommitted) are
+/// both settled by the commit that holds it, and counted once.
+#[actix_rt::test]
+async fn a_second_copy_pending_is_settled_with_the_first() {
+    let store = TestStore::new();
+    let s = shard(&store, quiet_config());
+    let log = Log::default();
+    let b = batch("twice", "p1", events("p1", 1, 3, base_ms()));
+    s.agg.send(Process(delivery(b.clone(), false, 0, &log))).await.unwrap().unwrap();
+    s.agg.send(Process(delivery(b, true, 0, &log))).await.unwrap().unwrap();
+    assert_eq!(store.processed_calls.load(Ordering::SeqCst), 0, "a pending copy needs no store lookup");
+    s.agg.send(Drain).await.unwrap().unwrap();
+    assert_eq!(log.acked(), vec!["twice", "twice"]);
+    assert_eq!(store.events(Metric::Rtt).await, 3);
+    assert_eq!(session(&s.sessions, "p1").await.batches, 1, "observed once");
+}

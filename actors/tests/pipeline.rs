@@ -150,10 +150,11 @@ async fn drain_commits_what_is_pending_and_stops_consuming() {
     let stored = store.events(Metric::Rtt).await;
     assert_eq!(stored, bus.acked().len() as u64 * 5, "exactly the acked batches are stored");
     assert!(stored > 0 && stored <= total);
-    // consumption stopped: what was not delivered stays on the bus
+    // consumption stopped: a batch published now is neither applied nor acked
     bus.publish("late", events("late", 1, 1, base_ms()), netqoe_actors::now_ms()).await.unwrap();
-    assert!(bus.outstanding() >= 1);
+    pipeline.commit_now().await.unwrap();
     assert_eq!(store.events(Metric::Rtt).await, stored);
+    assert!(bus.outstanding() >= 1);
 }
 
 /// With fewer pending batches than `flush_batches`, the periodic flush (every `flush_interval`)
@@ -167,4 +168,31 @@ async fn the_periodic_flush_commits_what_is_pending() {
     settled(&bus).await;
     assert_eq!(store.events(Metric::Rtt).await, 3);
     drop(pipeline);
+}
+
+/// The writer prunes on its schedule: expired windows leave the store without anyone asking.
+#[actix_rt::test]
+async fn the_writer_prunes_expired_windows_on_its_schedule() {
+    use actix::Actor;
+    use netqoe_actors::store::{Retention, RollupStore, WriteSet};
+    let store = TestStore::new();
+    let old = netqoe_domain::Rollup {
+        key: netqoe_domain::WindowKey {
+            probe: "p".into(),
+            target: "t".into(),
+            metric: Metric::Rtt,
+            tier: netqoe_domain::Tier::M1,
+            start_ms: 0,
+        },
+        agg: Default::default(),
+        applied: Default::default(),
+        revision: 1,
+        closed: true,
+    };
+    store.inner.commit(WriteSet { rollups: vec![old], ..Default::default() }).await.unwrap();
+    let short = Retention { m1_ms: 1, h1_ms: 1, d1_ms: 1, dedup_ms: 1, reopen_ms: 0 };
+    let s: Arc<dyn RollupStore> = store.clone();
+    let _writer = netqoe_actors::writer::RollupWriter::new(s, short, Duration::from_millis(10), 4).start();
+    store.until("the expired window is pruned", |s| s.pruned.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
+    assert_eq!(store.m1(Metric::Rtt).await.len(), 0);
 }

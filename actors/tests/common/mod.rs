@@ -37,6 +37,10 @@ pub struct TestStore {
     /// Notified at every call (see `until`).
     pub progress: tokio::sync::Notify,
     pub marks: AtomicU64,
+    /// While set, reads answer `Rejected` (a schema mismatch: retrying cannot help).
+    pub reject_reads: AtomicBool,
+    /// Rows removed by `prune`.
+    pub pruned: AtomicU64,
     /// Calls of `save_incidents`.
     pub incident_saves: AtomicU64,
     /// Threads that loaded each probe's mark (one per aggregator shard that took the probe).
@@ -105,6 +109,9 @@ impl RollupStore for TestStore {
     }
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
         self.check()?;
+        if self.reject_reads.load(Ordering::SeqCst) {
+            return Err(StoreError::Rejected("test store rejects the read".into()));
+        }
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_windows(keys).await
     }
@@ -143,7 +150,10 @@ impl RollupStore for TestStore {
         self.inner.list_incidents(q).await
     }
     async fn prune(&self, now_ms: i64, r: &Retention) -> Result<u64, StoreError> {
-        self.inner.prune(now_ms, r).await
+        let n = self.inner.prune(now_ms, r).await?;
+        self.pruned.fetch_add(n, Ordering::SeqCst);
+        self.progress.notify_waiters();
+        Ok(n)
     }
     async fn ready(&self) -> Result<(), StoreError> {
         self.check()
