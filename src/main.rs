@@ -183,9 +183,13 @@ async fn wait_for_signal(app: &netqoe::app::RunningApp, path: Option<&std::path:
             _ = hup.recv() => match Config::load(path) {
                 Ok(cfg) => {
                     let n = app.reload(&cfg).await;
+                    netqoe::http::metrics::CONFIG_RELOADS.with_label_values(&["applied"]).inc();
                     tracing::info!(probes = n, "SIGHUP: configuration reloaded (probes, tokens, labels)");
                 }
-                Err(e) => tracing::error!(errors = %e, "SIGHUP: configuration invalid; nothing changed"),
+                Err(e) => {
+                    netqoe::http::metrics::CONFIG_RELOADS.with_label_values(&["rejected"]).inc();
+                    tracing::error!(errors = %e, "SIGHUP: configuration invalid; nothing changed")
+                }
             },
         }
     }

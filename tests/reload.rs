@@ -43,10 +43,20 @@ async fn sighup_applies_new_probes_labels_and_revocations() {
     let r = get(&client, &format!("{base}/v1/probes"), Some(&query)).await;
     let p2 = r.body["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "p2").cloned().unwrap();
     assert_eq!(p2["labels"]["asn"], "3320", "{}", r.body);
-    // an invalid file changes nothing
+    let reloads = |result: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let m = get_text(&client, &format!("{base}/metrics")).await;
+            metric_value(&m, &format!("netqoe_config_reloads_total{{result=\"{result}\"}}")).unwrap_or(-1.0)
+        }
+    };
+    assert_eq!(reloads("applied").await, 1.0);
+    // an invalid file changes nothing (waited for by the process's own count of refused reloads)
     std::fs::write(&path, "[pipeline]\nshards = \"many\"\n").unwrap();
     hup();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    eventually(10, "the invalid reload is refused", || async { (reloads("rejected").await == 1.0).then_some(()) })
+        .await;
+    assert_eq!(reloads("applied").await, 1.0);
     let r = post(&client, &format!("{base}/v1/events"), Some(&p2_token), "application/json", ev("d")).await;
     assert_eq!(r.status, 202, "still configured after a bad reload: {}", r.body);
 }

@@ -18,6 +18,9 @@ pub static EVENTS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 pub static EVENTS_DUPLICATE: LazyLock<IntCounter> =
     LazyLock::new(|| counter("netqoe_events_duplicate_total", "Events whose event_id was already accepted"));
+pub static CONFIG_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec("netqoe_config_reloads_total", "SIGHUP configuration reloads, by result", &["result"])
+});
 pub static INGEST_REQUESTS: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter_vec("netqoe_ingest_requests_total", "Ingest requests by HTTP status", &["status"]));
 pub static INGEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -61,6 +64,9 @@ pub const REJECT_REASONS: &[&str] = &[
 pub fn init() {
     netqoe_actors::metrics::init();
     LazyLock::force(&EVENTS_ACCEPTED);
+    for r in ["applied", "rejected"] {
+        CONFIG_RELOADS.with_label_values(&[r]);
+    }
     LazyLock::force(&EVENTS_DUPLICATE);
     LazyLock::force(&INGEST_BYTES);
     LazyLock::force(&DEAD_LETTERED);
