@@ -665,7 +665,12 @@ impl EventBus for RabbitBus {
             Ok(Ok(Confirmation::Ack(None))) => Ok(Published { batch_id: Some(batch_id), accepted: n, duplicates: 0 }),
             Ok(Ok(Confirmation::Ack(Some(_)))) => {
                 PUBLISH_FAILURES.with_label_values(&["returned"]).inc();
-                Err(BusError::Failed("the broker returned the batch as unroutable (topology missing?)".into()))
+                // The topology is gone (a queue or binding deleted): the next publish connects
+                // afresh and declares it again, so a retry can succeed.
+                self.invalidate_publisher().await;
+                Err(BusError::Unavailable(
+                    "the broker returned the batch as unroutable; topology re-declared at the next try".into(),
+                ))
             }
             Ok(Ok(Confirmation::Nack(_))) => {
                 PUBLISH_FAILURES.with_label_values(&["nack"]).inc();

@@ -377,3 +377,38 @@ async fn an_unreachable_broker_makes_readyz_and_ingest_answer_503() {
     assert!(r.headers.get("Retry-After").is_some());
     t.app.shutdown().await.unwrap();
 }
+
+/// A batch the broker returns as unroutable (an operator deleted a binding) is a 503 with
+/// Retry-After, never a 202; netqoe declares its topology again, and the probe's retry lands.
+#[actix_rt::test]
+async fn an_unroutable_batch_is_a_503_and_the_topology_is_declared_again() {
+    let _g = BROKER.lock().await;
+    let prefix = unique_prefix("unroutable");
+    let t = start_with(1, &rabbit_overrides(&prefix, 1)).await;
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let url = t.app.url("/v1/events");
+    let base = base_ms() + 5 * 60_000;
+    let first = events_for(probe, base, 0, 10, &mut Rng(5));
+    assert_eq!(post(&t.client, &url, Some(token), "application/json", batch(&first)).await.status, 202);
+    // remove the exchange → shard queue binding (the queue and its consumer stay)
+    let binding = format!("{MGMT}/bindings/%2F/e/{prefix}events/q/{prefix}events.shard.000/0");
+    let r = t.client.delete(&binding).basic_auth("guest", "guest").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 204, "binding deleted");
+    let second = events_for(probe, base, 10, 10, &mut Rng(6));
+    let r = post(&t.client, &url, Some(token), "application/json", batch(&second)).await;
+    assert_eq!(r.status, 503, "an unroutable batch is not accepted: {}", r.body);
+    assert!(r.headers.get("Retry-After").is_some());
+    // the retry goes through the re-declared binding
+    let r = post(&t.client, &url, Some(token), "application/json", batch(&second)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let root = t.app.url("");
+    eventually(30, "both accepted batches counted", || async {
+        (total_count(&t.client, &root, &t.query_token, "rtt", base, base + 3_600_000).await == 20 * 3).then_some(())
+    })
+    .await;
+    let m = get_text(&t.client, &t.app.url("/metrics")).await;
+    assert!(metric_value(&m, "netqoe_bus_publish_failures_total{reason=\"returned\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    let client = t.client.clone();
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&client, &prefix).await;
+}
