@@ -245,6 +245,11 @@ impl RunningApp {
 
     async fn drain(&mut self) -> anyhow::Result<()> {
         if let Some(p) = &self.pipeline {
+            // first aggregate and commit what the embedded journal already holds (batches that
+            // got their 202 just before the signal may still be on their way to an aggregator)
+            if let Some(left) = crate::http::catch_up(&self.state).await.filter(|n| *n > 0) {
+                tracing::warn!(rows = left, "draining: journal rows left for the next start");
+            }
             tracing::info!("draining: committing open windows as partial revisions");
             p.drain().await?;
         }

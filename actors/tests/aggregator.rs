@@ -393,7 +393,9 @@ async fn parents_are_derived_at_first_commit_on_close_and_not_at_every_flush() {
     };
     let s = shard(&store, cfg);
     let log = Log::default();
-    let base = base_ms();
+    // 70 minutes back: the closing batch below (61 minutes later, so in another hour) is still
+    // in the past, where the watermark can pass the first window
+    let base = base_ms() - 70 * 60_000;
     s.agg.send(Process(delivery(batch("a", "p1", events("p1", 1, 2, base)), false, 0, &log))).await.unwrap().unwrap();
     assert_eq!((store.events(Metric::Rtt).await, hour_events(&store).await), (2, 2), "derived at the first commit");
     s.agg
@@ -408,11 +410,12 @@ async fn parents_are_derived_at_first_commit_on_close_and_not_at_every_flush() {
     );
     // the watermark passes the window: it closes and its parent is brought up to date
     s.agg
-        .send(Process(delivery(batch("c", "p1", events("p1", 5, 1, base + 2 * 60_000)), false, 0, &log)))
+        .send(Process(delivery(batch("c", "p1", events("p1", 5, 1, base + 61 * 60_000)), false, 0, &log)))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(hour_events(&store).await, 5, "the closed window and the new one's first commit");
+    // the first hour re-derived because its window closed (4), the new hour at its first commit (1)
+    assert_eq!(hour_events(&store).await, 5, "the closed window's hour and the new one's");
     assert_eq!(log.acked(), vec!["a", "b", "c"]);
 }
 

@@ -300,7 +300,7 @@ async fn start_drain(
 /// Waits (up to `DRAIN_CATCH_UP`) for the ingest requests in flight to end and for the local
 /// pipeline to aggregate and commit everything in the embedded journal; returns the rows left
 /// (None without an embedded journal).
-async fn catch_up(state: &AppState) -> Option<i64> {
+pub(crate) async fn catch_up(state: &AppState) -> Option<i64> {
     use std::sync::atomic::Ordering;
     let deadline = std::time::Instant::now() + DRAIN_CATCH_UP;
     while state.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
