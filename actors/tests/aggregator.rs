@@ -21,14 +21,14 @@ async fn a_batch_is_acked_only_after_the_commit_that_holds_it() {
     assert!(log.all().is_empty(), "acked before any commit: {:?}", log.all());
     assert_eq!(store.events(Metric::Rtt).await, 0, "nothing may be stored before the commit");
 
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(log.acked(), vec!["b1".to_string()]);
     assert_eq!(store.events(Metric::Rtt).await, 5, "the drain commits the open window");
     let w = &store.m1(Metric::Rtt).await[0];
     assert!(!w.closed, "an open window is committed as a partial revision");
     // a second drain finds nothing left and writes nothing
     let commits = store.commits.load(Ordering::SeqCst);
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(store.commits.load(Ordering::SeqCst), commits);
 }
 
@@ -55,9 +55,9 @@ async fn re_sent_events_in_a_new_batch_count_once() {
     let s = shard(&store, quiet_config());
     let log = Log::default();
     let evs = events("p1", 1, 8, base_ms());
-    s.agg.send(Process(delivery(batch("a", "p1", evs.clone()), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Process(delivery(batch("b", "p1", evs.clone()), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("a", "p1", evs.clone())).await;
+    s.apply(&log, batch("b", "p1", evs.clone())).await;
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 8);
     let sess = session(&s.sessions, "p1").await;
     assert_eq!((sess.events, sess.duplicates), (8, 8));
@@ -66,8 +66,8 @@ async fn re_sent_events_in_a_new_batch_count_once() {
     let s2 = shard(&store, quiet_config());
     let mut more = evs.clone();
     more.extend(events("p1", 9, 2, base_ms() + 8_000));
-    s2.agg.send(Process(delivery(batch("c", "p1", more), false, 0, &log))).await.unwrap().unwrap();
-    s2.agg.send(Drain).await.unwrap().unwrap();
+    s2.apply(&log, batch("c", "p1", more)).await;
+    s2.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 10, "only the two new events are added");
     assert_eq!(log.acked(), vec!["a", "b", "c"]);
 }
@@ -81,7 +81,7 @@ async fn a_redelivered_batch_already_committed_is_acked_without_being_applied() 
     let log = Log::default();
     let b = batch("once", "p1", events("p1", 1, 4, base_ms()));
     s.agg.send(Process(delivery(b.clone(), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
 
     let s2 = shard(&store, quiet_config());
     let loads = store.loads.load(Ordering::SeqCst);
@@ -90,7 +90,7 @@ async fn a_redelivered_batch_already_committed_is_acked_without_being_applied() 
     assert_eq!(log.acked(), vec!["once", "once"], "the redelivery is acked at once");
     assert_eq!(store.loads.load(Ordering::SeqCst), loads, "a committed batch must not be loaded and re-applied");
     assert!(netqoe_actors::metrics::BATCHES_SKIPPED.get() > skipped, "netqoe_batches_redelivered_skipped_total");
-    s2.agg.send(Drain).await.unwrap().unwrap();
+    s2.drain().await;
     let sess = session(&s2.sessions, "p1").await;
     assert_eq!((sess.batches, sess.duplicates), (0, 0), "a skipped redelivery is not observed again");
     assert_eq!(store.events(Metric::Rtt).await, 4);
@@ -103,11 +103,7 @@ async fn only_redeliveries_are_looked_up_among_committed_batches() {
     let store = TestStore::new();
     let s = shard(&store, quiet_config());
     let log = Log::default();
-    s.agg
-        .send(Process(delivery(batch("x", "p1", events("p1", 1, 2, base_ms())), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
+    s.apply(&log, batch("x", "p1", events("p1", 1, 2, base_ms()))).await;
     assert_eq!(store.processed_calls.load(Ordering::SeqCst), 0);
 }
 
@@ -120,20 +116,12 @@ async fn deliveries_from_before_a_reset_are_never_applied() {
     let s = shard(&store, quiet_config());
     let log = Log::default();
     let base = base_ms();
-    s.agg
-        .send(Process(delivery(batch("old-1", "p1", events("p1", 1, 3, base)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
+    s.apply(&log, batch("old-1", "p1", events("p1", 1, 3, base))).await;
     s.agg.send(Reset { epoch: 1 }).await.unwrap();
     assert_eq!(log.all(), vec![Settled::Dropped("old-1".into())], "pending work of the old epoch is given back");
     // a delivery of epoch 0 that was still queued in the lane
-    s.agg
-        .send(Process(delivery(batch("old-2", "p1", events("p1", 4, 3, base + 3_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("old-2", "p1", events("p1", 4, 3, base + 3_000))).await;
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 0, "nothing of the ended consumption may be counted");
     assert_eq!(log.all(), vec![Settled::Dropped("old-1".into()), Settled::Dropped("old-2".into())]);
 
@@ -148,7 +136,7 @@ async fn deliveries_from_before_a_reset_are_never_applied() {
         .await
         .unwrap()
         .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 6);
     assert_eq!(log.acked(), vec!["old-1", "old-2"]);
 }
@@ -161,19 +149,15 @@ async fn a_failed_commit_keeps_its_batches_unacked_and_the_retry_counts_them_onc
     let s = shard(&store, quiet_config());
     let log = Log::default();
     let base = base_ms();
-    s.agg.send(Process(delivery(batch("f1", "p1", events("p1", 1, 5, base)), false, 0, &log))).await.unwrap().unwrap();
+    s.apply(&log, batch("f1", "p1", events("p1", 1, 5, base))).await;
     store.fail_commits.store(1, Ordering::SeqCst);
     assert!(s.agg.send(Drain).await.unwrap().is_err(), "the drain reports the failed commit");
     assert!(log.all().is_empty(), "nothing may be acked after a failed commit: {:?}", log.all());
     assert_eq!(store.events(Metric::Rtt).await, 0);
 
     // more events for the same window arrive before the retry
-    s.agg
-        .send(Process(delivery(batch("f2", "p1", events("p1", 6, 5, base + 5_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("f2", "p1", events("p1", 6, 5, base + 5_000))).await;
+    s.drain().await;
     assert_eq!(log.acked(), vec!["f1", "f2"]);
     assert_eq!(store.events(Metric::Rtt).await, 10);
     let w = &store.m1(Metric::Rtt).await[0];
@@ -181,12 +165,8 @@ async fn a_failed_commit_keeps_its_batches_unacked_and_the_retry_counts_them_onc
 
     // and a restart after that reads back the whole event set: re-sending f1 adds nothing
     let s2 = shard(&store, quiet_config());
-    s2.agg
-        .send(Process(delivery(batch("f1-again", "p1", events("p1", 1, 5, base)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s2.agg.send(Drain).await.unwrap().unwrap();
+    s2.apply(&log, batch("f1-again", "p1", events("p1", 1, 5, base))).await;
+    s2.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 10, "the delta of the failed commit was written with the retry");
 }
 
@@ -198,13 +178,9 @@ async fn a_window_the_watermark_passes_is_committed_closed_with_its_parents() {
     let s = shard(&store, cfg);
     let log = Log::default();
     let base = base_ms();
-    s.agg.send(Process(delivery(batch("w1", "p1", events("p1", 1, 3, base)), false, 0, &log))).await.unwrap().unwrap();
-    s.agg
-        .send(Process(delivery(batch("w2", "p1", events("p1", 4, 1, base + 3 * 60_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("w1", "p1", events("p1", 1, 3, base))).await;
+    s.apply(&log, batch("w2", "p1", events("p1", 4, 1, base + 3 * 60_000))).await;
+    s.drain().await;
     let m1 = store.m1(Metric::Rtt).await;
     assert_eq!(m1.len(), 2);
     assert!(m1.iter().find(|r| r.key.start_ms == base).unwrap().closed, "the passed window is closed");
@@ -241,7 +217,7 @@ async fn a_batch_waits_for_an_unavailable_store_instead_of_being_passed() {
     assert!(log.all().is_empty());
     store.down.store(false, Ordering::SeqCst);
     handle.await.unwrap().unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(log.acked(), vec!["held"]);
     assert_eq!(store.events(Metric::Rtt).await, 2);
 }
@@ -272,8 +248,8 @@ async fn an_event_already_in_some_of_its_windows_is_added_only_to_the_others() {
 
     let s = shard(&store, quiet_config());
     let log = Log::default();
-    s.agg.send(Process(delivery(batch("part", "p1", vec![e]), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("part", "p1", vec![e])).await;
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 1, "the rtt window had it already");
     assert_eq!(store.events(Metric::Jitter).await, 1, "the jitter window gets it");
     let sess = session(&s.sessions, "p1").await;
@@ -299,8 +275,8 @@ async fn a_thousand_windows_in_memory_keep_their_own_counts() {
             }
         }
     }
-    s.agg.send(Process(delivery(batch("many", "p1", evs), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("many", "p1", evs)).await;
+    s.drain().await;
     let m1 = store.m1(Metric::Rtt).await;
     assert_eq!(m1.len(), 1000);
     for r in &m1 {
@@ -325,7 +301,7 @@ async fn late_events_are_dropped_and_counted_and_the_mark_keeps_the_highest_seq(
     send("old", events("p1", 1, 3, base)).await.unwrap().unwrap();
     // an event older than the newest but in a window still open is accepted
     send("inside", vec![icmp("p1-in", 5, newest + 100, "t1")]).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 4);
     let sess = session(&s.sessions, "p1").await;
     assert_eq!((sess.events, sess.late_dropped), (4, 3));
@@ -343,25 +319,17 @@ async fn an_untouched_window_is_committed_closed_once_when_the_watermark_passes_
     let s = shard(&store, cfg);
     let log = Log::default();
     let base = base_ms();
-    s.agg.send(Process(delivery(batch("a", "p1", events("p1", 1, 2, base)), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("a", "p1", events("p1", 1, 2, base))).await;
+    s.drain().await;
     let first = store.m1(Metric::Rtt).await;
     assert_eq!((first[0].revision, first[0].closed), (1, false));
-    s.agg
-        .send(Process(delivery(batch("b", "p1", events("p1", 3, 1, base + 2 * 60_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("b", "p1", events("p1", 3, 1, base + 2 * 60_000))).await;
+    s.drain().await;
     let w = store.m1(Metric::Rtt).await.into_iter().find(|r| r.key.start_ms == base).unwrap();
     assert_eq!((w.revision, w.closed, w.agg.events), (2, true, 2), "re-written closed, unchanged");
     // nothing new: a further commit does not write it again
-    s.agg
-        .send(Process(delivery(batch("c", "p1", events("p1", 4, 1, base + 2 * 60_000 + 1_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("c", "p1", events("p1", 4, 1, base + 2 * 60_000 + 1_000))).await;
+    s.drain().await;
     let w = store.m1(Metric::Rtt).await.into_iter().find(|r| r.key.start_ms == base).unwrap();
     assert_eq!(w.revision, 2, "a closed window is emitted once");
 }
@@ -396,24 +364,16 @@ async fn parents_are_derived_at_first_commit_on_close_and_not_at_every_flush() {
     // 70 minutes back: the closing batch below (61 minutes later, so in another hour) is still
     // in the past, where the watermark can pass the first window
     let base = base_ms() - 70 * 60_000;
-    s.agg.send(Process(delivery(batch("a", "p1", events("p1", 1, 2, base)), false, 0, &log))).await.unwrap().unwrap();
+    s.apply(&log, batch("a", "p1", events("p1", 1, 2, base))).await;
     assert_eq!((store.events(Metric::Rtt).await, hour_events(&store).await), (2, 2), "derived at the first commit");
-    s.agg
-        .send(Process(delivery(batch("b", "p1", events("p1", 3, 2, base + 10_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
+    s.apply(&log, batch("b", "p1", events("p1", 3, 2, base + 10_000))).await;
     assert_eq!(
         (store.events(Metric::Rtt).await, hour_events(&store).await),
         (4, 2),
         "not re-derived within the interval"
     );
     // the watermark passes the window: it closes and its parent is brought up to date
-    s.agg
-        .send(Process(delivery(batch("c", "p1", events("p1", 5, 1, base + 61 * 60_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
+    s.apply(&log, batch("c", "p1", events("p1", 5, 1, base + 61 * 60_000))).await;
     // the first hour re-derived because its window closed (4), the new hour at its first commit (1)
     assert_eq!(hour_events(&store).await, 5, "the closed window's hour and the new one's");
     assert_eq!(log.acked(), vec!["a", "b", "c"]);
@@ -427,10 +387,10 @@ async fn a_batch_of_only_duplicates_is_acked_at_the_next_commit() {
     let s = shard(&store, quiet_config());
     let log = Log::default();
     let evs = events("p1", 1, 3, base_ms());
-    s.agg.send(Process(delivery(batch("a", "p1", evs.clone()), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
-    s.agg.send(Process(delivery(batch("dup", "p1", evs), false, 0, &log))).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("a", "p1", evs.clone())).await;
+    s.drain().await;
+    s.apply(&log, batch("dup", "p1", evs)).await;
+    s.drain().await;
     assert_eq!(log.acked(), vec!["a", "dup"]);
     assert!(!store.inner.processed(&["dup".to_string()]).await.unwrap().is_empty(), "its id is committed");
 }
@@ -446,12 +406,12 @@ async fn idle_windows_are_evicted_after_their_commit_and_read_back_when_needed()
     let base = base_ms();
     let send = |id: &'static str, evs| s.agg.send(Process(delivery(batch(id, "p1", evs), false, 0, &log)));
     send("a", events("p1", 1, 2, base)).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     let (loads, marks) = (store.loads.load(Ordering::SeqCst), store.marks.load(Ordering::SeqCst));
     send("b", events("p1", 3, 2, base + 5_000)).await.unwrap().unwrap();
     assert_eq!(store.loads.load(Ordering::SeqCst), loads + 1, "the evicted window is read back");
     assert_eq!(store.marks.load(Ordering::SeqCst), marks + 1, "the evicted probe's mark is read back");
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 4);
 }
 
@@ -465,12 +425,12 @@ async fn recently_used_windows_stay_in_memory_after_their_commit() {
     let base = base_ms();
     let send = |id: &'static str, evs| s.agg.send(Process(delivery(batch(id, "p1", evs), false, 0, &log)));
     send("a", events("p1", 1, 2, base)).await.unwrap().unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     let (loads, marks) = (store.loads.load(Ordering::SeqCst), store.marks.load(Ordering::SeqCst));
     send("b", events("p1", 3, 2, base + 5_000)).await.unwrap().unwrap();
     assert_eq!(store.loads.load(Ordering::SeqCst), loads, "the window is still in memory");
     assert_eq!(store.marks.load(Ordering::SeqCst), marks, "the probe is still in memory");
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 4);
 }
 
@@ -501,19 +461,11 @@ async fn a_restarted_aggregator_judges_lateness_by_the_stored_mark() {
     let s = shard(&store, cfg.clone());
     let log = Log::default();
     let base = base_ms();
-    s.agg
-        .send(Process(delivery(batch("a", "p1", events("p1", 10, 1, base + 5 * 60_000)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.apply(&log, batch("a", "p1", events("p1", 10, 1, base + 5 * 60_000))).await;
+    s.drain().await;
     let s2 = shard(&store, cfg);
-    s2.agg
-        .send(Process(delivery(batch("old", "p1", events("p1", 1, 2, base)), false, 0, &log)))
-        .await
-        .unwrap()
-        .unwrap();
-    s2.agg.send(Drain).await.unwrap().unwrap();
+    s2.apply(&log, batch("old", "p1", events("p1", 1, 2, base))).await;
+    s2.drain().await;
     assert_eq!(store.events(Metric::Rtt).await, 1, "the old events are late by the stored watermark");
     assert_eq!(session(&s2.sessions, "p1").await.late_dropped, 2);
 }
@@ -529,7 +481,7 @@ async fn a_second_copy_pending_is_settled_with_the_first() {
     s.agg.send(Process(delivery(b.clone(), false, 0, &log))).await.unwrap().unwrap();
     s.agg.send(Process(delivery(b, true, 0, &log))).await.unwrap().unwrap();
     assert_eq!(store.processed_calls.load(Ordering::SeqCst), 0, "a pending copy needs no store lookup");
-    s.agg.send(Drain).await.unwrap().unwrap();
+    s.drain().await;
     assert_eq!(log.acked(), vec!["twice", "twice"]);
     assert_eq!(store.events(Metric::Rtt).await, 3);
     assert_eq!(session(&s.sessions, "p1").await.batches, 1, "observed once");

@@ -254,6 +254,18 @@ pub struct Shard {
     pub writer: Addr<RollupWriter>,
 }
 
+impl Shard {
+    /// Hands the aggregator a first delivery of `b` (epoch 0) and waits until it is applied.
+    pub async fn apply(&self, log: &Log, b: Batch) {
+        self.agg.send(netqoe_actors::aggregator::Process(delivery(b, false, 0, log))).await.unwrap().unwrap();
+    }
+
+    /// Commits everything pending now; the commit must succeed.
+    pub async fn drain(&self) {
+        self.agg.send(netqoe_actors::aggregator::Drain).await.unwrap().unwrap();
+    }
+}
+
 pub fn shard(store: &Arc<TestStore>, cfg: AggregatorConfig) -> Shard {
     let s: Arc<dyn RollupStore> = store.clone();
     let writer = RollupWriter::new(s.clone(), Retention::default(), Duration::from_secs(3600), 16).start();
