@@ -1,6 +1,6 @@
 //! The built-in `/dashboard` page: served by the binary, self-contained (no external asset), and
-//! the endpoints it reads answer with the fields it renders. (The headless-browser test that
-//! screenshots it is still to come.)
+//! the endpoints it reads answer with the fields it renders; headless Chromium renders it and
+//! saves a screenshot (a fresh one every run: an old file is removed first).
 
 mod common;
 
@@ -110,6 +110,12 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
     // (a build with CARGO_TARGET_DIR elsewhere has no target/ in the checkout)
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    // a screenshot left by an earlier run must not pass for this one
+    match std::fs::remove_file(&shot) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing the old screenshot {}: {e}", shot.display()),
+    }
     let flags = |extra: &str| {
         let mut c = std::process::Command::new(&chromium);
         c.args([
@@ -151,7 +157,14 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
         dom.contains("target=pay.example") && dom.contains("certificate expires in 6.5 days (warning below 14)"),
         "a certificate incident says the days left:\n{dom}"
     );
-    assert!(shot_status.success() && shot.exists(), "screenshot saved at {}", shot.display());
+    assert!(shot_status.success(), "chromium --screenshot exited with {shot_status}");
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("screenshot saved at {}: {e}", shot.display()));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "the screenshot is a PNG");
+    // IHDR (bytes 16..24): the window size asked for, not an empty or error page's
+    let (w, h) =
+        (u32::from_be_bytes(png[16..20].try_into().unwrap()), u32::from_be_bytes(png[20..24].try_into().unwrap()));
+    assert_eq!((w, h), (1300, 900), "screenshot dimensions");
+    assert!(png.len() > 20_000, "a rendered page, not a blank one ({} bytes)", png.len());
     eprintln!("dashboard screenshot: {}", shot.display());
     t.app.shutdown().await.unwrap();
 }

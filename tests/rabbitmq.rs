@@ -412,3 +412,84 @@ async fn an_unroutable_batch_is_a_503_and_the_topology_is_declared_again() {
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;
 }
+
+/// A batch the broker nacks (the shard queue is full under an operator's `reject-publish`
+/// length limit) is a 503 with Retry-After, never a 202: once the limit is lifted the probe's
+/// retry lands, and exactly the accepted batches are counted (a nack taken for a confirm would
+/// show as a 202 whose events never arrive).
+#[actix_rt::test]
+async fn a_nacked_batch_is_a_503_and_every_accepted_batch_is_counted() {
+    let _g = BROKER.lock().await;
+    let prefix = unique_prefix("nack");
+    let mut overrides = rabbit_overrides(&prefix, 1);
+    // one delivery in flight, held until the commit 3 s later: the next ones wait as ready
+    // messages, which is what a length limit counts
+    overrides.extend([
+        ("NETQOE__PIPELINE__PREFETCH".to_string(), "1".to_string()),
+        ("NETQOE__PIPELINE__FLUSH_INTERVAL_MS".to_string(), "3000".to_string()),
+        ("NETQOE__PIPELINE__FLUSH_BATCHES".to_string(), "1000".to_string()),
+    ]);
+    let t = start_with(1, &overrides).await;
+    let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
+    let url = t.app.url("/v1/events");
+    let base = base_ms() + 5 * 60_000;
+    let queue = format!("{prefix}events.shard.000");
+    let policy = format!("{MGMT}/policies/%2F/{prefix}full");
+    let r = t
+        .client
+        .put(&policy)
+        .basic_auth("guest", "guest")
+        .send_json(&serde_json::json!({
+            "pattern": format!("^{}$", queue.replace('.', "\\.")),
+            "definition": {"max-length": 1, "overflow": "reject-publish"},
+            "apply-to": "queues",
+            "priority": 99
+        }))
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "policy set: {}", r.status());
+    eventually(20, "the length limit applies to the shard queue", || async {
+        let q = mgmt_get(&t.client, &format!("/queues/%2F/{queue}")).await;
+        (q["effective_policy_definition"]["overflow"] == "reject-publish").then_some(())
+    })
+    .await;
+    // post 10-event batches until the broker refuses one (bounded)
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..40 {
+        let events = events_for(probe, base, i * 10, 10, &mut Rng(100 + i as u64));
+        let r = post(&t.client, &url, Some(token), "application/json", batch(&events)).await;
+        match r.status {
+            202 => accepted += 1,
+            503 => {
+                assert!(r.headers.get("Retry-After").is_some(), "a 503 says when to retry");
+                refused = Some(events);
+                break;
+            }
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    }
+    let refused = refused.expect("a full queue under reject-publish refuses a batch within 40 posts");
+    let m = get_text(&t.client, &t.app.url("/metrics")).await;
+    assert!(metric_value(&m, "netqoe_bus_publish_failures_total{reason=\"nack\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    // the operator lifts the limit; the probe's retry of the refused batch is accepted
+    let r = t.client.delete(&policy).basic_auth("guest", "guest").send().await.unwrap();
+    assert!(r.status().is_success(), "policy deleted: {}", r.status());
+    eventually(30, "the refused batch is accepted on retry", || async {
+        let r = post(&t.client, &url, Some(token), "application/json", batch(&refused)).await;
+        (r.status == 202).then_some(())
+    })
+    .await;
+    accepted += 1;
+    let root = t.app.url("");
+    let want = accepted * 10 * 3;
+    let got = eventually(30, "every accepted batch counted", || async {
+        let c = total_count(&t.client, &root, &t.query_token, "rtt", base, base + 3_600_000).await;
+        (c >= want).then_some(c)
+    })
+    .await;
+    assert_eq!(got, want, "{accepted} accepted batches × 10 events × 3 samples, none lost, none twice");
+    let client = t.client.clone();
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&client, &prefix).await;
+}
