@@ -406,6 +406,35 @@ impl Cluster {
         eprintln!("3-node cluster: {}", String::from_utf8_lossy(&out.stdout).trim());
         Self { dir }
     }
+    /// `rabbitmqctl -n nqN@localhost ARGS --formatter json`, parsed.
+    fn ctl(n: u32, args: &[&str]) -> Value {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(["-n", &format!("nq{n}@localhost")])
+            .args(args)
+            .args(["--formatter", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("rabbitmqctl {args:?} json: {e}"))
+    }
+    /// Leader node (`nqN@localhost`) of every queue whose name starts with `prefix`, as node `n` sees it.
+    fn leaders(n: u32, prefix: &str) -> BTreeMap<String, String> {
+        let list = Self::ctl(n, &["list_queues", "name", "leader"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["name"].as_str().unwrap().starts_with(prefix))
+            .map(|q| (q["name"].as_str().unwrap().to_string(), q["leader"].as_str().unwrap_or("").to_string()))
+            .collect()
+    }
+    /// Client connections per AMQP port (5681 = node 1 …), as node `n` sees the cluster.
+    fn connections_by_port(n: u32) -> BTreeMap<u64, usize> {
+        let mut by = BTreeMap::new();
+        for c in Self::ctl(n, &["list_connections", "port"]).as_array().unwrap() {
+            *by.entry(c["port"].as_u64().unwrap()).or_default() += 1;
+        }
+        by
+    }
     fn kill_node(&self, n: u32) {
         let pid = std::fs::read_to_string(self.dir.path().join(format!("nq{n}/pid"))).unwrap();
         let pid: i32 = pid.trim().parse().unwrap();
@@ -433,6 +462,20 @@ async fn cluster_node_sigkill_under_load_loses_no_confirmed_event() {
     let token = t.probes[0].1.clone();
     let url = t.app.url("/v1/events");
     let base = netqoe_actors::now_ms() / 60_000 * 60_000 - 90 * 60_000;
+    // the victim, node 1, must matter: it holds netqoe's connections (the first URI) and leads
+    // shard queues (quorum leaders are placed on the declaring client's node)
+    let shards = format!("{prefix}events.shard.");
+    let before = Cluster::leaders(2, &shards);
+    assert_eq!(before.len(), 4, "four shard queues: {before:?}");
+    let led = before.values().filter(|l| *l == "nq1@localhost").count();
+    assert!(led >= 1, "node 1 leads at least one shard queue before it is killed: {before:?}");
+    let conns = Cluster::connections_by_port(2);
+    assert!(conns.get(&5681).copied().unwrap_or(0) >= 1, "netqoe is connected to node 1: {conns:?}");
+    let reconnects = |m: &str, side: &str| {
+        metric_value(m, &format!("netqoe_bus_reconnects_total{{side=\"{side}\"}}")).unwrap_or(0.0)
+    };
+    let m0 = get_text(&t.client, &t.app.url("/metrics")).await;
+    let (pub0, con0) = (reconnects(&m0, "publisher"), reconnects(&m0, "consumer"));
     let started = Instant::now();
     let (mut ok, mut unavailable, mut seq) = (0u64, 0u64, 0i64);
     let mut pending = Vec::new();
@@ -483,10 +526,19 @@ async fn cluster_node_sigkill_under_load_loses_no_confirmed_event() {
         })
         .await;
     }
+    // the shard queues have new leaders on the surviving nodes, and netqoe reconnected there
+    let after = Cluster::leaders(2, &shards);
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(after.values().all(|l| l == "nq2@localhost" || l == "nq3@localhost"), "leaders moved: {after:?}");
+    let conns = Cluster::connections_by_port(2);
+    assert!(!conns.contains_key(&5681) && !conns.is_empty(), "netqoe's connections moved off node 1: {conns:?}");
+    let m1 = get_text(&t.client, &t.app.url("/metrics")).await;
+    assert!(reconnects(&m1, "publisher") > pub0, "the publisher reconnected");
+    assert!(reconnects(&m1, "consumer") > con0, "the consumer reconnected");
     let (oracle, stored) = settle(&t, base, seq).await;
     let expected: u64 = oracle.values().sum();
     eprintln!(
-        "cluster node loss: {ok} × 202, {unavailable} × 503; {} events expected, {} stored; longest publish stall {} ms",
+        "cluster node loss: node 1 led {led}/4 shard queues; {ok} × 202, {unavailable} × 503; {} events expected, {} stored; longest publish stall {} ms",
         expected / 3,
         stored.values().sum::<u64>() / 3,
         stall.as_millis()
