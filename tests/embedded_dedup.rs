@@ -82,3 +82,60 @@ async fn transient_requeues_never_dead_letter_a_batch() {
     assert!(deliveries <= 11, "the delivery limit applies to real failures ({deliveries})");
     assert_eq!(j.dead_letter_count().await.unwrap(), 1);
 }
+
+/// The group commit: jobs that queue while the writer is busy share one transaction. When one of
+/// them fails (here a trigger refuses the `poison` probe's journal row), the group is run again
+/// with a savepoint per job: only that job fails, every other caller gets its own success, and
+/// the failed job leaves nothing behind (its dedup rows are rolled back with it, so the probe's
+/// retry is accepted in full once the fault is gone).
+#[actix_rt::test]
+async fn one_failing_job_in_a_group_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+    let side = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+    side.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER poison BEFORE INSERT ON journal WHEN NEW.probe = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END;",
+    )
+    .unwrap();
+    let batch = |p: &str| (0..10).map(|s| ev(&format!("{p}-{s}"), s, now)).collect::<Vec<_>>();
+    // hold the write lock: the writer blocks on its first job while the others queue behind it,
+    // so they are taken as one group when the lock is released
+    side.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let spawn = |p: String| {
+        let (j, events) = (j.clone(), batch(&p));
+        tokio::spawn(async move { (p.clone(), j.publish(&p, events, now).await) })
+    };
+    let mut tasks = vec![spawn("first".into())];
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for i in 0..10 {
+        tasks.push(spawn(format!("a{i}")));
+    }
+    tasks.push(spawn("poison".into()));
+    for i in 0..10 {
+        tasks.push(spawn(format!("b{i}")));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    side.execute_batch("COMMIT").unwrap();
+    for t in tasks {
+        let (p, r) = t.await.unwrap();
+        if p == "poison" {
+            assert!(r.is_err(), "the poisoned job fails");
+        } else {
+            let r = r.unwrap_or_else(|e| panic!("{p}: a job grouped with a failing one still succeeds: {e}"));
+            assert_eq!((r.accepted, r.duplicates), (10, 0), "{p}");
+        }
+    }
+    let rows: i64 = side.query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 21, "every batch but the poisoned one is journaled, once");
+    let poisoned: i64 =
+        side.query_row("SELECT COUNT(*) FROM seen_batches WHERE probe = 'poison'", [], |r| r.get(0)).unwrap();
+    assert_eq!(poisoned, 0, "the failed job's dedup rows were rolled back with it");
+    side.execute_batch("DROP TRIGGER poison").unwrap();
+    let r = j.publish("poison", batch("poison"), now).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (10, 0), "the retry is accepted in full");
+    let r = j.publish("a3", batch("a3"), now).await.unwrap();
+    assert_eq!((r.accepted, r.duplicates), (0, 10), "the grouped batches are durable and deduplicated");
+}
