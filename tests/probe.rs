@@ -113,6 +113,17 @@ async fn reflector() -> String {
 }
 
 /// (RTT samples toward reflector.test, connect samples toward tcp.test) stored for probe-0.
+/// Batches waiting in the spool of the probe whose state directory is `state` (read from the
+/// directory itself: the depth gauge is process-wide and other tests move it concurrently).
+fn spooled(state: &std::path::Path) -> usize {
+    Spool::open(state, 1000).unwrap().depth()
+}
+
+/// Ingest (re)started on the port the probe was configured with while it was down.
+async fn ingest_back_on(app: Prepared, port: u16) -> TestApp {
+    app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await
+}
+
 async fn counts(t: &TestApp) -> (u64, u64) {
     let now = netqoe_actors::now_ms();
     let url = |m: &str| {
@@ -278,14 +289,14 @@ async fn a_probe_restarted_mid_spool_delivers_everything_exactly_once() {
     let pcfg = probe_cfg(dir.path(), &ingest, &app.probes[0].1, &refl, &refl);
     // ingest is down: two rounds measured, spooled; then the probe is stopped mid-spool
     let _ = tokio::time::timeout(Duration::from_millis(2500), netqoe::probe::run(pcfg.clone(), Some(2))).await;
-    let spooled = Spool::open(dir.path(), 1000).unwrap().depth();
-    assert!(spooled > 0, "batches wait in the spool while ingest is away");
+    let waiting = spooled(dir.path());
+    assert!(waiting > 0, "batches wait in the spool while ingest is away");
     // a restarted probe with ingest back: the spool drains in order, nothing lost or doubled; and
     // the new run measures one more round, whose seqs must be new (a reused seq would be dropped
     // as a duplicate of a spooled event)
-    let t = app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    let t = ingest_back_on(app, port).await;
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(1))).await.unwrap().unwrap();
-    assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
+    assert_eq!(spooled(dir.path()), 0, "the spool drained");
     eventually(20, "3 rounds aggregated exactly once", || async { (counts(&t).await.0 == 30).then_some(()) }).await;
     t.app.shutdown().await.unwrap();
 }
@@ -316,15 +327,15 @@ async fn ingest_stopped_for_a_minute_then_restarted() {
     let mut peak = 0;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        peak = peak.max(Spool::open(dir.path(), 1000).unwrap().depth());
+        peak = peak.max(spooled(dir.path()));
     }
     assert!(peak >= 5, "the spool grew while ingest was away (peak {peak})");
     let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
     let text = get_text(&client, &format!("http://127.0.0.1:{metrics_port}/metrics")).await;
     assert!(metric_value(&text, "netqoe_probe_spool_depth").is_some(), "the probe exports its spool depth");
-    let t = prepared.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    let t = ingest_back_on(prepared, port).await;
     tokio::time::timeout(Duration::from_secs(60), probe).await.unwrap().unwrap().unwrap();
-    assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0, "the spool drained");
+    assert_eq!(spooled(dir.path()), 0, "the spool drained");
     let c = eventually(30, "every round aggregated exactly once", || async {
         let c = counts(&t).await.0;
         (c >= rounds * 10).then_some(c)
@@ -452,9 +463,9 @@ async fn a_stopped_probe_spools_what_it_measured() {
     let measured =
         serde_json::from_slice::<serde_json::Value>(&body).unwrap()["events"].as_array().unwrap().len() as u64;
     assert!(measured >= 2, "{measured} measurements in 2.5 s at 1/s");
-    let t = app.start_on(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()).await;
+    let t = ingest_back_on(app, port).await;
     tokio::time::timeout(Duration::from_secs(30), netqoe::probe::run(pcfg, Some(0))).await.unwrap().unwrap();
-    assert_eq!(Spool::open(dir.path(), 1000).unwrap().depth(), 0);
+    assert_eq!(spooled(dir.path()), 0);
     eventually(20, "the spooled measurements aggregated", || async {
         (counts(&t).await.0 == measured * 10).then_some(())
     })

@@ -18,38 +18,8 @@ async fn through_the_broker_rollups_equal_the_embedded_run() {
     ov.push(("NETQOE__PIPELINE__DERIVE_INTERVAL_MS".into(), "0".into()));
     let rabbit = start_with(3, &ov).await;
     let embedded = start(3, &[("NETQOE__PIPELINE__DERIVE_INTERVAL_MS", "0")]).await;
-    let base = base_ms() + 5 * 60_000;
-    let mut total = 0u64;
-    for app in [&rabbit, &embedded] {
-        let mut rng = Rng(7);
-        for (pi, (probe, _)) in app.probes.iter().enumerate() {
-            let token = &app.probes[pi].1;
-            for b in 0..6 {
-                let evs = events_for(&format!("probe-{pi}"), base, b * 50, 50, &mut rng);
-                let r =
-                    post(&app.client, &app.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await;
-                assert_eq!(r.status, 202, "{probe}: {}", r.body);
-            }
-        }
-        total = 3 * 300 * 3;
-    }
-    let (from, to) = (base, base + 600_000);
-    for app in [&rabbit, &embedded] {
-        let url = format!("http://{}", app.app.addr);
-        eventually(60, "all samples aggregated", || async {
-            (total_count(&app.client, &url, &app.query_token, "rtt", from, to).await == total).then_some(())
-        })
-        .await;
-    }
-    let a = rollup_map(&rabbit.client, &format!("http://{}", rabbit.app.addr), &rabbit.query_token, from, to).await;
-    let b =
-        rollup_map(&embedded.client, &format!("http://{}", embedded.app.addr), &embedded.query_token, from, to).await;
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len(), "same windows");
-    for (k, v) in &a {
-        assert_eq!(Some(v), b.get(k), "window {k} differs");
-    }
-    eprintln!("broker e2e: {} windows identical to the embedded run ({} samples)", a.len(), total);
+    let (windows, total) = same_rollups(&rabbit, &embedded, 7).await;
+    eprintln!("broker e2e: {windows} windows identical to the embedded run ({total} samples)");
     let client = rabbit.client.clone();
     rabbit.app.shutdown().await.unwrap();
     embedded.app.shutdown().await.unwrap();

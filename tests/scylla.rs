@@ -48,37 +48,8 @@ async fn the_scylla_store_serves_the_same_query_results_as_sqlite() {
     netqoe::scylla::migrate(&cfg).await.expect("migrate");
     let on_scylla = start(3, &scylla_env).await;
     let on_sqlite = start(3, &[("NETQOE__PIPELINE__DERIVE_INTERVAL_MS", "0")]).await;
-    let base = base_ms() + 5 * 60_000;
-    for app in [&on_scylla, &on_sqlite] {
-        let mut rng = Rng(11);
-        for (pi, (probe, token)) in app.probes.iter().enumerate() {
-            for b in 0..6 {
-                let evs = events_for(&format!("probe-{pi}"), base, b * 50, 50, &mut rng);
-                let r =
-                    post(&app.client, &app.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await;
-                assert_eq!(r.status, 202, "{probe}: {}", r.body);
-            }
-        }
-    }
-    let total = 3 * 300 * 3;
-    let (from, to) = (base, base + 600_000);
-    for app in [&on_scylla, &on_sqlite] {
-        let url = format!("http://{}", app.app.addr);
-        eventually(60, "all samples aggregated", || async {
-            (total_count(&app.client, &url, &app.query_token, "rtt", from, to).await == total).then_some(())
-        })
-        .await;
-    }
-    let a = rollup_map(&on_scylla.client, &format!("http://{}", on_scylla.app.addr), &on_scylla.query_token, from, to)
-        .await;
-    let b = rollup_map(&on_sqlite.client, &format!("http://{}", on_sqlite.app.addr), &on_sqlite.query_token, from, to)
-        .await;
-    assert!(!a.is_empty());
-    assert_eq!(a.len(), b.len(), "same windows");
-    for (k, v) in &a {
-        assert_eq!(Some(v), b.get(k), "window {k} differs");
-    }
-    eprintln!("scylla store: {} windows identical to the SQLite store ({total} samples)", a.len());
+    let (windows, total) = same_rollups(&on_scylla, &on_sqlite, 11).await;
+    eprintln!("scylla store: {windows} windows identical to the SQLite store ({total} samples)");
     on_scylla.app.shutdown().await.unwrap();
     on_sqlite.app.shutdown().await.unwrap();
     let session = netqoe::scylla::connect(&cfg.scylla).await.unwrap();

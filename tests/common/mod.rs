@@ -384,6 +384,44 @@ pub async fn rollup_map(
     out
 }
 
+/// The differential check of two deployments: posts the same events (seeded, 6 batches of 50 per
+/// probe) to both, waits until both have aggregated every sample, and asserts that both query APIs
+/// return the same 1m and 1h windows (revision/closed aside). Returns (windows, samples).
+pub async fn same_rollups(a: &TestApp, b: &TestApp, seed: u64) -> (usize, u64) {
+    let base = base_ms() + 5 * 60_000;
+    for app in [a, b] {
+        let mut rng = Rng(seed);
+        for (pi, (probe, token)) in app.probes.iter().enumerate() {
+            for batch_no in 0..6 {
+                let evs = events_for(&format!("probe-{pi}"), base, batch_no * 50, 50, &mut rng);
+                let r =
+                    post(&app.client, &app.app.url("/v1/events"), Some(token), "application/json", batch(&evs)).await;
+                assert_eq!(r.status, 202, "{probe}: {}", r.body);
+            }
+        }
+    }
+    assert_eq!(a.probes.len(), b.probes.len(), "both deployments need the same probes");
+    // 300 events per probe, 3 RTT samples each
+    let total = a.probes.len() as u64 * 300 * 3;
+    let (from, to) = (base, base + 600_000);
+    let mut maps = Vec::new();
+    for app in [a, b] {
+        let url = format!("http://{}", app.app.addr);
+        eventually(60, "all samples aggregated", || async {
+            (total_count(&app.client, &url, &app.query_token, "rtt", from, to).await == total).then_some(())
+        })
+        .await;
+        maps.push(rollup_map(&app.client, &url, &app.query_token, from, to).await);
+    }
+    let (x, y) = (&maps[0], &maps[1]);
+    assert!(!x.is_empty());
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "same windows");
+    for (k, v) in x {
+        assert_eq!(Some(v), y.get(k), "window {k} differs");
+    }
+    (x.len(), total)
+}
+
 /// An open incident blaming `subject` for loss, opened at `opened_ms` (tests adjust what they need).
 pub fn sample_incident(
     id: &str,
