@@ -9,6 +9,8 @@
 #   NETQOE_CASSANDRA_CACHE  jar cache (default ~/.cache/netqoe/cassandra-<version>)
 #   NETQOE_CASSANDRA_HOME   data, config and log (default /tmp/netqoe-cassandra-<port>)
 #   NETQOE_CASSANDRA_HEAP   heap (default 768M)
+#   NETQOE_CASSANDRA_ADDRESS listen and CQL address (default 127.0.0.1; the lab's cql-1 uses its own)
+#   NETQOE_CASSANDRA_DC     datacenter name (GossipingPropertyFileSnitch, rack1); unset: SimpleSnitch
 #
 # Stop it with: kill "$(cat "$NETQOE_CASSANDRA_HOME/pid")"
 set -euo pipefail
@@ -18,14 +20,16 @@ version=$(sed -n 's:.*<cassandra.version>\(.*\)</cassandra.version>.*:\1:p' "$he
 cache=${NETQOE_CASSANDRA_CACHE:-$HOME/.cache/netqoe/cassandra-$version}
 home=${NETQOE_CASSANDRA_HOME:-/tmp/netqoe-cassandra-$port}
 heap=${NETQOE_CASSANDRA_HEAP:-768M}
+addr=${NETQOE_CASSANDRA_ADDRESS:-127.0.0.1}
+dc=${NETQOE_CASSANDRA_DC:-}
 log() { echo "ensure-cassandra: $*" >&2; }
 
 # A CQL server answers: the native protocol's OPTIONS request gets a SUPPORTED frame.
 answers() {
-  python3 - "$port" <<'EOF'
+  python3 - "$addr" "$port" <<'EOF'
 import socket, struct, sys
 try:
-    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
     s.sendall(struct.pack(">BBhBi", 0x04, 0, 1, 0x05, 0))  # v4 OPTIONS
     head = s.recv(9)
     sys.exit(0 if len(head) == 9 and head[4] == 0x06 else 1)  # SUPPORTED
@@ -35,8 +39,8 @@ EOF
 }
 
 if answers; then
-  log "a CQL server already answers on 127.0.0.1:$port; reusing it"
-  echo "127.0.0.1:$port"
+  log "a CQL server already answers on $addr:$port; reusing it"
+  echo "$addr:$port"
   exit 0
 fi
 
@@ -71,13 +75,13 @@ commitlog_sync_period: 10000ms
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "127.0.0.1:$storage_port"
-listen_address: 127.0.0.1
-rpc_address: 127.0.0.1
+      - seeds: "$addr:$storage_port"
+listen_address: $addr
+rpc_address: $addr
 storage_port: $storage_port
 native_transport_port: $port
 start_native_transport: true
-endpoint_snitch: SimpleSnitch
+endpoint_snitch: $([ -n "$dc" ] && echo GossipingPropertyFileSnitch || echo SimpleSnitch)
 authenticator: AllowAllAuthenticator
 authorizer: AllowAllAuthorizer
 concurrent_reads: 8
@@ -94,6 +98,11 @@ read_request_timeout: 5000ms
 range_request_timeout: 10000ms
 request_timeout: 10000ms
 EOF
+snitch_props=()
+if [ -n "$dc" ]; then
+  printf 'dc=%s\nrack=rack1\n' "$dc" >"$home/cassandra-rackdc.properties"
+  snitch_props=(-Dcassandra-rackdc.properties="file://$home/cassandra-rackdc.properties")
+fi
 cat >"$home/logback.xml" <<EOF
 <configuration>
   <appender name="FILE" class="ch.qos.logback.core.FileAppender">
@@ -107,10 +116,10 @@ EOF
 # the module access Cassandra needs on Java 17 (its jvm17-server.options): `opens`
 source "$(dirname "$0")/cassandra/jvm-flags.sh"
 jamm=$(ls "$cache"/lib/jamm-*.jar | head -1)
-log "starting Cassandra $version on 127.0.0.1:$port (heap $heap, data in $home)"
+log "starting Cassandra $version on $addr:$port (heap $heap, data in $home)"
 nohup java -Xms"$heap" -Xmx"$heap" -Xss512k -XX:+UseG1GC -XX:ActiveProcessorCount=2 \
   -XX:+HeapDumpOnOutOfMemoryError -XX:HeapDumpPath="$home/logs" \
-  "${opens[@]}" -javaagent:"$jamm" \
+  "${opens[@]}" -javaagent:"$jamm" "${snitch_props[@]}" \
   -Djava.net.preferIPv4Stack=true \
   -Dcassandra.config="file://$home/cassandra.yaml" \
   -Dlogback.configurationFile="$home/logback.xml" \
@@ -123,8 +132,8 @@ echo $! >"$home/pid"
 pid=$(cat "$home/pid")
 for _ in $(seq 1 180); do
   if answers; then
-    log "Cassandra answers CQL on 127.0.0.1:$port (pid $pid)"
-    echo "127.0.0.1:$port"
+    log "Cassandra answers CQL on $addr:$port (pid $pid)"
+    echo "$addr:$port"
     exit 0
   fi
   if ! kill -0 "$pid" 2>/dev/null; then

@@ -84,6 +84,20 @@ struct RunArgs {
     /// caught up are reported (`server_cpu_s`), not counting the oracle's queries afterwards.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Target the multi-machine lab (deploy/lab) instead of loopback: --url must be a lab address
+    /// (10.77.0.0/16, which exists only inside the lab's network namespaces).
+    #[arg(long)]
+    lab: bool,
+    /// Wait for the pipeline by asking the oracle (every 2 s, until it is clean or --settle has
+    /// passed) instead of reading netqoe_events_aggregated_total at --url (which a load balancer in
+    /// front of ingest-only nodes does not serve). The report then says when it became clean.
+    #[arg(long)]
+    settle_by_oracle: bool,
+    /// Re-send a batch that got no 2xx (503, 429, a lost connection) every 500 ms, the same events
+    /// with the same ids, for up to this many seconds, as a probe's spool does; 0 = never (open
+    /// loop only). An answer lost with the node that sent it is then counted once, not missed.
+    #[arg(long, default_value_t = 0)]
+    retry_secs: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -116,6 +130,15 @@ fn loopback_only(url: &str) -> anyhow::Result<()> {
         bail!("--url {url}: load tests target the loopback address only (127.0.0.0/8, localhost, [::1])");
     }
     Ok(())
+}
+
+/// The lab's addresses: 10.77.0.0/16, which exists only inside deploy/lab's namespaces.
+fn lab_only(url: &str) -> anyhow::Result<()> {
+    let host = url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or("");
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(a) if a.octets()[..2] == [10, 77] => Ok(()),
+        _ => bail!("--url {url}: with --lab the load targets a lab address (10.77.0.0/16) only"),
+    }
 }
 
 fn setup(probes: usize, out: &PathBuf, bus: &str) -> anyhow::Result<()> {
@@ -255,6 +278,8 @@ struct WorkerResult {
     exact: BTreeMap<(String, String, i64), Vec<f64>>,
     /// second → (accepted events, latency histogram)
     timeline: BTreeMap<u64, (u64, Histogram<u64>)>,
+    /// Re-sends of batches that got no 2xx (`--retry-secs`).
+    retries: u64,
 }
 
 fn hist() -> Histogram<u64> {
@@ -285,25 +310,35 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let (client, url, token, probe, shared, names) =
             (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone(), target_names.clone());
         let n = args.batch as u64;
+        let retry_secs = args.retry_secs;
         handles.push(actix_rt::spawn(async move {
-            let res = client
-                .post(&url)
-                .insert_header(("Authorization", format!("Bearer {token}")))
-                .insert_header(("Content-Type", "application/json"))
-                .send_body(body)
-                .await;
-            let status = match res {
-                Ok(mut r) => {
-                    let _ = r.body().await;
-                    r.status().as_u16()
+            let mut retries = 0u64;
+            let status = loop {
+                let res = client
+                    .post(&url)
+                    .insert_header(("Authorization", format!("Bearer {token}")))
+                    .insert_header(("Content-Type", "application/json"))
+                    .send_body(body.clone())
+                    .await;
+                let status = match res {
+                    Ok(mut r) => {
+                        let _ = r.body().await;
+                        r.status().as_u16()
+                    }
+                    Err(_) => 0,
+                };
+                if (200..300).contains(&status) || Instant::now() >= intended + Duration::from_secs(retry_secs) {
+                    break status;
                 }
-                Err(_) => 0,
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             };
             drop(permit);
             let latency_us = (Instant::now() - intended).as_micros().max(1) as u64;
             let second = (intended - start).as_secs();
             let mut g = shared.lock().expect("lock");
             g.offered_events += n;
+            g.retries += retries;
             *g.statuses.entry(status).or_default() += 1;
             if let Some(h) = g.hist.as_mut() {
                 let _ = h.record(latency_us.min(120_000_000));
@@ -356,7 +391,11 @@ fn pct(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    loopback_only(&args.url)?;
+    if args.lab {
+        lab_only(&args.url)?;
+    } else {
+        loopback_only(&args.url)?;
+    }
     let tokens: Tokens =
         serde_json::from_slice(&std::fs::read(&args.tokens).with_context(|| format!("{}", args.tokens.display()))?)?;
     if tokens.probes.is_empty() {
@@ -403,6 +442,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         total.offered_events += r.offered_events;
         total.accepted_events += r.accepted_events;
+        total.retries += r.retries;
         for (k, v) in r.oracle {
             *total.oracle.entry(k).or_default() += v;
         }
@@ -424,6 +464,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(args.settle);
         let mut caught = None;
         let mut server_cpu_s = None;
+        if args.settle_by_oracle {
+            let mut last = serde_json::Value::Null;
+            while Instant::now() < deadline {
+                last = check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.exact, started_ms).await;
+                if last["clean"] == serde_json::Value::Bool(true) {
+                    caught = Some((Instant::now() - start).as_secs_f64());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            return (caught, Some(last), None);
+        }
         while Instant::now() < deadline {
             if metric(&c, &args.url, "netqoe_events_aggregated_total").await.unwrap_or(0.0) >= want {
                 caught = Some((Instant::now() - start).as_secs_f64());
@@ -471,8 +523,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "offered_events_per_s": offered, "accepted_events_per_s": accepted, "consumed_events_per_s": consumed,
         "offered_events": total.offered_events, "accepted_events": total.accepted_events,
-        "statuses": total.statuses, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
-        "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report, "timeline": timeline,
+        "statuses": total.statuses, "retries": total.retries, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
+        "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report,
+        "caught_up_at_ms": caught_up_s.map(|c| started_ms + (c * 1000.0) as i64 + 200), "timeline": timeline,
         "batch": args.batch, "rate": args.rate, "duration_s": args.duration, "probes": tokens.probes.len(), "targets": args.targets,
     "loadgen_cpu_s": own_cpu_seconds(), "server_cpu_s": server_cpu_s,
     });
@@ -661,6 +714,10 @@ mod tests {
         assert!(loopback_only("http://[::1]:8080").is_ok());
         assert!(loopback_only("http://10.0.0.1:8080").is_err());
         assert!(loopback_only("http://example.com").is_err());
+        assert!(lab_only("http://10.77.20.10:8080").is_ok());
+        assert!(lab_only("http://10.78.20.10:8080").is_err());
+        assert!(lab_only("http://127.0.0.1:8080").is_err());
+        assert!(lab_only("http://lb-1:8080").is_err());
     }
 
     #[test]

@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+"""Prints the suite's table (deploy/lab/lab.sh suite) from its JSON rows, as Markdown."""
+import json
+import sys
+
+rows = json.load(open(sys.argv[1]))
+cols = ["fault", "sent", "2xx_events", "2xx", "503", "stored", "lost", "duplicated", "recovered_s"]
+heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "stored", "lost", "duplicated",
+         "s to recover (after heal)"]
+print("| " + " | ".join(heads) + " |")
+print("|" + "---|" * len(heads))
+for r in rows:
+    print("| " + " | ".join("—" if r.get(c) is None else str(r.get(c)) for c in cols) + " |")
