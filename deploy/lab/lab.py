@@ -138,16 +138,20 @@ def wait(what, f, secs):
     raise RuntimeError(f"{what}: not within {secs} s ({last})")
 
 
-def http_in(host, url, token=None, timeout=5, method="GET", body=None):
+def http_in(host, url, token=None, timeout=5, method="GET", body=None, basic=None):
     """An HTTP request made from inside a host (so its firewall and routes apply)."""
     script = ("import sys,urllib.request as u\n"
               "r=u.Request(sys.argv[1],method=sys.argv[2],data=(sys.argv[4].encode() if sys.argv[4] else None))\n"
               "t=sys.argv[3]\n"
-              "t and r.add_header('Authorization','Bearer '+t)\n"
+              "t and r.add_header('Authorization',t)\n"
               "r.add_header('Content-Type','application/json')\n"
               "try:\n  x=u.urlopen(r,timeout=float(sys.argv[5])); print(x.status); sys.stdout.write(x.read().decode())\n"
               "except u.HTTPError as e: print(e.code); sys.stdout.write(e.read().decode())\n")
-    r = nsx(host, sys.executable, "-c", script, url, method, token or "", body or "", str(timeout),
+    import base64
+    auth = f"Bearer {token}" if token else ""
+    if basic:
+        auth = "Basic " + base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode()
+    r = nsx(host, sys.executable, "-c", script, url, method, auth, body or "", str(timeout),
             check=False, capture=True, timeout=timeout + 10)
     if r.returncode != 0:
         raise RuntimeError(f"{host} → {url}: {r.stderr.strip()[-300:]}")
@@ -660,23 +664,35 @@ def loadgen(secs, out, rate, batch):
     return subprocess.Popen(
         ["ip", "netns", "exec", NS + "probe-1", LOADGEN, "run", "--lab", "--url", f"http://{ip('lb-1')}:8080",
          "--tokens", str(LAB / "loadgen" / "tokens.json"), "--rate", str(rate), "--batch", str(batch),
-         "--duration", str(secs), "--oracle", "--settle-by-oracle", "--settle", "180", "--json", str(out)],
+         "--duration", str(secs), "--oracle", "--settle-by-oracle", "--settle", "180", "--retry-secs", "90", "--json", str(out)],
         stdout=open(str(out) + ".log", "w"), stderr=subprocess.STDOUT)
 
 
+def shard_consumers():
+    """(shard queue, peer host, active) of every consumer, from the management API (admin-1)."""
+    s, body = http_in("admin-1", f"http://{ip('rabbit-1')}:15672/api/consumers", basic=("netqoe", RABBIT_PASSWORD))
+    return [(c["queue"]["name"], c["channel_details"]["peer_host"], c["active"]) for c in json.loads(body)
+            if ".shard." in c["queue"]["name"]]
+
+
 def active_aggregator():
-    """The aggregate host whose consumer is the single active one on most shard queues."""
-    r = rabbitmqctl(1, "list_consumers", "-q", "queue_name", "channel_pid", "active", "--formatter", "json")
+    """The aggregate host that is the single active consumer of most shard queues."""
     counts = {}
-    for c in json.loads(r.stdout or "[]"):
-        if c.get("active") in (True, "true") and "shard" in c["queue_name"]:
-            counts[c["channel_pid"]] = counts.get(c["channel_pid"], 0) + 1
-    conns = json.loads(rabbitmqctl(1, "list_channels", "-q", "pid", "peer_host", "--formatter", "json").stdout or "[]")
-    by_ip = {}
-    for ch in conns:
-        by_ip[ch["peer_host"]] = by_ip.get(ch["peer_host"], 0) + counts.get(ch["pid"], 0)
-    best = max(by_ip.items(), key=lambda kv: kv[1], default=(None, 0))[0]
+    for _, peer, active in shard_consumers():
+        counts[peer] = counts.get(peer, 0) + (1 if active else 0)
+    best = max(counts.items(), key=lambda kv: kv[1], default=(None, 0))[0]
     return next((h for h in ("aggregate-1", "aggregate-2") if ip(h) == best), "aggregate-1")
+
+
+def probe_row(probe):
+    q = tokens()["query"][0]
+    s, body = http_in("admin-1", f"http://{ip('lb-1')}:8080/v1/probes", q)
+    return next(p for p in json.loads(body)["probes"] if p["probe"] == probe)
+
+
+def spool_depth(probe):
+    s, body = http_in("monitor-1", f"http://{ip(probe)}:9101/metrics")
+    return next(float(line.split()[1]) for line in body.splitlines() if line.startswith("netqoe_probe_spool_depth "))
 
 
 def suite(short=False):
@@ -706,11 +722,29 @@ def suite(short=False):
         log(f"suite: {name}: {secs} s of load at {rate} events/s, fault after 5 s for {hold} s")
         p = loadgen(secs, out, rate, batch)
         time.sleep(5)
+        before = probe_row("probe-2")
         inject()
-        time.sleep(hold)
+        peak = 0.0
+        until = time.time() + hold
+        while time.time() < until:
+            time.sleep(min(4, max(0.1, until - time.time())))
+            try:
+                peak = max(peak, spool_depth("probe-2"))
+            except (RuntimeError, StopIteration):
+                pass
         healed_at = time.time()
         undo()
         rc = p.wait(timeout=secs + 400)
+        drained = wait("probe-2's spool drained", lambda: spool_depth("probe-2") == 0 and time.time(), 120)
+        after = probe_row("probe-2")
+        drain = f", drained {drained - healed_at:.0f} s after heal" if peak else ""
+        note = (f"probe-2: spool peak {peak:.0f} batches{drain}, {after['events'] - before['events']} events "
+                f"delivered, missing {after['missing']}, late dropped {after['late_dropped']}")
+        actives = {}
+        for queue, _, active in shard_consumers():
+            actives[queue] = actives.get(queue, 0) + (1 if active else 0)
+        if sorted(actives.values()) != [1] * SHARDS:
+            note += f"; SHARDS WITHOUT ONE ACTIVE CONSUMER: {actives}"
         rep = json.loads(out.read_text()) if out.exists() else {}
         o = rep.get("oracle") or {}
         st = rep.get("statuses", {})
@@ -718,15 +752,17 @@ def suite(short=False):
         recover = rep.get("caught_up_at_ms")
         rows.append({
             "fault": name, "sent": rep.get("offered_events"), "2xx_events": rep.get("accepted_events"),
-            "2xx": two, "503": st.get("503", 0), "stored": rep.get("accepted_events", 0) - o.get("missing_samples", 0)
-            if o else None, "lost": o.get("missing_samples"), "duplicated": o.get("duplicated_samples"),
+            "2xx": two, "503": st.get("503", 0), "429": st.get("429", 0),
+            "windows": f"{o.get('windows', 0) - o.get('windows_differing', 0)}/{o.get('windows', 0)}" if o else None,
+            "lost": o.get("missing_samples"), "duplicated": o.get("duplicated_samples"),
             "recovered_s": round((recover / 1000 - healed_at), 1) if recover else None, "clean": o.get("clean"),
-            "loadgen_rc": rc})
+            "loadgen_rc": rc, "retries": rep.get("retries"), "note": note,
+            "probe_lost": after["missing"] + after["late_dropped"]})
         wait("pipeline healthy again", lambda: all(ready(h, HEALTH[ROLE_OF[h]]) for h in ROLE_OF), 120)
     (LAB / "suite.json").write_text(json.dumps(rows, indent=1))
     print(subprocess.run([sys.executable, str(HERE / "suite_table.py"), str(LAB / "suite.json")],
                          capture_output=True, text=True).stdout)
-    if any(not r["clean"] or r["lost"] or r["duplicated"] for r in rows):
+    if any(not r["clean"] or r["lost"] or r["duplicated"] or r["probe_lost"] or "WITHOUT" in r["note"] for r in rows):
         sys.exit("lab: suite: a fault lost or duplicated events (table above)")
 
 

@@ -4,9 +4,11 @@ import json
 import sys
 
 rows = json.load(open(sys.argv[1]))
-cols = ["fault", "sent", "2xx_events", "2xx", "503", "stored", "lost", "duplicated", "recovered_s"]
-heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "stored", "lost", "duplicated",
-         "s to recover (after heal)"]
+cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "windows", "lost", "duplicated", "recovered_s", "retries",
+        "note"]
+heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "429", "windows stored = acked", "samples lost",
+         "samples duplicated",
+         "s to recover (after heal)", "re-sends", "the probes' own path"]
 print("| " + " | ".join(heads) + " |")
 print("|" + "---|" * len(heads))
 for r in rows:

@@ -93,9 +93,9 @@ struct RunArgs {
     /// front of ingest-only nodes does not serve). The report then says when it became clean.
     #[arg(long)]
     settle_by_oracle: bool,
-    /// Re-send a batch that got no 2xx (503, 429, a lost connection) every 500 ms, the same events
-    /// with the same ids, for up to this many seconds, as a probe's spool does; 0 = never (open
-    /// loop only). An answer lost with the node that sent it is then counted once, not missed.
+    /// Re-send a batch that got no 2xx (503, 429, a lost connection), the same events with the
+    /// same ids, backing off from 0.5 s to 8 s with jitter, for up to this many seconds, as a
+    /// probe's spool does; 0 = never (open loop only). An answer lost with the node that sent it is then counted once, not missed.
     #[arg(long, default_value_t = 0)]
     retry_secs: u64,
 }
@@ -330,8 +330,12 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
                 if (200..300).contains(&status) || Instant::now() >= intended + Duration::from_secs(retry_secs) {
                     break status;
                 }
+                // exponential backoff with jitter, as a probe's spool backs off: re-sends that all
+                // came back at once would keep a per-source rate limit (HAProxy's 429) tripped
+                let backoff = 500u64.saturating_mul(1 << retries.min(4));
                 retries += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                let jitter = rand::thread_rng().gen_range(backoff / 2..=backoff);
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
             };
             drop(permit);
             let latency_us = (Instant::now() - intended).as_micros().max(1) as u64;
@@ -552,17 +556,37 @@ async fn check_oracle(
     let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
     let mut quantiles: BTreeMap<(String, String, i64), [f64; 3]> = BTreeMap::new();
     let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
+    let mut query_failures = 0u64;
     for p in probes {
         // page by page (`next`), as a client must
         let mut windows = Vec::new();
         let mut after = String::new();
         loop {
             let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=10000{after}");
-            let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else {
+            // a refused query (a load balancer's per-source 429, a 503) is asked again, never read
+            // as "nothing stored"; one that keeps failing makes the check unclean
+            let mut v = serde_json::Value::Null;
+            for attempt in 0..20 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(250 * attempt.min(4))).await;
+                }
+                let Ok(mut r) = c.get(&q).insert_header(("Authorization", format!("Bearer {token}"))).send().await
+                else {
+                    continue;
+                };
+                if r.status().as_u16() != 200 {
+                    continue;
+                }
+                let b = r.body().limit(64 << 20).await.unwrap_or_default();
+                if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&b) {
+                    v = parsed;
+                    break;
+                }
+            }
+            if v.is_null() {
+                query_failures += 1;
                 break;
-            };
-            let b = r.body().limit(64 << 20).await.unwrap_or_default();
-            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            }
             windows.extend(v["rollups"].as_array().cloned().unwrap_or_default());
             match v["next"].as_str() {
                 Some(n) => after = format!("&after={n}"),
@@ -610,7 +634,8 @@ async fn check_oracle(
     serde_json::json!({"windows": oracle.len(), "windows_differing": differing, "missing_samples": missing,
                        "duplicated_samples": duplicated, "unexpected_windows": unexpected,
                        "percentile_windows_checked": checked, "max_percentile_rel_error": max_err,
-                       "clean": differing == 0 && unexpected == 0 && max_err <= 0.01 + 1e-9})
+                       "query_failures": query_failures,
+                       "clean": query_failures == 0 && differing == 0 && unexpected == 0 && max_err <= 0.01 + 1e-9})
 }
 
 fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
