@@ -79,7 +79,7 @@ async fn transient_requeues_never_dead_letter_a_batch() {
             break;
         }
     }
-    assert!(deliveries <= 11, "the delivery limit applies to real failures ({deliveries})");
+    assert_eq!(deliveries, 10, "the delivery limit (10) applies to real failures, exactly");
     assert_eq!(j.dead_letter_count().await.unwrap(), 1);
 }
 
@@ -200,4 +200,50 @@ async fn rows_journaled_before_a_restart_are_delivered_as_redeliveries() {
     let flags: Vec<bool> = got.iter().map(|(_, r)| *r).collect();
     assert_eq!(flags, vec![true, true, false], "journaled before the restart → redelivered: {got:?}");
     assert_eq!(got[2].0, (6..9).map(|s| format!("p-{s}")).collect::<Vec<_>>());
+}
+
+/// A delivery dropped without an ack comes back marked `redelivered` (its effect may be committed),
+/// and a journal row whose payload cannot be decoded goes to the dead letters, not to a consumer.
+#[actix_rt::test]
+async fn an_unacked_delivery_returns_redelivered_and_an_undecodable_row_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+    j.publish("p", seqs(0..3, now), now).await.unwrap();
+    j.publish("p", seqs(3..6, now), now).await.unwrap();
+    let side = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+    side.execute("UPDATE journal SET payload = x'b2ff00' WHERE id = (SELECT MAX(id) FROM journal)", []).unwrap();
+    let mut rx = j.consume(4).await.unwrap();
+    let first = next_delivery(&mut rx).await;
+    assert!(!first.redelivered, "a first delivery");
+    drop(first);
+    let again = next_delivery(&mut rx).await;
+    assert_eq!((ids(&again).len(), again.redelivered), (3, true), "the dropped delivery, marked redelivered");
+    again.acker.ack().await.unwrap();
+    let none = tokio::time::timeout(std::time::Duration::from_secs(2), rx.recv()).await;
+    assert!(none.is_err(), "the undecodable row is not delivered");
+    assert_eq!(j.dead_letter_count().await.unwrap(), 1, "it is dead-lettered");
+}
+
+/// The journal's dedup records live for `retention.dedup_ms`: within it a re-send is recognised,
+/// after it the records are pruned (and counted) and the same events are accepted again.
+#[actix_rt::test]
+async fn dedup_records_expire_with_the_dedup_retention() {
+    use netqoe_actors::store::{Retention, RollupStore};
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let j = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+    let day = 86_400_000;
+    let retention = Retention { dedup_ms: day, ..Retention::default() };
+    j.publish("p", seqs(0..3, now), now).await.unwrap();
+    assert_eq!(j.prune(now + day / 2, &retention).await.unwrap(), 0, "nothing is past the dedup retention yet");
+    assert_eq!(j.publish("p", seqs(0..3, now), now).await.unwrap().accepted, 0, "still recognised");
+    let pruned = j.prune(now + 2 * day, &retention).await.unwrap();
+    let side = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+    let left: i64 = side
+        .query_row("SELECT (SELECT COUNT(*) FROM seen_ids) + (SELECT COUNT(*) FROM seen_batches)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0, "every dedup record of the probe is gone");
+    assert!(pruned >= 1, "and counted ({pruned})");
+    assert_eq!(j.publish("p", seqs(0..3, now), now).await.unwrap().accepted, 3, "accepted again once forgotten");
 }

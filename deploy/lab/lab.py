@@ -62,6 +62,7 @@ HOSTS = {
 TARGET_EXTRA = ["-A INPUT -p tcp --dport 80 -s <probe_subnet> -j ACCEPT",
                 "-A INPUT -p udp --dport 53 -s <probe_subnet> -j ACCEPT"]
 RABBIT_PASSWORD = "lab-rabbit-secret"
+LOAD_SOURCES = [f"10.77.10.{100 + i}" for i in range(40)]
 SHARDS = 8
 
 
@@ -203,6 +204,9 @@ def build_network():
         nsx(h, "ip", "addr", "add", f"{ip(h)}/24", "dev", "eth0")
         nsx(h, "ip", "link", "set", "eth0", "up")
         nsx(h, "ip", "route", "add", "default", "via", f"10.77.{TIERS[tier]}.1")
+    # the load generator on probe-1 posts from 40 addresses, as a fleet does (HAProxy limits each)
+    for a in LOAD_SOURCES:
+        nsx("probe-1", "ip", "addr", "add", f"{a}/24", "dev", "eth0")
 
 
 def apply_firewalls():
@@ -664,7 +668,7 @@ def loadgen(secs, out, rate, batch):
     return subprocess.Popen(
         ["ip", "netns", "exec", NS + "probe-1", LOADGEN, "run", "--lab", "--url", f"http://{ip('lb-1')}:8080",
          "--tokens", str(LAB / "loadgen" / "tokens.json"), "--rate", str(rate), "--batch", str(batch),
-         "--duration", str(secs), "--oracle", "--settle-by-oracle", "--settle", "180", "--retry-secs", "90", "--json", str(out)],
+         "--duration", str(secs), "--oracle", "--settle-by-oracle", "--settle", "180", "--retry-secs", "90", "--source-addrs", ",".join(LOAD_SOURCES), "--json", str(out)],
         stdout=open(str(out) + ".log", "w"), stderr=subprocess.STDOUT)
 
 

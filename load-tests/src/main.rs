@@ -98,6 +98,11 @@ struct RunArgs {
     /// probe's spool does; 0 = never (open loop only). An answer lost with the node that sent it is then counted once, not missed.
     #[arg(long, default_value_t = 0)]
     retry_secs: u64,
+    /// Source addresses to send from (comma-separated, each configured on this host), probe i
+    /// using address i mod n: a fleet posts from many addresses, and a per-source rate limit in
+    /// front of ingest (HAProxy's) applies to each. Default: the system's choice.
+    #[arg(long, value_delimiter = ',')]
+    source_addrs: Vec<std::net::IpAddr>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -287,7 +292,18 @@ fn hist() -> Histogram<u64> {
 }
 
 async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, start: Instant) -> WorkerResult {
-    let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
+    let client_from = |addr: Option<std::net::IpAddr>| {
+        let mut connector = awc::Connector::new();
+        if let Some(a) = addr {
+            connector = connector.local_address(a);
+        }
+        awc::Client::builder().connector(connector).timeout(Duration::from_secs(30)).finish()
+    };
+    let clients: Vec<awc::Client> = if args.source_addrs.is_empty() {
+        vec![client_from(None)]
+    } else {
+        args.source_addrs.iter().map(|a| client_from(Some(*a))).collect()
+    };
     let url = format!("{}/v1/events", args.url);
     let mut gen = Generator::new(args.seed * 1000 + w as u64, args.targets);
     let target_names = gen.target_names.clone();
@@ -307,8 +323,14 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
         let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch, keep_exact);
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
-        let (client, url, token, probe, shared, names) =
-            (client.clone(), url.clone(), token.clone(), probe.clone(), shared.clone(), target_names.clone());
+        let (client, url, token, probe, shared, names) = (
+            clients[*idx % clients.len()].clone(),
+            url.clone(),
+            token.clone(),
+            probe.clone(),
+            shared.clone(),
+            target_names.clone(),
+        );
         let n = args.batch as u64;
         let retry_secs = args.retry_secs;
         handles.push(actix_rt::spawn(async move {
