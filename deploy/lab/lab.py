@@ -702,7 +702,7 @@ def spool_depth(probe):
 def suite(short=False):
     secs = 30 if short else 90
     hold = 20 if short else 60
-    rate = int(os.environ.get("NETQOE_LAB_RATE", "20000"))
+    rate = int(os.environ.get("NETQOE_LAB_RATE", "10000"))
     batch = int(os.environ.get("NETQOE_LAB_BATCH", "500"))
     victim_agg = active_aggregator()
     faults = [
@@ -759,6 +759,7 @@ def suite(short=False):
             "2xx": two, "503": st.get("503", 0), "429": st.get("429", 0),
             "windows": f"{o.get('windows', 0) - o.get('windows_differing', 0)}/{o.get('windows', 0)}" if o else None,
             "lost": o.get("missing_samples"), "duplicated": o.get("duplicated_samples"),
+            "unacked_stored": o.get("stored_unacknowledged_samples"),
             "recovered_s": round((recover / 1000 - healed_at), 1) if recover else None, "clean": o.get("clean"),
             "loadgen_rc": rc, "retries": rep.get("retries"), "note": note,
             "probe_lost": after["missing"] + after["late_dropped"]})

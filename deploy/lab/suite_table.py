@@ -4,10 +4,10 @@ import json
 import sys
 
 rows = json.load(open(sys.argv[1]))
-cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "windows", "lost", "duplicated", "recovered_s", "retries",
+cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "windows", "lost", "duplicated", "unacked_stored", "recovered_s", "retries",
         "note"]
 heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "429", "windows stored = acked", "samples lost",
-         "samples duplicated",
+         "samples duplicated", "stored, answer lost",
          "s to recover (after heal)", "re-sends", "the probes' own path"]
 print("| " + " | ".join(heads) + " |")
 print("|" + "---|" * len(heads))

@@ -279,6 +279,10 @@ struct WorkerResult {
     accepted_events: u64,
     /// (probe, target, minute) → samples acknowledged
     oracle: BTreeMap<(String, String, i64), u64>,
+    /// Samples of batches that never got a 2xx but whose answer was lost at least once (no
+    /// response: the node may have stored them before it died): they may be stored or not. A
+    /// 503/429 is a definite refusal and is not counted here.
+    ambiguous: BTreeMap<(String, String, i64), u64>,
     /// Exact acknowledged samples of the windows of every 50th probe, for percentile error.
     exact: BTreeMap<(String, String, i64), Vec<f64>>,
     /// second → (accepted events, latency histogram)
@@ -335,6 +339,7 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let retry_secs = args.retry_secs;
         handles.push(actix_rt::spawn(async move {
             let mut retries = 0u64;
+            let mut answer_lost = false;
             let status = loop {
                 let res = client
                     .post(&url)
@@ -349,6 +354,7 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
                     }
                     Err(_) => 0,
                 };
+                answer_lost |= status == 0;
                 if (200..300).contains(&status) || Instant::now() >= intended + Duration::from_secs(retry_secs) {
                     break status;
                 }
@@ -379,6 +385,10 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
                 }
                 for (t, minute, samples) in oracle.exact {
                     g.exact.entry((probe.clone(), names[t].clone(), minute)).or_default().extend(samples);
+                }
+            } else if answer_lost {
+                for (t, minute, n) in oracle.counts {
+                    *g.ambiguous.entry((probe.clone(), names[t].clone(), minute)).or_default() += n;
                 }
             }
         }));
@@ -469,6 +479,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         total.offered_events += r.offered_events;
         total.accepted_events += r.accepted_events;
         total.retries += r.retries;
+        for (k, v) in r.ambiguous {
+            *total.ambiguous.entry(k).or_default() += v;
+        }
         for (k, v) in r.oracle {
             *total.oracle.entry(k).or_default() += v;
         }
@@ -493,7 +506,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         if args.settle_by_oracle {
             let mut last = serde_json::Value::Null;
             while Instant::now() < deadline {
-                last = check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.exact, started_ms).await;
+                last = check_oracle(
+                    &c,
+                    &args.url,
+                    &tokens.query,
+                    &total.oracle,
+                    &total.ambiguous,
+                    &total.exact,
+                    started_ms,
+                )
+                .await;
                 if last["clean"] == serde_json::Value::Bool(true) {
                     caught = Some((Instant::now() - start).as_secs_f64());
                     break;
@@ -511,7 +533,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let report = if args.oracle {
-            Some(check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.exact, started_ms).await)
+            Some(
+                check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.ambiguous, &total.exact, started_ms)
+                    .await,
+            )
         } else {
             None
         };
@@ -570,6 +595,7 @@ async fn check_oracle(
     url: &str,
     token: &str,
     oracle: &BTreeMap<(String, String, i64), u64>,
+    ambiguous: &BTreeMap<(String, String, i64), u64>,
     exact: &BTreeMap<(String, String, i64), Vec<f64>>,
     started_ms: i64,
 ) -> serde_json::Value {
@@ -577,7 +603,8 @@ async fn check_oracle(
     let to = now_ms() + 120_000;
     let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
     let mut quantiles: BTreeMap<(String, String, i64), [f64; 3]> = BTreeMap::new();
-    let probes: std::collections::BTreeSet<&String> = oracle.keys().map(|(p, _, _)| p).collect();
+    let probes: std::collections::BTreeSet<&String> =
+        oracle.keys().chain(ambiguous.keys()).map(|(p, _, _)| p).collect();
     let mut query_failures = 0u64;
     for p in probes {
         // page by page (`next`), as a client must
@@ -625,19 +652,24 @@ async fn check_oracle(
             stored.insert(key, w["count"].as_u64().unwrap_or(0));
         }
     }
-    let (mut missing, mut duplicated, mut differing) = (0u64, 0u64, 0u64);
-    for (k, want) in oracle {
-        let got = stored.get(k).copied().unwrap_or(0);
-        if got != *want {
+    let (mut missing, mut duplicated, mut differing, mut stored_unacked) = (0u64, 0u64, 0u64, 0u64);
+    let keys: std::collections::BTreeSet<&(String, String, i64)> = oracle.keys().chain(ambiguous.keys()).collect();
+    for k in &keys {
+        let want = oracle.get(*k).copied().unwrap_or(0);
+        let maybe = ambiguous.get(*k).copied().unwrap_or(0);
+        let got = stored.get(*k).copied().unwrap_or(0);
+        if got < want {
             differing += 1;
-            if got < *want {
-                missing += want - got;
-            } else {
-                duplicated += got - want;
-            }
+            missing += want - got;
+        } else if got > want + maybe {
+            differing += 1;
+            duplicated += got - want - maybe;
+        } else {
+            // stored beyond what was acknowledged, within what may have landed unanswered
+            stored_unacked += got - want;
         }
     }
-    let unexpected = stored.keys().filter(|k| !oracle.contains_key(*k)).count();
+    let unexpected = stored.keys().filter(|k| !keys.contains(k)).count();
     // percentile error against the exact samples (every 50th probe's windows)
     let mut max_err: f64 = 0.0;
     let mut checked = 0;
@@ -653,7 +685,8 @@ async fn check_oracle(
         }
         checked += 1;
     }
-    serde_json::json!({"windows": oracle.len(), "windows_differing": differing, "missing_samples": missing,
+    serde_json::json!({"windows": keys.len(), "windows_differing": differing,
+                       "stored_unacknowledged_samples": stored_unacked, "missing_samples": missing,
                        "duplicated_samples": duplicated, "unexpected_windows": unexpected,
                        "percentile_windows_checked": checked, "max_percentile_rel_error": max_err,
                        "query_failures": query_failures,
