@@ -528,3 +528,21 @@ fn validators_haproxy_config_passes_haproxy_check() {
     let (ok, text) = run("haproxy", &["-c", "-f", bad.to_str().unwrap()]);
     assert!(!ok, "a broken haproxy.cfg must fail:\n{text}");
 }
+
+/// The lab's firewalls are rendered from docs/deploy.md's iptables block: every section a lab host
+/// needs exists, and the rendered rules are what the doc says (one source per rule, default drop).
+#[test]
+fn the_lab_renders_every_host_firewall_from_the_deploy_doc() {
+    let script = root().join("deploy/lab/firewall.py");
+    let check = std::process::Command::new("python3").arg(&script).arg("--check").output().expect("python3 runs");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let out = std::process::Command::new("python3").arg(&script).arg("rabbit-2").output().unwrap();
+    let rules = String::from_utf8(out.stdout).unwrap();
+    assert!(rules.contains(":INPUT DROP [0:0]"), "{rules}");
+    assert!(rules.contains("-A INPUT -p tcp --dport 5672 -s 10.77.20.0/24 -j ACCEPT"), "{rules}");
+    assert!(rules.contains("-A INPUT -p tcp -m multiport --dports 4369,25672 -s 10.77.50.0/24 -j ACCEPT"), "{rules}");
+    assert!(!rules.contains("--dport 9042"), "a broker host gets no storage rule: {rules}");
+    for line in rules.lines().filter(|l| l.starts_with("-A INPUT")) {
+        assert!(line.matches(" -s ").count() <= 1, "one source per rule: {line}");
+    }
+}
