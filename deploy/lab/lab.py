@@ -724,6 +724,9 @@ def suite(short=False):
     for name, inject, undo in faults:
         out = LAB / f"suite-{len(rows)}.json"
         log(f"suite: {name}: {secs} s of load at {rate} events/s, fault after 5 s for {hold} s")
+        # each run starts in a minute of its own: the oracle compares whole 1-minute windows, and the
+        # same load probes posted into the previous minutes
+        time.sleep(60 - time.time() % 60 + 0.5)
         p = loadgen(secs, out, rate, batch)
         time.sleep(5)
         before = probe_row("probe-2")

@@ -599,7 +599,8 @@ async fn check_oracle(
     exact: &BTreeMap<(String, String, i64), Vec<f64>>,
     started_ms: i64,
 ) -> serde_json::Value {
-    let from = started_ms / 60_000 * 60_000 - 120_000;
+    // events are stamped from the run's start on: windows before its minute are another run's
+    let from = started_ms / 60_000 * 60_000;
     let to = now_ms() + 120_000;
     let mut stored: BTreeMap<(String, String, i64), u64> = BTreeMap::new();
     let mut quantiles: BTreeMap<(String, String, i64), [f64; 3]> = BTreeMap::new();
