@@ -72,6 +72,12 @@ pub static SHARD_ACTIVE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 pub static SHARD_CONSUMERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec("netqoe_bus_shard_consumers", "Consumers registered on the shard queue (all processes)", &["shard"])
 });
+pub static CONSUMING: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "netqoe_bus_consuming",
+        "1 while this process's consumer is connected to the broker and consuming the shard queues",
+    )
+});
 pub static CONSUMER_UNACKED: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge("netqoe_bus_consumer_unacked", "Deliveries held by this consumer and not yet settled (prefetch in use)")
 });
@@ -522,6 +528,7 @@ impl RabbitBus {
             streams.push(consumer);
         }
         RECONNECTS.with_label_values(&["consumer"]).inc();
+        CONSUMING.set(1);
         tracing::info!(shards = names.shards.len(), prefetch_per_shard = per_shard, epoch, "consuming shard queues");
         let mut merged = futures_util::stream::select_all(streams);
         let mut depth_tick = tokio::time::interval(Duration::from_secs(5));
@@ -697,6 +704,9 @@ impl EventBus for RabbitBus {
 
     async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
         let (tx, rx) = mpsc::channel(prefetch.max(1));
+        // exported only by consuming processes (0 until connected), so an alert on 0 means an
+        // aggregator that cannot reach the broker, never an ingest
+        CONSUMING.set(0);
         let me = self.clone();
         let handle = tokio::spawn(async move {
             let mut backoff = Backoff::new(&me.inner.cfg);
@@ -711,7 +721,9 @@ impl EventBus for RabbitBus {
                 if stop {
                     return;
                 }
-                match me.consume_once(&tx, prefetch, epoch, rotation).await {
+                let outcome = me.consume_once(&tx, prefetch, epoch, rotation).await;
+                CONSUMING.set(0);
+                match outcome {
                     Ok(()) => return,
                     Err(error) => tracing::warn!(%error, "consumer lost the broker; reconnecting"),
                 }

@@ -83,3 +83,34 @@ async fn late_events_update_or_are_dropped_and_counted() {
     assert_eq!(w1b["max"].as_f64(), Some(10.0));
     t.app.shutdown().await.unwrap();
 }
+
+/// A probe whose clock runs 90 s ahead: its events are accepted (within `ingest.max_future_s`),
+/// counted, its skew is in `/v1/probes`, and `netqoe_probes_clock_ahead` counts it (the alert
+/// NetqoeProbeClockAhead reads it); a probe whose events merely arrive late is not counted.
+#[actix_rt::test]
+async fn a_probe_clock_ahead_is_counted_and_reported_not_dropped() {
+    let t = start(2, &[]).await;
+    let url = t.app.url("/v1/events");
+    let now = netqoe_actors::now_ms();
+    let ev = |id: &str, seq: i64, ts: i64| json!({"event_id": id, "seq": seq, "ts": rfc3339(ts), "target": "t", "kind": "icmp", "rtt_ms": 5.0});
+    let ahead: Vec<Value> = (0..5).map(|i| ev(&format!("a{i}"), i, now + 90_000 + i * 1000)).collect();
+    let delayed: Vec<Value> = (0..5).map(|i| ev(&format!("d{i}"), i, now - 90_000 + i * 1000)).collect();
+    assert_eq!(post(&t.client, &url, Some(&t.probes[0].1), "application/json", batch(&ahead)).await.status, 202);
+    assert_eq!(post(&t.client, &url, Some(&t.probes[1].1), "application/json", batch(&delayed)).await.status, 202);
+    let rows = eventually(20, "both probes' sessions", || async {
+        let r = get(&t.client, &t.app.url("/v1/probes"), Some(&t.query_token)).await;
+        let rows = r.body["probes"].as_array()?.clone();
+        (rows.iter().filter(|p| p["events"].as_u64() == Some(5)).count() == 2).then_some(rows)
+    })
+    .await;
+    let row = |p: &str| rows.iter().find(|r| r["probe"] == p).unwrap().clone();
+    let a = row(&t.probes[0].0);
+    let skew = a["clock_skew_ms"].as_f64().unwrap();
+    assert!((-95_000.0..=-90_000.0).contains(&skew), "the newest event is 94 s ahead: {a}");
+    assert_eq!(a["late_dropped"], 0);
+    assert_eq!(a["missing"], 0);
+    assert!(row(&t.probes[1].0)["clock_skew_ms"].as_f64().unwrap() > 85_000.0);
+    let m = get_text(&t.client, &t.app.url("/metrics")).await;
+    assert_eq!(metric_value(&m, "netqoe_probes_clock_ahead"), Some(1.0), "only the probe ahead is counted");
+    t.app.shutdown().await.unwrap();
+}

@@ -308,6 +308,9 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
     let mut restarted_at: Option<Instant> = None;
     let guard = StartAppGuard;
     let mut seq = 0i64;
+    // netqoe_bus_consuming goes to 0 while the consumer has no broker (the alert
+    // NetqoeAggregatorNotConsuming reads it) and back to 1 once it consumes again
+    let mut saw_not_consuming = false;
     // at most 1000 batches (20 000 events), paced, for at most 40 s
     while started.elapsed() < Duration::from_secs(40) && seq < 20_000 {
         if restart.is_none() && restarted_at.is_none() && started.elapsed() > Duration::from_secs(2) {
@@ -320,6 +323,10 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
         }
         if restart.as_ref().is_some_and(|h| h.is_finished()) {
             restarted_at = Some(restart.take().unwrap().join().expect("restart thread"));
+        }
+        if restart.is_some() && !saw_not_consuming {
+            let m = get_text(&t.client, &t.app.url("/metrics")).await;
+            saw_not_consuming = metric_value(&m, "netqoe_bus_consuming") == Some(0.0);
         }
         let b = if restarted_at.is_some() && !pending.is_empty() {
             pending.remove(0)
@@ -380,6 +387,8 @@ async fn broker_restart_under_load_loses_no_acknowledged_event_and_counts_none_t
         first_ok_after_restart.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN),
     );
     assert_eq!(stored, oracle, "every event stored exactly once");
+    assert!(saw_not_consuming, "netqoe_bus_consuming was 0 while the broker was stopped");
+    assert_eq!(metric_value(&m, "netqoe_bus_consuming"), Some(1.0), "consuming again after the restart");
     let client = t.client.clone();
     t.app.shutdown().await.unwrap();
     delete_prefix(&client, &prefix).await;

@@ -75,6 +75,12 @@ pub static ACTOR_HANDLER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 });
 pub static SESSIONS_ACTIVE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_sessions_active", "Probe session actors alive (not passivated)"));
+pub static PROBES_CLOCK_AHEAD: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "netqoe_probes_clock_ahead",
+        "Live probe sessions whose events arrive at least 10 s before their own timestamps (clock ahead)",
+    )
+});
 pub static WINDOWS_OPEN: LazyLock<IntGauge> =
     LazyLock::new(|| gauge("netqoe_windows_open", "1m windows held in memory by aggregators"));
 pub static LATE_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -139,6 +145,7 @@ pub fn init() {
     LazyLock::force(&ACTOR_ERRORS);
     LazyLock::force(&ACTOR_HANDLER_SECONDS);
     LazyLock::force(&SESSIONS_ACTIVE);
+    LazyLock::force(&PROBES_CLOCK_AHEAD);
     LazyLock::force(&WINDOWS_OPEN);
     LazyLock::force(&LATE_EVENTS);
     LazyLock::force(&EVENTS_AGGREGATED);

@@ -12,8 +12,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use netqoe_domain::{BatchObservation, SessionState};
 
-use crate::metrics::{ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, SESSIONS_ACTIVE};
+use crate::metrics::{
+    ACTOR_ERRORS, ACTOR_HANDLER_SECONDS, ACTOR_MESSAGES, ACTOR_RESTARTS, PROBES_CLOCK_AHEAD, SESSIONS_ACTIVE,
+};
 use crate::store::{RollupStore, StoreError};
+
+/// A probe whose events arrive this much before their own timestamps has a clock that runs ahead
+/// (`netqoe_probes_clock_ahead`, alert NetqoeProbeClockAhead).
+pub const CLOCK_AHEAD_MS: f64 = 10_000.0;
 
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -81,13 +87,27 @@ pub struct SessionActor {
     probe: String,
     state: SessionState,
     dirty: bool,
+    /// Counted in `PROBES_CLOCK_AHEAD` (kept in step with the state; undone when the actor stops).
+    ahead: bool,
     store: Arc<dyn RollupStore>,
     cfg: SessionConfig,
 }
 
 impl SessionActor {
     fn new(probe: String, store: Arc<dyn RollupStore>, cfg: SessionConfig) -> Self {
-        Self { state: SessionState::new(probe.clone()), probe, dirty: false, store, cfg }
+        Self { state: SessionState::new(probe.clone()), probe, dirty: false, ahead: false, store, cfg }
+    }
+
+    fn count_clock(&mut self) {
+        let ahead = self.state.clock_ahead(CLOCK_AHEAD_MS);
+        if ahead != self.ahead {
+            if ahead {
+                PROBES_CLOCK_AHEAD.inc();
+            } else {
+                PROBES_CLOCK_AHEAD.dec();
+            }
+            self.ahead = ahead;
+        }
     }
 
     fn save_fut(&mut self) -> ResponseActFuture<Self, Result<(), StoreError>> {
@@ -122,6 +142,7 @@ impl Actor for SessionActor {
                 let mut s = saved;
                 merge_counters(&mut s, &act.state);
                 act.state = s;
+                act.count_clock();
             }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, probe = %act.probe, "session load failed; starting empty"),
@@ -133,6 +154,9 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         SESSIONS_ACTIVE.dec();
+        if std::mem::take(&mut self.ahead) {
+            PROBES_CLOCK_AHEAD.dec();
+        }
     }
 }
 
@@ -172,6 +196,7 @@ impl Handler<Apply> for SessionActor {
         let started = std::time::Instant::now();
         self.state.observe(&msg.0);
         self.dirty = true;
+        self.count_clock();
         ACTOR_HANDLER_SECONDS.with_label_values(&["session"]).observe(started.elapsed().as_secs_f64());
     }
 }

@@ -5,10 +5,10 @@ import sys
 
 rows = json.load(open(sys.argv[1]))
 cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "windows", "lost", "duplicated", "unacked_stored", "recovered_s", "retries",
-        "note"]
+        "alerts", "note"]
 heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "429", "windows stored = acked", "samples lost",
          "samples duplicated", "stored, answer lost",
-         "s to recover (after heal)", "re-sends", "the probes' own path"]
+         "s to recover (after heal)", "re-sends", "alerts (Prometheus API)", "the probes' own path, checks"]
 print("| " + " | ".join(heads) + " |")
 print("|" + "---|" * len(heads))
 for r in rows:

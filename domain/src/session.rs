@@ -93,6 +93,13 @@ impl SessionState {
         }
     }
 
+    /// The probe's clock runs ahead of the receiver's by at least `threshold_ms`: its events arrive
+    /// before their own timestamps. (A clock that runs behind cannot be told from delivery delay,
+    /// a spooled batch included, so only this direction is judged.)
+    pub fn clock_ahead(&self, threshold_ms: f64) -> bool {
+        self.clock_skew_ms.is_some_and(|s| s <= -threshold_ms)
+    }
+
     /// Sequence numbers inside the seen span that no event carried.
     pub fn missing(&self) -> u64 {
         match (self.min_seq, self.max_seq) {
@@ -142,6 +149,22 @@ mod tests {
         s.observe(&both);
         assert_eq!(s.missing(), 1);
         assert_eq!(s.abandoned, (1001 - 538) + (2001 - 1450));
+    }
+
+    #[test]
+    fn only_events_from_the_future_say_the_clock_is_ahead() {
+        let mut s = SessionState::new("p");
+        assert!(!s.clock_ahead(10_000.0), "no data: not ahead");
+        // arriving 90 s after their timestamps: delay (or a late clock), never "ahead"
+        s.observe(&BatchObservation { arrival_ms: 190_000, events: vec![(1, 100_000)], ..Default::default() });
+        assert!(!s.clock_ahead(10_000.0));
+        let mut f = SessionState::new("f");
+        f.observe(&BatchObservation { arrival_ms: 100_000, events: vec![(1, 190_000)], ..Default::default() });
+        assert!(f.clock_ahead(10_000.0), "skew {:?}", f.clock_skew_ms);
+        assert!(!f.clock_ahead(100_000.0), "90 s ahead is below a 100 s threshold");
+        let mut edge = SessionState::new("e");
+        edge.observe(&BatchObservation { arrival_ms: 100_000, events: vec![(1, 110_000)], ..Default::default() });
+        assert!(edge.clock_ahead(10_000.0), "exactly the threshold counts");
     }
 
     #[test]
