@@ -529,6 +529,69 @@ fn validators_haproxy_config_passes_haproxy_check() {
     assert!(!ok, "a broken haproxy.cfg must fail:\n{text}");
 }
 
+/// With no ingest node ready (all draining, or none reaching the broker) HAProxy itself answers:
+/// 503 with Retry-After and a problem body, as netqoe's ingest would, so probes spool and back
+/// off. The shipped config, on loopback ports, with both servers on closed ports.
+#[test]
+#[ignore = "needs the validators: NETQOE_VALIDATORS from scripts/ensure-validators.sh (scripts/test.sh sets it)"]
+fn validators_haproxy_answers_503_with_retry_after_when_no_ingest_is_ready() {
+    let text = std::fs::read_to_string(root().join("deploy/haproxy/haproxy.cfg")).unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (front, stats) = (free(), free());
+    // no Docker resolver here: the servers are addresses
+    let mut cfg = String::new();
+    let mut in_resolvers = false;
+    for line in text.lines() {
+        in_resolvers = line.starts_with("resolvers docker") || (in_resolvers && !line.trim().is_empty());
+        if !in_resolvers {
+            cfg.push_str(&line.replace(" resolvers docker", ""));
+            cfg.push('\n');
+        }
+    }
+    let cfg = cfg
+        .replace("bind :8080", &format!("bind 127.0.0.1:{front}"))
+        .replace("bind :8404", &format!("bind 127.0.0.1:{stats}"))
+        .replace("ingest-1:8080 check port 9090", "127.0.0.1:1 check port 1")
+        .replace("ingest-2:8080 check port 9090", "127.0.0.1:2 check port 2");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = std::process::Command::new(validators().join("haproxy"))
+        .args(["-db", "-n", "200", "-f", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // until the health checks have marked both servers down (fall 3 × inter 2 s), and at most 30 s
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let answer = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", front)).ok().and_then(|mut s| {
+            use std::io::{Read, Write};
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+            s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                .ok()?;
+            let mut r = String::new();
+            s.read_to_string(&mut r).ok()?;
+            Some(r)
+        });
+        match got {
+            Some(r) if r.contains("application/problem+json") => break r,
+            _ if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("no problem+json 503 from HAProxy within 30 s: {got:?}")
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let lower = answer.to_ascii_lowercase();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(lower.contains("\r\nretry-after: 5\r\n"), "{answer}");
+    let body: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["status"], 503, "{answer}");
+}
+
 /// The lab's firewalls are rendered from docs/deploy.md's iptables block: every section a lab host
 /// needs exists, and the rendered rules are what the doc says (one source per rule, default drop).
 #[test]

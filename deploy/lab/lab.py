@@ -967,11 +967,13 @@ def suite(short=False):
         rep = json.loads(out.read_text()) if out.exists() else {}
         o = rep.get("oracle") or {}
         st = rep.get("statuses", {})
+        rf = rep.get("refusals", {})
         two = sum(v for k, v in st.items() if str(k).startswith("2"))
         recover = rep.get("caught_up_at_ms")
         rows.append({
             "fault": f.name, "sent": rep.get("offered_events"), "2xx_events": rep.get("accepted_events"),
-            "2xx": two, "503": st.get("503", 0), "429": st.get("429", 0),
+            # every refused attempt, re-sent ones included (a batch's last answer is in statuses)
+            "2xx": two, "503": rf.get("503", 0), "429": rf.get("429", 0), "no_answer": rf.get("0", 0),
             "windows": f"{o.get('windows', 0) - o.get('windows_differing', 0)}/{o.get('windows', 0)}" if o else None,
             "lost": o.get("missing_samples"), "duplicated": o.get("duplicated_samples"),
             "unacked_stored": o.get("stored_unacknowledged_samples"),

@@ -4,9 +4,9 @@ import json
 import sys
 
 rows = json.load(open(sys.argv[1]))
-cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "windows", "lost", "duplicated", "unacked_stored", "recovered_s", "retries",
+cols = ["fault", "sent", "2xx_events", "2xx", "503", "429", "no_answer", "windows", "lost", "duplicated", "unacked_stored", "recovered_s", "retries",
         "alerts", "note"]
-heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503", "429", "windows stored = acked", "samples lost",
+heads = ["fault", "events sent", "events 2xx", "requests 2xx", "503 (attempts)", "429 (attempts)", "no answer (attempts)", "windows stored = acked", "samples lost",
          "samples duplicated", "stored, answer lost",
          "s to recover (after heal)", "re-sends", "alerts (Prometheus API)", "the probes' own path, checks"]
 print("| " + " | ".join(heads) + " |")

@@ -289,6 +289,9 @@ struct WorkerResult {
     timeline: BTreeMap<u64, (u64, Histogram<u64>)>,
     /// Re-sends of batches that got no 2xx (`--retry-secs`).
     retries: u64,
+    /// Every attempt that got no 2xx, by status (0: no answer), re-sent ones included: the
+    /// 503s and 429s a fault caused even when the re-send was then accepted.
+    refusals: BTreeMap<u16, u64>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -339,6 +342,7 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let retry_secs = args.retry_secs;
         handles.push(actix_rt::spawn(async move {
             let mut retries = 0u64;
+            let mut refused: Vec<u16> = Vec::new();
             let mut answer_lost = false;
             let status = loop {
                 let res = client
@@ -355,6 +359,9 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
                     Err(_) => 0,
                 };
                 answer_lost |= status == 0;
+                if !(200..300).contains(&status) {
+                    refused.push(status);
+                }
                 if (200..300).contains(&status) || Instant::now() >= intended + Duration::from_secs(retry_secs) {
                     break status;
                 }
@@ -371,6 +378,9 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
             let mut g = shared.lock().expect("lock");
             g.offered_events += n;
             g.retries += retries;
+            for r in refused {
+                *g.refusals.entry(r).or_default() += 1;
+            }
             *g.statuses.entry(status).or_default() += 1;
             if let Some(h) = g.hist.as_mut() {
                 let _ = h.record(latency_us.min(120_000_000));
@@ -476,6 +486,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         for (k, v) in r.statuses {
             *total.statuses.entry(k).or_default() += v;
         }
+        for (k, v) in r.refusals {
+            *total.refusals.entry(k).or_default() += v;
+        }
         total.offered_events += r.offered_events;
         total.accepted_events += r.accepted_events;
         total.retries += r.retries;
@@ -574,7 +587,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "offered_events_per_s": offered, "accepted_events_per_s": accepted, "consumed_events_per_s": consumed,
         "offered_events": total.offered_events, "accepted_events": total.accepted_events,
-        "statuses": total.statuses, "retries": total.retries, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
+        "statuses": total.statuses, "refusals": total.refusals, "retries": total.retries, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
         "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report,
         "caught_up_at_ms": caught_up_s.map(|c| started_ms + (c * 1000.0) as i64 + 200), "timeline": timeline,
         "batch": args.batch, "rate": args.rate, "duration_s": args.duration, "probes": tokens.probes.len(), "targets": args.targets,
