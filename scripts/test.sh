@@ -75,6 +75,24 @@ tool_tests "$promtool" "promtool (Debian's prometheus package)" \
   --test monitoring -- --include-ignored promtool
 tool_tests "$NETQOE_CHROMIUM" "chromium" \
   --test dashboard -- --include-ignored --show-output headless
+echo "== the lab (deploy/lab): every tier on its own host behind the documented firewall; faults a, b, e under load with the oracle and their alerts"
+# Debian's packages the lab runs on its hosts (RabbitMQ and Java are there already)
+lab_pkgs=(iproute2 iptables haproxy prometheus faketime)
+if ! dpkg -s "${lab_pkgs[@]}" >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${lab_pkgs[@]}" >/dev/null) || true
+fi
+# bounded: `lab.sh ci` takes the lab down itself, also when a step fails; `down` again after a timeout
+if cargo build --workspace --locked --bins; then
+  timeout 1500 bash deploy/lab/lab.sh ci 2>&1 | tee -a "$log"
+  if [ "${PIPESTATUS[0]}" = 0 ]; then
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored (deploy/lab ci)" | tee -a "$log"
+  else
+    status=1
+  fi
+else
+  status=1
+fi
+bash deploy/lab/lab.sh down >/dev/null 2>&1 || true
 set -e
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }

@@ -141,3 +141,39 @@ fn promtool_accepts_the_config_and_the_rules() {
         );
     }
 }
+
+/// docs/operations.md names only alerts that exist, and each playbook's lab command is one the lab
+/// has (a fault kind it knows, on one of its hosts).
+#[test]
+fn the_playbooks_name_real_alerts_and_real_lab_commands() {
+    let ops = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let alerts: BTreeSet<&str> = rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).collect();
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_string).collect()
+    };
+    let named: BTreeSet<String> =
+        words(&ops).into_iter().filter(|w| w.starts_with("Netqoe") && w.len() > "Netqoe".len()).collect();
+    assert!(named.len() >= 10, "alerts named in the playbooks were parsed: {named:?}");
+    for a in &named {
+        assert!(alerts.contains(a.as_str()), "docs/operations.md names {a}, which deploy/prometheus/alerts.yml lacks");
+    }
+    let lab = std::fs::read_to_string(root().join("deploy/lab/lab.py")).unwrap();
+    let hosts_block = lab.split("HOSTS = {").nth(1).unwrap().split("\n}").next().unwrap();
+    let hosts: BTreeSet<&str> =
+        hosts_block.lines().filter_map(|l| l.trim().strip_prefix('"')?.split('"').next()).collect();
+    assert!(hosts.contains("rabbit-1") && hosts.contains("probe-3"), "{hosts:?}");
+    // the kinds the lab's `fault` accepts, from its own usage message
+    let usage = lab.split("unknown fault {kind!r} (").nth(1).unwrap().split(')').next().unwrap();
+    let kinds: Vec<&str> = usage.split(", ").collect();
+    assert!(kinds.len() >= 9, "{kinds:?}");
+    let mut commands = 0;
+    for cmd in ops.split("lab.sh fault ").skip(1).chain(ops.split("`fault ").skip(1)) {
+        let args: Vec<&str> = cmd.split('`').next().unwrap().split_whitespace().collect();
+        let (kind, host) = (args[0], args[1]);
+        assert!(kinds.contains(&kind), "docs/operations.md: `fault {kind}` is not a lab fault ({kinds:?})");
+        assert!(hosts.contains(host), "docs/operations.md: `fault {kind} {host}`: {host} is not a lab host");
+        commands += 1;
+    }
+    assert!(commands >= 8, "lab commands in the playbooks were parsed ({commands})");
+}

@@ -16,6 +16,7 @@ namespaces (10.77.0.0/16); nothing is sent anywhere else. Entry point: deploy/la
                   resume HOST | clock HOST SECONDS | disk HOST
   heal [HOST…]    remove network faults and disk fillers (every host when none is named)
   suite [short]   the load generator through HAProxy with the oracle under each fault; a table
+  ci              up, firewall-test, check, suite short, down (also on failure): what .ci/run runs
 """
 import json
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 LAB = Path(os.environ.get("NETQOE_LAB_DIR", "/tmp/nqlab"))
-BIN = os.environ.get("NETQOE_BIN", str(ROOT / "target" / "debug" / "netqoe"))
+BIN = os.environ.get("NETQOE_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "netqoe"))
 LOADGEN = os.environ.get("NETQOE_LOADGEN", str(Path(BIN).parent / "netqoe-loadgen"))
 NS = "nq-"
 ROUTER = NS + "router"
@@ -1011,6 +1012,16 @@ def main(argv):
         heal(*rest)
     elif cmd == "suite":
         suite(short=rest[:1] == ["short"])
+    elif cmd == "ci":
+        t0 = time.time()
+        up()
+        try:
+            firewall_test()
+            check()
+            suite(short=True)
+        finally:
+            down()
+        log(f"ci: up, firewall, check, suite short and down in {time.time() - t0:.0f} s")
     elif cmd == "exec":
         os.execvp("ip", ["ip", "netns", "exec", NS + rest[0], *rest[1:]])
     else:
