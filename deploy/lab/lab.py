@@ -751,9 +751,14 @@ def active_aggregator():
 
 
 def probe_row(probe):
+    """The probe's row of /v1/probes (through lb-1; asked again for up to 90 s: under load and
+    right after a fault the answer can take longer than one request's timeout)."""
     q = tokens()["query"][0]
-    s, body = http_in("admin-1", f"http://{ip('lb-1')}:8080/v1/probes", q)
-    return next(p for p in json.loads(body)["probes"] if p["probe"] == probe)
+
+    def row():
+        s, body = http_in("admin-1", f"http://{ip('lb-1')}:8080/v1/probes", q, timeout=20)
+        return next(p for p in json.loads(body)["probes"] if p["probe"] == probe) if s == 200 else None
+    return wait(f"{probe}'s row in /v1/probes", row, 90)
 
 
 def spool_depth(probe):
