@@ -1,5 +1,5 @@
 //! End to end over real HTTP on the embedded default: 3 probes × 2 targets × 10 simulated minutes
-//! of events with known samples. Every 1m rollup must have the exact count/min/max and p50/p95/p99
+//! of events with known samples. Every 1m rollup must have the exact count/min/max and p1/p10/p50/p90/p95/p99
 //! within 1 % of the exact quantiles; every 1h rollup must equal the merge of its 1m windows.
 
 mod common;
@@ -94,7 +94,7 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
         assert_eq!(w["min"].as_f64().unwrap(), samples[0], "{key:?}");
         assert_eq!(w["max"].as_f64().unwrap(), *samples.last().unwrap(), "{key:?}");
         assert_eq!(w["loss_pct"].as_f64().unwrap(), 0.0);
-        for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
+        for (name, q) in [("p1", 0.01), ("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)] {
             let want = exact(&samples, q);
             let got = w[name].as_f64().unwrap();
             assert!((got - want).abs() / want <= 0.01, "{key:?} {name}: got {got}, exact {want}");

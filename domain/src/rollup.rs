@@ -103,6 +103,8 @@ impl WindowAgg {
             min: self.min,
             max: self.max,
             mean: (self.count > 0).then(|| self.sum / self.count as f64),
+            p1: q(0.01),
+            p10: q(0.1),
             p50: q(0.5),
             p90: q(0.9),
             p95: q(0.95),
@@ -248,6 +250,10 @@ pub struct RollupSummary {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub mean: Option<f64>,
+    /// The low edge of the "smoke" band (p1–p99) a latency graph draws.
+    pub p1: Option<f64>,
+    /// The low edge of the inner band (p10–p90).
+    pub p10: Option<f64>,
     pub p50: Option<f64>,
     pub p90: Option<f64>,
     pub p95: Option<f64>,

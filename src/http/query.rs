@@ -91,6 +91,8 @@ fn window_json(
         "min": s.min,
         "max": s.max,
         "mean": s.mean,
+        "p1": s.p1,
+        "p10": s.p10,
         "p50": s.p50,
         "p90": s.p90,
         "p95": s.p95,
