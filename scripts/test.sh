@@ -49,7 +49,7 @@ export NETQOE_CHROMIUM=$(command -v chromium || true)
 # server (one test in its binary; binaries run one after another, and the other fault tests read
 # the new pid from $NETQOE_CASSANDRA_HOME/pid).
 cargo test --workspace --locked --no-fail-fast -- --show-output \
-  --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_actor_rows_and_a_chart \
+  --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_every_view_of_a_faulted_fleet \
   --skip validators_ \
   "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}

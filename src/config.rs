@@ -24,6 +24,8 @@ pub struct Config {
     pub pipeline: PipelineSection,
     pub session: SessionSection,
     pub retention: RetentionSection,
+    /// What `/metrics` exports beyond the platform's own health.
+    pub metrics: MetricsSection,
     pub log: LogConfig,
     /// Incident webhooks.
     #[serde(default)]
@@ -217,6 +219,13 @@ pub struct RetentionSection {
     pub h1_days: i64,
     pub d1_days: i64,
     pub prune_every_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct MetricsSection {
+    /// Targets whose fleet QoE (latency p50/p95, loss, MOS, failures) is exported as
+    /// `netqoe_target_*` gauges by the diagnosing process; 0 exports none. Bounds the series.
+    pub max_target_series: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -749,6 +758,7 @@ impl Config {
             diagnosis: Some(netqoe_actors::diagnoser::DiagnoserConfig {
                 thresholds: self.diagnosis.clone(),
                 labels: self.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect(),
+                max_target_series: self.metrics.max_target_series,
                 ..Default::default()
             }),
         }

@@ -209,7 +209,7 @@ fn tag_with<'a>(dom: &'a str, attrs: &[&str]) -> Option<&'a str> {
 /// overflows horizontally at 1280 px, nor the overview at a phone's 390 px.
 #[actix_rt::test]
 #[ignore = "needs chromium: scripts/test.sh installs Debian's chromium and runs this test"]
-async fn headless_chromium_shows_actor_rows_and_a_chart() {
+async fn headless_chromium_shows_every_view_of_a_faulted_fleet() {
     let mut prepared = prepare(3, &[]);
     for (i, p) in prepared.cfg.probes.iter_mut().take(3).enumerate() {
         p.labels.insert("region".into(), if i < 2 { "eu-west" } else { "us-east" }.into());
@@ -335,4 +335,59 @@ async fn headless_chromium_shows_actor_rows_and_a_chart() {
         assert!(a.contains(&format!("<td>{actor}</td>")), "actor row {actor} rendered:\n{a}");
     }
     t.app.shutdown().await.unwrap();
+}
+
+/// What Grafana's "QoE per target" row reads: events posted to ingest become the diagnosing
+/// process's `netqoe_target_*` gauges on `/metrics` (the fleet window per target: probes merged,
+/// loss, a refused service's failure ratio). The app is restarted on its data so the diagnoser's
+/// warm-up judges the minutes just posted at once instead of a minute later.
+#[actix_rt::test]
+async fn per_target_qoe_reaches_metrics_for_grafana() {
+    let prepared = prepare(2, &[]);
+    let cfg = prepared.cfg.clone();
+    let t = prepared.start().await;
+    let now = netqoe_actors::now_ms();
+    let first = (now / 60_000 - 5) * 60_000;
+    for (pi, (probe, token)) in t.probes.iter().enumerate() {
+        let mut events = Vec::new();
+        for m in 0..=5i64 {
+            let ts = (first + m * 60_000 + 2_000).min(now);
+            let seq = 2 * m as u64;
+            events.push(json!({"event_id": format!("{probe}-v{m}"), "seq": seq, "ts": rfc3339(ts), "target": "grafana-voice",
+                "kind": "udp", "rtt_samples_ms": [10.0 + 30.0 * pi as f64, 11.0 + 30.0 * pi as f64], "sent": 4, "received": 2 + 2 * pi as u32}));
+            events.push(
+                json!({"event_id": format!("{probe}-s{m}"), "seq": seq + 1, "ts": rfc3339(ts), "target": "grafana-shop",
+                "kind": "tcp", "status": "refused"}),
+            );
+        }
+        assert_eq!(
+            post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&events)).await.status,
+            202
+        );
+    }
+    let base = format!("http://{}", t.app.addr);
+    eventually(20, "events aggregated", || async {
+        (total_count(&t.client, &base, &t.query_token, "rtt", first - 60_000, now + 60_000).await == 24).then_some(())
+    })
+    .await;
+    let dir = t.dir;
+    t.app.shutdown().await.unwrap();
+    let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
+    let metrics = eventually(20, "the per-target gauges exported", || async {
+        let text = get_text(&t.client, &app.url("/metrics")).await;
+        metric_value(&text, "netqoe_target_probes{target=\"grafana-voice\"}").map(|_| text)
+    })
+    .await;
+    let v = |series: &str| metric_value(&metrics, series).unwrap_or_else(|| panic!("{series} exported:\n{metrics}"));
+    assert_eq!(v("netqoe_target_probes{target=\"grafana-voice\"}"), 2.0);
+    assert_eq!(v("netqoe_target_loss_ratio{target=\"grafana-voice\"}"), 0.25, "2 of 8 packets lost over both probes");
+    // the window's samples 10 11 40 41 (both probes merged as one sketch): p50 11, p95 40
+    let p50 = v("netqoe_target_latency_ms{metric=\"rtt\",quantile=\"0.5\",target=\"grafana-voice\"}");
+    assert!((p50 - 11.0).abs() / 11.0 <= 0.011, "the fleet median of both probes' samples: {p50}");
+    let p95 = v("netqoe_target_latency_ms{metric=\"rtt\",quantile=\"0.95\",target=\"grafana-voice\"}");
+    assert!((p95 - 40.0).abs() / 40.0 <= 0.011, "the fleet p95 spans both probes' samples: {p95}");
+    assert_eq!(v("netqoe_target_failure_ratio{metric=\"connect\",target=\"grafana-shop\"}"), 1.0);
+    assert!(metrics.contains("netqoe_target_mos{target=\"grafana-voice\"}"));
+    app.shutdown().await.unwrap();
+    drop(dir);
 }

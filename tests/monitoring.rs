@@ -94,7 +94,16 @@ fn dashboard_is_well_formed_and_refers_only_to_documented_metrics() {
     assert!(vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus"), "datasource templating");
     let panels = d["panels"].as_array().unwrap();
     let rows: Vec<&str> = panels.iter().filter(|p| p["type"] == "row").map(|p| p["title"].as_str().unwrap()).collect();
-    assert_eq!(rows, ["Actor health", "Pipeline", "Broker (RabbitMQ)", "Diagnosis and QoE"]);
+    assert_eq!(
+        rows,
+        [
+            "Actor health",
+            "Pipeline",
+            "Broker (RabbitMQ)",
+            "Diagnosis and QoE",
+            "QoE per target (fleet view, netqoe_target_*)"
+        ]
+    );
     let mut seen_ids = BTreeSet::new();
     let mut exprs = 0;
     for p in panels {

@@ -22,6 +22,7 @@ use crate::metrics::{
     NOTIFICATIONS_DROPPED,
 };
 use crate::store::{RollupQuery, RollupStore, StoreError};
+use crate::target_gauges::{self, TargetGauges};
 
 /// Tunables of the diagnosis actor.
 #[derive(Clone, Debug)]
@@ -39,6 +40,9 @@ pub struct DiagnoserConfig {
     /// Where changed incidents are also sent (webhooks), bounded: when it is full the
     /// notification is dropped and counted (the incident itself is stored regardless).
     pub sink: Option<tokio::sync::mpsc::Sender<Incident>>,
+    /// Targets whose fleet QoE is exported as `netqoe_target_*` gauges (0: none); see
+    /// [`crate::target_gauges`].
+    pub max_target_series: usize,
 }
 
 impl Default for DiagnoserConfig {
@@ -51,6 +55,7 @@ impl Default for DiagnoserConfig {
             warmup_windows: 60,
             max_per_tick: 30,
             sink: None,
+            max_target_series: 100,
         }
     }
 }
@@ -107,6 +112,11 @@ pub fn pair_window(rollups: &[&Rollup]) -> PairWindow {
 
 /// The whole fleet's 1m window starting at `start_ms`, read from the store.
 pub async fn fleet_window(store: &dyn RollupStore, start_ms: i64) -> Result<FleetWindow, StoreError> {
+    Ok(fleet_window_of(start_ms, &fleet_rows(store, start_ms).await?))
+}
+
+/// Every 1m rollup of the window starting at `start_ms`.
+pub async fn fleet_rows(store: &dyn RollupStore, start_ms: i64) -> Result<Vec<Rollup>, StoreError> {
     let q = RollupQuery {
         probe: None,
         target: None,
@@ -117,13 +127,17 @@ pub async fn fleet_window(store: &dyn RollupStore, start_ms: i64) -> Result<Flee
         limit: 1_000_000,
         after: None,
     };
-    let rows = store.query(&q).await?;
+    store.query(&q).await
+}
+
+/// The diagnosis's view of one window's rollups: each (probe, target) pair's signals.
+pub fn fleet_window_of(start_ms: i64, rows: &[Rollup]) -> FleetWindow {
     let mut by_pair: BTreeMap<(String, String), Vec<&Rollup>> = BTreeMap::new();
-    for r in &rows {
+    for r in rows {
         by_pair.entry((r.key.probe.clone(), r.key.target.clone())).or_default().push(r);
     }
     let pairs = by_pair.into_iter().map(|(k, v)| (k, pair_window(&v))).collect();
-    Ok(FleetWindow { start_ms, end_ms: start_ms + 60_000, pairs })
+    FleetWindow { start_ms, end_ms: start_ms + 60_000, pairs }
 }
 
 pub struct DiagnoserActor {
@@ -133,12 +147,14 @@ pub struct DiagnoserActor {
     /// Start of the next window to judge (None: not started).
     next_ms: Option<i64>,
     busy: bool,
+    targets: TargetGauges,
 }
 
 impl DiagnoserActor {
     pub fn new(store: Arc<dyn RollupStore>, cfg: DiagnoserConfig) -> Self {
         let diag = Diagnoser::new(cfg.thresholds.clone(), cfg.labels.clone());
-        Self { store, cfg, diag, next_ms: None, busy: false }
+        let targets = TargetGauges::new(cfg.max_target_series);
+        Self { store, cfg, diag, next_ms: None, busy: false, targets }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -161,10 +177,16 @@ impl DiagnoserActor {
         let store = self.store.clone();
         let fut = async move {
             let mut windows = Vec::with_capacity(starts.len());
+            let mut newest = BTreeMap::new();
+            let last = starts.last().copied();
             for s in starts {
-                windows.push(fleet_window(store.as_ref(), s).await?);
+                let rows = fleet_rows(store.as_ref(), s).await?;
+                windows.push(fleet_window_of(s, &rows));
+                if Some(s) == last {
+                    newest = target_gauges::by_target(&rows);
+                }
             }
-            Ok::<_, StoreError>(windows)
+            Ok::<_, StoreError>((windows, newest))
         };
         ctx.wait(fut.into_actor(self).then(|res, act, _ctx| {
             // every change in order for the sink (a webhook must see `opened` before `updated`,
@@ -172,7 +194,10 @@ impl DiagnoserActor {
             let mut notify: Vec<Incident> = Vec::new();
             let mut changed: Vec<Incident> = Vec::new();
             match res {
-                Ok(windows) => {
+                Ok((windows, newest)) => {
+                    if let Some(w) = windows.last() {
+                        act.targets.update(w.end_ms, &newest);
+                    }
                     for w in &windows {
                         ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
                         for i in act.diag.window(w) {

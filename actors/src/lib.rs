@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod session;
 pub mod store;
+pub mod target_gauges;
 pub mod writer;
 
 /// Current wall-clock time in ms since the epoch. Actors read the clock; the domain never does.

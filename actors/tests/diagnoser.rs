@@ -74,3 +74,88 @@ async fn a_restarted_diagnoser_upserts_the_same_incident() {
     assert_eq!(after[0].id, before[0].id);
     assert_eq!(after[0].opened_ms, before[0].opened_ms);
 }
+
+/// Rollups of `events` (each contribution in its own window key), committed at once.
+async fn commit_events(store: &TestStore, probe: &str, events: Vec<netqoe_domain::Event>) {
+    let mut windows: std::collections::BTreeMap<WindowKey, WindowAgg> = Default::default();
+    for e in &events {
+        for c in e.contributions() {
+            let key = WindowKey {
+                probe: probe.into(),
+                target: e.target.clone(),
+                metric: c.metric,
+                tier: Tier::M1,
+                start_ms: Tier::M1.bin_start(e.ts_ms),
+            };
+            windows.entry(key).or_default().add(&c);
+        }
+    }
+    let rollups = windows
+        .into_iter()
+        .map(|(key, agg)| Rollup { key, agg, applied: Default::default(), revision: 1, closed: true })
+        .collect();
+    store.inner.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
+}
+
+/// The `netqoe_target_*` series in the registry's text, as (series with labels → value).
+fn target_series() -> std::collections::BTreeMap<String, f64> {
+    let text = prometheus::TextEncoder::new().encode_to_string(&netqoe_actors::metrics::registry().gather()).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("netqoe_target_"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, v)| (s.to_string(), v.parse().unwrap())))
+        .collect()
+}
+
+/// The fleet's view per target reaches the `netqoe_target_*` gauges: sketches merged across
+/// probes (the p50 of both probes' samples, not an average of their medians), loss, MOS, a
+/// refused service's failure ratio; at most `max_target_series` targets, the rest counted.
+#[actix_rt::test]
+async fn the_diagnoser_exports_each_targets_fleet_qoe_within_the_cap() {
+    use netqoe_domain::{Event, Kind, Status};
+    let store = TestStore::new();
+    let now = netqoe_actors::now_ms();
+    // the newest finished minute only: the gauges describe the newest judged window
+    let ts = (now / 60_000 - 1) * 60_000 + 1_000;
+    let udp = |id: &str, samples: &[f64], sent, received| Event {
+        rtt_samples_ms: samples.to_vec(),
+        sent: Some(sent),
+        received: Some(received),
+        ..Event::new(id, 1, ts, "gauge-voice", Kind::Udp)
+    };
+    // probe a: 10, 12, 14 ms, 1 of 4 lost; probe b: 40, 42, 44, 46 ms, none lost
+    commit_events(&store, "a", vec![udp("a1", &[10.0, 12.0, 14.0], 4, 3)]).await;
+    commit_events(&store, "b", vec![udp("b1", &[40.0, 42.0, 44.0, 46.0], 4, 4)]).await;
+    let refused = |id: &str| Event { status: Status::Refused, ..Event::new(id, 2, ts, "gauge-shop", Kind::Tcp) };
+    commit_events(&store, "a", vec![refused("a2"), refused("a3")]).await;
+    let dns = Event { dns_ms: Some(7.0), ..Event::new("a4", 3, ts, "gauge-zdns", Kind::Dns) };
+    commit_events(&store, "a", vec![dns]).await;
+
+    let s: std::sync::Arc<dyn RollupStore> = store.clone();
+    let _d = DiagnoserActor::new(s, DiagnoserConfig { max_target_series: 2, ..quick() }).start();
+    let want = "netqoe_target_probes{target=\"gauge-voice\"}";
+    let mut series = target_series();
+    for _ in 0..250 {
+        if series.contains_key(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        series = target_series();
+    }
+    assert_eq!(series.get(want), Some(&2.0), "{series:#?}");
+    // quantiles of the merged sketch, i.e. of all 7 samples (10 12 14 40 42 44 46: the median 40,
+    // p95 44, within the sketch's 1 %), not an average of the probes' medians ((12 + 43) / 2)
+    let p50 = series["netqoe_target_latency_ms{metric=\"rtt\",quantile=\"0.5\",target=\"gauge-voice\"}"];
+    assert!((p50 - 40.0).abs() / 40.0 <= 0.011, "fleet p50 {p50}");
+    let p95 = series["netqoe_target_latency_ms{metric=\"rtt\",quantile=\"0.95\",target=\"gauge-voice\"}"];
+    assert!((p95 - 44.0).abs() / 44.0 <= 0.011, "fleet p95 {p95}");
+    assert_eq!(series["netqoe_target_loss_ratio{target=\"gauge-voice\"}"], 1.0 / 8.0);
+    let mos = series["netqoe_target_mos{target=\"gauge-voice\"}"];
+    assert!(mos > 1.0 && mos < 4.5, "MOS {mos}");
+    assert_eq!(series["netqoe_target_failure_ratio{metric=\"connect\",target=\"gauge-shop\"}"], 1.0);
+    assert_eq!(series["netqoe_target_probes{target=\"gauge-shop\"}"], 1.0);
+    // the cap: two targets exported (in name order), the third counted
+    assert!(!series.keys().any(|k| k.contains("gauge-zdns")), "{series:#?}");
+    assert_eq!(series["netqoe_target_series_refused"], 1.0);
+    let end = series["netqoe_target_window_end_seconds"];
+    assert_eq!(end as i64 * 1000, (now / 60_000) * 60_000, "the window the gauges describe");
+}
