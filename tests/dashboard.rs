@@ -69,6 +69,45 @@ async fn the_dashboard_is_self_contained_and_its_data_is_there() {
     for field in ["target", "p1", "p10", "p50", "p90", "p99", "loss_pct", "probes", "mos"] {
         assert!(!w[field].is_null(), "group_by=target windows carry {field}: {w}");
     }
+    // `fields`: the overview's narrow answer carries the identity and just what it asked for
+    let narrow = get(
+        &t.client,
+        &t.app.url(&format!(
+            "/v1/rollups?tier=1m&from={}&to={}&limit=10000&fields=events,errors,p50,loss_pct,mos,min",
+            now - 3_600_000,
+            now + 60_000
+        )),
+        Some(&t.query_token),
+    )
+    .await;
+    assert_eq!(narrow.status, 200, "{:?}", narrow.body);
+    let w = &narrow.body["rollups"][0];
+    let mut keys: Vec<&str> = w.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "closed",
+            "errors",
+            "events",
+            "loss_pct",
+            "metric",
+            "min",
+            "mos",
+            "p50",
+            "probe",
+            "revision",
+            "target",
+            "tier",
+            "window_end",
+            "window_start"
+        ],
+        "{w}"
+    );
+    let bad = get(&t.client, &t.app.url("/v1/rollups?fields=p50,colour"), Some(&t.query_token)).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.body["field"], "fields", "{:?}", bad.body);
+    assert!(bad.body["detail"].as_str().unwrap().contains("colour"), "{:?}", bad.body);
     let p = get(&t.client, &t.app.url("/v1/probes"), Some(&t.query_token)).await;
     let probe = &p.body["probes"][0];
     for field in

@@ -57,6 +57,48 @@ pub struct RollupParams {
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
+    /// Comma-separated window fields to answer (the identity fields always come): a client that
+    /// reads a few fields of thousands of windows (the dashboard's overview) gets a smaller answer.
+    fields: Option<String>,
+}
+
+/// The fields a window may carry besides its identity (`fields=` takes these).
+const WINDOW_FIELDS: [&str; 18] = [
+    "events",
+    "count",
+    "min",
+    "max",
+    "mean",
+    "p1",
+    "p10",
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "loss_pct",
+    "sent",
+    "received",
+    "jitter_ms",
+    "errors",
+    "r_factor",
+    "mos",
+];
+/// A window's identity: always answered.
+const IDENTITY_FIELDS: [&str; 10] =
+    ["probe", "target", "metric", "tier", "window_start", "window_end", "revision", "closed", "probes", "targets"];
+
+fn parse_fields(s: &str) -> Result<Vec<String>, Problem> {
+    let mut out = Vec::new();
+    for f in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !WINDOW_FIELDS.contains(&f) && !IDENTITY_FIELDS.contains(&f) {
+            return Err(Problem::bad_query(
+                "fields",
+                format!("fields: {f:?} is not a window field (one of {})", WINDOW_FIELDS.join(", ")),
+            ));
+        }
+        out.push(f.to_string());
+    }
+    Ok(out)
 }
 
 /// `next`/`after`: the cursor as hex of its JSON (opaque to clients, safe in a URL).
@@ -71,38 +113,48 @@ fn decode_cursor(s: &str) -> Result<QueryCursor, Problem> {
         .ok_or_else(|| Problem::bad_query("after", "after must be the `next` value of a previous answer"))
 }
 
+/// One window's JSON; `key` is its (probe, target) — one of them absent in a group_by answer.
 fn window_json(
-    key_probe: Option<&str>,
-    key_target: Option<&str>,
+    (key_probe, key_target): (Option<&str>, Option<&str>),
     metric: Metric,
     tier: Tier,
     start: i64,
     agg: &WindowAgg,
     extra: serde_json::Value,
+    fields: Option<&[String]>,
 ) -> serde_json::Value {
+    use serde_json::json;
     let s = agg.summary();
-    let mut v = serde_json::json!({
-        "metric": metric.as_str(),
-        "tier": tier.as_str(),
-        "window_start": rfc3339(start),
-        "window_end": rfc3339(start + tier.len_ms()),
-        "events": s.events,
-        "count": s.count,
-        "min": s.min,
-        "max": s.max,
-        "mean": s.mean,
-        "p1": s.p1,
-        "p10": s.p10,
-        "p50": s.p50,
-        "p90": s.p90,
-        "p95": s.p95,
-        "p99": s.p99,
-        "loss_pct": s.loss_pct,
-        "sent": s.sent,
-        "received": s.received,
-        "jitter_ms": s.jitter_ms,
-        "errors": s.errors,
-    });
+    let mut o = serde_json::Map::new();
+    // identity fields always; the others as `fields` asks (all without it)
+    let wanted = |k: &str| fields.map_or(true, |f| f.iter().any(|x| x == k));
+    let mut put = |k: &str, v: serde_json::Value| {
+        if IDENTITY_FIELDS.contains(&k) || wanted(k) {
+            o.insert(k.to_string(), v);
+        }
+    };
+    put("metric", json!(metric.as_str()));
+    put("tier", json!(tier.as_str()));
+    put("window_start", json!(rfc3339(start)));
+    put("window_end", json!(rfc3339(start + tier.len_ms())));
+    put("events", json!(s.events));
+    put("count", json!(s.count));
+    put("min", json!(s.min));
+    put("max", json!(s.max));
+    put("mean", json!(s.mean));
+    put("p1", json!(s.p1));
+    put("p10", json!(s.p10));
+    put("p50", json!(s.p50));
+    put("p90", json!(s.p90));
+    put("p95", json!(s.p95));
+    put("p99", json!(s.p99));
+    put("loss_pct", json!(s.loss_pct));
+    put("sent", json!(s.sent));
+    put("received", json!(s.received));
+    put("jitter_ms", json!(s.jitter_ms));
+    if wanted("errors") {
+        put("errors", json!(s.errors));
+    }
     // QoE of RTT windows: the E-model on the median RTT, the jitter estimate and the loss
     // (docs/diagnosis.md); a window in which nothing answered scores MOS 1.
     if metric == Metric::Rtt {
@@ -115,21 +167,21 @@ fn window_json(
             None if s.sent > 0 && s.received == 0 => Some((0.0, 1.0)),
             None => None,
         };
-        if let (Some(o), Some((r, m))) = (v.as_object_mut(), qoe) {
-            o.insert("r_factor".into(), serde_json::json!((r * 100.0).round() / 100.0));
-            o.insert("mos".into(), serde_json::json!((m * 1000.0).round() / 1000.0));
+        if let Some((r, m)) = qoe {
+            put("r_factor", json!((r * 100.0).round() / 100.0));
+            put("mos", json!((m * 1000.0).round() / 1000.0));
         }
     }
-    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
-        if let Some(p) = key_probe {
-            o.insert("probe".into(), p.into());
-        }
-        if let Some(t) = key_target {
-            o.insert("target".into(), t.into());
-        }
+    if let Some(p) = key_probe {
+        put("probe", p.into());
+    }
+    if let Some(t) = key_target {
+        put("target", t.into());
+    }
+    if let serde_json::Value::Object(e) = extra {
         o.extend(e);
     }
-    v
+    serde_json::Value::Object(o)
 }
 
 pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
@@ -188,6 +240,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         return Err(Problem::bad_query("group_by", "group_by must be target or probe"));
     }
     let after = params.after.as_deref().map(decode_cursor).transpose()?;
+    let fields = params.fields.as_deref().map(parse_fields).transpose()?;
     if after.is_some() && group_by.is_some() {
         return Err(Problem::bad_query("after", "a group_by answer is not paged; narrow from/to instead"));
     }
@@ -220,7 +273,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         .field("group_by"));
     }
     let body = web::block(move || {
-        answer(rows_page(&mut rows, group_by.is_none(), limit), rows, tier, from, to, group_by, limit)
+        answer(rows_page(&mut rows, group_by.is_none(), limit), rows, (tier, from, to), group_by, limit, fields)
     })
     .await
     .map_err(|e| Problem::internal(format!("query worker: {e}")))?;
@@ -240,11 +293,10 @@ fn rows_page(rows: &mut Vec<Rollup>, paged: bool, limit: usize) -> Option<QueryC
 fn answer(
     next: Option<QueryCursor>,
     rows: Vec<Rollup>,
-    tier: Tier,
-    from: i64,
-    to: i64,
+    (tier, from, to): (Tier, i64, i64),
     group_by: Option<String>,
     limit: usize,
+    fields: Option<Vec<String>>,
 ) -> String {
     let group_by = group_by.as_deref();
     let mut truncated = next.is_some();
@@ -253,13 +305,13 @@ fn answer(
             .iter()
             .map(|r: &Rollup| {
                 window_json(
-                    Some(&r.key.probe),
-                    Some(&r.key.target),
+                    (Some(&r.key.probe), Some(&r.key.target)),
                     r.key.metric,
                     tier,
                     r.key.start_ms,
                     &r.agg,
                     serde_json::json!({"revision": r.revision, "closed": r.closed}),
+                    fields.as_deref(),
                 )
             })
             .collect(),
@@ -286,9 +338,9 @@ fn answer(
                         serde_json::json!({"targets": members.len()})
                     };
                     if by_target {
-                        window_json(None, Some(k), *m, tier, *start, agg, extra)
+                        window_json((None, Some(k)), *m, tier, *start, agg, extra, fields.as_deref())
                     } else {
-                        window_json(Some(k), None, *m, tier, *start, agg, extra)
+                        window_json((Some(k), None), *m, tier, *start, agg, extra, fields.as_deref())
                     }
                 })
                 .collect()
@@ -299,6 +351,7 @@ fn answer(
         out.truncate(limit);
         truncated = true;
     }
+
     serde_json::json!({
         "tier": tier.as_str(),
         "from": rfc3339(from),
