@@ -46,6 +46,25 @@ trap 'pkill -f "netqoe --config $work" 2>/dev/null || true; rm -rf "$work"' EXIT
 # CPU seconds (user + system) of a process so far
 cpu_of() { awk -v t="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / t}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 broker_pid() { rabbitmqctl eval 'os:getpid().' 2>/dev/null | tr -d '"' || true; }
+# the queues and exchanges a run declared (its rabbitmq.prefix), deleted through the management
+# API once the run is over, so runs leave no benchN.* topology behind on the broker
+delete_topology() {
+  python3 - "$1" <<'PY'
+import base64, json, sys, urllib.parse, urllib.request
+prefix, api = sys.argv[1], "http://127.0.0.1:15672/api"
+auth = {"Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()}
+def call(method, path):
+    with urllib.request.urlopen(urllib.request.Request(api + path, method=method, headers=auth), timeout=10) as r:
+        return json.loads(r.read() or b"null")
+gone = 0
+for kind in ("queues", "exchanges"):
+    for o in call("GET", f"/{kind}/%2f?columns=name"):
+        if o["name"].startswith(prefix):
+            call("DELETE", f"/{kind}/%2f/" + urllib.parse.quote(o["name"], safe=""))
+            gone += 1
+print(f"bench: deleted {gone} queues and exchanges named {prefix}*", file=sys.stderr)
+PY
+}
 # one netqoe run under load: run_netqoe LABEL BUS STORE(sqlite|scylla) KEYSPACE
 run_netqoe() {
   local label=$1 bus=$2 store=$3 ks=$4 json="$OUT/$1.json"
@@ -72,6 +91,7 @@ run_netqoe() {
   broker1=$(cpu_of "${bp:-0}"); jvm1=$(cpu_of "${cass_pid:-0}")
   curl -sf "http://127.0.0.1:$PORT/metrics" > "$OUT/$label.metrics" || true
   kill -TERM "$pid"; wait "$pid" || true
+  if [ "$bus" = rabbitmq ]; then delete_topology "$label." || echo "bench: could not delete the run's topology" >&2; fi
   local disk="{}"
   if [ "$store" = scylla ]; then
     nodetool flush "$ks" >/dev/null 2>&1 || echo "bench: nodetool flush $ks failed; bytes on disk are of the flushed part only" >&2
@@ -128,8 +148,7 @@ for mode in "${modes[@]}"; do
         echo "== $mode pair $i: B (netqoe on the SQLite store, $bus bus)"
         run_netqoe "$mode-B$i" "$bus" sqlite ""
         echo "== $mode pair $i: P (netqoe on the CQL store, $bus bus)"
-        # a keyspace of its own per run (loadgen ids restart with each run: a reused one would count
-        # the events as duplicates)
+        # a keyspace of its own per run (so each run's disk bytes and requests are its own)
         run_netqoe "$mode-P$i" "$bus" scylla "netqoe_bench_${bus}_$(date +%s)_$i"
         continue ;;
       rabbitmq)
@@ -157,7 +176,7 @@ for mode in modes:
             n = c * (d.get("duration_s") or 0) or None
             dur = d.get("duration_s") or 0
             per_series_day = None
-            n_series = d.get("probes", 0) * d.get("targets", 0)  # one metric (rtt) per event
+            n_series = d.get("series") or d.get("probes", 0) * d.get("targets", 0)  # one metric (rtt) per event
             m1_rows = (d.get("oracle") or {}).get("windows") or 0
             if d.get("disk_bytes") and n_series and m1_rows:
                 # bytes per series per day per table: bytes per stored row × rows a series has a

@@ -211,6 +211,7 @@ impl Generator {
         ts_ms: i64,
         n: usize,
         exact: bool,
+        run_start: bool,
     ) -> (Vec<u8>, BatchOracle) {
         use std::io::Write;
         let mut out = Vec::with_capacity(64 + n * 220);
@@ -218,7 +219,9 @@ impl Generator {
         out.extend_from_slice(b"{\"events\":[");
         let mut samples_milli = [0u64; 10];
         for i in 0..n {
-            let t = (*seq as usize + i) % self.targets;
+            // targets cycle event by event, so a batch spreads over min(n, targets) series (the
+            // old `(seq + i) % targets`, with seq also advancing, kept one target per batch)
+            let t = (*seq as usize) % self.targets;
             let median = 5.0 + ((probe_idx * 31 + t * 17) % 120) as f64;
             let mut k = 0;
             for _ in 0..10 {
@@ -245,7 +248,12 @@ impl Generator {
             if i > 0 {
                 out.push(b',');
             }
-            let _ = write!(out, "{{\"event_id\":\"{probe}-{}\",\"seq\":{},\"ts\":\"", *seq, *seq);
+            let _ = write!(out, "{{\"event_id\":\"{probe}-{}\",\"seq\":{},", *seq, *seq);
+            if run_start && i == 0 {
+                // a run's sequence starts above the last run's: nothing below it is missing
+                out.extend_from_slice(b"\"run_start\":true,");
+            }
+            out.extend_from_slice(b"\"ts\":\"");
             self.write_ts(&mut out, ts);
             let _ = write!(out, "\",\"target\":\"{}\",\"kind\":\"udp\",\"rtt_samples_ms\":[", self.target_names[t]);
             for (j, m) in samples_milli[..k].iter().enumerate() {
@@ -319,7 +327,10 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
     let total = (args.duration as f64 / interval.as_secs_f64()).floor() as u64;
     let permits = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight));
     let shared = Arc::new(std::sync::Mutex::new(WorkerResult { hist: Some(hist()), ..Default::default() }));
-    let mut seqs = vec![0u64; probes.len()];
+    // sequence numbers (and the event ids made from them) start from this run's start time in
+    // µs, so a second run against the same server is new events, not duplicates of the first
+    let seq_base = now_ms() as u64 * 1000;
+    let mut seqs = vec![seq_base; probes.len()];
     let mut handles = Vec::new();
     for k in 0..total {
         let intended = start + interval * k as u32;
@@ -328,7 +339,8 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let (idx, probe, token) = &probes[pi];
         let keep_exact = idx % 50 == 0;
         let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
-        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch, keep_exact);
+        let run_start = seqs[pi] == seq_base;
+        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch, keep_exact, run_start);
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
         let (client, url, token, probe, shared, names) = (
             clients[*idx % clients.len()].clone(),
@@ -451,7 +463,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let url = args.url.clone();
     let aggregated_before = admin.block_on(async {
         let c = awc::Client::default();
-        metric(&c, &url, "netqoe_events_aggregated_total").await.unwrap_or(0.0)
+        metric(&c, &url, "netqoe_batches_aggregated_total").await.unwrap_or(0.0)
     });
     let server_cpu = || args.server_pid.and_then(|p| cpu_seconds_of(&p.to_string()));
     let server_cpu_before = server_cpu();
@@ -512,7 +524,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     // consumer side: until the pipeline has aggregated everything acknowledged
     let (caught_up_s, oracle_report, server_cpu_s) = admin.block_on(async {
         let c = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
-        let want = aggregated_before + total.accepted_events as f64;
+        // caught up = every 2xx'd batch committed and acked (netqoe_batches_aggregated_total);
+        // events *applied* (netqoe_events_aggregated_total) run ahead of the commit, and an
+        // oracle read then found windows "missing" that were stored a flush later
+        let batches_2xx: u64 = total.statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+        let want = aggregated_before + batches_2xx as f64;
         let deadline = Instant::now() + Duration::from_secs(args.settle);
         let mut caught = None;
         let mut server_cpu_s = None;
@@ -538,7 +554,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             return (caught, Some(last), None);
         }
         while Instant::now() < deadline {
-            if metric(&c, &args.url, "netqoe_events_aggregated_total").await.unwrap_or(0.0) >= want {
+            if metric(&c, &args.url, "netqoe_batches_aggregated_total").await.unwrap_or(0.0) >= want {
                 caught = Some((Instant::now() - start).as_secs_f64());
                 server_cpu_s = server_cpu().zip(server_cpu_before).map(|(b, a)| b - a);
                 break;
@@ -560,6 +576,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let consumed = caught_up_s.map(|s| total.accepted_events as f64 / s);
     println!("offered   {:>10.0} events/s ({} events)", offered, total.offered_events);
     println!("accepted  {:>10.0} events/s ({} events, 2xx)", accepted, total.accepted_events);
+    // the (probe, target) series the acknowledged events fell in: the oracle checks each one's windows
+    let series: std::collections::BTreeSet<(&str, &str)> =
+        total.oracle.keys().map(|(p, t, _)| (p.as_str(), t.as_str())).collect();
+    let windows = total.oracle.len();
+    println!("series    {:>10} (probe, target) pairs, {windows} 1m windows to check", series.len());
     match consumed {
         Some(c) => println!(
             "consumed  {:>10.0} events/s (aggregated and committed, caught up {:.1} s after start)",
@@ -587,6 +608,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let report = serde_json::json!({
         "offered_events_per_s": offered, "accepted_events_per_s": accepted, "consumed_events_per_s": consumed,
         "offered_events": total.offered_events, "accepted_events": total.accepted_events,
+        "series": series.len(), "windows": windows,
         "statuses": total.statuses, "refusals": total.refusals, "retries": total.retries, "p50_ms": pct(&h, 0.5), "p99_ms": pct(&h, 0.99), "p999_ms": pct(&h, 0.999),
         "max_ms": h.max() as f64 / 1000.0, "oracle": oracle_report,
         "caught_up_at_ms": caught_up_s.map(|c| started_ms + (c * 1000.0) as i64 + 200), "timeline": timeline,
@@ -733,7 +755,7 @@ fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
         // the same batches netqoe receives
         let mut gen = Generator::new(1, 2);
         let mut seq = 0;
-        let payload = gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch, false).0;
+        let payload = gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch, false, false).0;
         let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(args.duration);
         let cons = consumed.clone();
@@ -819,16 +841,24 @@ mod tests {
         let mut g = Generator::new(1, 3);
         let mut seq = 0;
         let now = now_ms();
-        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50, true);
+        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50, true, true);
         let batch: netqoe_domain::WireBatch = serde_json::from_slice(&body).unwrap();
         let mut samples = 0;
+        let mut targets = std::collections::BTreeSet::new();
         for (i, w) in batch.events.into_iter().enumerate() {
             samples += w.rtt_samples_ms.as_ref().map_or(0, Vec::len) as u64;
             let e = netqoe_domain::event::validate(w, i, now, &Default::default()).unwrap();
             assert_eq!(e.seq, i as u64 + 1);
+            assert_eq!(e.run_start, i == 0, "the run's first event says so");
+            targets.insert(e.target);
         }
+        // one batch spreads over every target (it used to keep one: half the series with 2 targets)
+        assert_eq!(targets.len(), 3, "{targets:?}");
+        assert_eq!(seq, 50);
+        let second = g.batch(0, "p", &mut seq, now, 2, false, false).0;
+        let second: netqoe_domain::WireBatch = serde_json::from_slice(&second).unwrap();
+        assert_eq!(second.events[0].event_id, "p-51", "ids continue, never restart within a run");
         assert_eq!(oracle.counts.iter().map(|c| c.2).sum::<u64>(), samples, "the oracle counts every sample");
         assert_eq!(oracle.exact.iter().map(|e| e.2.len() as u64).sum::<u64>(), samples);
-        assert_eq!(seq, 50);
     }
 }
