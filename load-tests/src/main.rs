@@ -203,10 +203,10 @@ impl Generator {
         let _ = write!(out, "{}.{:03}Z", self.second.1, ms.rem_euclid(1000));
     }
 
+    /// A batch of `n` events of `probe` (its index and id) ending at `ts_ms`.
     fn batch(
         &mut self,
-        probe_idx: usize,
-        probe: &str,
+        (probe_idx, probe): (usize, &str),
         seq: &mut u64,
         ts_ms: i64,
         n: usize,
@@ -340,7 +340,7 @@ async fn worker(w: usize, args: RunArgs, probes: Vec<(usize, String, String)>, s
         let keep_exact = idx % 50 == 0;
         let ts = now_ms() - (Instant::now() - intended).as_millis() as i64;
         let run_start = seqs[pi] == seq_base;
-        let (body, oracle) = gen.batch(*idx, probe, &mut seqs[pi], ts, args.batch, keep_exact, run_start);
+        let (body, oracle) = gen.batch((*idx, probe), &mut seqs[pi], ts, args.batch, keep_exact, run_start);
         let permit = permits.clone().acquire_owned().await.expect("semaphore");
         let (client, url, token, probe, shared, names) = (
             clients[*idx % clients.len()].clone(),
@@ -755,7 +755,7 @@ fn baseline(args: BaselineArgs) -> anyhow::Result<()> {
         // the same batches netqoe receives
         let mut gen = Generator::new(1, 2);
         let mut seq = 0;
-        let payload = gen.batch(0, "probe-00000", &mut seq, now_ms(), args.batch, false, false).0;
+        let payload = gen.batch((0, "probe-00000"), &mut seq, now_ms(), args.batch, false, false).0;
         let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Instant::now() + Duration::from_secs(args.duration);
         let cons = consumed.clone();
@@ -841,7 +841,7 @@ mod tests {
         let mut g = Generator::new(1, 3);
         let mut seq = 0;
         let now = now_ms();
-        let (body, oracle) = g.batch(0, "p", &mut seq, now, 50, true, true);
+        let (body, oracle) = g.batch((0, "p"), &mut seq, now, 50, true, true);
         let batch: netqoe_domain::WireBatch = serde_json::from_slice(&body).unwrap();
         let mut samples = 0;
         let mut targets = std::collections::BTreeSet::new();
@@ -855,7 +855,7 @@ mod tests {
         // one batch spreads over every target (it used to keep one: half the series with 2 targets)
         assert_eq!(targets.len(), 3, "{targets:?}");
         assert_eq!(seq, 50);
-        let second = g.batch(0, "p", &mut seq, now, 2, false, false).0;
+        let second = g.batch((0, "p"), &mut seq, now, 2, false, false).0;
         let second: netqoe_domain::WireBatch = serde_json::from_slice(&second).unwrap();
         assert_eq!(second.events[0].event_id, "p-51", "ids continue, never restart within a run");
         assert_eq!(oracle.counts.iter().map(|c| c.2).sum::<u64>(), samples, "the oracle counts every sample");
