@@ -461,10 +461,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let admin = actix_rt::System::new();
     let url = args.url.clone();
-    let aggregated_before = admin.block_on(async {
-        let c = awc::Client::default();
-        metric(&c, &url, "netqoe_batches_aggregated_total").await.unwrap_or(0.0)
+    let minute_ms = now_ms() / 60_000 * 60_000;
+    let (aggregated_before, stored_before) = admin.block_on(async {
+        let c = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        let aggregated = metric(&c, &url, "netqoe_batches_aggregated_total").await.unwrap_or(0.0);
+        // what the windows this run writes to hold already (an earlier run in the same minute):
+        // the oracle counts only what this run adds
+        let before = if args.oracle {
+            stored_rtt_counts(&c, &url, &tokens.query, minute_ms).await
+        } else {
+            Some(Default::default())
+        };
+        (aggregated, before)
     });
+    let Some(stored_before) = stored_before else {
+        bail!("the oracle could not read the windows stored before the run (queries refused)");
+    };
     let server_cpu = || args.server_pid.and_then(|p| cpu_seconds_of(&p.to_string()));
     let server_cpu_before = server_cpu();
     let start = Instant::now() + Duration::from_millis(200);
@@ -535,16 +547,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         if args.settle_by_oracle {
             let mut last = serde_json::Value::Null;
             while Instant::now() < deadline {
-                last = check_oracle(
-                    &c,
-                    &args.url,
-                    &tokens.query,
-                    &total.oracle,
-                    &total.ambiguous,
-                    &total.exact,
-                    started_ms,
-                )
-                .await;
+                last = check_oracle(&c, &args.url, &tokens.query, &total, &stored_before, started_ms).await;
                 if last["clean"] == serde_json::Value::Bool(true) {
                     caught = Some((Instant::now() - start).as_secs_f64());
                     break;
@@ -562,10 +565,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let report = if args.oracle {
-            Some(
-                check_oracle(&c, &args.url, &tokens.query, &total.oracle, &total.ambiguous, &total.exact, started_ms)
-                    .await,
-            )
+            Some(check_oracle(&c, &args.url, &tokens.query, &total, &stored_before, started_ms).await)
         } else {
             None
         };
@@ -625,15 +625,62 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Compares stored 1m windows with the acknowledged samples: zero tolerance on counts.
+/// (probe, target, minute) → samples stored.
+type Counts = BTreeMap<(String, String, i64), u64>;
+
+/// A query answered 200 with JSON, asked again when refused (a load balancer's per-source 429, a
+/// 503) or unanswered: never read as "nothing stored". None after 20 tries.
+async fn get_json_retrying(c: &awc::Client, q: &str, token: &str) -> Option<serde_json::Value> {
+    for attempt in 0..20u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 * attempt.min(4))).await;
+        }
+        let Ok(mut r) = c.get(q).insert_header(("Authorization", format!("Bearer {token}"))).send().await else {
+            continue;
+        };
+        if r.status().as_u16() != 200 {
+            continue;
+        }
+        let b = r.body().limit(64 << 20).await.unwrap_or_default();
+        if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&b) {
+            return Some(parsed);
+        }
+    }
+    None
+}
+
+/// Every RTT 1m window stored from `from_ms` on, with its sample count (all pages).
+async fn stored_rtt_counts(c: &awc::Client, url: &str, token: &str, from_ms: i64) -> Option<Counts> {
+    let to = now_ms() + 120_000;
+    let mut out = Counts::new();
+    let mut after = String::new();
+    loop {
+        let q = format!("{url}/v1/rollups?metric=rtt&tier=1m&from={from_ms}&to={to}&limit=10000&fields=count{after}");
+        let v = get_json_retrying(c, &q, token).await?;
+        for w in v["rollups"].as_array().into_iter().flatten() {
+            let start = chrono::DateTime::parse_from_rfc3339(w["window_start"].as_str().unwrap_or(""))
+                .map(|d| d.timestamp_millis())
+                .unwrap_or(0);
+            let key =
+                (w["probe"].as_str().unwrap_or("").to_string(), w["target"].as_str().unwrap_or("").to_string(), start);
+            out.insert(key, w["count"].as_u64().unwrap_or(0));
+        }
+        match v["next"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => return Some(out),
+        }
+    }
+}
+
 async fn check_oracle(
     c: &awc::Client,
     url: &str,
     token: &str,
-    oracle: &BTreeMap<(String, String, i64), u64>,
-    ambiguous: &BTreeMap<(String, String, i64), u64>,
-    exact: &BTreeMap<(String, String, i64), Vec<f64>>,
+    run: &WorkerResult,
+    before: &Counts,
     started_ms: i64,
 ) -> serde_json::Value {
+    let (oracle, ambiguous, exact) = (&run.oracle, &run.ambiguous, &run.exact);
     // events are stamped from the run's start on: windows before its minute are another run's
     let from = started_ms / 60_000 * 60_000;
     let to = now_ms() + 120_000;
@@ -650,28 +697,10 @@ async fn check_oracle(
             let q = format!("{url}/v1/rollups?probe={p}&metric=rtt&tier=1m&from={from}&to={to}&limit=10000{after}");
             // a refused query (a load balancer's per-source 429, a 503) is asked again, never read
             // as "nothing stored"; one that keeps failing makes the check unclean
-            let mut v = serde_json::Value::Null;
-            for attempt in 0..20 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(250 * attempt.min(4))).await;
-                }
-                let Ok(mut r) = c.get(&q).insert_header(("Authorization", format!("Bearer {token}"))).send().await
-                else {
-                    continue;
-                };
-                if r.status().as_u16() != 200 {
-                    continue;
-                }
-                let b = r.body().limit(64 << 20).await.unwrap_or_default();
-                if let Ok(parsed) = serde_json::from_slice::<serde_json::Value>(&b) {
-                    v = parsed;
-                    break;
-                }
-            }
-            if v.is_null() {
+            let Some(v) = get_json_retrying(c, &q, token).await else {
                 query_failures += 1;
                 break;
-            }
+            };
             windows.extend(v["rollups"].as_array().cloned().unwrap_or_default());
             match v["next"].as_str() {
                 Some(n) => after = format!("&after={n}"),
@@ -693,7 +722,7 @@ async fn check_oracle(
     for k in &keys {
         let want = oracle.get(*k).copied().unwrap_or(0);
         let maybe = ambiguous.get(*k).copied().unwrap_or(0);
-        let got = stored.get(*k).copied().unwrap_or(0);
+        let got = stored.get(*k).copied().unwrap_or(0).saturating_sub(before.get(*k).copied().unwrap_or(0));
         if got < want {
             differing += 1;
             missing += want - got;
@@ -705,12 +734,15 @@ async fn check_oracle(
             stored_unacked += got - want;
         }
     }
-    let unexpected = stored.keys().filter(|k| !keys.contains(k)).count();
+    let unexpected = stored.keys().filter(|k| !keys.contains(k) && !before.contains_key(*k)).count();
     // percentile error against the exact samples (every 50th probe's windows)
     let mut max_err: f64 = 0.0;
     let mut checked = 0;
     for (k, samples) in exact {
-        let (Some(got), false) = (quantiles.get(k), samples.is_empty()) else { continue };
+        // a window that held another run's samples too has other percentiles
+        let (Some(got), false, false) = (quantiles.get(k), samples.is_empty(), before.contains_key(k)) else {
+            continue;
+        };
         let mut v = samples.clone();
         v.sort_by(f64::total_cmp);
         for (i, q) in [0.5, 0.95, 0.99].iter().enumerate() {
