@@ -35,6 +35,11 @@ pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     reg(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
 }
 
+/// A gauge vector of floating-point values (quantiles, ratios).
+pub fn gauge_vec_f64(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    reg(prometheus::GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+}
+
 pub fn counter(name: &str, help: &str) -> IntCounter {
     reg(IntCounter::new(name, help).expect("valid metric definition"))
 }

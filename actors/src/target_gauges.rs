@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
 use netqoe_domain::{Metric, Rollup, RollupSummary, WindowAgg};
-use prometheus::{Gauge, GaugeVec, IntGauge, Opts};
+use prometheus::{Gauge, GaugeVec, IntGauge};
 
-use crate::metrics::{gauge, reg};
+use crate::metrics::{gauge, gauge_vec_f64, reg};
 
 /// Judged windows without a report after which a target's series are removed.
 pub const EXPIRE_WINDOWS: u64 = 10;
@@ -23,10 +23,6 @@ pub const EXPIRE_WINDOWS: u64 = 10;
 /// The latency metrics exported as quantiles (cert_days is a level, not a latency).
 const LATENCY: [Metric; 7] =
     [Metric::Rtt, Metric::Jitter, Metric::Dns, Metric::Connect, Metric::Tls, Metric::Ttfb, Metric::Total];
-
-fn gauge_vec_f64(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    reg(GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
-}
 
 pub static TARGET_LATENCY: LazyLock<GaugeVec> = LazyLock::new(|| {
     gauge_vec_f64(
