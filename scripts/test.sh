@@ -49,7 +49,7 @@ export NETQOE_CHROMIUM=$(command -v chromium || true)
 # server (one test in its binary; binaries run one after another, and the other fault tests read
 # the new pid from $NETQOE_CASSANDRA_HOME/pid).
 cargo test --workspace --locked --no-fail-fast -- --show-output \
-  --skip promtool_accepts_the_config_and_the_rules --skip headless_chromium_shows_every_view_of_a_faulted_fleet \
+  --skip promtool_ --skip headless_chromium_shows_every_view_of_a_faulted_fleet \
   --skip validators_ \
   "${extra[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -73,6 +73,8 @@ tool_tests "$validators" "the deployment validators (kubernetes-validate, check-
   --test deploy -- --include-ignored --show-output validators_
 tool_tests "$promtool" "promtool (Debian's prometheus package)" \
   --test monitoring -- --include-ignored promtool
+tool_tests "$promtool" "promtool (Debian's prometheus package)" \
+  --test dashboard -- --include-ignored promtool
 tool_tests "$NETQOE_CHROMIUM" "chromium" \
   --test dashboard -- --include-ignored --show-output headless
 echo "== the lab (deploy/lab): every tier on its own host behind the documented firewall; faults a, b, e under load with the oracle and their alerts"

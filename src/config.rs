@@ -226,6 +226,10 @@ pub struct MetricsSection {
     /// Targets whose fleet QoE (latency p50/p95, loss, MOS, failures) is exported as
     /// `netqoe_target_*` gauges by the diagnosing process; 0 exports none. Bounds the series.
     pub max_target_series: usize,
+    /// (probe, target) pairs whose matrix state is exported as `netqoe_pair_state`; 0: none.
+    pub max_pair_series: usize,
+    /// The probe label exported as the `group` label of `netqoe_pair_state` ("": none).
+    pub pair_group_label: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -623,6 +627,21 @@ impl Config {
                 e.push(format!("webhooks.urls[{i}]: {u:?} is not an http(s) URL"));
             }
         }
+        let m = &self.metrics;
+        if m.max_target_series > 10_000 {
+            e.push("metrics.max_target_series: must be at most 10000 (about 24 series per target)".into());
+        }
+        if m.max_pair_series > 100_000 {
+            e.push("metrics.max_pair_series: must be at most 100000 (up to 10 series per pair)".into());
+        }
+        if m.pair_group_label.len() > 64
+            || !m.pair_group_label.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            e.push(format!(
+                "metrics.pair_group_label: {:?} must be a probe label name (0-64 characters of [A-Za-z0-9-_.])",
+                m.pair_group_label
+            ));
+        }
         let d = &self.diagnosis;
         if d.min_history == 0 || d.min_history > d.horizon {
             e.push("diagnosis.min_history: must be between 1 and diagnosis.horizon".into());
@@ -759,6 +778,8 @@ impl Config {
                 thresholds: self.diagnosis.clone(),
                 labels: self.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect(),
                 max_target_series: self.metrics.max_target_series,
+                max_pair_series: self.metrics.max_pair_series,
+                pair_group_label: self.metrics.pair_group_label.clone(),
                 ..Default::default()
             }),
         }
@@ -836,5 +857,18 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
+    }
+
+    #[test]
+    fn the_matrix_export_is_bounded_and_its_group_is_a_label_name() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!((c.metrics.max_pair_series, c.metrics.pair_group_label.as_str()), (500, "region"));
+        let e = Config::load_from(
+            None,
+            env(&[("NETQOE__METRICS__MAX_PAIR_SERIES", "1000000"), ("NETQOE__METRICS__PAIR_GROUP_LABEL", "a b")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("metrics.max_pair_series") && e.contains("metrics.pair_group_label"), "{e}");
     }
 }

@@ -376,13 +376,16 @@ async fn headless_chromium_shows_every_view_of_a_faulted_fleet() {
     t.app.shutdown().await.unwrap();
 }
 
-/// What Grafana's "QoE per target" row reads: events posted to ingest become the diagnosing
-/// process's `netqoe_target_*` gauges on `/metrics` (the fleet window per target: probes merged,
-/// loss, a refused service's failure ratio). The app is restarted on its data so the diagnoser's
-/// warm-up judges the minutes just posted at once instead of a minute later.
-#[actix_rt::test]
-async fn per_target_qoe_reaches_metrics_for_grafana() {
-    let prepared = prepare(2, &[]);
+/// A fleet of two probes (regions eu and us) fed six minutes of a lossy voice target (probe 0
+/// loses half its packets) and a refused TCP service, then `/metrics` of the diagnosing process
+/// once it has exported the newest judged window. The app is restarted on its data so the
+/// diagnoser's warm-up judges the minutes just posted at once instead of a minute later.
+/// Returns the metrics text and the probe ids.
+async fn faulted_fleet_metrics() -> (String, Vec<String>) {
+    let mut prepared = prepare(2, &[]);
+    for (p, region) in prepared.cfg.probes.iter_mut().zip(["eu", "us"]) {
+        p.labels.insert("region".into(), region.into());
+    }
     let cfg = prepared.cfg.clone();
     let t = prepared.start().await;
     let now = netqoe_actors::now_ms();
@@ -412,11 +415,28 @@ async fn per_target_qoe_reaches_metrics_for_grafana() {
     let dir = t.dir;
     t.app.shutdown().await.unwrap();
     let app = netqoe::app::start(cfg, std::net::TcpListener::bind("127.0.0.1:0").unwrap()).await.unwrap();
-    let metrics = eventually(20, "the per-target gauges exported", || async {
+    let probe1 = &t.probes[1].0;
+    let metrics = eventually(20, "the per-target and per-pair gauges exported", || async {
         let text = get_text(&t.client, &app.url("/metrics")).await;
-        metric_value(&text, "netqoe_target_probes{target=\"grafana-voice\"}").map(|_| text)
+        let pairs =
+            format!("netqoe_pair_state{{group=\"us\",metric=\"loss\",probe=\"{probe1}\",target=\"grafana-voice\"}}");
+        (metric_value(&text, "netqoe_target_probes{target=\"grafana-voice\"}").is_some()
+            && metric_value(&text, &pairs).is_some())
+        .then_some(text)
     })
     .await;
+    app.shutdown().await.unwrap();
+    drop(dir);
+    (metrics, t.probes.iter().map(|(p, _)| p.clone()).collect())
+}
+
+/// What Grafana's "QoE per target" row reads: events posted to ingest become the diagnosing
+/// process's `netqoe_target_*` gauges on `/metrics` (the fleet window per target: probes merged,
+/// loss, a refused service's failure ratio) and the matrix's `netqoe_pair_state` (the faulted
+/// pair failing on loss, the healthy one ok, the refused service failing for both).
+#[actix_rt::test]
+async fn per_target_qoe_reaches_metrics_for_grafana() {
+    let (metrics, probes) = faulted_fleet_metrics().await;
     let v = |series: &str| metric_value(&metrics, series).unwrap_or_else(|| panic!("{series} exported:\n{metrics}"));
     assert_eq!(v("netqoe_target_probes{target=\"grafana-voice\"}"), 2.0);
     assert_eq!(v("netqoe_target_loss_ratio{target=\"grafana-voice\"}"), 0.25, "2 of 8 packets lost over both probes");
@@ -427,6 +447,72 @@ async fn per_target_qoe_reaches_metrics_for_grafana() {
     assert!((p95 - 40.0).abs() / 40.0 <= 0.011, "the fleet p95 spans both probes' samples: {p95}");
     assert_eq!(v("netqoe_target_failure_ratio{metric=\"connect\",target=\"grafana-shop\"}"), 1.0);
     assert!(metrics.contains("netqoe_target_mos{target=\"grafana-voice\"}"));
-    app.shutdown().await.unwrap();
-    drop(dir);
+    let pair = |group: &str, probe: &str, target: &str, metric: &str| {
+        v(&format!("netqoe_pair_state{{group=\"{group}\",metric=\"{metric}\",probe=\"{probe}\",target=\"{target}\"}}"))
+    };
+    assert_eq!(pair("eu", &probes[0], "grafana-voice", "loss"), 2.0, "half the packets lost: failing");
+    assert_eq!(pair("us", &probes[1], "grafana-voice", "loss"), 0.0, "no loss: ok");
+    assert_eq!(pair("eu", &probes[0], "grafana-shop", "connect"), 2.0, "refused: failing");
+    assert_eq!(pair("us", &probes[1], "grafana-shop", "connect"), 2.0);
+    assert_eq!(v("netqoe_pair_series_refused"), 0.0);
+}
+
+/// The Grafana matrix panel's own queries (read from deploy/grafana/netqoe.json, the variables
+/// substituted as Grafana does) evaluated by Prometheus's engine (`promtool test rules`) over the
+/// `netqoe_pair_state` series a faulted fleet's netqoe exported: a cell per pair, the faulted
+/// pair failing, the healthy one ok, and the history panel's rows carry the group.
+#[actix_rt::test]
+#[ignore = "needs promtool (Debian's prometheus package); scripts/test.sh provides it"]
+async fn promtool_evaluates_the_grafana_matrix_queries_on_a_faulted_fleet() {
+    let (metrics, probes) = faulted_fleet_metrics().await;
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/netqoe.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let expr_of = |id: u64| {
+        let p = d["panels"].as_array().unwrap().iter().find(|p| p["id"] == id).expect("panel");
+        let e = p["targets"][0]["expr"].as_str().unwrap();
+        // Grafana's substitution: one metric; "All" of a multi-value variable is (a|b|…)
+        e.replace("$cell", "loss").replace("$group", "(eu|us)").replace("$target", "(grafana-shop|grafana-voice)")
+    };
+    assert_eq!(d["panels"].as_array().unwrap().iter().find(|p| p["id"] == 30).unwrap()["type"], "table");
+    // the exported pair series, as promtool input
+    let series: Vec<String> = metrics
+        .lines()
+        .filter(|l| l.starts_with("netqoe_pair_state{"))
+        .map(|l| {
+            let (s, v) = l.rsplit_once(' ').unwrap();
+            format!("      - series: '{s}'\n        values: '{v}'\n")
+        })
+        .collect();
+    assert!(series.len() >= 8, "pair series exported:\n{metrics}");
+    let (p0, p1) = (&probes[0], &probes[1]);
+    let test = format!(
+        "rule_files: [empty.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}    promql_expr_test:\n\
+         \x20     - expr: '{}'\n        eval_time: 0m\n        exp_samples:\n\
+         \x20         - labels: '{{probe=\"{p0}\",target=\"grafana-voice\"}}'\n            value: 2\n\
+         \x20         - labels: '{{probe=\"{p1}\",target=\"grafana-voice\"}}'\n            value: 0\n\
+         \x20     - expr: '{}'\n        eval_time: 0m\n        exp_samples:\n\
+         \x20         - labels: '{{group=\"eu\",probe=\"{p0}\",target=\"grafana-voice\"}}'\n            value: 2\n\
+         \x20         - labels: '{{group=\"us\",probe=\"{p1}\",target=\"grafana-voice\"}}'\n            value: 0\n",
+        series.concat(),
+        expr_of(30),
+        expr_of(31),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("empty.yml"), "groups: []\n").unwrap();
+    std::fs::write(dir.path().join("matrix_test.yml"), &test).unwrap();
+    let promtool = std::env::var("NETQOE_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let out = std::process::Command::new(&promtool)
+        .args(["test", "rules", "matrix_test.yml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{test}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -21,6 +21,7 @@ use crate::metrics::{
     ACTOR_ERRORS, ACTOR_MESSAGES, ACTOR_RESTARTS, INCIDENTS_OPEN, INCIDENTS_OPENED, INCIDENTS_RESOLVED,
     NOTIFICATIONS_DROPPED,
 };
+use crate::pair_gauges::{MatrixInput, PairGauges};
 use crate::store::{RollupQuery, RollupStore, StoreError};
 use crate::target_gauges::{self, TargetGauges};
 
@@ -43,6 +44,11 @@ pub struct DiagnoserConfig {
     /// Targets whose fleet QoE is exported as `netqoe_target_*` gauges (0: none); see
     /// [`crate::target_gauges`].
     pub max_target_series: usize,
+    /// (probe, target) pairs whose matrix state is exported as `netqoe_pair_state` (0: none);
+    /// see [`crate::pair_gauges`].
+    pub max_pair_series: usize,
+    /// The probe label whose value is the `group` label of `netqoe_pair_state` ("" for none).
+    pub pair_group_label: String,
 }
 
 impl Default for DiagnoserConfig {
@@ -56,6 +62,8 @@ impl Default for DiagnoserConfig {
             max_per_tick: 30,
             sink: None,
             max_target_series: 100,
+            max_pair_series: 500,
+            pair_group_label: "region".into(),
         }
     }
 }
@@ -130,6 +138,30 @@ pub async fn fleet_rows(store: &dyn RollupStore, start_ms: i64) -> Result<Vec<Ro
     store.query(&q).await
 }
 
+/// The 1h rollups of the hour starting at `hour_ms` and the hour before (the matrix's baselines).
+pub async fn hourly_rows(store: &dyn RollupStore, hour_ms: i64) -> Result<Vec<Rollup>, StoreError> {
+    let q = RollupQuery {
+        probe: None,
+        target: None,
+        metric: None,
+        tier: Tier::H1,
+        from_ms: hour_ms - 3_600_000,
+        to_ms: hour_ms + 3_600_000,
+        limit: 1_000_000,
+        after: None,
+    };
+    store.query(&q).await
+}
+
+/// What the newest window of a tick gives the gauges.
+#[derive(Default)]
+struct Newest {
+    targets: BTreeMap<String, target_gauges::TargetQoe>,
+    rows: Vec<Rollup>,
+    hourly: Vec<Rollup>,
+    hour_ms: i64,
+}
+
 /// The diagnosis's view of one window's rollups: each (probe, target) pair's signals.
 pub fn fleet_window_of(start_ms: i64, rows: &[Rollup]) -> FleetWindow {
     let mut by_pair: BTreeMap<(String, String), Vec<&Rollup>> = BTreeMap::new();
@@ -148,13 +180,15 @@ pub struct DiagnoserActor {
     next_ms: Option<i64>,
     busy: bool,
     targets: TargetGauges,
+    pairs: PairGauges,
 }
 
 impl DiagnoserActor {
     pub fn new(store: Arc<dyn RollupStore>, cfg: DiagnoserConfig) -> Self {
         let diag = Diagnoser::new(cfg.thresholds.clone(), cfg.labels.clone());
         let targets = TargetGauges::new(cfg.max_target_series);
-        Self { store, cfg, diag, next_ms: None, busy: false, targets }
+        let pairs = PairGauges::new(cfg.max_pair_series, cfg.pair_group_label.clone());
+        Self { store, cfg, diag, next_ms: None, busy: false, targets, pairs }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
@@ -175,28 +209,34 @@ impl DiagnoserActor {
         }
         self.busy = true;
         let store = self.store.clone();
+        let with_pairs = self.cfg.max_pair_series > 0;
         let fut = async move {
             let mut windows = Vec::with_capacity(starts.len());
-            let mut newest = BTreeMap::new();
+            let mut newest = Newest::default();
             let last = starts.last().copied();
             for s in starts {
                 let rows = fleet_rows(store.as_ref(), s).await?;
                 windows.push(fleet_window_of(s, &rows));
                 if Some(s) == last {
-                    newest = target_gauges::by_target(&rows);
+                    newest.targets = target_gauges::by_target(&rows);
+                    if with_pairs {
+                        newest.hour_ms = s - s.rem_euclid(3_600_000);
+                        newest.hourly = hourly_rows(store.as_ref(), newest.hour_ms).await?;
+                        newest.rows = rows;
+                    }
                 }
             }
             Ok::<_, StoreError>((windows, newest))
         };
-        ctx.wait(fut.into_actor(self).then(|res, act, _ctx| {
+        ctx.wait(fut.into_actor(self).then(move |res, act, _ctx| {
             // every change in order for the sink (a webhook must see `opened` before `updated`,
             // also when one tick judges several windows); the newest version of each to store
             let mut notify: Vec<Incident> = Vec::new();
             let mut changed: Vec<Incident> = Vec::new();
             match res {
                 Ok((windows, newest)) => {
-                    if let Some(w) = windows.last() {
-                        act.targets.update(w.end_ms, &newest);
+                    if let Some(w) = windows.last().filter(|_| act.cfg.max_target_series > 0) {
+                        act.targets.update(w.end_ms, &newest.targets);
                     }
                     for w in &windows {
                         ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
@@ -215,6 +255,15 @@ impl DiagnoserActor {
                         act.next_ms = Some(w.start_ms + 60_000);
                     }
                     let open = act.diag.open_incidents();
+                    if with_pairs && !windows.is_empty() {
+                        act.pairs.update(&MatrixInput {
+                            rows: &newest.rows,
+                            hourly: &newest.hourly,
+                            hour_ms: newest.hour_ms,
+                            open: &open,
+                            labels: &act.cfg.labels,
+                        });
+                    }
                     for scope in Scope::ALL {
                         let n = open.iter().filter(|i| i.scope == scope).count();
                         INCIDENTS_OPEN.with_label_values(&[scope.name()]).set(n as i64);

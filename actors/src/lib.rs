@@ -11,6 +11,7 @@ pub mod bus;
 pub mod diagnoser;
 pub mod memory;
 pub mod metrics;
+pub mod pair_gauges;
 pub mod pipeline;
 pub mod session;
 pub mod store;

@@ -86,17 +86,7 @@ pub struct TargetQoe {
 impl TargetQoe {
     /// MOS of the merged RTT window, as the query API computes it (1 when nothing answered).
     pub fn mos(&self) -> Option<f64> {
-        let s = self.metrics.get(&Metric::Rtt)?;
-        let loss = s.loss_pct.unwrap_or(0.0) / 100.0;
-        match s.p50 {
-            Some(rtt) => Some(netqoe_domain::diagnosis::mos(netqoe_domain::diagnosis::r_factor(
-                rtt,
-                s.jitter_ms.unwrap_or(0.0),
-                loss,
-            ))),
-            None if s.sent > 0 && s.received == 0 => Some(1.0),
-            None => None,
-        }
+        self.metrics.get(&Metric::Rtt)?.qoe().map(|(_, mos)| mos)
     }
 }
 
@@ -176,7 +166,7 @@ fn set_series(target: &str, q: &TargetQoe) {
     TARGET_PROBES.with_label_values(&[target]).set(q.probes as f64);
     for (metric, s) in &q.metrics {
         if s.events > 0 {
-            let failed: u64 = s.errors.values().sum();
+            let failed = s.failed();
             TARGET_FAILURES.with_label_values(&[target, metric.as_str()]).set(failed as f64 / s.events as f64);
         }
         if LATENCY.contains(metric) {

@@ -46,6 +46,9 @@ fn quick() -> DiagnoserConfig {
         settle_ms: 0,
         warmup_windows: 20,
         max_per_tick: 100,
+        // the gauges are process-wide: only the test of each export turns it on
+        max_target_series: 0,
+        max_pair_series: 0,
         ..Default::default()
     }
 }
@@ -77,6 +80,11 @@ async fn a_restarted_diagnoser_upserts_the_same_incident() {
 
 /// Rollups of `events` (each contribution in its own window key), committed at once.
 async fn commit_events(store: &TestStore, probe: &str, events: Vec<netqoe_domain::Event>) {
+    commit_tier(store, probe, Tier::M1, events).await
+}
+
+/// Rollups of `events` in `tier`'s windows, committed at once.
+async fn commit_tier(store: &TestStore, probe: &str, tier: Tier, events: Vec<netqoe_domain::Event>) {
     let mut windows: std::collections::BTreeMap<WindowKey, WindowAgg> = Default::default();
     for e in &events {
         for c in e.contributions() {
@@ -84,8 +92,8 @@ async fn commit_events(store: &TestStore, probe: &str, events: Vec<netqoe_domain
                 probe: probe.into(),
                 target: e.target.clone(),
                 metric: c.metric,
-                tier: Tier::M1,
-                start_ms: Tier::M1.bin_start(e.ts_ms),
+                tier,
+                start_ms: tier.bin_start(e.ts_ms),
             };
             windows.entry(key).or_default().add(&c);
         }
@@ -97,11 +105,11 @@ async fn commit_events(store: &TestStore, probe: &str, events: Vec<netqoe_domain
     store.inner.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
 }
 
-/// The `netqoe_target_*` series in the registry's text, as (series with labels → value).
-fn target_series() -> std::collections::BTreeMap<String, f64> {
+/// The series of the families named `prefix`* in the registry's text, as (series with labels → value).
+fn series_of(prefix: &str) -> std::collections::BTreeMap<String, f64> {
     let text = prometheus::TextEncoder::new().encode_to_string(&netqoe_actors::metrics::registry().gather()).unwrap();
     text.lines()
-        .filter(|l| l.starts_with("netqoe_target_"))
+        .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit_once(' ').map(|(s, v)| (s.to_string(), v.parse().unwrap())))
         .collect()
 }
@@ -133,13 +141,13 @@ async fn the_diagnoser_exports_each_targets_fleet_qoe_within_the_cap() {
     let s: std::sync::Arc<dyn RollupStore> = store.clone();
     let _d = DiagnoserActor::new(s, DiagnoserConfig { max_target_series: 2, ..quick() }).start();
     let want = "netqoe_target_probes{target=\"gauge-voice\"}";
-    let mut series = target_series();
+    let mut series = series_of("netqoe_target_");
     for _ in 0..250 {
         if series.contains_key(want) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        series = target_series();
+        series = series_of("netqoe_target_");
     }
     assert_eq!(series.get(want), Some(&2.0), "{series:#?}");
     // quantiles of the merged sketch, i.e. of all 7 samples (10 12 14 40 42 44 46: the median 40,
@@ -158,4 +166,64 @@ async fn the_diagnoser_exports_each_targets_fleet_qoe_within_the_cap() {
     assert_eq!(series["netqoe_target_series_refused"], 1.0);
     let end = series["netqoe_target_window_end_seconds"];
     assert_eq!(end as i64 * 1000, (now / 60_000) * 60_000, "the window the gauges describe");
+}
+
+/// The probe × target matrix reaches `netqoe_pair_state` with the page's rules: loss degrades a
+/// pair, a median far over the previous hour's median degrades it (the current hour's is not
+/// the baseline when the previous one exists), a refused service fails; rows are grouped by the
+/// configured probe label; at most `max_pair_series` pairs, the rest counted.
+#[actix_rt::test]
+async fn the_diagnoser_exports_the_probe_target_matrix_within_the_cap() {
+    use netqoe_domain::{Event, Kind, Status};
+    let store = TestStore::new();
+    let now = netqoe_actors::now_ms();
+    let ts = (now / 60_000 - 1) * 60_000 + 1_000;
+    let hour = ts - ts.rem_euclid(3_600_000);
+    let udp = |id: &str, ts: i64, samples: &[f64], sent, received| Event {
+        rtt_samples_ms: samples.to_vec(),
+        sent: Some(sent),
+        received: Some(received),
+        ..Event::new(id, 1, ts, "pair-voice", Kind::Udp)
+    };
+    // a: 1 of 4 lost (25 %: degraded, not failing); b: 40-46 ms against 10 ms the hour before
+    // (and 42 ms this hour, which must not be the baseline); c: no label, 20 ms, no baseline
+    commit_events(&store, "pa", vec![udp("a1", ts, &[10.0, 12.0, 14.0], 4, 3)]).await;
+    commit_events(&store, "pb", vec![udp("b1", ts, &[40.0, 42.0, 44.0, 46.0], 4, 4)]).await;
+    commit_tier(&store, "pb", Tier::H1, vec![udp("b0", hour - 600_000, &[10.0, 10.0, 10.0], 3, 3)]).await;
+    commit_tier(&store, "pb", Tier::H1, vec![udp("b2", hour + 1_000, &[42.0], 1, 1)]).await;
+    commit_events(&store, "pc", vec![udp("c1", ts, &[20.0, 20.0], 2, 2)]).await;
+    let refused = |id: &str| Event { status: Status::Refused, ..Event::new(id, 2, ts, "pair-shop", Kind::Tcp) };
+    commit_events(&store, "pa", vec![refused("a2"), refused("a3")]).await;
+    let dns = Event { dns_ms: Some(7.0), ..Event::new("c4", 3, ts, "pair-zdns", Kind::Dns) };
+    commit_events(&store, "pc", vec![dns]).await;
+
+    let labels = [("pa", "eu"), ("pb", "us")]
+        .into_iter()
+        .map(|(p, r)| (p.to_string(), [("region".to_string(), r.to_string())].into()))
+        .collect();
+    let s: std::sync::Arc<dyn RollupStore> = store.clone();
+    let cfg = DiagnoserConfig { max_pair_series: 4, pair_group_label: "region".into(), labels, ..quick() };
+    let _d = DiagnoserActor::new(s, cfg).start();
+    let state = |g: &str, p: &str, t: &str, m: &str| {
+        format!("netqoe_pair_state{{group=\"{g}\",metric=\"{m}\",probe=\"{p}\",target=\"{t}\"}}")
+    };
+    let want = state("(no region)", "pc", "pair-voice", "rtt");
+    let mut series = series_of("netqoe_pair_");
+    for _ in 0..250 {
+        if series.contains_key(&want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        series = series_of("netqoe_pair_");
+    }
+    assert_eq!(series.get(&want), Some(&0.0), "{series:#?}");
+    assert_eq!(series[&state("eu", "pa", "pair-voice", "loss")], 1.0, "25 % loss: degraded");
+    assert_eq!(series[&state("eu", "pa", "pair-voice", "rtt")], 1.0);
+    assert_eq!(series[&state("us", "pb", "pair-voice", "rtt")], 1.0, "43 ms over a 10 ms baseline");
+    assert_eq!(series[&state("us", "pb", "pair-voice", "loss")], 0.0);
+    assert_eq!(series[&state("eu", "pa", "pair-shop", "connect")], 2.0, "refused 2/2: failing");
+    assert!(!series.contains_key(&state("eu", "pa", "pair-shop", "rtt")), "no window, no value");
+    // the cap: four pairs exported (in order), the fifth counted
+    assert!(!series.keys().any(|k| k.contains("pair-zdns")), "{series:#?}");
+    assert_eq!(series["netqoe_pair_series_refused"], 1.0);
 }

@@ -265,6 +265,28 @@ pub struct RollupSummary {
     pub errors: BTreeMap<String, u64>,
 }
 
+impl RollupSummary {
+    /// QoE of an RTT window: the E-model's R-factor and MOS on the median RTT, the jitter
+    /// estimate and the loss (docs/diagnosis.md); a window in which nothing answered scores
+    /// (R 0, MOS 1); `None` when the window holds no packet.
+    pub fn qoe(&self) -> Option<(f64, f64)> {
+        let loss = self.loss_pct.unwrap_or(0.0) / 100.0;
+        match self.p50 {
+            Some(rtt) => {
+                let r = crate::diagnosis::r_factor(rtt, self.jitter_ms.unwrap_or(0.0), loss);
+                Some((r, crate::diagnosis::mos(r)))
+            }
+            None if self.sent > 0 && self.received == 0 => Some((0.0, 1.0)),
+            None => None,
+        }
+    }
+
+    /// Failed measurements in the window (every error class).
+    pub fn failed(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
 /// Merges the windows of `children` (all of one series, of the tier below `parent`) into the
 /// parent window's aggregate, in ascending window order so the result is deterministic.
 pub fn merge_children<'a>(children: impl IntoIterator<Item = &'a WindowAgg>) -> WindowAgg {

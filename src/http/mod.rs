@@ -386,4 +386,40 @@ mod tests {
         assert_eq!(slots.in_flight(), 0);
         assert!(slots.per_probe.lock().unwrap().is_empty(), "no entry is left for an idle probe");
     }
+
+    /// The page's matrix and the `netqoe_pair_state` gauges (Grafana) colour a pair by one set of
+    /// rules; the page's constants must be the domain's.
+    #[test]
+    fn the_pages_matrix_thresholds_are_the_domains() {
+        let page = include_str!("dashboard.html");
+        let object = |name: &str| -> std::collections::BTreeMap<String, f64> {
+            let start = page.find(&format!("const {name} = {{")).expect(name) + name.len() + 10;
+            let body = &page[start..start + page[start..].find('}').unwrap()];
+            body.split(',')
+                .map(|kv| {
+                    let (k, v) = kv.split_once(':').unwrap();
+                    (k.trim().to_string(), v.trim().parse().unwrap())
+                })
+                .collect()
+        };
+        let t = netqoe_domain::matrix::MatrixThresholds::DEFAULT;
+        let d = object("DEGRADED");
+        let want = [
+            ("loss", t.degraded.loss_pct),
+            ("fail", t.degraded.fail_pct),
+            ("mos", t.degraded.mos),
+            ("excess", t.excess),
+            ("excessMs", t.excess_ms),
+            ("certDays", t.degraded.cert_days),
+        ];
+        assert_eq!(d, want.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+        let f = object("FAILING");
+        let want = [
+            ("loss", t.failing.loss_pct),
+            ("fail", t.failing.fail_pct),
+            ("mos", t.failing.mos),
+            ("certDays", t.failing.cert_days),
+        ];
+        assert_eq!(f, want.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+    }
 }

@@ -158,15 +158,7 @@ fn window_json(
     // QoE of RTT windows: the E-model on the median RTT, the jitter estimate and the loss
     // (docs/diagnosis.md); a window in which nothing answered scores MOS 1.
     if metric == Metric::Rtt {
-        let loss = s.loss_pct.unwrap_or(0.0) / 100.0;
-        let qoe = match s.p50 {
-            Some(rtt) => {
-                let r = netqoe_domain::diagnosis::r_factor(rtt, s.jitter_ms.unwrap_or(0.0), loss);
-                Some((r, netqoe_domain::diagnosis::mos(r)))
-            }
-            None if s.sent > 0 && s.received == 0 => Some((0.0, 1.0)),
-            None => None,
-        };
+        let qoe = s.qoe();
         if let Some((r, m)) = qoe {
             put("r_factor", json!((r * 100.0).round() / 100.0));
             put("mos", json!((m * 1000.0).round() / 1000.0));
