@@ -164,6 +164,99 @@ fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
+/// What went wrong with the SQLite file, classified by SQLite's result code (never by the text of
+/// the message), so the ports can say whether a retry helps.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("sqlite ({kind:?}): {source}")]
+pub struct SqliteError {
+    pub kind: SqliteErrorKind,
+    #[source]
+    source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqliteErrorKind {
+    /// Another connection holds a lock (`SQLITE_BUSY`, `SQLITE_LOCKED`): a retry soon helps.
+    Busy,
+    /// The disk is full or failing, or the file cannot be opened or written: a retry helps once
+    /// the operator frees space or repairs the disk.
+    Storage,
+    /// The file, or a row in it, is not what this build wrote: a retry does not help.
+    Corrupt,
+    /// The writer thread stopped (the process is shutting down): another process may answer.
+    Stopped,
+    /// Anything else (a constraint, a statement SQLite refuses): a bug, a retry does not help.
+    Failed,
+}
+
+impl SqliteError {
+    fn new(kind: SqliteErrorKind, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self { kind, source: Arc::from(source.into()) }
+    }
+
+    fn stopped() -> Self {
+        Self::new(SqliteErrorKind::Stopped, "sqlite writer stopped")
+    }
+
+    fn corrupt(what: impl Into<String>) -> Self {
+        Self::new(SqliteErrorKind::Corrupt, what.into())
+    }
+
+    /// The journal's answer to a publish: busy is overload (503), a full or failing disk and a
+    /// stopped writer are unavailability (503), the rest a failure a retry cannot mend (500).
+    pub fn into_bus(self) -> BusError {
+        match self.kind {
+            SqliteErrorKind::Busy => BusError::Overloaded(self.to_string()),
+            SqliteErrorKind::Storage | SqliteErrorKind::Stopped => BusError::Unavailable(self.to_string()),
+            SqliteErrorKind::Corrupt | SqliteErrorKind::Failed => BusError::Failed(self.to_string()),
+        }
+    }
+
+    pub fn into_store(self) -> StoreError {
+        match self.kind {
+            SqliteErrorKind::Busy | SqliteErrorKind::Storage | SqliteErrorKind::Stopped => {
+                StoreError::Unavailable(self.to_string())
+            }
+            SqliteErrorKind::Corrupt => StoreError::Corrupt(self.to_string()),
+            SqliteErrorKind::Failed => StoreError::Failed(self.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SqliteError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        let kind = match e.sqlite_error_code() {
+            Some(C::DatabaseBusy | C::DatabaseLocked) => SqliteErrorKind::Busy,
+            Some(C::DiskFull | C::SystemIoFailure | C::CannotOpen | C::ReadOnly | C::FileLockingProtocolFailed) => {
+                SqliteErrorKind::Storage
+            }
+            Some(C::DatabaseCorrupt | C::NotADatabase) => SqliteErrorKind::Corrupt,
+            // a row that does not decode as the column this build wrote
+            None if matches!(
+                e,
+                rusqlite::Error::FromSqlConversionFailure(..)
+                    | rusqlite::Error::InvalidColumnType(..)
+                    | rusqlite::Error::IntegralValueOutOfRange(..)
+            ) =>
+            {
+                SqliteErrorKind::Corrupt
+            }
+            _ => SqliteErrorKind::Failed,
+        };
+        Self::new(kind, e)
+    }
+}
+
+impl From<serde_json::Error> for SqliteError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::new(SqliteErrorKind::Failed, e)
+    }
+}
+
+/// A writer job's answer.
+type SqlResult<T> = std::result::Result<T, SqliteError>;
+
 type Reply<T> = oneshot::Sender<T>;
 
 enum Job {
@@ -174,11 +267,11 @@ enum Job {
         events: Vec<Event>,
         encoded: Vec<u8>,
         received_ms: i64,
-        reply: Reply<Result<Published, String>>,
+        reply: Reply<SqlResult<Published>>,
     },
     Commit {
         ws: WriteSet,
-        reply: Reply<Result<CommitReport, String>>,
+        reply: Reply<SqlResult<CommitReport>>,
     },
     Ack {
         id: i64,
@@ -189,16 +282,16 @@ enum Job {
     },
     SaveSessions {
         sessions: Vec<SessionState>,
-        reply: Reply<Result<(), String>>,
+        reply: Reply<SqlResult<()>>,
     },
     SaveIncidents {
         incidents: Vec<Incident>,
-        reply: Reply<Result<(), String>>,
+        reply: Reply<SqlResult<()>>,
     },
     Prune {
         now_ms: i64,
         retention: Retention,
-        reply: Reply<Result<u64, String>>,
+        reply: Reply<SqlResult<u64>>,
     },
 }
 
@@ -285,10 +378,11 @@ impl Sqlite {
         &self.shared.path
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(Reply<T>) -> Job) -> Result<T, String> {
+    /// Queues a job for the writer and waits for its answer (after COMMIT).
+    async fn submit<T>(&self, make: impl FnOnce(Reply<SqlResult<T>>) -> Job) -> SqlResult<T> {
         let (tx, rx) = oneshot::channel();
-        self.shared.jobs.send(make(tx)).await.map_err(|_| "sqlite writer stopped".to_string())?;
-        rx.await.map_err(|_| "sqlite writer stopped".to_string())
+        self.shared.jobs.send(make(tx)).await.map_err(|_| SqliteError::stopped())?;
+        rx.await.map_err(|_| SqliteError::stopped())?
     }
 
     async fn read<T: Send + 'static>(
@@ -299,9 +393,9 @@ impl Sqlite {
         tokio::task::spawn_blocking(move || {
             let conn = match shared.readers.lock().ok().and_then(|mut p| p.pop()) {
                 Some(c) => c,
-                None => open_conn(&shared.path).map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                None => open_conn(&shared.path).map_err(|e| SqliteError::from(e).into_store())?,
             };
-            let r = f(&conn).map_err(|e| StoreError::Failed(e.to_string()));
+            let r = f(&conn).map_err(|e| SqliteError::from(e).into_store());
             if let Ok(mut p) = shared.readers.lock() {
                 if p.len() < 8 {
                     p.push(conn);
@@ -396,10 +490,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, shared: std::sync:
 
 /// What one job produced inside a group's transaction; sent to its caller only after COMMIT.
 enum Outcome {
-    Publish(Result<Published, String>),
-    Commit(Result<CommitReport, String>),
-    Unit(Result<(), String>),
-    Count(Result<u64, String>),
+    Publish(SqlResult<Published>),
+    Commit(SqlResult<CommitReport>),
+    Unit(SqlResult<()>),
+    Count(SqlResult<u64>),
     Nothing,
 }
 
@@ -418,9 +512,9 @@ impl Outcome {
 fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
     match job {
         Job::Publish { node, probe, events, encoded, received_ms, .. } => {
-            Outcome::Publish(publish_tx(tx, node, probe, events, encoded, *received_ms).map_err(|e| e.to_string()))
+            Outcome::Publish(publish_tx(tx, node, probe, events, encoded, *received_ms).map_err(SqliteError::from))
         }
-        Job::Commit { ws, .. } => Outcome::Commit(commit_tx(tx, ws).map_err(|e| e.to_string())),
+        Job::Commit { ws, .. } => Outcome::Commit(commit_tx(tx, ws).map_err(SqliteError::from)),
         Job::Ack { id } => {
             if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
                 tracing::warn!(%error, id, "journal ack failed");
@@ -442,7 +536,7 @@ fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
         Job::SaveSessions { sessions, .. } => Outcome::Unit(save_sessions_tx(tx, sessions)),
         Job::SaveIncidents { incidents, .. } => Outcome::Unit(save_incidents_tx(tx, incidents)),
         Job::Prune { now_ms, retention, .. } => {
-            Outcome::Count(prune_tx(tx, *now_ms, retention).map_err(|e| e.to_string()))
+            Outcome::Count(prune_tx(tx, *now_ms, retention).map_err(SqliteError::from))
         }
     }
 }
@@ -450,8 +544,8 @@ fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
 /// Runs `jobs` in one transaction. Without savepoints (the fast path: a savepoint per job makes
 /// SQLite copy every page a job touches) a failing job aborts the attempt (`Ok(None)`), and the
 /// group is run again with a savepoint per job so that only the failing job fails.
-fn attempt(conn: &mut Connection, jobs: &[Job], savepoints: bool) -> Result<Option<Vec<Outcome>>, String> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+fn attempt(conn: &mut Connection, jobs: &[Job], savepoints: bool) -> SqlResult<Option<Vec<Outcome>>> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         if !savepoints {
@@ -463,7 +557,7 @@ fn attempt(conn: &mut Connection, jobs: &[Job], savepoints: bool) -> Result<Opti
             continue;
         }
         if let Err(e) = tx.execute_batch("SAVEPOINT job") {
-            out.push(fail_outcome(job, &e.to_string()));
+            out.push(fail_outcome(job, &SqliteError::from(e)));
             continue;
         }
         let o = exec(&tx, job);
@@ -474,7 +568,7 @@ fn attempt(conn: &mut Connection, jobs: &[Job], savepoints: bool) -> Result<Opti
         }
         out.push(o);
     }
-    tx.commit().map_err(|e| format!("commit failed: {e}"))?;
+    tx.commit()?;
     Ok(Some(out))
 }
 
@@ -488,9 +582,9 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
     };
     let outcomes = match outcomes {
         Ok(o) => o,
-        Err(msg) => {
+        Err(e) => {
             for j in jobs {
-                let o = fail_outcome(&j, &msg);
+                let o = fail_outcome(&j, &e);
                 reply(j, o);
             }
             return false;
@@ -506,8 +600,8 @@ fn run_group(conn: &mut Connection, jobs: Vec<Job>) -> bool {
     published
 }
 
-fn fail_outcome(job: &Job, msg: &str) -> Outcome {
-    let m = msg.to_string();
+fn fail_outcome(job: &Job, e: &SqliteError) -> Outcome {
+    let m = e.clone();
     match job {
         Job::Publish { .. } => Outcome::Publish(Err(m)),
         Job::Commit { .. } => Outcome::Commit(Err(m)),
@@ -614,11 +708,11 @@ fn publish_tx(
 }
 
 /// Decodes a journal payload: the binary encoding, or JSON (journals written before it).
-fn decode_payload(payload: &[u8]) -> Result<Vec<Event>, String> {
+fn decode_payload(payload: &[u8]) -> SqlResult<Vec<Event>> {
     if payload.first() == Some(&codec::MAGIC) {
-        codec::decode_events(payload).map_err(|e| e.to_string())
+        codec::decode_events(payload).map_err(|e| SqliteError::corrupt(e.to_string()))
     } else {
-        serde_json::from_slice(payload).map_err(|e| e.to_string())
+        serde_json::from_slice(payload).map_err(|e| SqliteError::corrupt(e.to_string()))
     }
 }
 
@@ -778,28 +872,26 @@ fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet) -> rusqlite::Result<CommitRepo
     Ok(report)
 }
 
-fn save_sessions_tx(tx: &Transaction<'_>, sessions: &[SessionState]) -> Result<(), String> {
-    let mut st = tx
-        .prepare_cached("INSERT INTO sessions (probe, state) VALUES (?1, ?2) ON CONFLICT (probe) DO UPDATE SET state = excluded.state")
-        .map_err(|e| e.to_string())?;
+fn save_sessions_tx(tx: &Transaction<'_>, sessions: &[SessionState]) -> SqlResult<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO sessions (probe, state) VALUES (?1, ?2) ON CONFLICT (probe) DO UPDATE SET state = excluded.state",
+    )?;
     for s in sessions {
-        let json = serde_json::to_string(s).map_err(|e| e.to_string())?;
-        st.execute(params![s.probe, json]).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string(s)?;
+        st.execute(params![s.probe, json])?;
     }
     Ok(())
 }
 
-fn save_incidents_tx(tx: &Transaction<'_>, incidents: &[Incident]) -> Result<(), String> {
-    let mut st = tx
-        .prepare_cached(
-            "INSERT INTO incidents (id, state, opened_ms, updated_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)
+fn save_incidents_tx(tx: &Transaction<'_>, incidents: &[Incident]) -> SqlResult<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO incidents (id, state, opened_ms, updated_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms, body = excluded.body",
-        )
-        .map_err(|e| e.to_string())?;
+    )?;
     for i in incidents {
-        let body = serde_json::to_string(i).map_err(|e| e.to_string())?;
+        let body = serde_json::to_string(i)?;
         let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
-        st.execute(params![i.id, state, i.opened_ms, i.updated_ms, body]).map_err(|e| e.to_string())?;
+        st.execute(params![i.id, state, i.opened_ms, i.updated_ms, body])?;
     }
     Ok(())
 }
@@ -819,14 +911,10 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     Ok(n as u64)
 }
 
-fn store_err(e: String) -> StoreError {
-    StoreError::Failed(e)
-}
-
 #[async_trait]
 impl RollupStore for Sqlite {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
-        self.submit(|reply| Job::Commit { ws, reply }).await.map_err(StoreError::Unavailable)?.map_err(store_err)
+        self.submit(|reply| Job::Commit { ws, reply }).await.map_err(SqliteError::into_store)
     }
 
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
@@ -944,10 +1032,7 @@ impl RollupStore for Sqlite {
 
     async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
         let incidents = incidents.to_vec();
-        self.submit(|reply| Job::SaveIncidents { incidents, reply })
-            .await
-            .map_err(StoreError::Unavailable)?
-            .map_err(store_err)
+        self.submit(|reply| Job::SaveIncidents { incidents, reply }).await.map_err(SqliteError::into_store)
     }
 
     async fn list_incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError> {
@@ -973,10 +1058,7 @@ impl RollupStore for Sqlite {
 
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
         let sessions = sessions.to_vec();
-        self.submit(|reply| Job::SaveSessions { sessions, reply })
-            .await
-            .map_err(StoreError::Unavailable)?
-            .map_err(store_err)
+        self.submit(|reply| Job::SaveSessions { sessions, reply }).await.map_err(SqliteError::into_store)
     }
 
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError> {
@@ -1000,10 +1082,7 @@ impl RollupStore for Sqlite {
 
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
         let retention = *retention;
-        self.submit(|reply| Job::Prune { now_ms, retention, reply })
-            .await
-            .map_err(StoreError::Unavailable)?
-            .map_err(store_err)
+        self.submit(|reply| Job::Prune { now_ms, retention, reply }).await.map_err(SqliteError::into_store)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
@@ -1195,14 +1274,7 @@ impl EventBus for Sqlite {
         codec::encode_events(&events, &mut encoded);
         self.submit(|reply| Job::Publish { node: self.shared.node.clone(), probe, events, encoded, received_ms, reply })
             .await
-            .map_err(BusError::Unavailable)?
-            .map_err(|e| {
-                if e.contains("database is locked") || e.contains("disk") || e.contains("full") {
-                    BusError::Overloaded(e)
-                } else {
-                    BusError::Failed(e)
-                }
-            })
+            .map_err(SqliteError::into_bus)
     }
 
     fn dedups_events(&self) -> bool {
@@ -1226,5 +1298,56 @@ impl EventBus for Sqlite {
 
     fn name(&self) -> &'static str {
         "embedded"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors are classified by SQLite's result code, and the ports say whether a retry helps:
+    /// a lock or a full disk is a 503 (retry), a constraint or an undecodable row is not.
+    #[test]
+    fn errors_are_classified_by_code_and_mapped_to_retry_hints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = Connection::open(&path).unwrap();
+        a.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)").unwrap();
+
+        // another connection holds the write lock
+        let b = Connection::open(&path).unwrap();
+        b.busy_timeout(Duration::ZERO).unwrap();
+        a.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let busy = SqliteError::from(b.execute_batch("BEGIN IMMEDIATE").unwrap_err());
+        a.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(busy.kind, SqliteErrorKind::Busy);
+        assert!(matches!(busy.clone().into_bus(), BusError::Overloaded(_)));
+        assert!(busy.into_store().retryable());
+
+        // the file may not grow: SQLITE_FULL, as a full disk
+        let page: i64 = a.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        a.execute_batch(&format!("PRAGMA max_page_count = {}", page + 1)).unwrap();
+        let full = SqliteError::from(a.execute("INSERT INTO t (v) VALUES (zeroblob(1000000))", []).unwrap_err());
+        assert_eq!(full.kind, SqliteErrorKind::Storage, "{full}");
+        let bus = full.clone().into_bus();
+        assert!(matches!(bus, BusError::Unavailable(_)) && bus.retryable());
+        assert!(full.into_store().retryable());
+        a.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
+
+        // a constraint: a bug, not a condition that passes
+        a.execute("INSERT INTO t (k, v) VALUES (1, x'00')", []).unwrap();
+        let dup = SqliteError::from(a.execute("INSERT INTO t (k, v) VALUES (1, x'00')", []).unwrap_err());
+        assert_eq!(dup.kind, SqliteErrorKind::Failed);
+        assert!(!dup.into_bus().retryable());
+
+        // a row that is not what this build wrote
+        a.execute("INSERT INTO t (k, v) VALUES (2, 'text')", []).unwrap();
+        let row =
+            SqliteError::from(a.query_row("SELECT v FROM t WHERE k = 2", [], |r| r.get::<_, i64>(0)).unwrap_err());
+        assert_eq!(row.kind, SqliteErrorKind::Corrupt);
+        let store = row.into_store();
+        assert!(matches!(store, StoreError::Corrupt(_)) && !store.retryable());
+        assert!(!SqliteError::corrupt("x").into_bus().retryable());
+        assert!(SqliteError::stopped().into_bus().retryable());
     }
 }

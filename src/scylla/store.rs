@@ -299,7 +299,7 @@ state_rows! {
 }
 
 fn corrupt(what: String) -> StoreError {
-    StoreError::Failed(format!("corrupt row: {what}"))
+    StoreError::Corrupt(format!("row: {what}"))
 }
 
 impl StateRow {
