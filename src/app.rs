@@ -14,7 +14,7 @@ use netqoe_actors::pipeline::Pipeline;
 use netqoe_actors::store::RollupStore;
 
 use crate::auth::{RateLimiter, TokenBook};
-use crate::config::Config;
+use crate::config::{BusKind, Config, StorageBackend};
 use crate::http::{self, AppState};
 use crate::rabbit::RabbitBus;
 use crate::sqlite::Sqlite;
@@ -47,7 +47,6 @@ pub struct RunningApp {
     pub pipeline: Option<Arc<Pipeline>>,
     /// The diagnosis actor of the `diagnose` role (in `run`, the pipeline's).
     pub diagnoser: Option<actix::Addr<netqoe_actors::diagnoser::DiagnoserActor>>,
-    pub db: Sqlite,
     server: actix_web::dev::ServerHandle,
     admin: Option<actix_web::dev::ServerHandle>,
     server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -72,20 +71,28 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
                 .map_err(|e| anyhow::anyhow!("http.admin_bind {}: {e}", cfg.http.admin_bind))?,
         )
     };
-    let db = Sqlite::open(&cfg.storage.data_dir)
-        .map_err(|e| anyhow::anyhow!("storage.data_dir {}: {e:#}", cfg.storage.data_dir.display()))?;
-    let rabbit = (cfg.bus.kind == "rabbitmq").then(|| RabbitBus::new(cfg.rabbitmq.clone()));
+    // the SQLite file is opened only when the bus or the store is it
+    let db = if cfg.bus.kind == BusKind::Embedded || cfg.storage.backend == StorageBackend::Sqlite {
+        Some(
+            Sqlite::open(&cfg.storage.data_dir)
+                .map_err(|e| anyhow::anyhow!("storage.data_dir {}: {e:#}", cfg.storage.data_dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let sqlite = || db.clone().expect("opened above for an embedded bus or a SQLite store");
+    let rabbit = (cfg.bus.kind == BusKind::Rabbitmq).then(|| RabbitBus::new(cfg.rabbitmq.clone()));
     let bus: Arc<dyn EventBus> = match &rabbit {
         Some(r) => Arc::new(r.clone()),
-        None => Arc::new(db.clone()),
+        None => Arc::new(sqlite()),
     };
-    let store: Arc<dyn RollupStore> = match cfg.storage.backend.as_str() {
-        "scylla" => Arc::new(
+    let store: Arc<dyn RollupStore> = match cfg.storage.backend {
+        StorageBackend::Scylla => Arc::new(
             crate::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention)
                 .await
                 .map_err(|e| anyhow::anyhow!("scylla store ({}): {e}", cfg.scylla.contact_points.join(",")))?,
         ),
-        _ => Arc::new(db.clone()),
+        StorageBackend::Sqlite => Arc::new(sqlite()),
     };
     // Connect the publisher now, on this (the main) runtime, so its I/O outlives the HTTP workers;
     // an unreachable broker is not fatal here (ingest answers 503 and retries the connection).
@@ -137,13 +144,12 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         store,
         sessions: pipeline.as_ref().map(|p| p.sessions.clone()),
         pipeline: pipeline.clone(),
-        journal: (rabbit.is_none() && pipeline.is_some()).then(|| db.clone()),
         draining: std::sync::atomic::AtomicBool::new(false),
         in_flight: std::sync::atomic::AtomicUsize::new(0),
         bodies: Default::default(),
         series: Default::default(),
         queries: tokio::sync::Semaphore::new(cfg.http.max_concurrent_queries),
-        drain: std::sync::Mutex::new(crate::http::DrainProgress::default()),
+        drain: std::sync::Mutex::new(crate::drain::DrainProgress::default()),
         cfg,
     });
     let addr = listener.local_addr()?;
@@ -204,7 +210,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     };
     let tls = tls.is_some();
     tracing::info!(%addr, tls, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
-    Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, db, server: handle, admin, server_task })
+    Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, server: handle, admin, server_task })
 }
 
 impl RunningApp {
@@ -247,7 +253,7 @@ impl RunningApp {
         if let Some(p) = &self.pipeline {
             // first aggregate and commit what the embedded journal already holds (batches that
             // got their 202 just before the signal may still be on their way to an aggregator)
-            if let Some(left) = crate::http::catch_up(&self.state).await.filter(|n| *n > 0) {
+            if let Some(left) = crate::drain::catch_up(&self.state).await.filter(|n| *n > 0) {
                 tracing::warn!(rows = left, "draining: journal rows left for the next start");
             }
             tracing::info!("draining: committing open windows as partial revisions");

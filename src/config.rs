@@ -100,14 +100,47 @@ impl Default for WebhookConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
-    /// Where rollups, marks, batch ids and sessions live: "sqlite" (the file in `data_dir`) or
-    /// "scylla" (the `[scylla]` cluster; the schema is applied with `netqoe migrate`).
-    pub backend: String,
+    /// Where rollups, marks, batch ids and sessions live.
+    pub backend: StorageBackend,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The SQLite file in `storage.data_dir`.
+    Sqlite,
+    /// The `[scylla]` cluster (the schema is applied with `netqoe migrate`).
+    Scylla,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BusConfig {
-    pub kind: String,
+    pub kind: BusKind,
+}
+
+/// `bus.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The SQLite journal in `storage.data_dir`: one process runs every role.
+    Embedded,
+    /// The `[rabbitmq]` cluster: roles may run in separate processes.
+    Rabbitmq,
+}
+
+impl BusKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusKind::Embedded => "embedded",
+            BusKind::Rabbitmq => "rabbitmq",
+        }
+    }
+
+    /// Whether `roles` can run in a process on this bus: apart from the others only over a broker.
+    pub fn allows(self, roles: crate::app::Roles) -> bool {
+        self == BusKind::Rabbitmq || roles == crate::app::Roles::ALL
+    }
 }
 
 #[derive(Clone, Deserialize, Serialize)]
@@ -493,12 +526,6 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             e.push("storage.data_dir: must not be empty".into());
         }
-        if !matches!(self.storage.backend.as_str(), "sqlite" | "scylla") {
-            e.push(format!("storage.backend: {:?} must be \"sqlite\" or \"scylla\"", self.storage.backend));
-        }
-        if !matches!(self.bus.kind.as_str(), "embedded" | "rabbitmq") {
-            e.push(format!("bus.kind: {:?} must be \"embedded\" or \"rabbitmq\"", self.bus.kind));
-        }
         let r = &self.rabbitmq;
         if r.uris.is_empty() {
             e.push("rabbitmq.uris: at least one broker URI is needed".into());
@@ -857,6 +884,17 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in {text}");
         }
+    }
+
+    #[test]
+    fn an_unknown_backend_or_bus_is_an_error_naming_the_field_not_a_fallback() {
+        let e = Config::load_from(None, env(&[("NETQOE__STORAGE__BACKEND", "mongo"), ("NETQOE__BUS__KIND", "kafka")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("storage.backend: unknown variant `mongo`, expected `sqlite` or `scylla`"), "{e}");
+        assert!(e.contains("bus.kind: unknown variant `kafka`, expected `embedded` or `rabbitmq`"), "{e}");
+        let c = Config::load_from(None, env(&[("NETQOE__STORAGE__BACKEND", "scylla")])).unwrap();
+        assert_eq!((c.storage.backend, c.bus.kind), (StorageBackend::Scylla, BusKind::Embedded));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod eval;
 pub mod http;
 pub mod icmp;

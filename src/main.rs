@@ -205,7 +205,7 @@ fn main() -> ExitCode {
                         "configuration ok: bind {}, data_dir {}, bus {}, {} probe(s), {} query token(s)",
                         c.http.bind,
                         c.storage.data_dir.display(),
-                        c.bus.kind,
+                        c.bus.kind.as_str(),
                         c.probes.len(),
                         c.query_tokens.len()
                     );
@@ -392,7 +392,7 @@ fn serve(
             return ExitCode::from(2);
         }
     };
-    if (roles != netqoe::app::Roles::ALL) && cfg.bus.kind == "embedded" {
+    if !cfg.bus.kind.allows(roles) {
         eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
         return ExitCode::from(2);
     }

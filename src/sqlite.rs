@@ -1277,6 +1277,11 @@ impl EventBus for Sqlite {
             .map_err(SqliteError::into_bus)
     }
 
+    async fn backlog(&self) -> Result<Option<u64>, BusError> {
+        let rows = self.journal_depth().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(Some(rows.max(0) as u64))
+    }
+
     fn dedups_events(&self) -> bool {
         true
     }

@@ -153,7 +153,7 @@ async fn every_bad_input_gets_its_status_and_a_problem_naming_the_field() {
     assert_eq!((r.status, r.body["field"].as_str()), (400, Some("colour")));
 
     // nothing of the above was stored
-    assert_eq!(t.app.db.journal_depth().await.unwrap(), 0);
+    assert_eq!(t.app.state.bus.backlog().await.unwrap(), Some(0));
     let all = get(&t.client, &t.app.url("/v1/rollups?from=0&limit=10000"), Some(&t.query_token)).await;
     assert_eq!(all.body["rollups"].as_array().unwrap().len(), 0, "{}", all.body);
     let metrics = get_text(&t.client, &t.app.url("/metrics")).await;

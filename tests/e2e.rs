@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use netqoe_actors::store::{RollupQuery, RollupStore};
+use netqoe_actors::store::RollupQuery;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Metric, Tier};
 use serde_json::json;
@@ -102,7 +102,7 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
     }
 
     // 1h windows equal the merge of their 1m windows (read from the store itself).
-    let store = &t.app.db;
+    let store = t.app.state.store.as_ref();
     let q = |tier| RollupQuery {
         probe: None,
         target: None,

@@ -54,7 +54,7 @@ async fn committed_after_exit(
     use netqoe_actors::store::{RollupQuery, RollupStore};
     let cfg = netqoe::config::Config::load_from(Some(config), env.to_vec()).expect("config");
     let db = netqoe::sqlite::Sqlite::open(&cfg.storage.data_dir).expect("open the stopped node's file");
-    let store: std::sync::Arc<dyn RollupStore> = if cfg.storage.backend == "scylla" {
+    let store: std::sync::Arc<dyn RollupStore> = if cfg.storage.backend == netqoe::config::StorageBackend::Scylla {
         std::sync::Arc::new(
             netqoe::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention).await.unwrap(),
         )

@@ -267,3 +267,41 @@ async fn a_version_2_keyspace_is_upgraded_and_its_event_sets_still_count() {
     assert_eq!(set(&loaded[0]), vec![41, 42, 43], "old elements and the new chunk together");
     assert_eq!(loaded[0].agg.events, 3);
 }
+
+/// The distributed backends in one process: RabbitMQ as the bus and the CQL server as the store.
+/// Events posted to ingest reach the CQL rollups through the broker, and no SQLite file is opened
+/// or created (it is neither the bus nor the store).
+#[actix_rt::test]
+#[ignore = "needs a CQL server (NETQOE_SCYLLA_URI) and RabbitMQ: scripts/test.sh provides both"]
+async fn over_rabbitmq_and_cql_no_sqlite_file_is_opened() {
+    let (_cfg, mut env, _keyspace) = scylla_keyspace().await;
+    let prefix = unique_prefix("nosqlite");
+    env.extend(rabbit_overrides(&prefix, 2));
+    env.push(("NETQOE__STORAGE__BACKEND".into(), "scylla".into()));
+    env.push(("NETQOE__PIPELINE__DERIVE_INTERVAL_MS".into(), "0".into()));
+    let t = start_with(1, &env).await;
+    let (probe, token) = &t.probes[0];
+    let now = netqoe_actors::now_ms();
+    let events: Vec<serde_json::Value> = (0..5)
+        .map(|i| {
+            serde_json::json!({"event_id": format!("{probe}-n{i}"), "seq": i, "ts": rfc3339(now - 60_000 + i * 1_000),
+                "target": "nosqlite.example", "kind": "udp", "rtt_samples_ms": [20.0, 21.0], "sent": 2, "received": 2})
+        })
+        .collect();
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(token), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let base = format!("http://{}", t.app.addr);
+    eventually(30, "events aggregated into the CQL store", || async {
+        (total_count(&t.client, &base, &t.query_token, "rtt", now - 3_600_000, now + 60_000).await == 10).then_some(())
+    })
+    .await;
+    assert_eq!(t.app.state.bus.backlog().await.unwrap(), None, "a broker's backlog is shared, not local");
+    let files: Vec<_> =
+        std::fs::read_dir(t.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(
+        !files.iter().any(|f| f.to_string_lossy().starts_with("netqoe.db")),
+        "no SQLite file in the data directory: {files:?}"
+    );
+    t.app.shutdown().await.unwrap();
+    delete_prefix(&awc::Client::default(), &prefix).await;
+}

@@ -24,7 +24,7 @@ async fn a_failed_session_actor_is_restarted_and_the_pipeline_keeps_going() {
     .await;
     // give the session a chance to persist (save_every 1 s), then fail it
     eventually(20, "session persisted", || async {
-        let s = netqoe_actors::store::RollupStore::load_session(&t.app.db, "probe-0").await.ok()??;
+        let s = netqoe_actors::store::RollupStore::load_session(t.app.state.store.as_ref(), "probe-0").await.ok()??;
         (s.events == 5).then_some(())
     })
     .await;

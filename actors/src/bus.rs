@@ -110,4 +110,10 @@ pub trait EventBus: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Stops consuming and closes connections (after the pipeline drained). Default: nothing to do.
     async fn close(&self) {}
+    /// Accepted batches not yet acked that only this process's consumer takes (the embedded
+    /// journal), so a drain can wait until they are aggregated; `None` where the backlog is shared
+    /// with other consumers and another takes it over (a broker). Default: `None`.
+    async fn backlog(&self) -> Result<Option<u64>, BusError> {
+        Ok(None)
+    }
 }

@@ -329,6 +329,11 @@ impl EventBus for MemoryBus {
         Ok(Published { batch_id: Some(id), accepted, duplicates: 0 })
     }
 
+    async fn backlog(&self) -> Result<Option<u64>, BusError> {
+        let g = self.lock();
+        Ok(Some((g.queue.len() + g.unacked.len()) as u64))
+    }
+
     async fn consume(&self, prefetch: usize) -> Result<mpsc::Receiver<Incoming>, BusError> {
         let (tx, rx) = mpsc::channel(prefetch.max(1));
         self.lock().prefetch = prefetch.max(1);

@@ -95,10 +95,6 @@ pub struct AppState {
     pub sessions: Option<Addr<SessionRegistry>>,
     /// The local pipeline (aggregate role), drained by `POST /admin/drain`.
     pub pipeline: Option<Arc<netqoe_actors::pipeline::Pipeline>>,
-    /// The embedded journal when this process alone consumes it (embedded bus and a local
-    /// pipeline): a drain lets the pipeline catch up with it first, so that `done` means every
-    /// accepted event is in the rollups. Over a broker another aggregator takes the backlog.
-    pub journal: Option<crate::sqlite::Sqlite>,
     /// Set when a drain began: ingest answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
     /// Ingest requests being handled now (a drain is done when none are left).
@@ -110,26 +106,8 @@ pub struct AppState {
     /// Permits for rollup queries (`http.max_concurrent_queries`).
     pub queries: tokio::sync::Semaphore,
     /// What an admin-requested drain has done so far.
-    pub drain: std::sync::Mutex<DrainProgress>,
+    pub drain: std::sync::Mutex<crate::drain::DrainProgress>,
 }
-
-/// Progress of a drain asked for over `POST /admin/drain`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct DrainProgress {
-    /// When it was asked for (ms since the epoch); None: never.
-    pub requested_ms: Option<i64>,
-    /// The pipeline committed its open windows and stopped consuming (true where there is none).
-    pub pipeline_drained: bool,
-    /// Why the pipeline drain failed, if it did (ask again to retry).
-    pub error: Option<String>,
-    /// Embedded journal rows not yet aggregated when the pipeline stopped consuming (0 when it
-    /// caught up; otherwise they are aggregated at the next start). None: no embedded journal.
-    pub journal_backlog: Option<i64>,
-}
-
-/// How long a drain waits for requests in flight and for the pipeline to catch up with the
-/// embedded journal before it commits and stops consuming anyway.
-const DRAIN_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Decrements the in-flight count when an ingest request ends, however it ends.
 pub struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -232,21 +210,6 @@ fn check_admin(req: &actix_web::HttpRequest, state: &AppState) -> Result<(), pro
     }
 }
 
-fn drain_body(state: &AppState) -> serde_json::Value {
-    use std::sync::atomic::Ordering;
-    let progress = state.drain.lock().map(|p| p.clone()).unwrap_or_default();
-    let in_flight = state.in_flight.load(Ordering::SeqCst);
-    let draining = state.draining.load(Ordering::SeqCst);
-    serde_json::json!({
-        "draining": draining,
-        "in_flight_requests": in_flight,
-        "pipeline": if state.pipeline.is_none() { "none" } else if progress.pipeline_drained { "drained" } else { "draining" },
-        "error": progress.error,
-        "journal_backlog": progress.journal_backlog,
-        "done": draining && in_flight == 0 && progress.pipeline_drained,
-    })
-}
-
 /// `POST /admin/drain`: stop accepting (ingest answers 503 with Retry-After, /readyz fails so
 /// load balancers move away), let in-flight requests finish, commit the pipeline's open windows
 /// and stop consuming (another aggregator takes the shards over). 202 with the progress;
@@ -256,79 +219,8 @@ async fn start_drain(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, problem::Problem> {
     check_admin(&req, &state)?;
-    let first = !state.draining.swap(true, std::sync::atomic::Ordering::SeqCst);
-    let retry = state.drain.lock().map(|p| p.error.is_some()).unwrap_or(false);
-    if first || retry {
-        tracing::warn!("drain requested over the admin endpoint: ingest answers 503 from now on");
-        if let Ok(mut p) = state.drain.lock() {
-            *p = DrainProgress {
-                requested_ms: Some(netqoe_actors::now_ms()),
-                pipeline_drained: state.pipeline.is_none(),
-                error: None,
-                journal_backlog: None,
-            };
-        }
-        if let Some(pipeline) = state.pipeline.clone() {
-            let st = state.clone();
-            actix_web::rt::spawn(async move {
-                let backlog = catch_up(&st).await;
-                if let Ok(mut p) = st.drain.lock() {
-                    p.journal_backlog = backlog;
-                }
-                let r = pipeline.drain().await;
-                if r.is_ok() {
-                    // give the shards up at the broker too: until this process's consumers are
-                    // cancelled, single-active-consumer keeps them here and no standby takes over
-                    st.bus.close().await;
-                }
-                match &r {
-                    Ok(()) => tracing::info!("admin drain: pipeline drained (windows committed, consuming stopped)"),
-                    Err(error) => tracing::error!(%error, "admin drain: pipeline drain failed; ask again to retry"),
-                }
-                if let Ok(mut p) = st.drain.lock() {
-                    match r {
-                        Ok(()) => p.pipeline_drained = true,
-                        Err(e) => p.error = Some(e.to_string()),
-                    }
-                }
-            });
-        }
-    }
-    Ok(HttpResponse::Accepted().json(drain_body(&state)))
-}
-
-/// Waits (up to `DRAIN_CATCH_UP`) for the ingest requests in flight to end and for the local
-/// pipeline to aggregate and commit everything in the embedded journal; returns the rows left
-/// (None without an embedded journal).
-pub(crate) async fn catch_up(state: &AppState) -> Option<i64> {
-    use std::sync::atomic::Ordering;
-    let deadline = std::time::Instant::now() + DRAIN_CATCH_UP;
-    while state.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let journal = state.journal.as_ref()?;
-    loop {
-        match journal.journal_depth().await {
-            Ok(0) => return Some(0),
-            Ok(n) if std::time::Instant::now() >= deadline => {
-                tracing::warn!(rows = n, "admin drain: the pipeline did not catch up with the journal in time; the rest is aggregated at the next start");
-                return Some(n);
-            }
-            Ok(_) => {
-                // what was delivered is committed (and so acked) now, not at the next flush
-                if let Some(p) = &state.pipeline {
-                    if let Err(error) = p.commit_now().await {
-                        tracing::warn!(%error, "admin drain: commit while catching up failed; retrying");
-                    }
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await
-            }
-            Err(error) => {
-                tracing::warn!(%error, "admin drain: journal depth unreadable; draining without catching up");
-                return None;
-            }
-        }
-    }
+    crate::drain::begin(state.clone());
+    Ok(HttpResponse::Accepted().json(crate::drain::status(&state)))
 }
 
 async fn drain_status(
@@ -336,7 +228,7 @@ async fn drain_status(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, problem::Problem> {
     check_admin(&req, &state)?;
-    Ok(HttpResponse::Ok().json(drain_body(&state)))
+    Ok(HttpResponse::Ok().json(crate::drain::status(&state)))
 }
 
 async fn healthz() -> HttpResponse {
