@@ -247,8 +247,10 @@ impl ProbeConfig {
                     e.push(format!("targets[{i}].kind: icmp is unavailable on this machine: {why}"));
                 }
             }
-            if t.kind == "http" && parse_url(&t.address).is_none() {
-                e.push(format!("targets[{i}].address: {:?} is not an http:// or https:// URL", t.address));
+            if t.kind == "http" {
+                if let Err(why) = parse_url(&t.address) {
+                    e.push(format!("targets[{i}].address: {:?} is not an http:// or https:// URL ({why})", t.address));
+                }
             }
             if t.kind == "dns" {
                 if hickory_resolver::Name::from_ascii(&t.name).is_err() || t.name.trim_end_matches('.').is_empty() {
@@ -300,6 +302,48 @@ fn expand_env(field: &str, value: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_urls_parse_with_ipv6_literals_ports_and_queries() {
+        let u = parse_url("http://[::1]:8080/health?x=1#frag").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (false, "::1", 8080));
+        assert_eq!((u.path.as_str(), u.host_header.as_str()), ("/health?x=1", "[::1]:8080"));
+        let u = parse_url("https://Example.COM").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port, u.path.as_str()), (true, "example.com", 443, "/"));
+        assert_eq!(u.host_header, "example.com", "the default port is not named");
+        let u = parse_url("http://10.0.0.1:81/a/b").unwrap();
+        assert_eq!((u.host.as_str(), u.host_header.as_str()), ("10.0.0.1", "10.0.0.1:81"));
+        for bad in ["ftp://example.com/", "example.com", "http://", "http://[::1/", "http://h:99999/"] {
+            assert!(parse_url(bad).is_err(), "{bad} refused");
+        }
+    }
+
+    /// An HTTP target on an IPv6 literal is measured (the hand-split URL took `[::1]` apart at
+    /// its colons), and the request names the host and port as RFC 9110 asks.
+    #[test]
+    fn an_ipv6_http_target_is_measured_with_its_host_header() {
+        use std::io::{Read, Write};
+        let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+            panic!("IPv6 loopback is needed for this test (::1)");
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        let t = http_measure(&format!("http://[::1]:{port}/v6"), Duration::from_secs(5), true).expect("measured");
+        assert_eq!(t.status, 204);
+        let req = server.join().unwrap();
+        assert!(req.starts_with("GET /v6 HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains(&format!("\r\nHost: [::1]:{port}\r\n")), "{req}");
+    }
 
     #[test]
     fn environment_references_expand_or_name_the_field() {
@@ -712,19 +756,43 @@ async fn measured(t: &TargetConfig) -> Measured {
     }
 }
 
-/// (https?, host, port, path) of an http(s) URL.
-pub fn parse_url(url: &str) -> Option<(bool, String, u16, String)> {
-    let (tls, rest) =
-        if let Some(r) = url.strip_prefix("https://") { (true, r) } else { (false, url.strip_prefix("http://")?) };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].to_string()),
-        None => (rest, "/".to_string()),
+/// An HTTP(S) target URL, parsed with the `url` crate (IPv6 literals, userinfo, query strings and
+/// fragments as RFC 3986 has them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub tls: bool,
+    /// The host to resolve and to name in SNI: a domain, or an IP literal without brackets.
+    pub host: String,
+    pub port: u16,
+    /// Path and query (never the fragment), as the request line carries them.
+    pub path: String,
+    /// The `Host` header: the host as written (IPv6 in brackets) and the port when not the
+    /// scheme's default.
+    pub host_header: String,
+}
+
+/// Parses an `http://` or `https://` URL; the error says what is wrong with it.
+pub fn parse_url(text: &str) -> Result<HttpUrl, String> {
+    let u = url::Url::parse(text).map_err(|e| e.to_string())?;
+    let tls = match u.scheme() {
+        "https" => true,
+        "http" => false,
+        other => return Err(format!("scheme {other}: only http and https are measured")),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() => (h.to_string(), p.parse().ok()?),
-        _ => (authority.to_string(), if tls { 443 } else { 80 }),
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        _ => return Err("no host".into()),
     };
-    (!host.is_empty()).then_some((tls, host, port, path))
+    let port = u.port_or_known_default().ok_or("no port")?;
+    let host_str = u.host_str().unwrap_or_default();
+    let host_header = match u.port() {
+        Some(p) => format!("{host_str}:{p}"),
+        None => host_str.to_string(),
+    };
+    let path = u[url::Position::BeforePath..url::Position::AfterQuery].to_string();
+    Ok(HttpUrl { tls, host, port, path, host_header })
 }
 
 /// Timings of one HTTP(S) GET.
@@ -802,11 +870,11 @@ fn tls_handshake(host: &str, tcp: std::net::TcpStream, verify: bool) -> Result<H
 /// handshake (and certificate expiry), time to the first response byte, time to the last body
 /// byte, status code. Errors are event status classes.
 pub fn http_measure(url: &str, timeout: Duration, verify: bool) -> Result<HttpTimings, Status> {
-    let (tls, host, port, path) = parse_url(url).ok_or(Status::Error)?;
+    let HttpUrl { tls, host, port, path, host_header } = parse_url(url).map_err(|_| Status::Error)?;
     let (addr, dns_ms) = resolve_blocking(&host, port)?;
     let (tcp, connect_ms) = connect_blocking(addr, timeout)?;
     let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: netqoe-probe\r\nConnection: close\r\n\r\n");
+        format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: netqoe-probe\r\nConnection: close\r\n\r\n");
     let exchange = |s: &mut dyn ReadWrite| -> Result<(f64, f64, u16), Status> {
         let t = Instant::now();
         s.write_all(request.as_bytes()).map_err(|_| Status::Error)?;
