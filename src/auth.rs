@@ -71,18 +71,18 @@ impl TokenBook {
     pub fn from_config(cfg: &Config) -> Self {
         let mut by_digest = HashMap::new();
         for p in &cfg.probes {
-            if let Some(d) = decode_digest(&p.token_sha256) {
+            if let Some(d) = decode_digest(p.token_sha256.expose()) {
                 by_digest.insert(d, Entry { digest: d, principal: Principal::Probe(p.id.clone()), revoked: p.revoked });
             }
         }
         for q in &cfg.query_tokens {
-            if let Some(d) = decode_digest(&q.token_sha256) {
+            if let Some(d) = decode_digest(q.token_sha256.expose()) {
                 by_digest
                     .insert(d, Entry { digest: d, principal: Principal::Query(q.name.clone()), revoked: q.revoked });
             }
         }
         for a in &cfg.admin_tokens {
-            if let Some(d) = decode_digest(&a.token_sha256) {
+            if let Some(d) = decode_digest(a.token_sha256.expose()) {
                 by_digest
                     .insert(d, Entry { digest: d, principal: Principal::Admin(a.name.clone()), revoked: a.revoked });
             }
@@ -164,7 +164,7 @@ mod tests {
         let mut cfg = Config::load_from(None, Vec::new()).unwrap();
         cfg.probes.push(crate::config::ProbeEntry {
             id: "p1".into(),
-            token_sha256: h,
+            token_sha256: h.into(),
             revoked: false,
             labels: Default::default(),
         });

@@ -68,6 +68,78 @@ pub struct HttpConfig {
     pub workers: usize,
 }
 
+/// A value that must never reach a log or a `Debug` print: webhook keys, passwords, token digests.
+/// `Debug` shows `<redacted>` (or `""` when unset); the value is read with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "<redacted>" })
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// `scylla.replication`: the keyspace's replication class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ReplicationStrategy {
+    SimpleStrategy,
+    NetworkTopologyStrategy,
+}
+
+/// `scylla.read_consistency` / `scylla.write_consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConsistencyLevel {
+    One,
+    Two,
+    Three,
+    Quorum,
+    All,
+    LocalQuorum,
+    EachQuorum,
+    LocalOne,
+}
+
 /// Incident webhooks (`[webhooks]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,7 +147,7 @@ pub struct WebhookConfig {
     /// Endpoints that receive every incident change (POST JSON).
     pub urls: Vec<String>,
     /// HMAC-SHA256 key for `X-Netqoe-Signature` (required when `urls` is set; never logged).
-    pub secret: String,
+    pub secret: Secret,
     pub timeout_ms: u64,
     pub max_attempts: u32,
     /// First retry delay; doubles per attempt (at most 60 s).
@@ -88,7 +160,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         Self {
             urls: Vec::new(),
-            secret: String::new(),
+            secret: Secret::default(),
             timeout_ms: 5000,
             max_attempts: 5,
             backoff_ms: 500,
@@ -158,18 +230,18 @@ pub struct RabbitConfig {
     pub management_url: String,
 }
 
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ScyllaConfig {
     pub contact_points: Vec<String>,
     pub keyspace: String,
-    pub replication: String,
+    pub replication: ReplicationStrategy,
     pub datacenters: BTreeMap<String, u32>,
     pub replication_factor: u32,
     pub local_dc: String,
-    pub read_consistency: String,
-    pub write_consistency: String,
+    pub read_consistency: ConsistencyLevel,
+    pub write_consistency: ConsistencyLevel,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     pub tls: bool,
     pub ca_file: String,
     pub max_in_flight: usize,
@@ -180,22 +252,6 @@ pub struct ScyllaConfig {
     /// `unlogged_batch_across_partitions_warn_threshold`; 1: single-partition batches only).
     pub batch_max_partitions: usize,
 }
-
-impl std::fmt::Debug for ScyllaConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScyllaConfig")
-            .field("contact_points", &self.contact_points)
-            .field("keyspace", &self.keyspace)
-            .field("replication", &self.replication)
-            .field("username", &self.username)
-            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
-    }
-}
-
-pub const CONSISTENCY_LEVELS: &[&str] =
-    &["ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"];
 
 /// `amqp://user:secret@host:5672/vhost` → `amqp://host:5672/vhost` (for logs and errors).
 pub fn redact_uri(uri: &str) -> String {
@@ -267,43 +323,26 @@ pub struct MetricsSection {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct LogConfig {
-    pub format: String,
+    pub format: LogFormat,
     pub level: String,
 }
 
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ProbeEntry {
     pub id: String,
-    pub token_sha256: String,
+    pub token_sha256: Secret,
     #[serde(default)]
     pub revoked: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
 
-impl std::fmt::Debug for ProbeEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProbeEntry")
-            .field("id", &self.id)
-            .field("token_sha256", &"<redacted>")
-            .field("revoked", &self.revoked)
-            .field("labels", &self.labels)
-            .finish()
-    }
-}
-
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct QueryToken {
     pub name: String,
-    pub token_sha256: String,
+    pub token_sha256: Secret,
     #[serde(default)]
     pub revoked: bool,
-}
-
-impl std::fmt::Debug for QueryToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QueryToken").field("name", &self.name).field("token_sha256", &"<redacted>").finish()
-    }
 }
 
 /// Every problem found, each naming its key.
@@ -580,12 +619,12 @@ impl Config {
                 sc.keyspace
             ));
         }
-        match sc.replication.as_str() {
-            "SimpleStrategy" if sc.replication_factor == 0 => {
+        match sc.replication {
+            ReplicationStrategy::SimpleStrategy if sc.replication_factor == 0 => {
                 e.push("scylla.replication_factor: must be at least 1".into())
             }
-            "SimpleStrategy" => {}
-            "NetworkTopologyStrategy" => {
+            ReplicationStrategy::SimpleStrategy => {}
+            ReplicationStrategy::NetworkTopologyStrategy => {
                 if sc.datacenters.is_empty() || sc.datacenters.values().any(|rf| *rf == 0) {
                     e.push("scylla.datacenters: give each data center a replication factor ≥ 1".into());
                 }
@@ -594,14 +633,6 @@ impl Config {
                         e.push(format!("scylla.datacenters: {dc:?} is not a data center name"));
                     }
                 }
-            }
-            other => e.push(format!(
-                "scylla.replication: {other:?} must be \"NetworkTopologyStrategy\" or \"SimpleStrategy\""
-            )),
-        }
-        for (k, v) in [("read_consistency", &sc.read_consistency), ("write_consistency", &sc.write_consistency)] {
-            if !CONSISTENCY_LEVELS.contains(&v.as_str()) {
-                e.push(format!("scylla.{k}: {v:?} must be one of {}", CONSISTENCY_LEVELS.join(", ")));
             }
         }
         if !(1..=65_536).contains(&sc.max_in_flight) {
@@ -710,9 +741,6 @@ impl Config {
         if r.prune_every_s < 1 {
             e.push("retention.prune_every_s: must be at least 1".into());
         }
-        if !matches!(self.log.format.as_str(), "plain" | "json") {
-            e.push(format!("log.format: {:?} must be \"plain\" or \"json\"", self.log.format));
-        }
         let mut ids = std::collections::HashSet::new();
         let mut hashes = std::collections::HashSet::new();
         for (i, p) in self.probes.iter().enumerate() {
@@ -725,9 +753,9 @@ impl Config {
             if !ids.insert(p.id.clone()) {
                 e.push(format!("probes[{i}].id: duplicate probe id {:?}", p.id));
             }
-            if !is_sha256_hex(&p.token_sha256) {
+            if !is_sha256_hex(p.token_sha256.expose()) {
                 e.push(format!("probes[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
-            } else if !hashes.insert(p.token_sha256.to_ascii_lowercase()) {
+            } else if !hashes.insert(p.token_sha256.expose().to_ascii_lowercase()) {
                 e.push(format!("probes[{i}].token_sha256: token hash used twice"));
             }
         }
@@ -736,9 +764,9 @@ impl Config {
                 if q.name.is_empty() {
                     e.push(format!("{section}[{i}].name: must not be empty"));
                 }
-                if !is_sha256_hex(&q.token_sha256) {
+                if !is_sha256_hex(q.token_sha256.expose()) {
                     e.push(format!("{section}[{i}].token_sha256: must be 64 hex characters (netqoe token mint)"));
-                } else if !hashes.insert(q.token_sha256.to_ascii_lowercase()) {
+                } else if !hashes.insert(q.token_sha256.expose().to_ascii_lowercase()) {
                     e.push(format!(
                         "{section}[{i}].token_sha256: token hash used twice (probe, query and admin tokens must differ)"
                     ));
@@ -895,6 +923,34 @@ mod tests {
         assert!(e.contains("bus.kind: unknown variant `kafka`, expected `embedded` or `rabbitmq`"), "{e}");
         let c = Config::load_from(None, env(&[("NETQOE__STORAGE__BACKEND", "scylla")])).unwrap();
         assert_eq!((c.storage.backend, c.bus.kind), (StorageBackend::Scylla, BusKind::Embedded));
+    }
+
+    #[test]
+    fn cql_settings_and_secrets_are_typed() {
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("NETQOE__SCYLLA__READ_CONSISTENCY", "ONE"),
+                ("NETQOE__SCYLLA__REPLICATION", "SimpleStrategy"),
+                ("NETQOE__SCYLLA__PASSWORD", "hunter2"),
+                ("NETQOE__WEBHOOKS__SECRET", "s3cret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.scylla.read_consistency, ConsistencyLevel::One);
+        assert_eq!(c.scylla.write_consistency, ConsistencyLevel::LocalQuorum, "the default");
+        assert_eq!(c.scylla.replication, ReplicationStrategy::SimpleStrategy);
+        assert_eq!((c.scylla.password.expose(), c.webhooks.secret.expose()), ("hunter2", "s3cret"));
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("s3cret"), "secrets are redacted: {printed}");
+        let e = Config::load_from(
+            None,
+            env(&[("NETQOE__SCYLLA__WRITE_CONSISTENCY", "MOST"), ("NETQOE__SCYLLA__REPLICATION", "Simple")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("scylla.write_consistency: unknown variant `MOST`"), "{e}");
+        assert!(e.contains("scylla.replication: unknown variant `Simple`"), "{e}");
     }
 
     #[test]

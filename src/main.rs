@@ -396,7 +396,7 @@ fn serve(
         eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
         return ExitCode::from(2);
     }
-    netqoe::init_logging(&cfg.log.format, &cfg.log.level);
+    netqoe::init_logging(cfg.log.format.as_str(), &cfg.log.level);
     let config_path = config_file.clone();
     let system = actix_rt::System::new();
     // a start that fails (a port taken, a directory that cannot be made) exits 2, like a

@@ -77,7 +77,7 @@ pub struct ProbeConfig {
     pub ingest_url: String,
     /// The probe's token, or `token_file` holding it.
     #[serde(default)]
-    pub token: String,
+    pub token: crate::config::Secret,
     #[serde(default)]
     pub token_file: String,
     /// Where the spool and the seq counter live.
@@ -200,7 +200,7 @@ impl ProbeConfig {
             }
             if cfg.token.is_empty() && !cfg.token_file.is_empty() {
                 match std::fs::read_to_string(&cfg.token_file) {
-                    Ok(t) => cfg.token = t.trim().to_string(),
+                    Ok(t) => cfg.token = t.trim().into(),
                     Err(e) => errors.push(format!("token_file: {}: {e}", cfg.token_file)),
                 }
             }
@@ -517,7 +517,7 @@ pub async fn post(client: &awc::Client, cfg: &ProbeConfig, body: Vec<u8>) -> Pos
     let url = format!("{}/v1/events", cfg.ingest_url.trim_end_matches('/'));
     let res = client
         .post(url)
-        .insert_header(("Authorization", format!("Bearer {}", cfg.token)))
+        .insert_header(("Authorization", format!("Bearer {}", cfg.token.expose())))
         .insert_header(("Content-Type", "application/json"))
         .send_body(body)
         .await;

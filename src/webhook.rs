@@ -81,7 +81,7 @@ pub fn start(cfg: WebhookConfig) -> mpsc::Sender<Incident> {
                     continue;
                 }
             };
-            let sig = signature(&cfg.secret, &body);
+            let sig = signature(cfg.secret.expose(), &body);
             let delivery = format!("{}-{}", i.id, i.updated_ms);
             for url in &cfg.urls {
                 let mut wait = Duration::from_millis(cfg.backoff_ms.max(1));

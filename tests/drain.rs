@@ -28,7 +28,7 @@ async fn admin_drain_stops_ingest_commits_and_reports_done() {
     let mut p =
         prepare(1, &[("NETQOE__PIPELINE__FLUSH_INTERVAL_MS", "60000"), ("NETQOE__PIPELINE__FLUSH_BATCHES", "1000")]);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
-    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest.into(), revoked: false });
     let t = p.start().await;
     let (probe, token) = (&t.probes[0].0, &t.probes[0].1);
     let base = base_ms();
@@ -144,7 +144,7 @@ async fn the_admin_listener_serves_https_when_asked() {
     ];
     let mut p = prepare(1, &overrides);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
-    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest.into(), revoked: false });
     let t = p.start().await;
     let addr = t.app.admin_addr.expect("a separate admin listener");
     assert_ne!(addr, t.app.addr);
@@ -191,7 +191,7 @@ fn a_bad_certificate_setting_names_the_field() {
 async fn an_admin_token_is_refused_on_ingest_and_query() {
     let mut p = prepare(1, &[]);
     let (admin, digest) = netqoe::auth::mint(netqoe::auth::ADMIN_PREFIX);
-    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest, revoked: false });
+    p.cfg.admin_tokens.push(QueryToken { name: "deployer".into(), token_sha256: digest.into(), revoked: false });
     let t = p.start().await;
     let base = base_ms();
     let events = events_for(&t.probes[0].0, base, 1, 5, &mut Rng(2));

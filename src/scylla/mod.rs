@@ -38,7 +38,7 @@ pub async fn connect(cfg: &ScyllaConfig) -> anyhow::Result<Session> {
         .connection_timeout(Duration::from_millis(cfg.request_timeout_ms))
         .default_execution_profile_handle(profile.into_handle());
     if !cfg.username.is_empty() {
-        b = b.user(cfg.username.clone(), cfg.password.clone());
+        b = b.user(cfg.username.clone(), cfg.password.expose().to_string());
     }
     if cfg.tls {
         let mut ctx = openssl::ssl::SslContextBuilder::new(openssl::ssl::SslMethod::tls())?;

@@ -4,7 +4,7 @@
 //! Invariant: every statement is idempotent (`IF NOT EXISTS`), so applying a version twice is
 //! harmless; `SCHEMA_VERSION` changes whenever a statement here changes.
 
-use crate::config::Config;
+use crate::config::{Config, ReplicationStrategy};
 
 /// 1: first schema. 2: `events_applied set<bigint>` (a window's event set, grown by each
 /// revision's delta in the same row) and the series index tables. 3: `events_chunks map<bigint,
@@ -25,11 +25,14 @@ events_applied set<bigint>, events_chunks map<bigint, blob>";
 
 fn replication(cfg: &Config) -> String {
     let s = &cfg.scylla;
-    if s.replication == "SimpleStrategy" {
-        format!("{{'class': 'SimpleStrategy', 'replication_factor': {}}}", s.replication_factor)
-    } else {
-        let dcs: Vec<String> = s.datacenters.iter().map(|(dc, rf)| format!("'{dc}': {rf}")).collect();
-        format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+    match s.replication {
+        ReplicationStrategy::SimpleStrategy => {
+            format!("{{'class': 'SimpleStrategy', 'replication_factor': {}}}", s.replication_factor)
+        }
+        ReplicationStrategy::NetworkTopologyStrategy => {
+            let dcs: Vec<String> = s.datacenters.iter().map(|(dc, rf)| format!("'{dc}': {rf}")).collect();
+            format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+        }
     }
 }
 

@@ -74,7 +74,7 @@ fn request_labels(p: &PreparedStatement, batch: bool) -> [&str; 2] {
 }
 
 use super::schema::{BUCKET_1D_MS, BUCKET_1H_MS, BUCKET_1M_MS};
-use crate::config::ScyllaConfig;
+use crate::config::{ConsistencyLevel, ScyllaConfig};
 
 /// Most series remembered as already indexed (then the memory is cleared and rebuilt).
 const SERIES_CACHE: usize = 200_000;
@@ -106,16 +106,16 @@ pub fn write_timestamp(start_ms: i64, revision: u64) -> i64 {
     start_ms.saturating_mul(1000).saturating_add(revision as i64)
 }
 
-fn parse_consistency(s: &str) -> Consistency {
-    match s.to_ascii_uppercase().as_str() {
-        "ONE" => Consistency::One,
-        "TWO" => Consistency::Two,
-        "THREE" => Consistency::Three,
-        "QUORUM" => Consistency::Quorum,
-        "ALL" => Consistency::All,
-        "LOCAL_ONE" => Consistency::LocalOne,
-        "EACH_QUORUM" => Consistency::EachQuorum,
-        _ => Consistency::LocalQuorum,
+fn consistency(c: ConsistencyLevel) -> Consistency {
+    match c {
+        ConsistencyLevel::One => Consistency::One,
+        ConsistencyLevel::Two => Consistency::Two,
+        ConsistencyLevel::Three => Consistency::Three,
+        ConsistencyLevel::Quorum => Consistency::Quorum,
+        ConsistencyLevel::All => Consistency::All,
+        ConsistencyLevel::LocalQuorum => Consistency::LocalQuorum,
+        ConsistencyLevel::EachQuorum => Consistency::EachQuorum,
+        ConsistencyLevel::LocalOne => Consistency::LocalOne,
     }
 }
 
@@ -539,7 +539,7 @@ impl ScyllaStore {
 
     pub async fn with_session(session: Session, cfg: &ScyllaConfig, retention: Retention) -> anyhow::Result<Self> {
         let ks = &cfg.keyspace;
-        let (r, w) = (parse_consistency(&cfg.read_consistency), parse_consistency(&cfg.write_consistency));
+        let (r, w) = (consistency(cfg.read_consistency), consistency(cfg.write_consistency));
         let mut tiers = Vec::new();
         for tier in Tier::ALL {
             let t = tier_name(tier);
@@ -1298,7 +1298,6 @@ mod tests {
         let t = 1_790_000_040_000;
         assert!(write_timestamp(t, 2) > write_timestamp(t, 1));
         assert_eq!(write_timestamp(t, 0), t * 1000);
-        assert_eq!(parse_consistency("local_quorum"), Consistency::LocalQuorum);
-        assert_eq!(parse_consistency("ONE"), Consistency::One);
+        assert_eq!(consistency(ConsistencyLevel::LocalQuorum), Consistency::LocalQuorum);
     }
 }

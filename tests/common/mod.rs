@@ -36,7 +36,7 @@ pub fn test_config(
         let id = format!("probe-{i}");
         cfg.probes.push(ProbeEntry {
             id: id.clone(),
-            token_sha256: digest,
+            token_sha256: digest.into(),
             revoked: false,
             labels: Default::default(),
         });
@@ -45,12 +45,12 @@ pub fn test_config(
     let (revoked, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
     cfg.probes.push(ProbeEntry {
         id: "revoked-probe".into(),
-        token_sha256: digest,
+        token_sha256: digest.into(),
         revoked: true,
         labels: Default::default(),
     });
     let (query, digest) = netqoe::auth::mint(netqoe::auth::QUERY_PREFIX);
-    cfg.query_tokens.push(QueryToken { name: "tests".into(), token_sha256: digest, revoked: false });
+    cfg.query_tokens.push(QueryToken { name: "tests".into(), token_sha256: digest.into(), revoked: false });
     assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
     (cfg, probes, query, revoked)
 }

@@ -159,7 +159,7 @@ fn main() -> anyhow::Result<()> {
             let (_, digest) = netqoe::auth::mint(netqoe::auth::PROBE_PREFIX);
             cfg.probes.push(netqoe::config::ProbeEntry {
                 id: format!("probe-{p:04}"),
-                token_sha256: digest,
+                token_sha256: digest.into(),
                 revoked: false,
                 labels: [("region".to_string(), format!("r{}", p % 4))].into(),
             });
