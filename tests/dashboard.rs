@@ -245,7 +245,8 @@ fn tag_with<'a>(dom: &'a str, attrs: &[&str]) -> Option<&'a str> {
 /// with a faulted fleet: the faulted pair's graph has percentile bands, a loss colour and the
 /// incident's band; its matrix cell is degraded; the refused TCP target leads "worst now"; the
 /// incident is listed with a link to its graphs; a 253-character target name truncates; no view
-/// overflows horizontally at 1280 px, nor the overview at a phone's 390 px.
+/// overflows horizontally at 1280 px, nor the overview at a phone's 390 px, where "worst now"
+/// stacks its rows so the why is not hidden behind a scroll.
 #[actix_rt::test]
 #[ignore = "needs chromium: scripts/test.sh installs Debian's chromium and runs this test"]
 async fn headless_chromium_shows_every_view_of_a_faulted_fleet() {
@@ -306,6 +307,13 @@ async fn headless_chromium_shows_every_view_of_a_faulted_fleet() {
         assert!(dom.contains("<span id=\"error\"></span>"), "{name}: no error shown (the token was taken):\n{dom}");
         assert!(dom.contains("data-overflow=\"none\""), "{name}: no horizontal overflow:\n{dom}");
     }
+    // on a phone "worst now" stacks each row (the why beneath it) instead of hiding the why
+    // behind a horizontal scroll
+    let clipped = doms["phone"].split("data-clipped=\"").nth(1).and_then(|s| s.split('"').next());
+    assert!(
+        clipped.is_some_and(|c| !c.split(' ').any(|id| id == "worst")),
+        "worst now clipped on a phone: {clipped:?}"
+    );
 
     // overview: the faulted pair's cell degraded, its healthy neighbours ok, the dead service first
     let o = &doms["overview"];
