@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use netqoe_actors::bus::EventBus;
 use netqoe_actors::pipeline::Pipeline;
 use netqoe_actors::store::RollupStore;
+use netqoe_actors::Clock;
 
 use crate::auth::{RateLimiter, TokenBook};
 use crate::config::{BusKind, Config, StorageBackend};
@@ -60,6 +61,17 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
 /// Starts the given roles with the configured bus (`bus.kind`) and store. Signals are not handled
 /// here: the caller decides when to `shutdown` (the binary on SIGTERM/SIGINT, tests when done).
 pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> anyhow::Result<RunningApp> {
+    start_with_clock(cfg, listener, roles, Clock::system()).await
+}
+
+/// `start_roles` on a given clock: every actor, store, handler and drain reads its time from
+/// `clock` (a manual clock runs the whole process in simulated time; tests use it).
+pub async fn start_with_clock(
+    cfg: Config,
+    listener: TcpListener,
+    roles: Roles,
+    clock: Clock,
+) -> anyhow::Result<RunningApp> {
     http::metrics::init();
     // Everything that can fail on the environment (ports, directories) fails here, before any
     // server or actor runs, so a bad setting ends the start with a clear error and nothing to undo.
@@ -74,7 +86,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     // the SQLite file is opened only when the bus or the store is it
     let db = if cfg.bus.kind == BusKind::Embedded || cfg.storage.backend == StorageBackend::Sqlite {
         Some(
-            Sqlite::open(&cfg.storage.data_dir)
+            Sqlite::open_with_clock(&cfg.storage.data_dir, clock.clone())
                 .map_err(|e| anyhow::anyhow!("storage.data_dir {}: {e:#}", cfg.storage.data_dir.display()))?,
         )
     } else {
@@ -90,6 +102,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         StorageBackend::Scylla => Arc::new(
             crate::scylla::store::ScyllaStore::connect(&cfg.scylla, cfg.pipeline_config().retention)
                 .await
+                .map(|s| s.with_clock(clock.clone()))
                 .map_err(|e| anyhow::anyhow!("scylla store ({}): {e}", cfg.scylla.contact_points.join(",")))?,
         ),
         StorageBackend::Sqlite => Arc::new(sqlite()),
@@ -100,6 +113,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         tracing::warn!(%error, bus = bus.name(), "bus not ready at start");
     }
     let mut pcfg = cfg.pipeline_config();
+    pcfg.clock = clock.clone();
     if roles.diagnose {
         // incident changes go to the webhooks and, over a broker, to the diagnoses exchange
         let mut sinks = Vec::new();
@@ -121,8 +135,8 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         (Some(Arc::new(p)), d)
     } else {
         let d = pcfg.diagnosis.map(|dc| {
-            let s = store.clone();
-            actix::Supervisor::start(move |_| netqoe_actors::diagnoser::DiagnoserActor::new(s, dc))
+            let (s, clock) = (store.clone(), clock.clone());
+            actix::Supervisor::start(move |_| netqoe_actors::diagnoser::DiagnoserActor::new(s, dc, clock))
         });
         (None, d)
     };
@@ -150,6 +164,7 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
         series: Default::default(),
         queries: tokio::sync::Semaphore::new(cfg.http.max_concurrent_queries),
         drain: std::sync::Mutex::new(crate::drain::DrainProgress::default()),
+        clock,
         cfg,
     });
     let addr = listener.local_addr()?;

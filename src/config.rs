@@ -837,6 +837,8 @@ impl Config {
                 pair_group_label: self.metrics.pair_group_label.clone(),
                 ..Default::default()
             }),
+            // the system clock; `app::start_with_clock` replaces it
+            clock: netqoe_actors::Clock::system(),
         }
     }
 

@@ -59,7 +59,7 @@ pub fn begin(state: web::Data<AppState>) {
     tracing::warn!("drain requested over the admin endpoint: ingest answers 503 from now on");
     if let Ok(mut p) = state.drain.lock() {
         *p = DrainProgress {
-            requested_ms: Some(netqoe_actors::now_ms()),
+            requested_ms: Some(state.clock.now_ms()),
             pipeline_drained: state.pipeline.is_none(),
             error: None,
             journal_backlog: None,

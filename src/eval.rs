@@ -426,22 +426,20 @@ fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
 
 /// Runs one scenario through the pipeline and the diagnoser.
 pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<ScenarioScore> {
-    let declared = chrono::DateTime::parse_from_rfc3339(&s.start)?.timestamp_millis();
-    // Shift by whole days so the run ends before now (ingest accepts 7 days back): the time of day
-    // (diurnal swing) is kept, and every reported time is relative to the start anyway.
-    let now = netqoe_actors::now_ms();
-    let day = 86_400_000;
-    let end = declared + s.duration_s * 1000;
-    let shift_days = (now - end - 3_600_000).div_euclid(day);
-    let start_ms = declared + shift_days * day;
+    // The scenario runs at its own dates on a manual clock, moved to each chunk's receive time
+    // before it is published: the pipeline (aggregators, writer, store) sees exactly the time a
+    // live deployment would, whatever the wall clock says, so every run is reproducible.
+    let start_ms = chrono::DateTime::parse_from_rfc3339(&s.start)?.timestamp_millis();
+    let clock = netqoe_actors::Clock::manual(start_ms);
     let dir = scratch_dir()?;
-    let db = crate::sqlite::Sqlite::open(dir.path())?;
+    let db = crate::sqlite::Sqlite::open_with_clock(dir.path(), clock.clone())?;
     let bus: Arc<dyn EventBus> = Arc::new(db.clone());
     let store: Arc<dyn RollupStore> = Arc::new(db.clone());
     let mut pcfg = PipelineConfig::default();
     pcfg.aggregator.flush_interval = Duration::from_millis(20);
     pcfg.aggregator.derive_interval_ms = 3_600_000;
     pcfg.prune_every = Duration::from_secs(86_400);
+    pcfg.clock = clock.clone();
     let pipeline = Pipeline::start(bus.clone(), store.clone(), pcfg).await?;
     let labels: BTreeMap<String, BTreeMap<String, String>> =
         s.probes.iter().map(|p| (p.id.clone(), p.labels.clone())).collect();
@@ -462,6 +460,7 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
         // round), and the journal takes a few dozen transactions per scenario instead of thousands
         let mut batches: Vec<Vec<netqoe_domain::Event>> = vec![Vec::new(); s.probes.len()];
         let received_ms = start_ms + (until - 1) * s.interval_s * 1000;
+        clock.set(received_ms);
         for r in round..until {
             for (pi, seq) in seqs.iter_mut().enumerate() {
                 for w in round_events(s, &mut rng, pi, r, start_ms, seq) {
@@ -483,7 +482,7 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
         round = until;
         // everything published is aggregated and committed once the journal is empty
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while db.journal_depth().await? > 0 {
+        while bus.backlog().await.map_err(|e| anyhow::anyhow!("{e}"))?.unwrap_or(0) > 0 {
             if std::time::Instant::now() > deadline {
                 bail!("the pipeline did not catch up");
             }

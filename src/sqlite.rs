@@ -21,6 +21,7 @@ use netqoe_actors::store::{
     derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore,
     StoreError, WriteSet,
 };
+use netqoe_actors::Clock;
 use netqoe_domain::codec;
 use netqoe_domain::diagnosis::{Incident, IncidentState};
 use netqoe_domain::sketch::DdSketch;
@@ -271,6 +272,8 @@ enum Job {
     },
     Commit {
         ws: WriteSet,
+        /// The clock's time when the commit was asked for (row update and batch times).
+        now_ms: i64,
         reply: Reply<SqlResult<CommitReport>>,
     },
     Ack {
@@ -278,6 +281,7 @@ enum Job {
     },
     DeadLetter {
         id: i64,
+        at_ms: i64,
         reason: String,
     },
     SaveSessions {
@@ -318,6 +322,8 @@ struct Shared {
     journal: Mutex<JournalState>,
     /// This journal's random id, made when the file was created (see `journal_node`).
     node: String,
+    /// The time rows are stamped with (updates, processed batches, dead letters).
+    clock: Clock,
 }
 
 /// The SQLite file: implements both `EventBus` (journal) and `RollupStore`.
@@ -326,13 +332,14 @@ pub struct Sqlite {
     shared: Arc<Shared>,
 }
 
-fn now_ms() -> i64 {
-    netqoe_actors::now_ms()
-}
-
 impl Sqlite {
     /// Opens (creating if needed) `dir/netqoe.db`, migrates it, and starts the writer thread.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        Self::open_with_clock(dir, Clock::system())
+    }
+
+    /// `open`, stamping rows with `clock`'s time.
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("netqoe.db");
         let conn = open_conn(&path)?;
@@ -368,6 +375,7 @@ impl Sqlite {
             acked: Notify::new(),
             journal: Mutex::new(JournalState { startup_max, ..Default::default() }),
             node,
+            clock,
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new().name("netqoe-sqlite-writer".into()).spawn(move || writer_loop(conn, rx, weak))?;
@@ -514,18 +522,18 @@ fn exec(tx: &Transaction<'_>, job: &Job) -> Outcome {
         Job::Publish { node, probe, events, encoded, received_ms, .. } => {
             Outcome::Publish(publish_tx(tx, node, probe, events, encoded, *received_ms).map_err(SqliteError::from))
         }
-        Job::Commit { ws, .. } => Outcome::Commit(commit_tx(tx, ws).map_err(SqliteError::from)),
+        Job::Commit { ws, now_ms, .. } => Outcome::Commit(commit_tx(tx, ws, *now_ms).map_err(SqliteError::from)),
         Job::Ack { id } => {
             if let Err(error) = tx.execute("DELETE FROM journal WHERE id = ?1", [id]) {
                 tracing::warn!(%error, id, "journal ack failed");
             }
             Outcome::Nothing
         }
-        Job::DeadLetter { id, reason } => {
+        Job::DeadLetter { id, at_ms, reason } => {
             let r = tx.execute(
                 "INSERT OR IGNORE INTO dead_letters (id, probe, received_ms, payload, reason, at_ms)
                  SELECT id, probe, received_ms, payload, ?2, ?3 FROM journal WHERE id = ?1",
-                params![id, reason, now_ms()],
+                params![id, reason, at_ms],
             );
             let r = r.and_then(|_| tx.execute("DELETE FROM journal WHERE id = ?1", [id]));
             if let Err(error) = r {
@@ -718,7 +726,7 @@ fn decode_payload(payload: &[u8]) -> SqlResult<Vec<Event>> {
 
 const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, applied";
 
-fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Result<usize> {
+fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool, now_ms: i64) -> rusqlite::Result<usize> {
     // `bump`: derived windows take the stored revision + 1; aggregator windows carry their own
     // revision, and an older or equal one never overwrites a newer one.
     let sql = if bump {
@@ -761,7 +769,7 @@ fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool) -> rusqlite::Resu
         a.jitter_n as i64,
         errors,
         a.sketch.encode(),
-        now_ms(),
+        now_ms,
         Vec::<u8>::new(),
     ])
 }
@@ -818,11 +826,11 @@ fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
     })
 }
 
-fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet) -> rusqlite::Result<CommitReport> {
+fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet, now_ms: i64) -> rusqlite::Result<CommitReport> {
     let mut report = CommitReport::default();
     let mut changed = Vec::new();
     for r in &ws.rollups {
-        if upsert_rollup(tx, r, false)? == 1 {
+        if upsert_rollup(tx, r, false, now_ms)? == 1 {
             insert_window_events(tx, r)?;
             changed.push(r.key.clone());
             *report.written.entry(Tier::M1).or_default() += 1;
@@ -852,10 +860,11 @@ fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet) -> rusqlite::Result<CommitRepo
             tx,
             &Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision: 0, closed },
             true,
+            now_ms,
         )?;
         *report.written.entry(parent.tier).or_default() += 1;
     }
-    let at = now_ms();
+    let at = now_ms;
     let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO processed_batches (batch_id, at_ms) VALUES (?1, ?2)")?;
     for id in &ws.batches {
         ins.execute(params![id, at])?;
@@ -914,7 +923,8 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
 #[async_trait]
 impl RollupStore for Sqlite {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
-        self.submit(|reply| Job::Commit { ws, reply }).await.map_err(SqliteError::into_store)
+        let now_ms = self.shared.clock.now_ms();
+        self.submit(|reply| Job::Commit { ws, now_ms, reply }).await.map_err(SqliteError::into_store)
     }
 
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
@@ -1245,7 +1255,8 @@ impl Sqlite {
                         j.inflight.remove(&row.id);
                         j.deliveries.remove(&row.id);
                     }
-                    let _ = self.shared.jobs.send(Job::DeadLetter { id: row.id, reason }).await;
+                    let at_ms = self.shared.clock.now_ms();
+                    let _ = self.shared.jobs.send(Job::DeadLetter { id: row.id, at_ms, reason }).await;
                     continue;
                 }
                 let batch = Batch {

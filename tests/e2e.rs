@@ -156,3 +156,38 @@ async fn rollups_match_the_samples_exactly_and_within_sketch_accuracy() {
     }
     t.app.shutdown().await.unwrap();
 }
+
+/// The whole process runs on its `Clock` (as `netqoe eval` does): on a manual clock set to a day
+/// in 2020, ingest accepts that day's events — the wall clock would refuse them as years in the
+/// past, and a process on it does — the aggregators commit their windows, and a query without
+/// `from`/`to` answers the simulated last hour. Moving the clock on moves that default range.
+#[actix_rt::test]
+async fn the_whole_process_runs_on_a_manual_clock() {
+    let sim = chrono::DateTime::parse_from_rfc3339("2020-03-01T12:00:00Z").unwrap().timestamp_millis();
+    let clock = netqoe_actors::Clock::manual(sim);
+    let t = prepare(1, &[]).start_with_clock(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), clock.clone()).await;
+    let wall = start(1, &[]).await;
+    let (probe, token) = t.probes[0].clone();
+    let events = events_for(&probe, sim - 20 * 60_000, 1, 60, &mut Rng(7));
+    let r =
+        post(&wall.client, &wall.app.url("/v1/events"), Some(&wall.probes[0].1), "application/json", batch(&events))
+            .await;
+    assert_eq!(r.status, 422, "on the wall clock these events are years old: {}", r.body);
+    let r = post(&t.client, &t.app.url("/v1/events"), Some(&token), "application/json", batch(&events)).await;
+    assert_eq!(r.status, 202, "on the manual clock they are 20 minutes old: {}", r.body);
+    let url = t.app.url("/v1/rollups?tier=1m&metric=rtt");
+    let rows = eventually(30, "the simulated windows are committed and queryable", || async {
+        let rows = all_rollups(&t.client, &url, &t.query_token).await;
+        (rows.iter().map(|w| w["count"].as_u64().unwrap_or(0)).sum::<u64>() == 180).then_some(rows)
+    })
+    .await;
+    for w in &rows {
+        let start = w["window_start"].as_str().unwrap();
+        assert!(start.starts_with("2020-03-01T11:4"), "a window of the simulated hour: {start}");
+    }
+    // two hours later (simulated) the default range no longer covers them
+    clock.advance(2 * 3_600_000);
+    assert!(all_rollups(&t.client, &url, &t.query_token).await.is_empty(), "the default range follows the clock");
+    wall.app.shutdown().await.unwrap();
+    t.app.shutdown().await.unwrap();
+}

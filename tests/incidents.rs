@@ -47,7 +47,7 @@ async fn first_incidents(store: &Arc<dyn RollupStore>, warmup: i64, from_ms: i64
         ..Default::default()
     };
     let s = store.clone();
-    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg));
+    let _actor = Supervisor::start(move |_| DiagnoserActor::new(s, cfg, netqoe_actors::Clock::system()));
     let all = IncidentQuery { state: None, from_ms, to_ms: netqoe_actors::now_ms() + 60_000, limit: 10 };
     eventually(20, "an incident is stored", || async {
         let l = store.list_incidents(&all).await.unwrap();

@@ -165,6 +165,7 @@ pub struct Aggregator {
     epoch: u64,
     /// Set when the pipeline stops consuming: a load waiting for the store gives up.
     stopping: Arc<AtomicBool>,
+    clock: crate::Clock,
 }
 
 /// A borrowed `WindowKey`: looks a window up without allocating its strings. Hashes exactly like
@@ -212,6 +213,7 @@ impl Aggregator {
         writer: Addr<RollupWriter>,
         sessions: Addr<SessionRegistry>,
         stopping: Arc<AtomicBool>,
+        clock: crate::Clock,
     ) -> Self {
         Self {
             shard,
@@ -225,6 +227,7 @@ impl Aggregator {
             pending_ids: HashSet::new(),
             epoch: 0,
             stopping,
+            clock,
         }
     }
 
@@ -260,7 +263,7 @@ impl Aggregator {
     fn apply(&mut self, batch: &Batch, mark: Option<ProbeMark>, loaded: Vec<Rollup>) -> BatchObservation {
         let _span = tracing::info_span!("aggregate.apply", batch_id = %batch.id, shard = self.shard, events = batch.events.len())
             .entered();
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let before = self.windows.len();
         if let Some(m) = mark {
             self.probes.entry(batch.probe.clone()).or_insert(ProbeState {
@@ -358,7 +361,7 @@ impl Aggregator {
     /// `all_parents`: re-derive the parents of every window with underived changes (drain).
     fn flush(&mut self, all_parents: bool) -> ResponseActFuture<Self, Result<(), PipelineError>> {
         let lateness = self.cfg.lateness_ms;
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let mut rollups = Vec::new();
         let mut derive = Vec::new();
         for (k, w) in self.windows.iter_mut() {
@@ -491,7 +494,7 @@ impl Aggregator {
     /// Drops persisted state that is closed or idle; the store has it.
     fn evict(&mut self) {
         let before = self.windows.len();
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let idle = self.cfg.idle_evict_ms;
         self.windows.retain(|_, w| w.dirty || w.underived || !(w.emitted_closed || now - w.last_touch_ms > idle));
         let with_windows: HashSet<&str> = self.windows.keys().map(|k| k.probe.as_str()).collect();

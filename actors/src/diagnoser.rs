@@ -181,21 +181,22 @@ pub struct DiagnoserActor {
     busy: bool,
     targets: TargetGauges,
     pairs: PairGauges,
+    clock: crate::Clock,
 }
 
 impl DiagnoserActor {
-    pub fn new(store: Arc<dyn RollupStore>, cfg: DiagnoserConfig) -> Self {
+    pub fn new(store: Arc<dyn RollupStore>, cfg: DiagnoserConfig, clock: crate::Clock) -> Self {
         let diag = Diagnoser::new(cfg.thresholds.clone(), cfg.labels.clone());
         let targets = TargetGauges::new(cfg.max_target_series);
         let pairs = PairGauges::new(cfg.max_pair_series, cfg.pair_group_label.clone());
-        Self { store, cfg, diag, next_ms: None, busy: false, targets, pairs }
+        Self { store, cfg, diag, next_ms: None, busy: false, targets, pairs, clock }
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
         }
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let ready_until = now - self.cfg.settle_ms; // windows ending by then are judged
         let next = *self.next_ms.get_or_insert_with(|| (now / 60_000 - self.cfg.warmup_windows - 1) * 60_000);
         let mut starts = Vec::new();

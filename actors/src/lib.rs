@@ -8,6 +8,7 @@
 
 pub mod aggregator;
 pub mod bus;
+pub mod clock;
 pub mod diagnoser;
 pub mod memory;
 pub mod metrics;
@@ -18,7 +19,4 @@ pub mod store;
 pub mod target_gauges;
 pub mod writer;
 
-/// Current wall-clock time in ms since the epoch. Actors read the clock; the domain never does.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+pub use clock::{system_now_ms as now_ms, Clock};

@@ -30,11 +30,17 @@ struct Inner {
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    clock: crate::Clock,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that stamps what it records (processed batch ids) with `clock`'s time.
+    pub fn with_clock(clock: crate::Clock) -> Self {
+        Self { inner: Mutex::default(), clock }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
@@ -53,7 +59,7 @@ impl RollupStore for MemoryStore {
     async fn commit(&self, ws: WriteSet) -> Result<CommitReport, StoreError> {
         let mut g = self.lock()?;
         let mut report = CommitReport::default();
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let mut changed = Vec::new();
         for mut r in ws.rollups {
             let newer = g.rollups.get(&r.key).is_none_or(|old| r.revision > old.revision);

@@ -31,6 +31,8 @@ pub struct PipelineConfig {
     pub writer_mailbox: usize,
     /// Run the diagnosis actor on the committed windows (None: no diagnosis in this process).
     pub diagnosis: Option<crate::diagnoser::DiagnoserConfig>,
+    /// The time every actor of the pipeline reads (system; manual in eval and tests).
+    pub clock: crate::Clock,
 }
 
 impl Default for PipelineConfig {
@@ -44,6 +46,7 @@ impl Default for PipelineConfig {
             prune_every: Duration::from_secs(600),
             writer_mailbox: 16,
             diagnosis: None,
+            clock: crate::Clock::system(),
         }
     }
 }
@@ -81,9 +84,11 @@ impl Pipeline {
         let shards = cfg.shards.max(1);
         let agg_cfg = cfg.aggregator.clone();
         let writer_arbiter = Arbiter::new();
-        let (s, r, every, mb) = (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox);
-        let writer =
-            Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| RollupWriter::new(s, r, every, mb));
+        let (s, r, every, mb, clock) =
+            (store.clone(), cfg.retention, cfg.prune_every, cfg.writer_mailbox, cfg.clock.clone());
+        let writer = Supervisor::start_in_arbiter(&writer_arbiter.handle(), move |_| {
+            RollupWriter::new(s, r, every, mb, clock.clone())
+        });
         let (s, c) = (store.clone(), cfg.sessions.clone());
         let sessions = Supervisor::start(move |_| SessionRegistry::new(s, c));
         let mut arbiters = vec![writer_arbiter];
@@ -91,10 +96,10 @@ impl Pipeline {
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         for shard in 0..shards {
             let arbiter = Arbiter::new();
-            let (s, w, se, c, st) =
-                (store.clone(), writer.clone(), sessions.clone(), agg_cfg.clone(), stopping.clone());
+            let (s, w, se, c, st, clock) =
+                (store.clone(), writer.clone(), sessions.clone(), agg_cfg.clone(), stopping.clone(), cfg.clock.clone());
             aggregators.push(Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                Aggregator::new(shard, c, s, w, se, st.clone())
+                Aggregator::new(shard, c, s, w, se, st.clone(), clock.clone())
             }));
             arbiters.push(arbiter);
         }
@@ -142,8 +147,8 @@ impl Pipeline {
             }
         });
         let diagnoser = cfg.diagnosis.clone().map(|dc| {
-            let s = store.clone();
-            Supervisor::start(move |_| crate::diagnoser::DiagnoserActor::new(s, dc))
+            let (s, clock) = (store.clone(), cfg.clock.clone());
+            Supervisor::start(move |_| crate::diagnoser::DiagnoserActor::new(s, dc, clock))
         });
         Ok(Self {
             aggregators,

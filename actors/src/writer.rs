@@ -26,11 +26,18 @@ pub struct RollupWriter {
     /// How often expired rows are pruned.
     prune_every: Duration,
     mailbox: usize,
+    clock: crate::Clock,
 }
 
 impl RollupWriter {
-    pub fn new(store: Arc<dyn RollupStore>, retention: Retention, prune_every: Duration, mailbox: usize) -> Self {
-        Self { store, retention, prune_every, mailbox }
+    pub fn new(
+        store: Arc<dyn RollupStore>,
+        retention: Retention,
+        prune_every: Duration,
+        mailbox: usize,
+        clock: crate::Clock,
+    ) -> Self {
+        Self { store, retention, prune_every, mailbox, clock }
     }
 }
 
@@ -42,9 +49,10 @@ impl Actor for RollupWriter {
         ctx.run_interval(self.prune_every, |act, ctx| {
             let store = act.store.clone();
             let retention = act.retention;
+            let now = act.clock.now_ms();
             ctx.spawn(
                 async move {
-                    match store.prune(crate::now_ms(), &retention).await {
+                    match store.prune(now, &retention).await {
                         Ok(n) if n > 0 => tracing::info!(rows = n, "pruned expired rows"),
                         Ok(_) => {}
                         Err(error) => {

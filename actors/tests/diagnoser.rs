@@ -10,6 +10,7 @@ use actix::prelude::*;
 use common::*;
 use netqoe_actors::diagnoser::{DiagnoserActor, DiagnoserConfig};
 use netqoe_actors::store::{IncidentQuery, RollupStore, WriteSet};
+use netqoe_actors::Clock;
 use netqoe_domain::diagnosis::{IncidentState, Scope};
 use netqoe_domain::{Metric, Rollup, Tier, WindowAgg, WindowKey};
 
@@ -61,7 +62,7 @@ async fn a_restarted_diagnoser_upserts_the_same_incident() {
         IncidentQuery { state: None, from_ms: first - 3_600_000, to_ms: netqoe_actors::now_ms() + 60_000, limit: 10 };
 
     let s: std::sync::Arc<dyn RollupStore> = store.clone();
-    let d1 = DiagnoserActor::new(s.clone(), quick()).start();
+    let d1 = DiagnoserActor::new(s.clone(), quick(), Clock::system()).start();
     store.until("the first diagnoser stores an incident", |s| s.incident_saves.load(Ordering::SeqCst) >= 1).await;
     let before = store.inner.list_incidents(&all).await.unwrap();
     assert_eq!(before.len(), 1, "{before:?}");
@@ -70,7 +71,7 @@ async fn a_restarted_diagnoser_upserts_the_same_incident() {
 
     // a new process: the same windows replayed, the same incident stored again
     let saves = store.incident_saves.load(Ordering::SeqCst);
-    let _d2 = DiagnoserActor::new(s, quick()).start();
+    let _d2 = DiagnoserActor::new(s, quick(), Clock::system()).start();
     store.until("the second diagnoser stores its judgement", |s| s.incident_saves.load(Ordering::SeqCst) > saves).await;
     let after = store.inner.list_incidents(&all).await.unwrap();
     assert_eq!(after.len(), 1, "a replay must not open a second incident: {after:?}");
@@ -139,7 +140,7 @@ async fn the_diagnoser_exports_each_targets_fleet_qoe_within_the_cap() {
     commit_events(&store, "a", vec![dns]).await;
 
     let s: std::sync::Arc<dyn RollupStore> = store.clone();
-    let _d = DiagnoserActor::new(s, DiagnoserConfig { max_target_series: 2, ..quick() }).start();
+    let _d = DiagnoserActor::new(s, DiagnoserConfig { max_target_series: 2, ..quick() }, Clock::system()).start();
     let want = "netqoe_target_probes{target=\"gauge-voice\"}";
     let mut series = series_of("netqoe_target_");
     for _ in 0..250 {
@@ -203,7 +204,7 @@ async fn the_diagnoser_exports_the_probe_target_matrix_within_the_cap() {
         .collect();
     let s: std::sync::Arc<dyn RollupStore> = store.clone();
     let cfg = DiagnoserConfig { max_pair_series: 4, pair_group_label: "region".into(), labels, ..quick() };
-    let _d = DiagnoserActor::new(s, cfg).start();
+    let _d = DiagnoserActor::new(s, cfg, Clock::system()).start();
     let state = |g: &str, p: &str, t: &str, m: &str| {
         format!("netqoe_pair_state{{group=\"{g}\",metric=\"{m}\",probe=\"{p}\",target=\"{t}\"}}")
     };

@@ -192,7 +192,14 @@ async fn the_writer_prunes_expired_windows_on_its_schedule() {
     store.inner.commit(WriteSet { rollups: vec![old], ..Default::default() }).await.unwrap();
     let short = Retention { m1_ms: 1, h1_ms: 1, d1_ms: 1, dedup_ms: 1, reopen_ms: 0 };
     let s: Arc<dyn RollupStore> = store.clone();
-    let _writer = netqoe_actors::writer::RollupWriter::new(s, short, Duration::from_millis(10), 4).start();
+    let _writer = netqoe_actors::writer::RollupWriter::new(
+        s,
+        short,
+        Duration::from_millis(10),
+        4,
+        netqoe_actors::Clock::system(),
+    )
+    .start();
     store.until("the expired window is pruned", |s| s.pruned.load(std::sync::atomic::Ordering::SeqCst) >= 1).await;
     assert_eq!(store.m1(Metric::Rtt).await.len(), 0);
 }

@@ -261,7 +261,7 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
     let _slot = body_slot(state, &probe)?;
     let timeout = std::time::Duration::from_secs(state.cfg.http.body_timeout_s);
     let body = read_body(payload, limit, timeout).await?;
-    let now = netqoe_actors::now_ms();
+    let now = state.clock.now_ms();
     let max = state.cfg.http.max_events_per_batch;
     let events = events_of(&body, format == Format::Ndjson, now, &state.cfg.event_limits(), max)?;
     let n = events.len();

@@ -107,6 +107,8 @@ pub struct AppState {
     pub queries: tokio::sync::Semaphore,
     /// What an admin-requested drain has done so far.
     pub drain: std::sync::Mutex<crate::drain::DrainProgress>,
+    /// The time ingest validates against, queries default to and the drain records.
+    pub clock: netqoe_actors::Clock,
 }
 
 /// Decrements the in-flight count when an ingest request ends, however it ends.

@@ -212,7 +212,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             })
         })
         .transpose()?;
-    let now = netqoe_actors::now_ms();
+    let now = state.clock.now_ms();
     let to = params.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or(now + tier.len_ms());
     let default_span = match tier {
         Tier::M1 => 3_600_000,
@@ -366,7 +366,7 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
             .map_err(|e| Problem::unavailable(e.to_string(), 2))?,
         None => state.store.list_sessions().await.map_err(|e| Problem::unavailable(e.to_string(), 2))?,
     };
-    let now = netqoe_actors::now_ms();
+    let now = state.clock.now_ms();
     let offline_after = state.cfg.session.offline_after_s * 1000;
     let mut by_id: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     let probes = state.probes();
@@ -420,7 +420,7 @@ pub async fn incidents(
     use netqoe_domain::diagnosis::IncidentState;
     check_query_auth(&req, &state)?;
     let p = params.map_err(|e| Problem::bad_query("query", e.to_string()))?.into_inner();
-    let now = netqoe_actors::now_ms();
+    let now = state.clock.now_ms();
     let from = p.from.as_deref().map(|s| parse_time("from", s)).transpose()?.unwrap_or(now - 7 * 86_400_000);
     let to = p.to.as_deref().map(|s| parse_time("to", s)).transpose()?.unwrap_or(now + 86_400_000);
     if to <= from {

@@ -516,6 +516,8 @@ pub struct ScyllaStore {
     /// one is not written again (its event set would otherwise join the row's). A window not
     /// remembered has its revision read first. Closed windows are forgotten once written.
     revisions: Mutex<std::collections::HashMap<WindowKey, u64>>,
+    /// The time TTLs count from and rows are stamped with.
+    clock: netqoe_actors::Clock,
 }
 
 async fn prepare(
@@ -676,7 +678,14 @@ impl ScyllaStore {
             retention,
             indexed: Mutex::new(HashSet::new()),
             revisions: Mutex::new(std::collections::HashMap::new()),
+            clock: netqoe_actors::Clock::system(),
         })
+    }
+
+    /// The store, counting TTLs from and stamping rows with `clock`'s time (system by default).
+    pub fn with_clock(mut self, clock: netqoe_actors::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     async fn read_one(&self, k: &WindowKey) -> Result<Option<Rollup>, StoreError> {
@@ -737,7 +746,7 @@ impl ScyllaStore {
     /// Writes windows (any tiers) to both tables and indexes their series; returns how many were
     /// written (not past their retention).
     async fn write_many(&self, rs: &[&Rollup]) -> Result<usize, StoreError> {
-        let now = netqoe_actors::now_ms();
+        let now = self.clock.now_ms();
         let mut by_tier: [Vec<&Rollup>; 3] = Default::default();
         for r in rs {
             by_tier[tier_index(r.key.tier)].push(r);
@@ -1037,7 +1046,7 @@ impl RollupStore for ScyllaStore {
         let h1 = self.derive_level(&parents, Tier::H1, &ws.rollups.iter().collect::<Vec<_>>(), &mut report).await?;
         self.derive_level(&parents, Tier::D1, &h1.iter().collect::<Vec<_>>(), &mut report).await?;
         // 4. batch ids, last
-        let at = netqoe_actors::now_ms();
+        let at = self.clock.now_ms();
         let ids = ws.batches.iter().map(|id| (id, (&self.st.batch_insert, (id, at)))).collect();
         self.cql.send_packed(pack(ids, |(_, (id, _))| 8 + 16 + id.len(), self.cql.batch)).await?;
         Ok(report)
@@ -1194,7 +1203,7 @@ impl RollupStore for ScyllaStore {
     }
 
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError> {
-        let now = netqoe_actors::now_ms();
+        let now = self.clock.now_ms();
         let mut replies = Vec::with_capacity(sessions.len());
         for s in sessions {
             let json = serde_json::to_string(s).map_err(|e| StoreError::Failed(e.to_string()))?;

@@ -73,8 +73,15 @@ pub fn prepare(n: usize, overrides: &[(&str, &str)]) -> Prepared {
 
 impl Prepared {
     pub async fn start_on(self, listener: std::net::TcpListener) -> TestApp {
+        self.start_with_clock(listener, netqoe_actors::Clock::system()).await
+    }
+
+    /// Starts on `listener` with every role, the whole process reading `clock`.
+    pub async fn start_with_clock(self, listener: std::net::TcpListener, clock: netqoe_actors::Clock) -> TestApp {
         assert!(self.cfg.validate().is_empty(), "{:?}", self.cfg.validate());
-        let app = netqoe::app::start(self.cfg, listener).await.expect("app starts");
+        let app = netqoe::app::start_with_clock(self.cfg, listener, netqoe::app::Roles::ALL, clock)
+            .await
+            .expect("app starts");
         let client = awc::Client::builder().timeout(Duration::from_secs(30)).finish();
         let (dir, probes, query_token, revoked_token) = (self.dir, self.probes, self.query_token, self.revoked_token);
         TestApp { app, dir, probes, query_token, revoked_token, client }

@@ -18,6 +18,7 @@ use netqoe_actors::store::{
     CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore, StoreError, WriteSet,
 };
 use netqoe_actors::writer::RollupWriter;
+use netqoe_actors::Clock;
 use netqoe_domain::diagnosis::Incident;
 use netqoe_domain::{Event, Kind, Metric, Rollup, SessionState, Tier, WindowKey};
 
@@ -268,11 +269,12 @@ impl Shard {
 
 pub fn shard(store: &Arc<TestStore>, cfg: AggregatorConfig) -> Shard {
     let s: Arc<dyn RollupStore> = store.clone();
-    let writer = RollupWriter::new(s.clone(), Retention::default(), Duration::from_secs(3600), 16).start();
+    let writer =
+        RollupWriter::new(s.clone(), Retention::default(), Duration::from_secs(3600), 16, Clock::system()).start();
     let sessions = SessionRegistry::new(s.clone(), SessionConfig::default()).start();
     let (w, se) = (writer.clone(), sessions.clone());
     let stopping = Arc::new(AtomicBool::new(false));
-    let agg = Supervisor::start(move |_| Aggregator::new(0, cfg, s, w, se, stopping));
+    let agg = Supervisor::start(move |_| Aggregator::new(0, cfg, s, w, se, stopping, Clock::system()));
     Shard { agg, sessions, writer }
 }
 
