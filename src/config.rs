@@ -595,7 +595,7 @@ impl Config {
         }
         if !r.management_url.is_empty() {
             if let Err(why) =
-                crate::rabbit_mgmt::Management::new(&r.management_url, r.uris.first().map_or("", String::as_str))
+                crate::rabbit::management::Management::new(&r.management_url, r.uris.first().map_or("", String::as_str))
             {
                 e.push(format!("rabbitmq.management_url: {why}"));
             }

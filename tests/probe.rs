@@ -353,7 +353,7 @@ async fn icmp_echo_or_a_clear_refusal() {
     let mut cfg = probe_cfg(dir.path(), "http://127.0.0.1:9", "t", "127.0.0.1:9", "127.0.0.1:9");
     cfg.targets.truncate(1);
     (cfg.targets[0].kind, cfg.targets[0].address, cfg.targets[0].id) = ("icmp".into(), "127.0.0.1".into(), "lo".into());
-    match netqoe::icmp::available() {
+    match netqoe::probe::measure::icmp::available() {
         Ok(kind) => {
             cfg.validate().unwrap();
             let e = serde_json::to_value(netqoe::probe::measure(&cfg.targets[0], "p", 1).await).unwrap();

@@ -1,0 +1,64 @@
+//! Detection, localisation and incident thresholds (`[diagnosis]` in the configuration).
+
+use serde::{Deserialize, Serialize};
+
+/// Thresholds (`[diagnosis]` in the configuration; defaults documented in docs/diagnosis.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosisConfig {
+    /// Windows of history a baseline is learned from (trailing, non-degraded windows).
+    pub horizon: usize,
+    /// Windows of history needed before a series is judged at all.
+    pub min_history: usize,
+    /// A level is degraded above median + max(k_mad · 1.4826 · MAD, rel · median, floor).
+    pub k_mad: f64,
+    pub rel: f64,
+    /// Floors (ms) per latency signal: smaller changes never count.
+    pub floor_ms: f64,
+    pub jitter_floor_ms: f64,
+    pub ttfb_floor_ms: f64,
+    /// A failure rate is degraded above this absolute rate (packet loss, connect failures) …
+    pub loss_rate: f64,
+    /// … or this one for DNS lookups …
+    pub dns_fail_rate: f64,
+    /// … and only if that many failures are that unlikely under the baseline rate (binomial tail).
+    pub significance: f64,
+    /// Share of a target's probes (or of a probe's targets) that must be degraded to blame the
+    /// target (or the probe); also the share of targets a label group must be degraded toward to
+    /// be blamed for all of them.
+    pub majority: f64,
+    /// Consecutive windows an explanation must hold before an incident opens …
+    pub open_after: u32,
+    /// … and windows without it before the incident resolves.
+    pub close_after: u32,
+    /// Windows without any data from a probe (while others report) before it is called offline.
+    pub offline_after: u32,
+    /// A series degraded this many windows in a row accepts its level as the new normal.
+    pub rebaseline_after: u32,
+    /// A target whose certificate expires in fewer days than this (as any probe last saw it)
+    /// gets a `certificate` incident; 0 turns the check off.
+    pub cert_warn_days: f64,
+}
+
+impl Default for DiagnosisConfig {
+    fn default() -> Self {
+        Self {
+            horizon: 60,
+            min_history: 10,
+            k_mad: 5.0,
+            rel: 0.25,
+            floor_ms: 5.0,
+            jitter_floor_ms: 3.0,
+            ttfb_floor_ms: 20.0,
+            loss_rate: 0.02,
+            dns_fail_rate: 0.05,
+            significance: 1e-3,
+            majority: 0.75,
+            open_after: 3,
+            close_after: 3,
+            offline_after: 2,
+            rebaseline_after: 120,
+            cert_warn_days: 14.0,
+        }
+    }
+}

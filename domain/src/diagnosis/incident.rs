@@ -1,0 +1,305 @@
+//! Incidents: explanations that persist open an incident after `open_after` windows and
+//! resolve it after `close_after` windows without them (hysteresis), in event time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// How long a certificate observation stands for the windows without a new one (event time).
+pub const CERT_MEMORY_MS: i64 = 24 * 3_600_000;
+
+/// Incident lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Resolved,
+}
+
+/// Observed against baseline, for one metric of an incident (at its peak).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricEvidence {
+    pub baseline: f64,
+    pub observed: f64,
+}
+
+/// What an incident says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub state: IncidentState,
+    pub scope: Scope,
+    pub subject: BTreeMap<String, String>,
+    pub metrics: BTreeSet<String>,
+    /// Event time the incident opened (end of the window that confirmed it).
+    pub opened_ms: i64,
+    /// Event time of the first window that showed it.
+    pub first_seen_ms: i64,
+    pub updated_ms: i64,
+    pub resolved_ms: Option<i64>,
+    pub peak_severity: f64,
+    /// Largest drop of MOS below the baseline MOS among the affected pairs (RTT-measured pairs).
+    pub mos_impact: Option<f64>,
+    pub affected_probes: BTreeSet<String>,
+    pub affected_targets: BTreeSet<String>,
+    /// Per metric, the baseline and observed values of the worst affected pair.
+    pub evidence: BTreeMap<String, MetricEvidence>,
+    /// Confidence 0…1: how cleanly the evidence fits (share of the explained pairs degraded).
+    pub confidence: f64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Candidate {
+    run: u32,
+    first_seen_ms: i64,
+}
+
+/// Per-fleet diagnosis state: baselines of every series, candidate explanations and incidents.
+#[derive(Debug, Default)]
+pub struct Diagnoser {
+    pub cfg: DiagnosisConfig,
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    baselines: BTreeMap<(String, String, Signal), Baseline>,
+    mos_baselines: BTreeMap<(String, String), Baseline>,
+    candidates: BTreeMap<Explanation, Candidate>,
+    /// Open incidents by explanation, with windows missing since last seen.
+    open: BTreeMap<Explanation, (Incident, u32)>,
+    /// Probes seen so far and windows each has been silent.
+    silent: BTreeMap<String, u32>,
+    /// Per (probe, target): the certificate days-to-expiry last seen and the event time it was
+    /// seen (window end); forgotten after `CERT_MEMORY_MS` without a new measurement.
+    certs: BTreeMap<(String, String), (f64, i64)>,
+    next_id: u64,
+}
+
+impl Diagnoser {
+    pub fn new(cfg: DiagnosisConfig, labels: BTreeMap<String, BTreeMap<String, String>>) -> Self {
+        Self { cfg, labels, ..Default::default() }
+    }
+
+    /// Replaces the probes' labels (a configuration reload).
+    pub fn set_labels(&mut self, labels: BTreeMap<String, BTreeMap<String, String>>) {
+        self.labels = labels;
+    }
+
+    /// Judges one finished window of the fleet; returns the incidents that opened, changed or
+    /// resolved with it.
+    pub fn window(&mut self, w: &FleetWindow) -> Vec<Incident> {
+        let cfg = self.cfg.clone();
+        // offline probes: seen before, nothing now, while others report
+        let present: BTreeSet<&String> = w.pairs.keys().map(|(p, _)| p).collect();
+        let mut found: BTreeMap<Explanation, (f64, Vec<Degraded>)> = BTreeMap::new();
+        if !present.is_empty() {
+            for (p, n) in self.silent.iter_mut() {
+                *n = if present.contains(p) { 0 } else { *n + 1 };
+                if *n >= cfg.offline_after {
+                    let e = Explanation {
+                        scope: Scope::ProbeOffline,
+                        subject: BTreeMap::from([("probe".into(), p.clone())]),
+                    };
+                    found.insert(e, (1.0, Vec::new()));
+                }
+            }
+            for p in present {
+                self.silent.entry(p.clone()).or_insert(0);
+            }
+        }
+        // degraded pairs per signal
+        let mut degraded: BTreeMap<Signal, Vec<Degraded>> = BTreeMap::new();
+        let mut reporting: BTreeMap<Signal, BTreeSet<(String, String)>> = BTreeMap::new();
+        let mut mos_drop: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for ((p, t), pw) in &w.pairs {
+            for (s, v) in &pw.values {
+                reporting.entry(*s).or_default().insert((p.clone(), t.clone()));
+                let b = self.baselines.entry((p.clone(), t.clone(), *s)).or_default();
+                if let Some(dev) = b.observe(*s, *v, &cfg) {
+                    degraded.entry(*s).or_default().push(Degraded {
+                        probe: p.clone(),
+                        target: t.clone(),
+                        signal: *s,
+                        deviation: dev,
+                    });
+                }
+            }
+            if let Some(m) = pw.mos() {
+                let b = self.mos_baselines.entry((p.clone(), t.clone())).or_default();
+                // MOS falls when things degrade: judge the shortfall as a level above normal.
+                let shortfall = 4.5 - m;
+                if let Some(dev) = b.observe(
+                    Signal::Rtt,
+                    Value::Level(shortfall),
+                    &DiagnosisConfig { floor_ms: 0.2, rel: 0.5, ..cfg.clone() },
+                ) {
+                    mos_drop.insert((p.clone(), t.clone()), dev.observed - dev.baseline);
+                }
+            }
+        }
+        for (e, conf, list) in self.expiring_certificates(w) {
+            found.insert(e, (conf, list));
+        }
+        for (s, list) in &degraded {
+            let set: BTreeSet<(String, String)> = list.iter().map(|d| (d.probe.clone(), d.target.clone())).collect();
+            for e in localise(&set, &reporting[s], &self.labels, &cfg) {
+                let covered: Vec<Degraded> = list.iter().filter(|d| covers(&e, d, &self.labels)).cloned().collect();
+                let total = reporting[s].iter().filter(|(p, t)| covers_pair(&e, p, t, &self.labels)).count().max(1);
+                let conf = covered.len() as f64 / total as f64;
+                let entry = found.entry(e).or_insert((conf, Vec::new()));
+                entry.0 = entry.0.min(conf);
+                entry.1.extend(covered);
+            }
+        }
+        // hysteresis
+        let mut changed = Vec::new();
+        self.candidates.retain(|e, _| found.contains_key(e));
+        for (e, (conf, evidence)) in &found {
+            let c = self.candidates.entry(e.clone()).or_insert(Candidate { run: 0, first_seen_ms: w.start_ms });
+            c.run += 1;
+            if let Some((inc, missing)) = self.open.get_mut(e) {
+                *missing = 0;
+                update(inc, evidence, &mos_drop, *conf, w.end_ms);
+                changed.push(inc.clone());
+            } else if c.run >= cfg.open_after {
+                self.next_id += 1;
+                // Deterministic and unique across restarts: when it started, and what it blames.
+                let key = format!("{:?}{:?}", e.scope, e.subject);
+                let mut inc = Incident {
+                    id: format!("inc-{}-{:08x}", c.first_seen_ms / 1000, crate::rollup::event_hash(&key) as u32),
+                    state: IncidentState::Open,
+                    scope: e.scope,
+                    subject: e.subject.clone(),
+                    metrics: BTreeSet::new(),
+                    opened_ms: w.end_ms,
+                    first_seen_ms: c.first_seen_ms,
+                    updated_ms: w.end_ms,
+                    resolved_ms: None,
+                    peak_severity: 0.0,
+                    mos_impact: None,
+                    affected_probes: BTreeSet::new(),
+                    affected_targets: BTreeSet::new(),
+                    evidence: BTreeMap::new(),
+                    confidence: *conf,
+                };
+                if e.scope == Scope::ProbeOffline {
+                    inc.affected_probes.extend(e.subject.get("probe").cloned());
+                }
+                update(&mut inc, evidence, &mos_drop, *conf, w.end_ms);
+                self.open.insert(e.clone(), (inc.clone(), 0));
+                changed.push(inc);
+            }
+        }
+        let mut resolved = Vec::new();
+        for (e, (inc, missing)) in self.open.iter_mut() {
+            if found.contains_key(e) {
+                continue;
+            }
+            *missing += 1;
+            if *missing >= cfg.close_after {
+                inc.state = IncidentState::Resolved;
+                inc.resolved_ms = Some(w.end_ms);
+                inc.updated_ms = w.end_ms;
+                resolved.push(e.clone());
+                changed.push(inc.clone());
+            }
+        }
+        for e in resolved {
+            self.open.remove(&e);
+        }
+        changed
+    }
+
+    /// Remembers the window's certificate observations and returns, per target whose
+    /// certificate (as last seen by some probe, aged to the window's end) expires within
+    /// `cert_warn_days`, its explanation, the share of its probes that see it and the evidence.
+    /// Certificates are measured every few minutes or hours, so the last observation stands
+    /// for the windows without one (up to `CERT_MEMORY_MS`).
+    fn expiring_certificates(&mut self, w: &FleetWindow) -> Vec<(Explanation, f64, Vec<Degraded>)> {
+        for ((p, t), pw) in &w.pairs {
+            if let Some(d) = pw.cert_days {
+                self.certs.insert((p.clone(), t.clone()), (d, w.end_ms));
+            }
+        }
+        self.certs.retain(|_, (_, at)| w.end_ms - *at <= CERT_MEMORY_MS);
+        let warn = self.cfg.cert_warn_days;
+        let mut by_target: BTreeMap<&String, (usize, Vec<Degraded>)> = BTreeMap::new();
+        for ((p, t), (days, at)) in &self.certs {
+            let entry = by_target.entry(t).or_default();
+            entry.0 += 1;
+            let now = (days - (w.end_ms - at) as f64 / 86_400_000.0).max(0.0);
+            if warn > 0.0 && now < warn {
+                entry.1.push(Degraded {
+                    probe: p.clone(),
+                    target: t.clone(),
+                    signal: Signal::CertDays,
+                    deviation: Deviation { baseline: warn, observed: now, severity: warn / now.max(1.0) },
+                });
+            }
+        }
+        by_target
+            .into_iter()
+            .filter(|(_, (_, list))| !list.is_empty())
+            .map(|(t, (seen, list))| {
+                let e =
+                    Explanation { scope: Scope::Certificate, subject: BTreeMap::from([("target".into(), t.clone())]) };
+                (e, list.len() as f64 / seen as f64, list)
+            })
+            .collect()
+    }
+
+    /// Incidents open now.
+    pub fn open_incidents(&self) -> Vec<Incident> {
+        self.open.values().map(|(i, _)| i.clone()).collect()
+    }
+}
+
+fn covers_pair(
+    e: &Explanation,
+    probe: &str,
+    target: &str,
+    labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> bool {
+    e.subject.iter().all(|(k, v)| match k.as_str() {
+        "probe" => probe == v,
+        "target" => target == v,
+        k => k
+            .strip_prefix("probe.")
+            .is_some_and(|label| labels.get(probe).and_then(|l| l.get(label)).is_some_and(|x| x == v)),
+    })
+}
+
+fn covers(e: &Explanation, d: &Degraded, labels: &BTreeMap<String, BTreeMap<String, String>>) -> bool {
+    covers_pair(e, &d.probe, &d.target, labels)
+}
+
+fn update(inc: &mut Incident, evidence: &[Degraded], mos_drop: &BTreeMap<(String, String), f64>, conf: f64, at: i64) {
+    inc.updated_ms = at;
+    inc.confidence = inc.confidence.max(conf);
+    for d in evidence {
+        inc.metrics.insert(d.signal.metric().to_string());
+        inc.affected_probes.insert(d.probe.clone());
+        inc.affected_targets.insert(d.target.clone());
+        if d.deviation.severity > inc.peak_severity {
+            inc.peak_severity = d.deviation.severity;
+        }
+        let m = inc
+            .evidence
+            .entry(d.signal.metric().to_string())
+            .or_insert(MetricEvidence { baseline: d.deviation.baseline, observed: d.deviation.observed });
+        // the worst: furthest above its baseline — or, for a certificate, closest to expiry
+        let worse = if d.signal == Signal::CertDays {
+            d.deviation.observed < m.observed
+        } else {
+            d.deviation.observed - d.deviation.baseline > m.observed - m.baseline
+        };
+        if worse {
+            *m = MetricEvidence { baseline: d.deviation.baseline, observed: d.deviation.observed };
+        }
+        // MOS follows RTT, jitter and loss only; its own noise (one lost packet) is not evidence.
+        let voice = matches!(d.signal, Signal::Rtt | Signal::Jitter | Signal::Loss);
+        if let Some(drop) = mos_drop.get(&(d.probe.clone(), d.target.clone())).filter(|_| voice) {
+            inc.metrics.insert("mos".into());
+            inc.mos_impact = Some(inc.mos_impact.map_or(*drop, |x: f64| x.max(*drop)));
+        }
+    }
+}

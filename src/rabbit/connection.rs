@@ -1,0 +1,49 @@
+//! Connecting to the first broker of the configured list that answers, and the capped
+//! exponential backoff with jitter between attempts.
+
+use super::*;
+
+/// Connects to the first broker of the list that answers (starting at a rotating position).
+pub async fn connect(cfg: &RabbitConfig, name: &str, start: usize) -> Result<Connection, BusError> {
+    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let mut last = BusError::Unavailable("no broker URI configured".into());
+    for k in 0..cfg.uris.len() {
+        let uri = &cfg.uris[(start + k) % cfg.uris.len()];
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name(LongString::from(name));
+        match tokio::time::timeout(timeout, Connection::connect(uri, props)).await {
+            Ok(Ok(c)) => {
+                tracing::info!(broker = %redact_uri(uri), connection = name, "connected to broker");
+                return Ok(c);
+            }
+            Ok(Err(e)) => last = BusError::Unavailable(format!("{}: {e}", redact_uri(uri))),
+            Err(_) => last = BusError::Unavailable(format!("{}: connect timed out", redact_uri(uri))),
+        }
+    }
+    Err(last)
+}
+
+/// Capped exponential backoff with full jitter.
+pub(super) struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub(super) fn new(cfg: &RabbitConfig) -> Self {
+        let min = Duration::from_millis(cfg.reconnect_min_ms);
+        Self { min, max: Duration::from_millis(cfg.reconnect_max_ms), next: min }
+    }
+    pub(super) fn reset(&mut self) {
+        self.next = self.min;
+    }
+    pub(super) fn delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let ms = d.as_millis() as u64;
+        Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2 + 1))
+    }
+}
