@@ -3,8 +3,8 @@
 #   bash scripts/mutants.sh [actors|sqlite|all]   (default: actors)
 # actors: actors/src/{aggregator,writer,pipeline}.rs against the actors crate's own tests (in-memory
 #         bus and store; ~25 min on 2 cores).
-# sqlite: the embedded store's group commit, journal dedup and store SQL (src/sqlite.rs) against
-#         the tests that drive it (lib, store_contract, embedded_dedup, batch_ids, kill, drain,
+# sqlite: the embedded store's group commit, journal dedup and store SQL (src/sqlite/) against
+#         the tests that drive it (lib and tests/it: store_contract, embedded_dedup, batch_ids, kill, drain,
 #         sqlite_migration; ~60-80 s per mutant, 69 mutants).
 # Each part stops after NETQOE_MUTANTS_BUDGET_S seconds (default 2400). Results: mutants.out/
 # under the target directory (missed.txt lists the mutants no test noticed).
@@ -33,11 +33,9 @@ case $what in
   # --cargo-arg passes the target selection to both `cargo build` and `cargo test`, so each mutant builds only
   # these test binaries (arguments after `--` would reach `cargo test` alone, after a full build).
   # -F narrows to the group commit, journal dedup, store SQL and consumer functions.
-  sqlite|all) run sqlite --file src/sqlite.rs \
-      -F 'prune_tx|publish_tx|commit_tx|seen_before|run_group|attempt|Outcome::failed|upsert_rollup|insert_window_events|consume_loop' \
-      --cargo-arg=--lib --cargo-arg=--test=store_contract --cargo-arg=--test=embedded_dedup \
-      --cargo-arg=--test=batch_ids --cargo-arg=--test=kill \
-      --cargo-arg=--test=drain --cargo-arg=--test=sqlite_migration ;;
+  sqlite|all) run sqlite --file 'src/sqlite/*.rs' \
+      -F 'prune_tx|publish_tx|commit_tx|seen_before|run_group|attempt|upsert_rollup|insert_window_events|consume_loop' \
+      --cargo-arg=--lib --cargo-arg=--test=it ;;
   actors) ;;
   sqlite) ;;
   *) echo "usage: $0 [actors|sqlite|all]" >&2; exit 2 ;;

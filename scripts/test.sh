@@ -45,7 +45,8 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 export NETQOE_CHROMIUM=$(command -v chromium || true)
 # --no-fail-fast: every test binary runs even after one fails, so a run reports every failure.
-# Skipped here: the tool-backed checks (run below). tests/scylla_restart.rs restarts the shared
+# Skipped here: the tool-backed checks (run below). Most integration tests are modules of one
+# binary (tests/it/); tests/scylla_restart.rs restarts the shared
 # server (one test in its binary; binaries run one after another, and the other fault tests read
 # the new pid from $NETQOE_CASSANDRA_HOME/pid).
 cargo test --workspace --locked --no-fail-fast -- --show-output \
@@ -70,9 +71,9 @@ tool_tests() {
   fi
 }
 tool_tests "$validators" "the deployment validators (kubernetes-validate, check-jsonschema, haproxy)" \
-  --test deploy -- --include-ignored --show-output validators_
+  --test it -- --include-ignored --show-output validators_
 tool_tests "$promtool" "promtool (Debian's prometheus package)" \
-  --test monitoring -- --include-ignored promtool
+  --test it -- --include-ignored promtool
 tool_tests "$promtool" "promtool (Debian's prometheus package)" \
   --test dashboard -- --include-ignored promtool
 tool_tests "$NETQOE_CHROMIUM" "chromium" \

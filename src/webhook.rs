@@ -84,7 +84,10 @@ pub fn start(cfg: WebhookConfig) -> mpsc::Sender<Incident> {
             let sig = signature(cfg.secret.expose(), &body);
             let delivery = format!("{}-{}", i.id, i.updated_ms);
             for url in &cfg.urls {
-                let mut wait = Duration::from_millis(cfg.backoff_ms.max(1));
+                let mut wait = netqoe_actors::backoff::Backoff::new(
+                    Duration::from_millis(cfg.backoff_ms),
+                    Duration::from_secs(60),
+                );
                 for attempt in 1..=cfg.max_attempts.max(1) {
                     let res = client
                         .post(url)
@@ -106,8 +109,7 @@ pub fn start(cfg: WebhookConfig) -> mpsc::Sender<Incident> {
                         Err(error) if attempt < cfg.max_attempts => {
                             WEBHOOK_DELIVERIES.with_label_values(&["retried"]).inc();
                             tracing::warn!(%url, %error, attempt, "webhook delivery failed; retrying");
-                            tokio::time::sleep(wait).await;
-                            wait = (wait * 2).min(Duration::from_secs(60));
+                            tokio::time::sleep(wait.next_delay()).await;
                         }
                         Err(error) => {
                             WEBHOOK_DELIVERIES.with_label_values(&["failed"]).inc();

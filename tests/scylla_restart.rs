@@ -4,7 +4,7 @@
 //!
 //! It failed until the aggregator held a batch while the store was unavailable (it used to
 //! release it: newer batches of the probe passed it, advanced the watermark, and its events were
-//! dropped as late after their 202 — `tests/store_outage.rs` pins that on the memory store).
+//! dropped as late after their 202 — `tests/it/store_outage.rs` pins that on the memory store).
 //! Alone: `cargo test --test scylla_restart -- --ignored` (needs `NETQOE_CASSANDRA_PID`).
 //!
 //! Needs the local server `scripts/ensure-cassandra.sh` started (its pid in

@@ -558,7 +558,7 @@ impl Handler<Process> for Aggregator {
         // once the bus is full. Releasing the batch instead would let the probe's newer batches
         // pass it, advance the watermark, and drop the older events as late after their 202.
         let fut = async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
             loop {
                 let res: Result<Loaded, StoreError> = async {
                     if redelivered && !store.processed(std::slice::from_ref(&id)).await?.is_empty() {
@@ -572,9 +572,9 @@ impl Handler<Process> for Aggregator {
                 match res {
                     Err(e) if e.retryable() && !stopping.load(Ordering::Relaxed) => {
                         ACTOR_ERRORS.with_label_values(&["aggregator"]).inc();
-                        tracing::warn!(error = %e, batch = %id, shard, retry_in = ?backoff, "store unavailable; batch held until it answers");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        let wait = backoff.next_delay();
+                        tracing::warn!(error = %e, batch = %id, shard, retry_in = ?wait, "store unavailable; batch held until it answers");
+                        tokio::time::sleep(wait).await;
                     }
                     res => return res,
                 }

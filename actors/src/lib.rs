@@ -7,6 +7,7 @@
 //! after the effect of a batch is committed to the store.
 
 pub mod aggregator;
+pub mod backoff;
 pub mod bus;
 pub mod clock;
 pub mod diagnoser;

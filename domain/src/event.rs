@@ -300,6 +300,12 @@ fn valid_name(s: &str, max: usize) -> bool {
     !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/@[]".contains(&b))
 }
 
+/// A time in ms since the epoch as the wire and the API write it: RFC 3339, UTC (`Z`), to the
+/// millisecond; the one formatter of the workspace. `None` outside chrono's range.
+pub fn rfc3339(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
 /// Validates one wire event. `index` is the event's position in its batch (for error paths) and
 /// `now_ms` the receiver's clock.
 pub fn validate(w: WireEvent, index: usize, now_ms: i64, limits: &EventLimits) -> Result<Event, FieldError> {

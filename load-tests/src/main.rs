@@ -197,7 +197,7 @@ impl Generator {
         use std::io::Write;
         let sec = ms.div_euclid(1000);
         if self.second.0 != sec {
-            let full = rfc3339(sec * 1000);
+            let full = netqoe_domain::event::rfc3339(sec * 1000).unwrap_or_default();
             self.second = (sec, full[..19].to_string());
         }
         let _ = write!(out, "{}.{:03}Z", self.second.1, ms.rem_euclid(1000));
@@ -267,12 +267,6 @@ impl Generator {
         out.extend_from_slice(b"]}");
         (out, oracle)
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }
 
 fn now_ms() -> i64 {

@@ -111,7 +111,7 @@ pub(super) fn round_events(
 ) -> Vec<WireEvent> {
     let p = &s.probes[pi];
     let at_s = round * s.interval_s;
-    let ts = rfc3339(start_ms + at_s * 1000);
+    let ts = netqoe_domain::event::rfc3339(start_ms + at_s * 1000).unwrap_or_default();
     let mut out = Vec::new();
     let push = |out: &mut Vec<WireEvent>, seq: &mut u64, target: &str, what: &str, w: WireEvent| {
         *seq += 1;
@@ -190,10 +190,4 @@ pub(super) fn round_events(
         push(&mut out, seq, &t.id, "http", WireEvent { kind: Kind::Http, ttfb_ms: Some(ttfb), ..Default::default() });
     }
     out
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
 }

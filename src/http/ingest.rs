@@ -349,7 +349,7 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
 
 /// The events of a request body: decoded (JSON or NDJSON) and each validated, or the problem —
 /// 400 for what is not JSON, 422 for a schema or rule violation, naming the field. This is the
-/// whole of what ingest makes of the bytes a client sends (fuzzed in `tests/fuzz_ingest.rs`).
+/// whole of what ingest makes of the bytes a client sends (fuzzed in `tests/it/fuzz_ingest.rs`).
 pub fn events_of(body: &[u8], ndjson: bool, now: i64, limits: &EventLimits, max: usize) -> Result<Vec<Event>, Problem> {
     let format = if ndjson { Format::Ndjson } else { Format::Json };
     let wire = decode(body, format)?;

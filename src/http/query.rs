@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::SecondsFormat;
 use netqoe_actors::session::ListSessions;
 use netqoe_actors::store::{QueryCursor, RollupQuery};
 use netqoe_domain::{Metric, Rollup, Tier, WindowAgg};
@@ -31,9 +30,7 @@ pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Probl
     }
 }
 
-pub fn rfc3339(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
+pub use netqoe_domain::event::rfc3339;
 
 fn parse_time(field: &str, s: &str) -> Result<i64, Problem> {
     if let Ok(ms) = s.parse::<i64>() {

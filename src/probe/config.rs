@@ -216,15 +216,21 @@ impl ProbeConfig {
 
 /// Replaces each `${NAME}` in `value` with the environment variable NAME; an unset one is an
 /// error naming `field`.
-pub(super) fn expand_env(field: &str, value: &str) -> anyhow::Result<String> {
+fn expand_env(field: &str, value: &str) -> anyhow::Result<String> {
+    expand_with(field, value, |name| std::env::var(name).ok())
+}
+
+/// `expand_env` over any variable lookup (tests pass a map instead of touching the process
+/// environment, which other test threads read).
+pub(super) fn expand_with(field: &str, value: &str, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
         let Some(end) = rest[i..].find('}') else { bail!("{field}: unterminated ${{ in {value:?}") };
         let name = &rest[i + 2..i + end];
-        match std::env::var(name) {
-            Ok(v) if !v.is_empty() => out.push_str(&v),
+        match lookup(name) {
+            Some(v) if !v.is_empty() => out.push_str(&v),
             _ => bail!("{field}: environment variable {name} (used as ${{{name}}}) is not set"),
         }
         rest = &rest[i + end + 1..];

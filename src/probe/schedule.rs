@@ -83,7 +83,7 @@ pub async fn run_until(
     let mut pending: Vec<(u64, WireEvent)> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut retry_at = Instant::now();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = netqoe_actors::backoff::Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
     loop {
         let now = Instant::now();
         // the due measurements run concurrently, at most MAX_CONCURRENT at a time
@@ -143,7 +143,7 @@ pub async fn run_until(
             match posted {
                 Posted::Accepted => {
                     spool.remove(&path)?;
-                    backoff = Duration::from_millis(250);
+                    backoff.reset();
                 }
                 Posted::Rejected { why, refused } => match without_refused(&body, &refused) {
                     // ingest named the events it refused: drop those, keep and re-send the rest
@@ -160,15 +160,11 @@ pub async fn run_until(
                     }
                 },
                 Posted::Retry(after) => {
-                    // full jitter on a quarter of the backoff: probes that lost ingest together
-                    // do not come back together
-                    let jitter = {
-                        use rand::Rng;
-                        let quarter = (backoff.as_millis() as u64 / 4).max(1);
-                        Duration::from_millis(rand::thread_rng().gen_range(0..quarter))
-                    };
-                    retry_at = Instant::now() + after.max(backoff) + jitter;
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    // jitter on a quarter of the backoff: probes that lost ingest together do
+                    // not come back together
+                    let wait = backoff.next_delay();
+                    let jitter = wait.mul_f64(rand::random::<f64>() / 4.0);
+                    retry_at = Instant::now() + after.max(wait) + jitter;
                     break;
                 }
             }

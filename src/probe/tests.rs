@@ -1,6 +1,6 @@
 //! Unit tests of the probe's config, URL parsing and seq counter.
 
-use super::config::expand_env;
+use super::config::expand_with;
 use super::seq::SEQ_BLOCK;
 use super::*;
 
@@ -48,7 +48,8 @@ fn an_ipv6_http_target_is_measured_with_its_host_header() {
 
 #[test]
 fn environment_references_expand_or_name_the_field() {
-    std::env::set_var("NETQOE_TEST_NODE", "node-7");
+    let env = |name: &str| (name == "NETQOE_TEST_NODE").then(|| "node-7".to_string());
+    let expand_env = |field: &str, value: &str| expand_with(field, value, env);
     assert_eq!(expand_env("probe_id", "probe-${NETQOE_TEST_NODE}").unwrap(), "probe-node-7");
     assert_eq!(expand_env("probe_id", "plain").unwrap(), "plain");
     let e = expand_env("token_file", "/t/${NETQOE_TEST_UNSET_VAR}").unwrap_err().to_string();

@@ -25,25 +25,12 @@ pub async fn connect(cfg: &RabbitConfig, name: &str, start: usize) -> Result<Con
     Err(last)
 }
 
-/// Capped exponential backoff with full jitter.
-pub(super) struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
+/// The reconnect schedule of `rabbitmq.reconnect_min_ms`..`reconnect_max_ms`.
+pub(super) fn reconnect_backoff(cfg: &RabbitConfig) -> Backoff {
+    Backoff::new(Duration::from_millis(cfg.reconnect_min_ms), Duration::from_millis(cfg.reconnect_max_ms))
 }
 
-impl Backoff {
-    pub(super) fn new(cfg: &RabbitConfig) -> Self {
-        let min = Duration::from_millis(cfg.reconnect_min_ms);
-        Self { min, max: Duration::from_millis(cfg.reconnect_max_ms), next: min }
-    }
-    pub(super) fn reset(&mut self) {
-        self.next = self.min;
-    }
-    pub(super) fn delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let ms = d.as_millis() as u64;
-        Duration::from_millis(ms / 2 + rand::thread_rng().gen_range(0..=ms / 2 + 1))
-    }
+/// The next reconnect delay, jittered.
+pub(super) fn reconnect_delay(b: &mut Backoff) -> Duration {
+    b.next_jittered(rand::thread_rng().gen())
 }

@@ -118,7 +118,7 @@ impl RabbitBus {
         CONSUMING.set(0);
         let me = self.clone();
         let handle = tokio::spawn(async move {
-            let mut backoff = Backoff::new(&me.inner.cfg);
+            let mut backoff = reconnect_backoff(&me.inner.cfg);
             let mut rotation = 0;
             loop {
                 let epoch = me.inner.epoch.fetch_add(1, Ordering::SeqCst) + 1;
@@ -140,7 +140,7 @@ impl RabbitBus {
                     backoff.reset();
                 }
                 rotation += 1;
-                tokio::time::sleep(backoff.delay()).await;
+                tokio::time::sleep(reconnect_delay(&mut backoff)).await;
             }
         });
         if let Ok(mut c) = self.inner.consumer.lock() {

@@ -43,10 +43,11 @@ mod metrics;
 mod publisher;
 mod topology;
 
-use connection::Backoff;
 pub use connection::*;
+use connection::{reconnect_backoff, reconnect_delay};
 pub use envelope::*;
 pub use metrics::*;
+use netqoe_actors::backoff::Backoff;
 use publisher::PublisherState;
 use topology::within;
 pub use topology::*;
@@ -72,7 +73,7 @@ pub struct RabbitBus {
 impl RabbitBus {
     pub fn new(cfg: RabbitConfig) -> Self {
         init_metrics();
-        let backoff = Backoff::new(&cfg);
+        let backoff = reconnect_backoff(&cfg);
         Self {
             inner: Arc::new(Inner {
                 publisher: Mutex::new(PublisherState {

@@ -93,7 +93,7 @@ impl RabbitBus {
             }
             Err(e) => {
                 st.rotation += 1;
-                let d = st.backoff.delay();
+                let d = reconnect_delay(&mut st.backoff);
                 st.retry_at = Some(Instant::now() + d);
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "publisher cannot reach the broker");
                 Err(e)

@@ -14,12 +14,6 @@ pub mod udp;
 pub use http::*;
 pub use tls::*;
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
 /// Measures one target once; returns the event as a probe posts it.
 pub async fn measure(t: &TargetConfig, probe: &str, seq: u64) -> WireEvent {
     let ts = netqoe_actors::now_ms();
@@ -72,7 +66,7 @@ pub fn to_event(t: &TargetConfig, probe: &str, seq: u64, ts_ms: i64, m: Measured
     let mut e = WireEvent {
         event_id: format!("{probe}-{seq}"),
         seq,
-        ts: rfc3339(ts_ms),
+        ts: netqoe_domain::event::rfc3339(ts_ms).unwrap_or_default(),
         target: t.id.clone(),
         kind: kind_of(t),
         ..Default::default()

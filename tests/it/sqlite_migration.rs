@@ -1,7 +1,7 @@
 //! Store files of older schema versions open, are migrated in place to the current one (3), and
 //! keep their rollups, event sets and ingest dedup records.
 
-mod common;
+use crate::common;
 
 use netqoe_actors::store::RollupStore;
 use netqoe_domain::{Metric, Tier, WindowKey};

@@ -4,11 +4,9 @@
 //! never as passed; `scripts/test.sh` adds `--include-ignored` when the variable is set). Each
 //! Scylla test runs in its own keyspace, dropped afterwards.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::scylla_store;
+use crate::common::scylla_store;
 
 use netqoe_actors::memory::MemoryStore;
 use netqoe_actors::store::{ProbeMark, Retention, RollupQuery, RollupStore, WriteSet};

@@ -5,14 +5,12 @@
 //! answered 202 — would be dropped as late (found by `tests/scylla_restart.rs` on a real CQL
 //! server; reproduced here without one).
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{eventually, icmp_event};
 use async_trait::async_trait;
-use common::{eventually, icmp_event};
 use netqoe::sqlite::Sqlite;
 use netqoe_actors::bus::{BatchId, EventBus};
 use netqoe_actors::memory::MemoryStore;

@@ -2,11 +2,9 @@
 //! request, a duplicate), every documented family of the embedded build is exported, non-zero where
 //! the doc says traffic flows, and nothing is exported that the doc does not list.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 struct Family {

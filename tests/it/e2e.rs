@@ -2,11 +2,9 @@
 //! of events with known samples. Every 1m rollup must have the exact count/min/max and p1/p10/p50/p90/p95/p99
 //! within 1 % of the exact quantiles; every 1h rollup must equal the merge of its 1m windows.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use netqoe_actors::store::RollupQuery;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{Metric, Tier};

@@ -1,11 +1,9 @@
 //! Against a real CQL server (ScyllaDB or Cassandra 4), only when `NETQOE_SCYLLA_URI=host:9042` is
 //! set: these tests are `#[ignore]`d otherwise, so they show as ignored with the reason, never as
 //! passed. `scripts/test.sh` runs them (`--include-ignored`) whenever the variable is set. The
-//! store contract's Scylla variant is in `tests/store_contract.rs`.
+//! store contract's Scylla variant is in `tests/it/store_contract.rs`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use netqoe_domain::Tier;
 
 #[actix_rt::test]

@@ -1,9 +1,7 @@
 //! `http.admin_bind` moves `/metrics`, `/healthz` and `/readyz` to their own listener: they answer
 //! there and no longer on the ingest/query port, which keeps serving the API.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[actix_rt::test]
 async fn metrics_and_health_move_to_the_admin_port() {

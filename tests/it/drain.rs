@@ -4,11 +4,9 @@
 //! accepted before the drain is lost. Also: ingest and query over HTTPS (rustls) with a
 //! certificate from the configuration, and clear errors for a bad certificate setting.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use netqoe::config::{Config, QueryToken};
 
 async fn admin_call(client: &awc::Client, method: &str, url: &str, token: Option<&str>) -> Resp {

@@ -11,7 +11,7 @@
 //! accepts unchanged.
 //!
 //! Bounded for `.ci/run` (`NETQOE_FUZZ_CASES`, default 2000 per property, a few seconds); a longer
-//! campaign: `NETQOE_FUZZ_CASES=1000000 cargo test --release --test fuzz_ingest`.
+//! campaign: `NETQOE_FUZZ_CASES=1000000 cargo test --release --test it fuzz_ingest`.
 
 use netqoe::http::ingest::events_of;
 use netqoe_domain::codec::{decode_events, encode_events};

@@ -2,9 +2,7 @@
 //! within a batch, a late (lower-seq) event never seen, and a re-send of an old batch after many
 //! newer ones are each recognised exactly, across a restart of the store.
 
-mod common;
-
-use common::icmp_event;
+use crate::common::icmp_event;
 use netqoe_actors::bus::EventBus;
 use netqoe_domain::Event;
 

@@ -1,5 +1,5 @@
 //! Monitoring material stays true to the code: every metric the alert rules and the Grafana
-//! dashboard refer to is a family documented in docs/metrics.md (which `tests/metrics_doc.rs`
+//! dashboard refer to is a family documented in docs/metrics.md (which `tests/it/metrics_doc.rs`
 //! checks against /metrics), the dashboard is well-formed, and promtool accepts the config and rules.
 
 use std::collections::BTreeSet;

@@ -3,12 +3,10 @@
 //! directory, and every accepted event must end up in the rollups exactly once. Then SIGTERM
 //! drains it and it exits 0.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Posts one batch, expects 202, and records its samples per minute in the oracle.

@@ -1,9 +1,7 @@
 //! Supervision: a probe's session actor made to fail is restarted by its supervisor (state
 //! reloaded from the store), the pipeline keeps going, and the restart shows in /metrics.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use netqoe_actors::session::InjectFault;
 use serde_json::json;
 

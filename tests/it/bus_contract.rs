@@ -1,5 +1,5 @@
 //! The bus contract: every `EventBus` backend must pass the same behaviours, as every store passes
-//! tests/store_contract.rs. Runs against the in-memory bus (the actor tests' stand-in), the
+//! tests/it/store_contract.rs. Runs against the in-memory bus (the actor tests' stand-in), the
 //! embedded SQLite journal and the real RabbitMQ broker on 127.0.0.1:5672 (scripts/test.sh starts
 //! it; each RabbitMQ case uses its own queue prefix and deletes it afterwards).
 //!
@@ -10,7 +10,7 @@
 //! order they were published; re-sent events are dropped at publish exactly when the bus says it
 //! dedups (`dedups_events`), else they reach the aggregators, which must drop them.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,6 @@
 //! Per-probe rate limit: beyond the burst, 429 with Retry-After.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn good_event(id: &str, ts: i64) -> Value {

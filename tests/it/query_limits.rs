@@ -2,9 +2,7 @@
 //! the pages together are exactly the data), a fleet view (`group_by`) merges its whole input or
 //! refuses to answer, `limit` bounds its output rows, and one probe cannot open unbounded series.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn ev(id: String, seq: u64, ts: i64, target: &str) -> Value {

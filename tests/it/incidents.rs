@@ -1,14 +1,12 @@
 //! Diagnosis in a running process: the diagnosis actor judges the committed windows and stores
 //! incidents; `GET /v1/incidents` lists them with filters and rejects bad parameters.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use actix::Supervisor;
-use common::*;
 use netqoe_actors::diagnoser::{DiagnoserActor, DiagnoserConfig};
 use netqoe_actors::memory::MemoryStore;
 use netqoe_actors::store::{IncidentQuery, RollupStore, WriteSet};

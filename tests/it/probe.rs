@@ -3,11 +3,9 @@
 //! down for a while (the batches wait in the spool and drain in order) and when the probe is
 //! restarted with batches still spooled.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use netqoe::probe::{ProbeConfig, Spool, TargetConfig};
 
 fn probe_cfg(state: &std::path::Path, ingest: &str, token: &str, reflector: &str, tcp: &str) -> ProbeConfig {

@@ -1,9 +1,7 @@
 //! SIGHUP reloads probes without a restart: a probe added to the file can ingest, its labels
 //! show in `/v1/probes`, a revoked token stops working, and an invalid file changes nothing.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[actix_rt::test]
 async fn sighup_applies_new_probes_labels_and_revocations() {

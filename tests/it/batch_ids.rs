@@ -3,12 +3,12 @@
 //! journal's row ids `1, 2, …` after its data directory was reset, or in another process on the
 //! same store), a new batch redelivered after a crash would be skipped and its events lost.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, icmp_event};
+use crate::common::{eventually, icmp_event};
 use netqoe::sqlite::Sqlite;
 use netqoe_actors::bus::EventBus;
 use netqoe_actors::pipeline::{Pipeline, PipelineConfig};
