@@ -32,23 +32,7 @@ pub struct Published {
     pub duplicates: usize,
 }
 
-/// Errors of a bus, each saying whether retrying can help.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("bus unavailable: {0}")]
-    Unavailable(String),
-    #[error("bus overloaded: {0}")]
-    Overloaded(String),
-    #[error("bus failure: {0}")]
-    Failed(String),
-}
-
-impl BusError {
-    /// Whether the caller may retry later (ingest answers 503 with Retry-After).
-    pub fn retryable(&self) -> bool {
-        matches!(self, BusError::Unavailable(_) | BusError::Overloaded(_))
-    }
-}
+pub use crate::error::{BusError, BusErrorKind, RetryHint};
 
 /// Settles one delivery. Dropping it without calling `ack` requeues the batch, and counts as a
 /// failed delivery toward the bus's delivery limit (a batch that keeps failing is poison and goes

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod bus;
 pub mod clock;
 pub mod diagnoser;
+pub mod error;
 pub mod memory;
 pub mod metrics;
 pub mod pair_gauges;

@@ -44,7 +44,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner.lock().map_err(|_| StoreError::Failed("memory store lock poisoned".into()))
+        self.inner.lock().map_err(|_| StoreError::failed("memory store lock poisoned"))
     }
 }
 
@@ -300,7 +300,7 @@ impl Acker for MemoryAcker {
         if self.bus.settle(self.tag, true, false) {
             Ok(())
         } else {
-            Err(BusError::Unavailable("delivery belongs to an ended consumption".into()))
+            Err(BusError::unavailable("delivery belongs to an ended consumption"))
         }
     }
 
@@ -323,7 +323,7 @@ impl EventBus for MemoryBus {
     async fn publish(&self, probe: &str, events: Vec<Event>, received_ms: i64) -> Result<Published, BusError> {
         let mut g = self.lock();
         if g.unavailable {
-            return Err(BusError::Unavailable("memory bus marked unavailable".into()));
+            return Err(BusError::unavailable("memory bus marked unavailable"));
         }
         g.next_batch += 1;
         let id = format!("mem-{}", g.next_batch);
@@ -384,7 +384,7 @@ impl EventBus for MemoryBus {
 
     async fn ready(&self) -> Result<(), BusError> {
         if self.lock().unavailable {
-            Err(BusError::Unavailable("memory bus marked unavailable".into()))
+            Err(BusError::unavailable("memory bus marked unavailable"))
         } else {
             Ok(())
         }

@@ -323,7 +323,7 @@ impl Handler<SaveAll> for SessionRegistry {
             for a in addrs {
                 match a.send(Save).await {
                     Ok(r) => r?,
-                    Err(e) => return Err(StoreError::Failed(format!("session actor unavailable: {e}"))),
+                    Err(e) => return Err(StoreError::failed(format!("session actor unavailable: {e}"))),
                 }
             }
             Ok(())

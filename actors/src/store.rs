@@ -201,25 +201,7 @@ impl IncidentQuery {
     }
 }
 
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store data corrupt: {0}")]
-    Corrupt(String),
-    #[error("store failure: {0}")]
-    Failed(String),
-    /// The store refused the request itself (a schema that does not match, a statement it calls
-    /// invalid, missing permissions): sending it again cannot help until an operator acts.
-    #[error("store refused the request: {0}")]
-    Rejected(String),
-}
-
-impl StoreError {
-    pub fn retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Failed(_))
-    }
-}
+pub use crate::error::{RetryHint, StoreError, StoreErrorKind};
 
 #[async_trait]
 pub trait RollupStore: Send + Sync + 'static {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use netqoe_actors::bus::Published;
+use netqoe_actors::bus::{BusError, Published, RetryHint};
 use netqoe_domain::event::validate;
 use netqoe_domain::{Event, EventLimits, WireBatch, WireEvent};
 use tracing::Instrument;
@@ -336,14 +336,24 @@ async fn ingest(req: &HttpRequest, payload: web::Payload, state: &AppState) -> R
             })))
         }
         Err(e) => {
-            // Nothing was stored either way; the probe keeps the batch and retries after Retry-After.
             if e.retryable() {
                 tracing::warn!(error = %e, %probe, "publish failed; answering 503");
             } else {
-                tracing::error!(error = %e, %probe, "publish failed; answering 503");
+                tracing::error!(error = %e, %probe, "publish failed and a retry cannot help; answering 500");
             }
-            Err(reject("unavailable", n, Problem::unavailable(e.to_string(), state.cfg.ingest.retry_after_s)))
+            Err(publish_failed(&e, n, state.cfg.ingest.retry_after_s))
         }
+    }
+}
+
+/// The answer to a publish that failed, by its retry hint. Nothing was stored either way.
+/// `WithBackoff`: 503 with Retry-After (the probe keeps the batch and comes back). `NoRetry`: the
+/// bus refuses this batch or failed in a way a retry cannot mend — a 500 says so rather than
+/// promise that later will do (the probe still keeps the batch; an operator must look).
+fn publish_failed(e: &BusError, n: usize, retry_after_s: u64) -> Problem {
+    match e.retry_hint() {
+        RetryHint::WithBackoff => reject("unavailable", n, Problem::unavailable(e.to_string(), retry_after_s)),
+        RetryHint::NoRetry => reject("failed", n, Problem::internal(e.to_string())),
     }
 }
 
@@ -410,6 +420,17 @@ pub fn events_of(body: &[u8], ndjson: bool, now: i64, limits: &EventLimits, max:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_publish_is_503_with_retry_after_only_when_a_retry_can_help() {
+        for e in [BusError::unavailable("broker down"), BusError::overloaded("nack")] {
+            let p = publish_failed(&e, 3, 7);
+            assert_eq!((p.status, p.retry_after), (503, Some(7)), "{e}");
+        }
+        let p = publish_failed(&BusError::failed("channel not in confirm mode"), 3, 7);
+        assert_eq!((p.status, p.retry_after), (500, None));
+        assert!(p.detail.contains("confirm mode"), "{}", p.detail);
+    }
 
     #[test]
     fn decode_errors_name_fields() {

@@ -58,6 +58,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "forbidden",
     "rate_limited",
     "unavailable",
+    "failed",
 ];
 
 /// Registers every family so `/metrics` lists them before traffic.

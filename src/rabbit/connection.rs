@@ -6,7 +6,7 @@ use super::*;
 /// Connects to the first broker of the list that answers (starting at a rotating position).
 pub async fn connect(cfg: &RabbitConfig, name: &str, start: usize) -> Result<Connection, BusError> {
     let timeout = Duration::from_millis(cfg.connect_timeout_ms);
-    let mut last = BusError::Unavailable("no broker URI configured".into());
+    let mut last = BusError::unavailable("no broker URI configured");
     for k in 0..cfg.uris.len() {
         let uri = &cfg.uris[(start + k) % cfg.uris.len()];
         let props = ConnectionProperties::default()
@@ -18,8 +18,8 @@ pub async fn connect(cfg: &RabbitConfig, name: &str, start: usize) -> Result<Con
                 tracing::info!(broker = %redact_uri(uri), connection = name, "connected to broker");
                 return Ok(c);
             }
-            Ok(Err(e)) => last = BusError::Unavailable(format!("{}: {e}", redact_uri(uri))),
-            Err(_) => last = BusError::Unavailable(format!("{}: connect timed out", redact_uri(uri))),
+            Ok(Err(e)) => last = BusError::unavailable(format!("{}: {e}", redact_uri(uri))),
+            Err(_) => last = BusError::unavailable(format!("{}: connect timed out", redact_uri(uri))),
         }
     }
     Err(last)

@@ -49,8 +49,8 @@ impl RabbitBus {
                 next = merged.next() => {
                     let delivery = match next {
                         Some(Ok(d)) => d,
-                        Some(Err(e)) => return Err(BusError::Unavailable(format!("consumer: {e}"))),
-                        None => return Err(BusError::Unavailable("consumer cancelled".into())),
+                        Some(Err(e)) => return Err(BusError::unavailable(format!("consumer: {e}"))),
+                        None => return Err(BusError::unavailable("consumer cancelled")),
                     };
                     let envelope = Envelope::decode(&delivery.data);
                     let envelope = match envelope {

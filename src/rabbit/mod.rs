@@ -25,7 +25,7 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use netqoe_actors::bus::{Acker, Batch, BusError, Delivery, EventBus, Incoming, Published};
+use netqoe_actors::bus::{Acker, Batch, BusError, BusErrorKind, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::metrics::{counter, counter_vec, gauge, gauge_vec, histogram, LATENCY_BUCKETS};
 use netqoe_domain::Event;
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};

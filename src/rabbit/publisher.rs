@@ -18,7 +18,7 @@ impl RabbitBus {
     /// `incident.<state>.<scope>` (e.g. `incident.open.group`), persistent, with publisher confirm.
     /// Unrouted incidents (nobody bound) are not an error.
     pub async fn publish_incident(&self, i: &netqoe_domain::diagnosis::Incident) -> Result<(), BusError> {
-        let body = serde_json::to_vec(&crate::webhook::payload(i)).map_err(|e| BusError::Failed(e.to_string()))?;
+        let body = serde_json::to_vec(&crate::webhook::payload(i)).map_err(|e| BusError::failed(e.to_string()))?;
         let (ch, names) = self.publisher().await?;
         let state = if i.state == netqoe_domain::diagnosis::IncidentState::Open { "open" } else { "resolved" };
         let scope = i.scope.name();
@@ -41,15 +41,15 @@ impl RabbitBus {
         .await;
         match outcome {
             Ok(Ok(Confirmation::Ack(_))) => Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Overloaded("the broker nacked the incident".into())),
-            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::Failed("channel not in confirm mode".into())),
+            Ok(Ok(Confirmation::Nack(_))) => Err(BusError::overloaded("the broker nacked the incident")),
+            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::failed("channel not in confirm mode")),
             Ok(Err(e)) => {
                 self.invalidate_publisher().await;
-                Err(BusError::Unavailable(format!("publish incident: {e}")))
+                Err(BusError::unavailable(format!("publish incident: {e}")))
             }
             Err(_) => {
                 self.invalidate_publisher().await;
-                Err(BusError::Overloaded("no confirm for the incident".into()))
+                Err(BusError::overloaded("no confirm for the incident"))
             }
         }
     }
@@ -61,7 +61,7 @@ impl RabbitBus {
             if c.status().connected() && ch.status().connected() {
                 if c.status().blocked() {
                     PUBLISH_FAILURES.with_label_values(&["blocked"]).inc();
-                    return Err(BusError::Overloaded("broker blocked publishing (memory or disk alarm)".into()));
+                    return Err(BusError::overloaded("broker blocked publishing (memory or disk alarm)"));
                 }
                 return Ok((ch.clone(), n.clone()));
             }
@@ -72,7 +72,7 @@ impl RabbitBus {
             let _ = tokio::time::timeout(Duration::from_millis(200), c.close(0, "reconnecting")).await;
         }
         if st.retry_at.is_some_and(|t| Instant::now() < t) {
-            return Err(BusError::Unavailable("broker unreachable; reconnect pending".into()));
+            return Err(BusError::unavailable("broker unreachable; reconnect pending"));
         }
         let attempt = async {
             let conn = connect(&self.inner.cfg, "netqoe-publisher", st.rotation).await?;
@@ -127,7 +127,7 @@ impl RabbitBus {
         .await?;
         match within(self.op(), "confirm", confirm).await? {
             Confirmation::Ack(None) => Ok(()),
-            other => Err(BusError::Failed(format!("not confirmed: {other:?}"))),
+            other => Err(BusError::failed(format!("not confirmed: {other:?}"))),
         }
     }
 
@@ -156,7 +156,7 @@ impl RabbitBus {
         let batch_id = format!("{probe}:{received_ms}:{:016x}", rand::thread_rng().gen::<u64>());
         let payload = Envelope::encode_v2(&batch_id, probe, received_ms, 0, &events);
         let (ch, names) = self.publisher().await.inspect_err(|e| {
-            if !matches!(e, BusError::Overloaded(_)) {
+            if e.kind != BusErrorKind::Overloaded {
                 PUBLISH_FAILURES.with_label_values(&["unavailable"]).inc();
             }
         })?;
@@ -187,27 +187,27 @@ impl RabbitBus {
                 // The topology is gone (a queue or binding deleted): the next publish connects
                 // afresh and declares it again, so a retry can succeed.
                 self.invalidate_publisher().await;
-                Err(BusError::Unavailable(
-                    "the broker returned the batch as unroutable; topology re-declared at the next try".into(),
+                Err(BusError::unavailable(
+                    "the broker returned the batch as unroutable; topology re-declared at the next try",
                 ))
             }
             Ok(Ok(Confirmation::Nack(_))) => {
                 PUBLISH_FAILURES.with_label_values(&["nack"]).inc();
                 // A channel whose quorum-queue leader died can keep nacking; start afresh.
                 self.invalidate_publisher().await;
-                Err(BusError::Overloaded("the broker nacked the batch".into()))
+                Err(BusError::overloaded("the broker nacked the batch"))
             }
-            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::Failed("channel not in confirm mode".into())),
+            Ok(Ok(Confirmation::NotRequested)) => Err(BusError::failed("channel not in confirm mode")),
             Ok(Err(e)) => {
                 PUBLISH_FAILURES.with_label_values(&["unavailable"]).inc();
                 self.invalidate_publisher().await;
-                Err(BusError::Unavailable(format!("publish: {e}")))
+                Err(BusError::unavailable(format!("publish: {e}")))
             }
             Err(_) => {
                 PUBLISH_FAILURES.with_label_values(&["timeout"]).inc();
                 // A confirm that never came (alarm, partition): start over on a fresh connection.
                 self.invalidate_publisher().await;
-                Err(BusError::Overloaded(format!("no publisher confirm within {} ms", wait.as_millis())))
+                Err(BusError::overloaded(format!("no publisher confirm within {} ms", wait.as_millis())))
             }
         };
         PUBLISH_SECONDS.observe(started.elapsed().as_secs_f64());

@@ -31,7 +31,7 @@ impl Names {
 }
 
 fn timeout_err(what: &str) -> BusError {
-    BusError::Unavailable(format!("broker did not answer {what} in time"))
+    BusError::unavailable(format!("broker did not answer {what} in time"))
 }
 
 pub(super) async fn within<T>(
@@ -41,7 +41,7 @@ pub(super) async fn within<T>(
 ) -> Result<T, BusError> {
     match tokio::time::timeout(d, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(BusError::Unavailable(format!("{what}: {e}"))),
+        Ok(Err(e)) => Err(BusError::unavailable(format!("{what}: {e}"))),
         Err(_) => Err(timeout_err(what)),
     }
 }

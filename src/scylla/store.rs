@@ -299,7 +299,7 @@ state_rows! {
 }
 
 fn corrupt(what: String) -> StoreError {
-    StoreError::Corrupt(format!("row: {what}"))
+    StoreError::corrupt(format!("row: {what}"))
 }
 
 impl StateRow {
@@ -392,7 +392,7 @@ struct Cql {
 impl Cql {
     /// One of `scylla.max_in_flight` request slots.
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        self.in_flight.acquire().await.map_err(|_| StoreError::Unavailable("store closed".into()))
+        self.in_flight.acquire().await.map_err(|_| StoreError::unavailable("store closed"))
     }
 
     async fn exec(
@@ -418,7 +418,7 @@ impl Cql {
         let _permit = self.permit().await?;
         CQL_REQUESTS.with_label_values(&request_labels(p, false)).inc();
         let pager = self.session.execute_iter(p.clone(), values).await.map_err(|e| classify_pager(&e))?;
-        let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::Failed(e.to_string()))?;
+        let mut stream = pager.rows_stream::<R>().map_err(|e| StoreError::failed(e.to_string()))?;
         let mut out = Vec::new();
         while let Some(r) = stream.next().await {
             out.push(r.map_err(|e| classify_row(&e))?);
@@ -779,7 +779,7 @@ impl ScyllaStore {
     /// The stored revision of each 1m window of `rs` (remembered, else read).
     async fn stored_revisions(&self, rs: &[Rollup]) -> Result<Vec<u64>, StoreError> {
         let known: Vec<Option<u64>> = {
-            let g = self.revisions.lock().map_err(|_| StoreError::Failed("revision cache poisoned".into()))?;
+            let g = self.revisions.lock().map_err(|_| StoreError::failed("revision cache poisoned"))?;
             rs.iter().map(|r| g.get(&r.key).copied()).collect()
         };
         let reads = rs.iter().zip(known).map(|(r, k)| async move {
@@ -825,7 +825,7 @@ impl ScyllaStore {
         let mut fresh: BTreeSet<(&str, &str, Metric)> =
             rs.iter().map(|r| (r.key.probe.as_str(), r.key.target.as_str(), r.key.metric)).collect();
         {
-            let g = self.indexed.lock().map_err(|_| StoreError::Failed("series cache poisoned".into()))?;
+            let g = self.indexed.lock().map_err(|_| StoreError::failed("series cache poisoned"))?;
             fresh.retain(|(p, t, m)| !g.contains(&(p.to_string(), t.to_string(), *m)));
         }
         if fresh.is_empty() {
@@ -960,9 +960,9 @@ fn classify(e: &scylla::errors::ExecutionError) -> StoreError {
         _ => false,
     };
     if refused {
-        StoreError::Rejected(e.to_string())
+        StoreError::rejected(e.to_string())
     } else {
-        StoreError::Unavailable(e.to_string())
+        StoreError::unavailable(e.to_string())
     }
 }
 
@@ -986,21 +986,21 @@ fn attempt_refused(a: &scylla::errors::RequestAttemptError) -> bool {
 fn classify_pager(e: &scylla::errors::PagerExecutionError) -> StoreError {
     use scylla::errors::{PagerExecutionError as P, PrepareError};
     match e {
-        P::SerializationError(_) => StoreError::Rejected(e.to_string()),
+        P::SerializationError(_) => StoreError::rejected(e.to_string()),
         P::PrepareError(PrepareError::AllAttemptsFailed { first_attempt }) if attempt_refused(first_attempt) => {
-            StoreError::Rejected(e.to_string())
+            StoreError::rejected(e.to_string())
         }
         P::NextPageError(n) => classify_page(n),
-        _ => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::unavailable(e.to_string()),
     }
 }
 
 fn classify_page(e: &scylla::errors::NextPageError) -> StoreError {
     use scylla::errors::{NextPageError as N, RequestError as R};
     match e {
-        N::RequestFailure(R::LastAttemptError(a)) if attempt_refused(a) => StoreError::Rejected(e.to_string()),
-        N::TypeCheckError(_) => StoreError::Rejected(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
+        N::RequestFailure(R::LastAttemptError(a)) if attempt_refused(a) => StoreError::rejected(e.to_string()),
+        N::TypeCheckError(_) => StoreError::rejected(e.to_string()),
+        _ => StoreError::unavailable(e.to_string()),
     }
 }
 
@@ -1008,7 +1008,7 @@ fn classify_row(e: &scylla::errors::NextRowError) -> StoreError {
     match e {
         scylla::errors::NextRowError::NextPageError(n) => classify_page(n),
         scylla::errors::NextRowError::RowDeserializationError(_) => corrupt(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
+        _ => StoreError::unavailable(e.to_string()),
     }
 }
 
@@ -1149,7 +1149,7 @@ impl RollupStore for ScyllaStore {
 
     async fn save_incidents(&self, incidents: &[Incident]) -> Result<(), StoreError> {
         for i in incidents {
-            let json = serde_json::to_string(i).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let json = serde_json::to_string(i).map_err(|e| StoreError::failed(e.to_string()))?;
             let state = if i.state == IncidentState::Open { "open" } else { "resolved" };
             let scope = i.scope.name();
             let metrics: Vec<String> = i.metrics.iter().cloned().collect();
@@ -1206,14 +1206,14 @@ impl RollupStore for ScyllaStore {
         let now = self.clock.now_ms();
         let mut replies = Vec::with_capacity(sessions.len());
         for s in sessions {
-            let json = serde_json::to_string(s).map_err(|e| StoreError::Failed(e.to_string()))?;
+            let json = serde_json::to_string(s).map_err(|e| StoreError::failed(e.to_string()))?;
             let (tx, rx) = tokio::sync::oneshot::channel();
-            let gone = || StoreError::Unavailable("session writer stopped".into());
+            let gone = || StoreError::unavailable("session writer stopped");
             self.sessions.send((s.probe.clone(), json, now, tx)).await.map_err(|_| gone())?;
             replies.push(rx);
         }
         for rx in replies {
-            rx.await.map_err(|_| StoreError::Unavailable("session writer stopped".into()))??;
+            rx.await.map_err(|_| StoreError::unavailable("session writer stopped"))??;
         }
         Ok(())
     }

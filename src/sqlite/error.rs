@@ -45,19 +45,19 @@ impl SqliteError {
     /// stopped writer are unavailability (503), the rest a failure a retry cannot mend (500).
     pub fn into_bus(self) -> BusError {
         match self.kind {
-            SqliteErrorKind::Busy => BusError::Overloaded(self.to_string()),
-            SqliteErrorKind::Storage | SqliteErrorKind::Stopped => BusError::Unavailable(self.to_string()),
-            SqliteErrorKind::Corrupt | SqliteErrorKind::Failed => BusError::Failed(self.to_string()),
+            SqliteErrorKind::Busy => BusError::overloaded(self),
+            SqliteErrorKind::Storage | SqliteErrorKind::Stopped => BusError::unavailable(self),
+            SqliteErrorKind::Corrupt | SqliteErrorKind::Failed => BusError::failed(self),
         }
     }
 
     pub fn into_store(self) -> StoreError {
         match self.kind {
             SqliteErrorKind::Busy | SqliteErrorKind::Storage | SqliteErrorKind::Stopped => {
-                StoreError::Unavailable(self.to_string())
+                StoreError::unavailable(self)
             }
-            SqliteErrorKind::Corrupt => StoreError::Corrupt(self.to_string()),
-            SqliteErrorKind::Failed => StoreError::Failed(self.to_string()),
+            SqliteErrorKind::Corrupt => StoreError::corrupt(self),
+            SqliteErrorKind::Failed => StoreError::failed(self),
         }
     }
 }
@@ -98,6 +98,9 @@ pub(super) type SqlResult<T> = std::result::Result<T, SqliteError>;
 
 #[cfg(test)]
 mod tests {
+    use netqoe_actors::bus::BusErrorKind;
+    use netqoe_actors::store::StoreErrorKind;
+
     use super::*;
 
     /// Errors are classified by SQLite's result code, and the ports say whether a retry helps:
@@ -116,7 +119,7 @@ mod tests {
         let busy = SqliteError::from(b.execute_batch("BEGIN IMMEDIATE").unwrap_err());
         a.execute_batch("ROLLBACK").unwrap();
         assert_eq!(busy.kind, SqliteErrorKind::Busy);
-        assert!(matches!(busy.clone().into_bus(), BusError::Overloaded(_)));
+        assert_eq!(busy.clone().into_bus().kind, BusErrorKind::Overloaded);
         assert!(busy.into_store().retryable());
 
         // the file may not grow: SQLITE_FULL, as a full disk
@@ -125,7 +128,7 @@ mod tests {
         let full = SqliteError::from(a.execute("INSERT INTO t (v) VALUES (zeroblob(1000000))", []).unwrap_err());
         assert_eq!(full.kind, SqliteErrorKind::Storage, "{full}");
         let bus = full.clone().into_bus();
-        assert!(matches!(bus, BusError::Unavailable(_)) && bus.retryable());
+        assert!(bus.kind == BusErrorKind::Unavailable && bus.retryable());
         assert!(full.into_store().retryable());
         a.execute_batch("PRAGMA max_page_count = 1073741823").unwrap();
 
@@ -141,7 +144,7 @@ mod tests {
             SqliteError::from(a.query_row("SELECT v FROM t WHERE k = 2", [], |r| r.get::<_, i64>(0)).unwrap_err());
         assert_eq!(row.kind, SqliteErrorKind::Corrupt);
         let store = row.into_store();
-        assert!(matches!(store, StoreError::Corrupt(_)) && !store.retryable());
+        assert!(store.kind == StoreErrorKind::Corrupt && !store.retryable());
         assert!(!SqliteError::corrupt("x").into_bus().retryable());
         assert!(SqliteError::stopped().into_bus().retryable());
     }

@@ -158,7 +158,7 @@ impl Acker for JournalAcker {
             j.deliveries.remove(&self.id);
         }
         self.shared.acked.notify_one();
-        r.map_err(|_| BusError::Unavailable("sqlite writer stopped".into()))
+        r.map_err(|_| BusError::unavailable("sqlite writer stopped"))
     }
 
     fn release(self: Box<Self>) {
@@ -328,7 +328,7 @@ impl EventBus for Sqlite {
     }
 
     async fn backlog(&self) -> Result<Option<u64>, BusError> {
-        let rows = self.journal_depth().await.map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let rows = self.journal_depth().await.map_err(|e| BusError::unavailable(e.to_string()))?;
         Ok(Some(rows.max(0) as u64))
     }
 
@@ -345,7 +345,7 @@ impl EventBus for Sqlite {
 
     async fn ready(&self) -> Result<(), BusError> {
         if self.shared.jobs.is_closed() {
-            Err(BusError::Unavailable("sqlite writer stopped".into()))
+            Err(BusError::unavailable("sqlite writer stopped"))
         } else {
             Ok(())
         }

@@ -131,7 +131,7 @@ impl Sqlite {
             r
         })
         .await
-        .map_err(|e| StoreError::Failed(format!("reader task: {e}")))?
+        .map_err(|e| StoreError::failed(format!("reader task: {e}")))?
     }
 
     /// Journal rows not yet acked (tests and readiness detail).

@@ -358,7 +358,7 @@ impl RollupStore for Sqlite {
         let json: Option<String> = self
             .read(move |c| c.query_row("SELECT state FROM sessions WHERE probe = ?1", [probe], |r| r.get(0)).optional())
             .await?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))).transpose()
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::corrupt(format!("session: {e}")))).transpose()
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError> {
@@ -369,7 +369,7 @@ impl RollupStore for Sqlite {
                 r
             })
             .await?;
-        rows.iter().map(|j| serde_json::from_str(j).map_err(|e| StoreError::Corrupt(format!("session: {e}")))).collect()
+        rows.iter().map(|j| serde_json::from_str(j).map_err(|e| StoreError::corrupt(format!("session: {e}")))).collect()
     }
 
     async fn prune(&self, now_ms: i64, retention: &Retention) -> Result<u64, StoreError> {
@@ -381,7 +381,7 @@ impl RollupStore for Sqlite {
 
     async fn ready(&self) -> Result<(), StoreError> {
         if self.shared.jobs.is_closed() {
-            return Err(StoreError::Unavailable("sqlite writer stopped".into()));
+            return Err(StoreError::unavailable("sqlite writer stopped"));
         }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }

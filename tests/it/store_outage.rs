@@ -30,7 +30,7 @@ struct Outage {
 impl Outage {
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("test outage".into()))
+            Err(StoreError::unavailable("test outage"))
         } else {
             Ok(())
         }

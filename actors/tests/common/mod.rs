@@ -71,7 +71,7 @@ impl TestStore {
         self.progress.notify_waiters();
         if self.down.load(Ordering::SeqCst) {
             self.down_hits.fetch_add(1, Ordering::SeqCst);
-            Err(StoreError::Unavailable("test store down".into()))
+            Err(StoreError::unavailable("test store down"))
         } else {
             Ok(())
         }
@@ -104,14 +104,14 @@ impl RollupStore for TestStore {
         self.commits.fetch_add(1, Ordering::SeqCst);
         if self.fail_commits.load(Ordering::SeqCst) > 0 {
             self.fail_commits.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("injected commit failure".into()));
+            return Err(StoreError::unavailable("injected commit failure"));
         }
         self.inner.commit(ws).await
     }
     async fn load_windows(&self, keys: &[WindowKey]) -> Result<Vec<Rollup>, StoreError> {
         self.check()?;
         if self.reject_reads.load(Ordering::SeqCst) {
-            return Err(StoreError::Rejected("test store rejects the read".into()));
+            return Err(StoreError::rejected("test store rejects the read"));
         }
         self.loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_windows(keys).await
