@@ -64,24 +64,40 @@ pub async fn start_roles(cfg: Config, listener: TcpListener, roles: Roles) -> an
     start_with_clock(cfg, listener, roles, Clock::system()).await
 }
 
+/// The sockets the app serves on, bound by the caller (as mini-redis's `run(listener, …)`): the
+/// API (`http.bind`) and, optionally, the admin listener. Without one, an `http.admin_bind`
+/// setting is bound at start; tests bind both to port 0 and pass them in, never picking a port by
+/// binding and dropping it.
+pub struct Listeners {
+    pub api: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, admin: None }
+    }
+}
+
 /// `start_roles` on a given clock: every actor, store, handler and drain reads its time from
 /// `clock` (a manual clock runs the whole process in simulated time; tests use it).
 pub async fn start_with_clock(
     cfg: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     roles: Roles,
     clock: Clock,
 ) -> anyhow::Result<RunningApp> {
     http::metrics::init();
+    let Listeners { api: listener, admin: admin_listener } = listeners.into();
     // Everything that can fail on the environment (ports, directories) fails here, before any
     // server or actor runs, so a bad setting ends the start with a clear error and nothing to undo.
-    let admin_listener = if cfg.http.admin_bind.is_empty() {
-        None
-    } else {
-        Some(
+    let admin_listener = match admin_listener {
+        Some(l) => Some(l),
+        None if cfg.http.admin_bind.is_empty() => None,
+        None => Some(
             std::net::TcpListener::bind(&cfg.http.admin_bind)
                 .map_err(|e| anyhow::anyhow!("http.admin_bind {}: {e}", cfg.http.admin_bind))?,
-        )
+        ),
     };
     // the SQLite file is opened only when the bus or the store is it
     let db = if cfg.bus.kind == BusKind::Embedded || cfg.storage.backend == StorageBackend::Sqlite {
@@ -173,7 +189,7 @@ pub async fn start_with_clock(
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         n => n,
     };
-    let separate_admin = !state.cfg.http.admin_bind.is_empty();
+    let separate_admin = admin_listener.is_some();
     let server = HttpServer::new(move || {
         let app = App::new().app_data(data.clone()).default_service(web::to(http::not_found));
         let app = if separate_admin { app } else { app.configure(http::admin_routes) };
@@ -209,7 +225,7 @@ pub async fn start_with_clock(
         })
         .workers(1)
         .disable_signals();
-        let bind = &state.cfg.http.admin_bind;
+        let bind = listener.local_addr().map_or_else(|_| state.cfg.http.admin_bind.clone(), |a| a.to_string());
         let admin = match tls.clone().filter(|_| state.cfg.http.admin_tls) {
             Some(tls) => admin.listen_rustls_0_23(listener, tls),
             None => admin.listen(listener),

@@ -77,7 +77,11 @@ impl Prepared {
     }
 
     /// Starts on `listener` with every role, the whole process reading `clock`.
-    pub async fn start_with_clock(self, listener: std::net::TcpListener, clock: netqoe_actors::Clock) -> TestApp {
+    pub async fn start_with_clock(
+        self,
+        listener: impl Into<netqoe::app::Listeners>,
+        clock: netqoe_actors::Clock,
+    ) -> TestApp {
         assert!(self.cfg.validate().is_empty(), "{:?}", self.cfg.validate());
         let app = netqoe::app::start_with_clock(self.cfg, listener, netqoe::app::Roles::ALL, clock)
             .await
