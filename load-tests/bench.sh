@@ -71,7 +71,7 @@ run_netqoe() {
   local env=(NETQOE__BUS__KIND="$bus" NETQOE__RABBITMQ__PREFIX="$label." NETQOE__HTTP__BIND="127.0.0.1:$PORT"
              NETQOE__LOG__LEVEL=warn NETQOE__STORAGE__BACKEND="$store")
   if [ "$store" = scylla ]; then
-    env+=(NETQOE_SCYLLA_URI="$cql" NETQOE__SCYLLA__KEYSPACE="$ks" NETQOE__SCYLLA__REPLICATION=SimpleStrategy
+    env+=(NETQOE__SCYLLA__CONTACT_POINTS="[\"$cql\"]" NETQOE__SCYLLA__KEYSPACE="$ks" NETQOE__SCYLLA__REPLICATION=SimpleStrategy
           NETQOE__SCYLLA__READ_CONSISTENCY=ONE NETQOE__SCYLLA__WRITE_CONSISTENCY=ONE)
     env "${env[@]}" "$BIN/netqoe" --config "$work/netqoe.toml" migrate >/dev/null
   fi

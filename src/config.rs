@@ -520,6 +520,20 @@ impl Config {
         Self::load_from(file, std::env::vars())
     }
 
+    /// `validate`, and what only the roles a process runs decide: the ingest, aggregate and
+    /// diagnose roles run apart from the others only over a broker (`bus.kind`).
+    pub fn validate_for(&self, roles: crate::app::Roles) -> Vec<String> {
+        let mut e = self.validate();
+        if !self.bus.kind.allows(roles) {
+            e.push(
+                "bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set \
+                 bus.kind = \"rabbitmq\" (or use `netqoe run`)"
+                    .to_string(),
+            );
+        }
+        e
+    }
+
     /// Every semantic problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();

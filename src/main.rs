@@ -392,8 +392,13 @@ fn serve(
             return ExitCode::from(2);
         }
     };
-    if !cfg.bus.kind.allows(roles) {
-        eprintln!("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker; set bus.kind = \"rabbitmq\" (or use `netqoe run`)");
+    // `load_from` refused a configuration with problems of its own; what is left is what the
+    // roles add
+    let errors = cfg.validate_for(roles);
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{e}");
+        }
         return ExitCode::from(2);
     }
     netqoe::init_logging(cfg.log.format.as_str(), &cfg.log.level);

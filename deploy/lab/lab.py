@@ -29,9 +29,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-# Every host gets the configuration a real machine would get, never the test harness's: .ci/run
-# exports NETQOE_SCYLLA_URI=127.0.0.1:9042 (its own Cassandra), which the netqoe binary prefers over
-# contact_points, so a lab role would dial its own loopback. Only the lab's own knobs survive.
+# Every host gets the configuration a real machine would get, never the test harness's (.ci/run
+# exports NETQOE_SCYLLA_URI and other test knobs; a NETQOE__* variable would override the lab's
+# files). Only the lab's own knobs survive.
 LAB_KNOBS = ("NETQOE_LAB_", "NETQOE_BIN", "NETQOE_LOADGEN")
 for _k in [k for k in os.environ if k.startswith("NETQOE") and not k.startswith(LAB_KNOBS)]:
     del os.environ[_k]

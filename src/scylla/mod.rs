@@ -15,14 +15,6 @@ use scylla::client::session_builder::SessionBuilder;
 
 use crate::config::{Config, ScyllaConfig};
 
-/// Contact points: `NETQOE_SCYLLA_URI` (comma-separated host:port) wins over the config.
-pub fn contact_points(cfg: &ScyllaConfig) -> Vec<String> {
-    match std::env::var("NETQOE_SCYLLA_URI") {
-        Ok(v) if !v.trim().is_empty() => v.split(',').map(|s| s.trim().to_string()).collect(),
-        _ => cfg.contact_points.clone(),
-    }
-}
-
 /// Opens a session (credentials, TLS and timeouts from the config; the password is never logged).
 pub async fn connect(cfg: &ScyllaConfig) -> anyhow::Result<Session> {
     let mut policy = scylla::policies::load_balancing::DefaultPolicy::builder().token_aware(true);
@@ -34,7 +26,7 @@ pub async fn connect(cfg: &ScyllaConfig) -> anyhow::Result<Session> {
         .load_balancing_policy(policy.build())
         .build();
     let mut b = SessionBuilder::new()
-        .known_nodes(contact_points(cfg))
+        .known_nodes(&cfg.contact_points)
         .connection_timeout(Duration::from_millis(cfg.request_timeout_ms))
         .default_execution_profile_handle(profile.into_handle());
     if !cfg.username.is_empty() {

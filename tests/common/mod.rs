@@ -538,13 +538,22 @@ pub async fn scylla_store() -> (std::sync::Arc<dyn netqoe_actors::store::RollupS
     scylla_store_with(None).await
 }
 
+/// `scylla.contact_points` for the CQL server the suite runs against: `NETQOE_SCYLLA_URI`
+/// (`host:port[,host:port…]`, set by scripts/test.sh), as the configuration variable a `netqoe`
+/// reads — the binary itself never reads `NETQOE_SCYLLA_URI`.
+pub fn cql_contact_points() -> (String, String) {
+    let uri = std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the CQL tests");
+    let list: Vec<&str> = uri.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    ("NETQOE__SCYLLA__CONTACT_POINTS".to_string(), serde_json::to_string(&list).unwrap())
+}
+
 /// A fresh, migrated keyspace on the CQL server of `NETQOE_SCYLLA_URI`: its configuration, the
 /// `NETQOE__*` variables that select it (for a child `netqoe`), and the guard that drops it.
 pub async fn scylla_keyspace() -> (netqoe::config::Config, Vec<(String, String)>, ScyllaKeyspace) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run the CQL tests");
     let ks = format!("netqoe_contract_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     let env = vec![
+        cql_contact_points(),
         ("NETQOE__SCYLLA__KEYSPACE".to_string(), ks.clone()),
         ("NETQOE__SCYLLA__REPLICATION".to_string(), "SimpleStrategy".to_string()),
         ("NETQOE__SCYLLA__READ_CONSISTENCY".to_string(), "ONE".to_string()),

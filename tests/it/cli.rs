@@ -116,3 +116,22 @@ fn people_get_plain_words_and_pipes_get_no_colour_codes() {
     assert!(seen.iter().any(|l| l.contains("netqoe listening")), "{seen:?}");
     assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "no escape codes in piped logs: {seen:?}");
 }
+
+/// A role that runs apart from the others (`ingest`, `aggregate`, `diagnose`) on the embedded bus
+/// is refused before anything starts, naming the key (`Config::validate_for(roles)`); `run` on
+/// the same configuration is fine (checked by every embedded test).
+#[test]
+fn a_role_apart_on_the_embedded_bus_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["ingest", "aggregate", "diagnose"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_netqoe"))
+            .arg(role)
+            .env_remove("NETQOE_CONFIG")
+            .env("NETQOE__STORAGE__DATA_DIR", dir.path())
+            .env("NETQOE__HTTP__BIND", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{role}: {}", text(&out));
+        assert!(text(&out).contains("bus.kind: the ingest, aggregate and diagnose roles run apart only over a broker"));
+    }
+}

@@ -12,6 +12,7 @@ async fn migrate_applies_the_schema_once_and_is_a_no_op_the_second_time() {
     let uri = std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run this test");
     let keyspace = format!("netqoe_test_{}_{}", std::process::id(), netqoe_actors::now_ms() % 1_000_000);
     let env = vec![
+        cql_contact_points(),
         ("NETQOE__SCYLLA__KEYSPACE".to_string(), keyspace.clone()),
         ("NETQOE__SCYLLA__REPLICATION".to_string(), "SimpleStrategy".to_string()),
     ];
@@ -28,9 +29,10 @@ async fn migrate_applies_the_schema_once_and_is_a_no_op_the_second_time() {
 #[actix_rt::test]
 #[ignore = "needs a CQL server: set NETQOE_SCYLLA_URI=host:9042 (scripts/test.sh then runs it)"]
 async fn the_scylla_store_serves_the_same_query_results_as_sqlite() {
-    std::env::var("NETQOE_SCYLLA_URI").expect("NETQOE_SCYLLA_URI must be set to run this test");
+    let (cp_key, cp) = cql_contact_points();
     let keyspace = format!("netqoe_same_{}_{}", std::process::id(), netqoe_actors::now_ms() % 1_000_000);
     let scylla_env = [
+        (cp_key.as_str(), cp.as_str()),
         ("NETQOE__STORAGE__BACKEND", "scylla"),
         ("NETQOE__SCYLLA__KEYSPACE", keyspace.as_str()),
         ("NETQOE__SCYLLA__REPLICATION", "SimpleStrategy"),
