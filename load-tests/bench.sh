@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # netqoe benchmark: baseline (B) and netqoe (P) alternately, B P B P …, on this machine.
-#   load-tests/bench.sh [embedded|rabbitmq|both|scylla|scylla-embedded|scylla-rabbitmq]
+#   load-tests/bench.sh [embedded|rabbitmq|both|scylla|scylla-embedded|scylla-rabbitmq|influx]
 # Environment: PAIRS (3), DURATION (30 s per run), RATE (offered events/s, 100000), BATCH (100),
 #   PROBES (10000), TARGETS (2), WORKERS (2).
 # B, RabbitMQ mode: plain lapin publish (confirms) → consume (acks) of the same batches on a quorum
@@ -11,6 +11,11 @@
 #   store (a fresh keyspace on the local Cassandra of scripts/ensure-cassandra.sh), same bus, same
 #   load; the JVM's CPU seconds, CQL writes/s and bytes on disk per series per day per tier (after
 #   a flush) are reported beside netqoe's CPU per event.
+# influx: the peer — Debian's InfluxDB 1.6 (scripts/ensure-influxdb.sh) on the same machine — and
+#   netqoe (embedded) take one data set each run (`netqoe-loadgen peer`: PEER_PROBES (500) ×
+#   PEER_TARGETS (10) series, PEER_MINUTES (10) × PEER_PER_MINUTE (6) measurements each, batches of
+#   BATCH, PEER_CONCURRENCY (8) requests in flight), then are asked the same two questions; events/s,
+#   CPU µs per event, query latency, answers and bytes per series per day: target/bench/influx-N.json.
 # Results: target/bench/results.json, target/bench/summary.txt, target/bench/plot.svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +35,7 @@ BIN=target/release
 modes=("$MODE")
 [ "$MODE" = both ] && modes=(embedded rabbitmq)
 [ "$MODE" = scylla ] && modes=(scylla-embedded scylla-rabbitmq)
-case "$MODE" in embedded|scylla-embedded) ;; *) bash scripts/ensure-rabbitmq.sh ;; esac
+case "$MODE" in embedded|scylla-embedded|influx) ;; *) bash scripts/ensure-rabbitmq.sh ;; esac
 if [[ "$MODE" == scylla* ]]; then
   cql=$(bash scripts/ensure-cassandra.sh)
   cass_home=${NETQOE_CASSANDRA_HOME:-/tmp/netqoe-cassandra-9042}
@@ -65,6 +70,31 @@ for kind in ("queues", "exchanges"):
 print(f"bench: deleted {gone} queues and exchanges named {prefix}*", file=sys.stderr)
 PY
 }
+if [ "$MODE" = influx ]; then
+  influx_url=$(bash scripts/ensure-influxdb.sh)
+  ihome=${NETQOE_INFLUXDB_HOME:-/tmp/netqoe-influxdb-${NETQOE_INFLUXDB_PORT:-18086}}
+  ipid=$(cat "$ihome/pid" 2>/dev/null || true)
+  [ -n "$ipid" ] || { echo "bench: InfluxDB on $influx_url was not started by ensure-influxdb.sh (no pid file): its CPU cannot be measured" >&2; exit 1; }
+  PEER_PROBES=${PEER_PROBES:-500}
+  "$BIN/netqoe-loadgen" setup --probes "$PEER_PROBES" --out "$work/peer" >/dev/null
+  for i in $(seq 1 "$PAIRS"); do
+    echo "== influx run $i: InfluxDB, then netqoe, the same data set; then both are asked"
+    rm -rf "$work/peer/data"
+    # the fleet question merges every 1m window of the hour: PEER_PROBES × PEER_TARGETS × minutes
+    NETQOE__HTTP__BIND="127.0.0.1:$PORT" NETQOE__LOG__LEVEL=warn NETQOE__HTTP__MAX_QUERY_WINDOWS=2000000 \
+      "$BIN/netqoe" --config "$work/peer/netqoe.toml" run > "$OUT/influx-$i.server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+    "$BIN/netqoe-loadgen" peer --url "http://127.0.0.1:$PORT" --tokens "$work/peer/tokens.json" --server-pid "$pid" \
+      --data-dir "$work/peer/data" --influx "$influx_url" --influx-pid "$ipid" --influx-home "$ihome" \
+      --probes "$PEER_PROBES" --targets "${PEER_TARGETS:-10}" --minutes "${PEER_MINUTES:-10}" \
+      --per-minute "${PEER_PER_MINUTE:-6}" --batch "$BATCH" --concurrency "${PEER_CONCURRENCY:-8}" \
+      --json "$OUT/influx-$i.json" | tee "$OUT/influx-$i.txt"
+    kill -TERM "$pid"; wait "$pid" || true
+  done
+  exit 0
+fi
+
 # one netqoe run under load: run_netqoe LABEL BUS STORE(sqlite|scylla) KEYSPACE
 run_netqoe() {
   local label=$1 bus=$2 store=$3 ks=$4 json="$OUT/$1.json"

@@ -5,9 +5,12 @@
 //!   latency measured from the intended time, so queueing is not hidden by coordinated omission),
 //!   keeps what was acknowledged and checks the stored rollups against it (zero tolerance);
 //! - `baseline` measures a plain lapin publish (confirms) → consume (acks) round trip of the same
-//!   batches on the same broker and queue type: the physical limit of the broker hop.
+//!   batches on the same broker and queue type: the physical limit of the broker hop;
+//! - `peer` sends one data set to netqoe and to InfluxDB 1.x and compares them (`peer.rs`).
 //!
 //! Targets 127.0.0.1 only, and every mode stops by itself after `--duration`.
+
+mod peer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,6 +46,9 @@ enum Cmd {
     Run(RunArgs),
     /// Plain lapin publish→consume round trip on a quorum queue (no netqoe code).
     Baseline(BaselineArgs),
+    /// The same samples into netqoe and into InfluxDB 1.x (the peer): ingest rate, CPU per
+    /// event, two questions' latency and answers, bytes on disk (`bench.sh influx`).
+    Peer(peer::PeerArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -842,6 +848,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Setup { probes, out, bus } => setup(probes, &out, &bus),
         Cmd::Run(a) => run(a),
         Cmd::Baseline(a) => baseline(a),
+        Cmd::Peer(a) => peer::peer(a),
     }
 }
 
