@@ -8,7 +8,7 @@ use netqoe_domain::{Kind, Status, WireEvent};
 use super::*;
 
 /// SplitMix64: small, fast, and the same sequence on every platform and version.
-pub(super) struct Rng(pub(super) u64);
+pub struct Rng(pub u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -89,6 +89,9 @@ fn conditions(s: &Scenario, p: &Node, t: &Node, at_s: i64, start_ms: i64) -> Pat
         if let Some(d) = e.dns_fail {
             st.dns_fail = d;
         }
+        if e.cert_days.is_some() {
+            st.c.cert_days = e.cert_days;
+        }
         if e.offline == Some(true) {
             st.offline = true;
         }
@@ -101,7 +104,7 @@ fn ms3(x: f64) -> f64 {
 }
 
 /// The events one probe sends for one round (all targets), as a probe would post them.
-pub(super) fn round_events(
+pub fn round_events(
     s: &Scenario,
     rng: &mut Rng,
     pi: usize,
@@ -131,41 +134,53 @@ pub(super) fn round_events(
         let c = &st.c;
         let loss = c.loss.unwrap_or(0.0).clamp(0.0, 1.0);
         let rtt = c.rtt_ms.unwrap_or(30.0);
-        let jitter = c.jitter_ms.unwrap_or(1.0);
-        // packet train of 10: each packet lost with `loss`; delays = path + queueing (exponential)
-        let mut samples = Vec::new();
-        for _ in 0..10 {
-            if rng.unit() >= loss {
-                samples.push(ms3(rtt * (1.0 + 0.02 * rng.normal()) + jitter * rng.exp()));
+        // what this target is measured with (TargetKind): a packet train, and/or the service kinds
+        let (train, service) = match t.kind {
+            None => (true, (t.labels.get("kind").map(String::as_str) == Some("http")).then_some(TargetKind::Http)),
+            Some(TargetKind::Udp) => (true, None),
+            Some(k) => (false, Some(k)),
+        };
+        if train {
+            let jitter = c.jitter_ms.unwrap_or(1.0);
+            // packet train of 10: each packet lost with `loss`; delays = path + queueing (exponential)
+            let mut samples = Vec::new();
+            for _ in 0..10 {
+                if rng.unit() >= loss {
+                    samples.push(ms3(rtt * (1.0 + 0.02 * rng.normal()) + jitter * rng.exp()));
+                }
+            }
+            let received = samples.len() as u32;
+            let status = if received == 0 { Some(Status::Timeout) } else { None };
+            let train = WireEvent {
+                kind: Kind::Udp,
+                rtt_samples_ms: (received > 0).then_some(samples),
+                sent: Some(10),
+                received: Some(received),
+                status,
+                ..Default::default()
+            };
+            push(&mut out, seq, &t.id, "udp", train);
+        }
+        let Some(service) = service else { continue };
+        let lognormal = |rng: &mut Rng, median: f64| ms3(median * (0.08 * rng.normal()).exp());
+        if service != TargetKind::Tcp {
+            // a lookup: the whole of a dns target, the first step of an http one
+            if rng.unit() < st.dns_fail {
+                push(
+                    &mut out,
+                    seq,
+                    &t.id,
+                    "dns",
+                    WireEvent { kind: Kind::Dns, status: Some(Status::Servfail), ..Default::default() },
+                );
+                continue;
+            }
+            let dns = lognormal(rng, c.dns_ms.unwrap_or(15.0));
+            push(&mut out, seq, &t.id, "dns", WireEvent { kind: Kind::Dns, dns_ms: Some(dns), ..Default::default() });
+            if service == TargetKind::Dns {
+                continue;
             }
         }
-        let received = samples.len() as u32;
-        let status = if received == 0 { Some(Status::Timeout) } else { None };
-        let train = WireEvent {
-            kind: Kind::Udp,
-            rtt_samples_ms: (received > 0).then_some(samples),
-            sent: Some(10),
-            received: Some(received),
-            status,
-            ..Default::default()
-        };
-        push(&mut out, seq, &t.id, "udp", train);
-        if t.labels.get("kind").map(String::as_str) != Some("http") {
-            continue;
-        }
-        let lognormal = |rng: &mut Rng, median: f64| ms3(median * (0.08 * rng.normal()).exp());
-        if rng.unit() < st.dns_fail {
-            push(
-                &mut out,
-                seq,
-                &t.id,
-                "dns",
-                WireEvent { kind: Kind::Dns, status: Some(Status::Servfail), ..Default::default() },
-            );
-            continue;
-        }
-        let dns = lognormal(rng, c.dns_ms.unwrap_or(15.0));
-        push(&mut out, seq, &t.id, "dns", WireEvent { kind: Kind::Dns, dns_ms: Some(dns), ..Default::default() });
         if rng.unit() < loss {
             push(
                 &mut out,
@@ -184,8 +199,19 @@ pub(super) fn round_events(
             "tcp",
             WireEvent { kind: Kind::Tcp, connect_ms: Some(connect), ..Default::default() },
         );
+        if service == TargetKind::Tcp {
+            continue;
+        }
         let tls = lognormal(rng, c.tls_ms.unwrap_or(rtt));
-        push(&mut out, seq, &t.id, "tls", WireEvent { kind: Kind::Tls, tls_ms: Some(tls), ..Default::default() });
+        // the certificate's days to expiry, as the handshake reads them (counting down in time)
+        let cert_days = c.cert_days.map(|d| ms3((d - at_s as f64 / 86_400.0).max(0.0)));
+        push(
+            &mut out,
+            seq,
+            &t.id,
+            "tls",
+            WireEvent { kind: Kind::Tls, tls_ms: Some(tls), cert_days, ..Default::default() },
+        );
         let ttfb = lognormal(rng, c.ttfb_ms.unwrap_or(3.0 * rtt));
         push(&mut out, seq, &t.id, "http", WireEvent { kind: Kind::Http, ttfb_ms: Some(ttfb), ..Default::default() });
     }

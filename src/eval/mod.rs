@@ -16,6 +16,7 @@ mod run;
 mod scenario;
 mod score;
 
+pub use generate::{round_events, Rng};
 pub use run::*;
 pub use scenario::*;
 use score::median_max;

@@ -17,6 +17,9 @@ pub struct Conditions {
     pub tls_ms: Option<f64>,
     pub ttfb_ms: Option<f64>,
     pub diurnal_pct: Option<f64>,
+    /// Days until the target's certificate expires, as its TLS/HTTP measurements see it (none:
+    /// the measurements carry no certificate).
+    pub cert_days: Option<f64>,
 }
 
 impl Conditions {
@@ -24,8 +27,21 @@ impl Conditions {
         macro_rules! take {
             ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
         }
-        take!(rtt_ms, jitter_ms, loss, dns_ms, connect_ms, tls_ms, ttfb_ms, diurnal_pct);
+        take!(rtt_ms, jitter_ms, loss, dns_ms, connect_ms, tls_ms, ttfb_ms, diurnal_pct, cert_days);
     }
+}
+
+/// What a target is measured with. Unset: a packet train (udp), and for a target labelled
+/// `kind: http` also DNS, TCP, TLS and HTTP (the format's first form). Set: only that kind's
+/// measurements — `dns` one lookup, `tcp` one connect, `http` a lookup, a connect, a TLS
+/// handshake and a GET — and no packet train; `udp` the train alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Udp,
+    Dns,
+    Tcp,
+    Http,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -34,6 +50,9 @@ pub struct Node {
     pub id: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Targets only (a probe with a kind is an error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetKind>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -63,6 +82,9 @@ pub struct Effect {
     pub connect_ms_add: Option<f64>,
     pub tls_ms_add: Option<f64>,
     pub ttfb_ms_add: Option<f64>,
+    /// The certificate the target presents during the fault expires in this many days (a
+    /// certificate about to lapse, or a renewal that shipped an old one).
+    pub cert_days: Option<f64>,
     pub offline: Option<bool>,
 }
 
@@ -106,8 +128,8 @@ pub struct Scenario {
     pub expect: Vec<Expectation>,
 }
 
-const SCOPES: [&str; 5] = ["target", "probe", "group", "probe-offline", "none"];
-const METRICS: [&str; 8] = ["rtt", "jitter", "loss", "dns", "connect", "tls", "ttfb", "mos"];
+const SCOPES: [&str; 6] = ["target", "probe", "group", "probe-offline", "certificate", "none"];
+const METRICS: [&str; 9] = ["rtt", "jitter", "loss", "dns", "connect", "tls", "ttfb", "mos", "cert_days"];
 
 fn check_match(m: &BTreeMap<String, String>, field: &str) -> anyhow::Result<()> {
     for k in m.keys() {
@@ -134,6 +156,9 @@ pub fn parse(text: &str) -> anyhow::Result<Scenario> {
     }
     if s.probes.is_empty() || s.targets.is_empty() {
         bail!("probes/targets: at least one of each");
+    }
+    if let Some(i) = s.probes.iter().position(|p| p.kind.is_some()) {
+        bail!("probes[{i}].kind: a kind belongs to a target");
     }
     for (i, o) in s.baseline.overrides.iter().enumerate() {
         check_match(&o.matches, &format!("baseline.overrides[{i}].match"))?;

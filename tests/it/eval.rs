@@ -76,4 +76,49 @@ fn a_malformed_scenario_is_rejected_naming_the_field() {
     v.as_object_mut().unwrap().insert("colour".into(), "red".into());
     let e = parse(&v.to_string()).unwrap_err().to_string();
     assert!(e.contains("colour"), "{e}");
+    // the kinds a target is measured with are a fixed set, and belong to targets
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["targets"][0]["kind"] = "smtp".into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("targets[0].kind") && e.contains("smtp"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["probes"][1]["kind"] = "dns".into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("probes[1].kind"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    v["faults"][0]["effect"]["cert_day"] = 3.into();
+    let e = parse(&v.to_string()).unwrap_err().to_string();
+    assert!(e.contains("cert_day"), "{e}");
+}
+
+/// A target measured without a packet train sends only its kind's events, and a certificate
+/// fault reaches the TLS measurements (and counts down with time): what the diagnosis judges
+/// for dns, tcp and http targets and for certificates can be evaluated.
+#[test]
+fn service_kinds_send_only_their_measurements_and_carry_the_certificate() {
+    let text =
+        std::fs::read_to_string(scenarios().into_iter().find(|p| p.ends_with("service-kinds.json")).unwrap()).unwrap();
+    let s = parse(&text).unwrap();
+    let start = chrono::DateTime::parse_from_rfc3339(&s.start).unwrap().timestamp_millis();
+    let kinds = |round: i64| {
+        let mut seq = 0;
+        let mut rng = netqoe::eval::Rng(1);
+        netqoe::eval::round_events(&s, &mut rng, 0, round, start, &mut seq)
+    };
+    let healthy = kinds(0);
+    let by_target = |evs: &[netqoe_domain::WireEvent], t: &str| -> Vec<netqoe_domain::Kind> {
+        evs.iter().filter(|e| e.target == t).map(|e| e.kind).collect()
+    };
+    use netqoe_domain::Kind;
+    assert_eq!(by_target(&healthy, "resolver"), [Kind::Dns]);
+    assert_eq!(by_target(&healthy, "db"), [Kind::Tcp]);
+    assert_eq!(by_target(&healthy, "shop"), [Kind::Dns, Kind::Tcp, Kind::Tls, Kind::Http]);
+    assert_eq!(by_target(&healthy, "voip-gw"), [Kind::Udp]);
+    let cert = |evs: &[netqoe_domain::WireEvent]| {
+        evs.iter().find(|e| e.target == "shop" && e.kind == Kind::Tls).and_then(|e| e.cert_days)
+    };
+    assert_eq!(cert(&healthy), Some(60.0));
+    // the fault (from 1800 s) presents a certificate with 5 days left
+    let faulted = kinds(2000 / s.interval_s);
+    assert!(cert(&faulted).is_some_and(|d| d < 5.0 && d > 4.9), "{:?}", cert(&faulted));
 }
