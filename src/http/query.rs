@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use netqoe_actors::session::ListSessions;
 use netqoe_actors::store::{QueryCursor, RollupQuery};
+use netqoe_domain::event::rfc3339;
 use netqoe_domain::{Metric, Rollup, Tier, WindowAgg};
 use serde::Deserialize;
 
@@ -29,8 +30,6 @@ pub fn check_query_auth(req: &HttpRequest, state: &AppState) -> Result<(), Probl
         (_, Err(e)) => Err(Problem::auth(e, "query")),
     }
 }
-
-pub use netqoe_domain::event::rfc3339;
 
 fn parse_time(field: &str, s: &str) -> Result<i64, Problem> {
     if let Ok(ms) = s.parse::<i64>() {
