@@ -186,6 +186,63 @@ pub fn query_order(a: &Rollup, b: &Rollup) -> std::cmp::Ordering {
     ))
 }
 
+/// A fleet query: per (target, metric, window) the merge of every probe's window of one tier.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetQuery {
+    pub target: Option<String>,
+    pub metric: Option<Metric>,
+    pub tier: Tier,
+    /// Window starts in `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// Upper bound on fleet windows returned.
+    pub limit: usize,
+    /// A backend that answers by merging per-probe windows at query time reads at most this many
+    /// (`http.max_query_windows`); one that keeps fleet windows of its own ignores it.
+    pub max_windows: usize,
+}
+
+/// One fleet window: the merge of every probe's window of (target, metric, tier, start).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetRollup {
+    pub target: String,
+    pub metric: Metric,
+    pub tier: Tier,
+    pub start_ms: i64,
+    /// How many probes' windows it merges.
+    pub probes: u64,
+    pub agg: WindowAgg,
+}
+
+/// A fleet query's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FleetAnswer {
+    /// Fleet windows ordered by (target, metric name, start), at most `limit`.
+    Windows(Vec<FleetRollup>),
+    /// The backend merges at query time and the range holds more than `max_windows` windows.
+    TooWide,
+}
+
+/// Fleet windows merged from per-probe windows (any order), ordered by (target, metric, start).
+pub fn merge_fleet<'a>(rows: impl IntoIterator<Item = &'a Rollup>) -> Vec<FleetRollup> {
+    let mut groups: BTreeMap<(&'a str, &'static str, i64), FleetRollup> = BTreeMap::new();
+    for r in rows {
+        let e = groups.entry((r.key.target.as_str(), r.key.metric.as_str(), r.key.start_ms)).or_insert_with(|| {
+            FleetRollup {
+                target: r.key.target.clone(),
+                metric: r.key.metric,
+                tier: r.key.tier,
+                start_ms: r.key.start_ms,
+                probes: 0,
+                agg: WindowAgg::default(),
+            }
+        });
+        e.probes += 1;
+        e.agg.merge(&r.agg);
+    }
+    groups.into_values().collect()
+}
+
 /// Which incidents to list.
 #[derive(Clone, Debug)]
 pub struct IncidentQuery {
@@ -216,6 +273,29 @@ pub trait RollupStore: Send + Sync + 'static {
     async fn processed(&self, ids: &[BatchId]) -> Result<Vec<BatchId>, StoreError>;
     /// Windows of one tier, ordered by (probe, target, metric, start), without their event sets.
     async fn query(&self, q: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
+    /// Fleet windows (see `FleetQuery`). Every backend answers as if merging the probes' stored
+    /// windows of the range (`merge_fleet`); this default does exactly that, reading at most
+    /// `max_windows` of them. A backend may keep fleet windows of its own, maintained in the same
+    /// commit as the probes' windows, and answer from those.
+    async fn query_fleet(&self, q: &FleetQuery) -> Result<FleetAnswer, StoreError> {
+        let rq = RollupQuery {
+            probe: None,
+            target: q.target.clone(),
+            metric: q.metric,
+            tier: q.tier,
+            from_ms: q.from_ms,
+            to_ms: q.to_ms,
+            limit: q.max_windows.saturating_add(1),
+            after: None,
+        };
+        let rows = self.query(&rq).await?;
+        if rows.len() > q.max_windows {
+            return Ok(FleetAnswer::TooWide);
+        }
+        let mut out = merge_fleet(&rows);
+        out.truncate(q.limit);
+        Ok(FleetAnswer::Windows(out))
+    }
     async fn save_sessions(&self, sessions: &[SessionState]) -> Result<(), StoreError>;
     async fn load_session(&self, probe: &str) -> Result<Option<SessionState>, StoreError>;
     async fn list_sessions(&self) -> Result<Vec<SessionState>, StoreError>;

@@ -95,6 +95,35 @@ impl WindowAgg {
         }
     }
 
+    /// What `self` holds beyond `old`, an earlier state of the same window (windows only grow):
+    /// merging the result into any aggregate that includes `old` makes it include `self`. Counts,
+    /// sums and sketch bins are differences (clamped at zero); `min`/`max` are `self`'s, which a
+    /// merge combines correctly because a growing window's extremes only widen.
+    pub fn growth_since(&self, old: &WindowAgg) -> WindowAgg {
+        let mut sketch = self.sketch.clone();
+        sketch.subtract(&old.sketch);
+        let mut errors = self.errors.clone();
+        for (k, v) in &old.errors {
+            if let Some(n) = errors.get_mut(k) {
+                *n = n.saturating_sub(*v);
+            }
+        }
+        errors.retain(|_, n| *n > 0);
+        WindowAgg {
+            events: self.events.saturating_sub(old.events),
+            count: self.count.saturating_sub(old.count),
+            min: self.min,
+            max: self.max,
+            sum: self.sum - old.sum,
+            sketch,
+            sent: self.sent.saturating_sub(old.sent),
+            received: self.received.saturating_sub(old.received),
+            jitter_sum: self.jitter_sum - old.jitter_sum,
+            jitter_n: self.jitter_n.saturating_sub(old.jitter_n),
+            errors,
+        }
+    }
+
     pub fn summary(&self) -> RollupSummary {
         let q = |p| self.sketch.quantile(p).map(|v| clamp(v, self.min, self.max));
         RollupSummary {
@@ -383,6 +412,34 @@ mod tests {
             prop_assert_eq!(&merged.sketch, &whole.sketch);
             prop_assert_eq!(merged.sent, whole.sent);
             prop_assert!((merged.sum - whole.sum).abs() <= 1e-6 * whole.sum.abs().max(1.0));
+        }
+
+        #[test]
+        fn a_fleet_kept_by_growths_equals_the_merge_of_its_windows(
+            // (window, values) in the order they arrive; each step is one committed revision
+            steps in proptest::collection::vec((0usize..4, proptest::collection::vec(0.0f64..5000.0, 0..20), proptest::bool::ANY), 1..30)
+        ) {
+            let mut windows = vec![WindowAgg::default(); 4];
+            let mut fleet = WindowAgg::default();
+            for (w, values, failed) in &steps {
+                let old = windows[*w].clone();
+                windows[*w].add(&contrib(values));
+                if *failed {
+                    windows[*w].add(&Contribution { error: Some(Status::Timeout), ..contrib(&[]) });
+                }
+                fleet.merge(&windows[*w].growth_since(&old));
+            }
+            let want = merge_children(windows.iter());
+            prop_assert_eq!(fleet.count, want.count);
+            prop_assert_eq!(fleet.events, want.events);
+            prop_assert_eq!(fleet.min, want.min);
+            prop_assert_eq!(fleet.max, want.max);
+            prop_assert_eq!(&fleet.sketch, &want.sketch);
+            prop_assert_eq!(fleet.sent, want.sent);
+            prop_assert_eq!(fleet.received, want.received);
+            prop_assert_eq!(fleet.jitter_n, want.jitter_n);
+            prop_assert_eq!(&fleet.errors, &want.errors);
+            prop_assert!((fleet.sum - want.sum).abs() <= 1e-6 * want.sum.abs().max(1.0));
         }
     }
 }

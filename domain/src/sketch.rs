@@ -131,6 +131,42 @@ impl DdSketch {
         }
     }
 
+    /// Removes `part`'s values from `self`, where `part` is a sketch of a subset of the values
+    /// `self` holds (an earlier state of a window that only grows): the result is the sketch of
+    /// the values added since. Bins `part` over-counts are clamped at zero, so a `part` that is
+    /// not a subset loses accuracy but never underflows. Empty bins at either end are trimmed,
+    /// so the result equals the sketch a merge of the remaining parts would build.
+    pub fn subtract(&mut self, part: &DdSketch) {
+        let z = part.zero_count.min(self.zero_count);
+        self.zero_count -= z;
+        for (i, &c) in part.bins.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let k = part.offset + i as i32;
+            if k < self.offset {
+                continue;
+            }
+            if let Some(b) = self.bins.get_mut((k - self.offset) as usize) {
+                *b -= c.min(*b);
+            }
+        }
+        let first = self.bins.iter().position(|&c| c > 0);
+        match first {
+            None => {
+                self.bins.clear();
+                self.offset = 0;
+            }
+            Some(f) => {
+                let last = self.bins.iter().rposition(|&c| c > 0).unwrap_or(f);
+                self.bins.truncate(last + 1);
+                self.bins.drain(..f);
+                self.offset += f as i32;
+            }
+        }
+        self.count = self.zero_count + self.bins.iter().sum::<u64>();
+    }
+
     /// The value at rank `floor(q · (count − 1))` (0-based, ascending), within `ALPHA` relative
     /// error. `None` for an empty sketch or `q` outside `[0, 1]`.
     pub fn quantile(&self, q: f64) -> Option<f64> {
@@ -302,6 +338,24 @@ mod tests {
                     assert_close(merged.quantile(q).unwrap(), exact(&all, q));
                 }
             }
+        }
+
+        #[test]
+        fn subtracting_a_part_leaves_the_sketch_of_the_rest(
+            a in proptest::collection::vec(0.0f64..100_000.0, 0..300),
+            b in proptest::collection::vec(0.0f64..100_000.0, 0..300),
+        ) {
+            let (mut whole, mut part, mut rest) = (DdSketch::new(), DdSketch::new(), DdSketch::new());
+            for &v in &a {
+                whole.insert(v);
+                part.insert(v);
+            }
+            for &v in &b {
+                whole.insert(v);
+                rest.insert(v);
+            }
+            whole.subtract(&part);
+            prop_assert_eq!(whole, rest);
         }
 
         #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use netqoe_actors::session::ListSessions;
-use netqoe_actors::store::{QueryCursor, RollupQuery};
+use netqoe_actors::store::{FleetAnswer, FleetQuery, FleetRollup, QueryCursor, RollupQuery};
 use netqoe_domain::event::rfc3339;
 use netqoe_domain::{Metric, Rollup, Tier, WindowAgg};
 use serde::Deserialize;
@@ -236,6 +236,32 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     // window of its range, so its input is bounded instead: a range wider than
     // `http.max_query_windows` is refused, never answered from part of its data.
     let max_windows = state.cfg.http.max_query_windows;
+    let too_wide = || {
+        Problem::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "query-too-wide",
+            "Query too wide",
+            format!(
+                "group_by would merge more than {max_windows} windows (http.max_query_windows); narrow from/to, \
+                 add metric, probe or target, or use a coarser tier"
+            ),
+        )
+        .field("group_by")
+    };
+    if group_by.as_deref() == Some("target") && params.probe.is_none() {
+        // The whole fleet of each target: the store's fleet windows (a store that keeps them
+        // reads one row per answer; the others merge the probes' windows here).
+        let fq =
+            FleetQuery { target: params.target, metric, tier, from_ms: from, to_ms: to, limit: limit + 1, max_windows };
+        let fleet = match state.store.query_fleet(&fq).await.map_err(|e| Problem::unavailable(e.to_string(), 2))? {
+            FleetAnswer::Windows(w) => w,
+            FleetAnswer::TooWide => return Err(too_wide()),
+        };
+        let body = web::block(move || fleet_answer(fleet, (tier, from, to), limit, fields))
+            .await
+            .map_err(|e| Problem::internal(format!("query worker: {e}")))?;
+        return Ok(HttpResponse::Ok().content_type("application/json").body(body));
+    }
     let fetch = if group_by.is_some() { max_windows + 1 } else { limit + 1 };
     let q = RollupQuery {
         probe: params.probe,
@@ -249,16 +275,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
     };
     let mut rows = state.store.query(&q).await.map_err(|e| Problem::unavailable(e.to_string(), 2))?;
     if group_by.is_some() && rows.len() > max_windows {
-        return Err(Problem::new(
-            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "query-too-wide",
-            "Query too wide",
-            format!(
-                "group_by would merge more than {max_windows} windows (http.max_query_windows); narrow from/to, \
-                 add metric, probe or target, or use a coarser tier"
-            ),
-        )
-        .field("group_by"));
+        return Err(too_wide());
     }
     let body = web::block(move || {
         answer(rows_page(&mut rows, group_by.is_none(), limit), rows, (tier, from, to), group_by, limit, fields)
@@ -340,13 +357,43 @@ fn answer(
         truncated = true;
     }
 
+    envelope((tier, from, to), group_by, truncated, next.as_ref(), out)
+}
+
+/// The JSON of a `group_by=target` answer from the store's fleet windows (same shape as a
+/// merge of the rows: each window with the number of probes it merges).
+fn fleet_answer(
+    mut fleet: Vec<FleetRollup>,
+    range: (Tier, i64, i64),
+    limit: usize,
+    fields: Option<Vec<String>>,
+) -> String {
+    let truncated = fleet.len() > limit;
+    fleet.truncate(limit);
+    let out = fleet
+        .iter()
+        .map(|f| {
+            let extra = serde_json::json!({"probes": f.probes});
+            window_json((None, Some(&f.target)), f.metric, range.0, f.start_ms, &f.agg, extra, fields.as_deref())
+        })
+        .collect();
+    envelope(range, Some("target"), truncated, None, out)
+}
+
+fn envelope(
+    (tier, from, to): (Tier, i64, i64),
+    group_by: Option<&str>,
+    truncated: bool,
+    next: Option<&QueryCursor>,
+    out: Vec<serde_json::Value>,
+) -> String {
     serde_json::json!({
         "tier": tier.as_str(),
         "from": rfc3339(from),
         "to": rfc3339(to),
         "group_by": group_by,
         "truncated": truncated,
-        "next": next.as_ref().map(encode_cursor),
+        "next": next.map(encode_cursor),
         "rollups": out,
     })
     .to_string()

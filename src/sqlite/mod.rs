@@ -14,7 +14,7 @@
 //! `writer` (the group-commit thread, executing opaque jobs), `journal` (the bus) and `store` (the
 //! rollup store) — the last two use the writer, never the reverse; `error` classifies failures.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use netqoe_actors::bus::{Acker, Batch, BatchId, BusError, Delivery, EventBus, Incoming, Published};
 use netqoe_actors::store::{
-    derive_parent, parents_to_derive, CommitReport, IncidentQuery, ProbeMark, Retention, RollupQuery, RollupStore,
-    StoreError, WriteSet,
+    derive_parent, parents_to_derive, CommitReport, FleetAnswer, FleetQuery, FleetRollup, IncidentQuery, ProbeMark,
+    Retention, RollupQuery, RollupStore, StoreError, WriteSet,
 };
 use netqoe_actors::Clock;
 use netqoe_domain::codec;

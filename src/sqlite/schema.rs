@@ -8,7 +8,9 @@ use super::*;
 ///    set rewritten in its rollups row at every revision); seen_batches (ingest dedup: one row
 ///    per journaled batch with its seq range and event-id hashes) replaces seen_events, whose
 ///    rows a version-2 file had are kept as hashes in seen_ids until they expire.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: fleet_rollups (per tier, target, metric and window the merge of every probe's window, kept
+///    by each commit), built from the stored rollups when an older file is opened.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -81,6 +83,28 @@ CREATE INDEX IF NOT EXISTS rollups_by_target ON rollups (tier, target, metric, s
 CREATE INDEX IF NOT EXISTS rollups_by_start ON rollups (tier, start_ms);
 -- metric + time filters (the dashboard's fleet view) without scanning the tier
 CREATE INDEX IF NOT EXISTS rollups_by_metric ON rollups (tier, metric, start_ms);
+-- the merge of every probe's window of (tier, target, metric, start): fleet questions read these
+CREATE TABLE IF NOT EXISTS fleet_rollups (
+    tier TEXT NOT NULL,
+    target TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    probes INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    min REAL,
+    max REAL,
+    sum REAL NOT NULL,
+    sent INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    jitter_sum REAL NOT NULL,
+    jitter_n INTEGER NOT NULL,
+    errors TEXT NOT NULL,
+    sketch BLOB NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (tier, start_ms, target, metric)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fleet_rollups_by_target ON fleet_rollups (tier, target, metric, start_ms);
 CREATE TABLE IF NOT EXISTS processed_batches (
     batch_id TEXT PRIMARY KEY,
     at_ms INTEGER NOT NULL
@@ -140,13 +164,16 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> anyhow::Result<()> {
             conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [SCHEMA_VERSION])?;
         }
         Some(v) if v == SCHEMA_VERSION => {}
-        Some(v @ (1 | 2)) => {
+        Some(v @ (1..=3)) => {
             if v == 1 {
                 ensure_column(conn, "rollups", "applied", "BLOB NOT NULL DEFAULT x''")?;
                 ensure_column(conn, "watermarks", "max_seq", "INTEGER")?;
                 conn.execute_batch("DROP TABLE IF EXISTS applied_events")?;
             }
-            migrate_seen_events(conn)?;
+            if v <= 2 {
+                migrate_seen_events(conn)?;
+            }
+            build_fleet(conn)?;
             conn.execute("UPDATE schema_version SET version = ?1", [SCHEMA_VERSION])?;
             tracing::info!(path = %path.display(), from = v, to = SCHEMA_VERSION, "store schema migrated");
         }
@@ -199,6 +226,33 @@ fn migrate_seen_events(conn: &Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Version 4 keeps fleet windows; a file of an older version gets them built from its rollups,
+/// one (tier, target, metric, start) group at a time in the order of `rollups_by_target`.
+fn build_fleet(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM fleet_rollups", [])?;
+    {
+        let mut read = tx.prepare(&format!(
+            "SELECT {} FROM rollups ORDER BY tier, target, metric, start_ms",
+            super::store::ROLLUP_COLUMNS
+        ))?;
+        let mut rows = read.query([])?;
+        let mut growth = super::store::FleetGrowth::default();
+        let mut group: Option<(String, String, i64)> = None;
+        while let Some(row) = rows.next()? {
+            let r = super::store::row_to_rollup(row)?;
+            let k = (r.key.tier.as_str().to_string(), r.key.target.clone(), r.key.start_ms);
+            if group.as_ref().is_some_and(|g| g.0 != k.0 || g.1 != k.1) {
+                std::mem::take(&mut growth).apply(&tx, 0)?;
+            }
+            group = Some(k);
+            growth.add(&r.key, None, &r.agg);
+        }
+        growth.apply(&tx, 0)?;
+    }
+    tx.commit()
 }
 
 fn ensure_column(conn: &Connection, table: &str, column: &str, decl: &str) -> rusqlite::Result<()> {

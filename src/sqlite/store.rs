@@ -4,7 +4,7 @@
 
 use super::*;
 
-const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, applied";
+pub(super) const ROLLUP_COLUMNS: &str = "tier, probe, target, metric, start_ms, revision, closed, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch, applied";
 
 fn upsert_rollup(tx: &Transaction<'_>, r: &Rollup, bump: bool, now_ms: i64) -> rusqlite::Result<usize> {
     // `bump`: derived windows take the stored revision + 1; aggregator windows carry their own
@@ -73,46 +73,150 @@ fn insert_window_events(tx: &Transaction<'_>, r: &Rollup) -> rusqlite::Result<()
     Ok(())
 }
 
-fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
+/// A window's aggregate from the 11 columns `events, count, min, max, sum, sent, received,
+/// jitter_sum, jitter_n, errors, sketch` starting at column `at`.
+fn agg_from_row(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<WindowAgg> {
+    let corrupt =
+        |what: String| rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, what.into());
+    let errors: String = row.get(at + 9)?;
+    let sketch: Vec<u8> = row.get(at + 10)?;
+    let sketch = DdSketch::decode(&sketch).map_err(|e| corrupt(format!("sketch: {e}")))?;
+    let errors: BTreeMap<String, u64> = serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
+    Ok(WindowAgg {
+        events: row.get::<_, i64>(at)? as u64,
+        count: row.get::<_, i64>(at + 1)? as u64,
+        min: row.get(at + 2)?,
+        max: row.get(at + 3)?,
+        sum: row.get(at + 4)?,
+        sent: row.get::<_, i64>(at + 5)? as u64,
+        received: row.get::<_, i64>(at + 6)? as u64,
+        jitter_sum: row.get(at + 7)?,
+        jitter_n: row.get::<_, i64>(at + 8)? as u64,
+        errors,
+        sketch,
+    })
+}
+
+pub(super) fn row_to_rollup(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollup> {
     let tier: String = row.get(0)?;
     let metric: String = row.get(3)?;
-    let errors: String = row.get(16)?;
-    let sketch: Vec<u8> = row.get(17)?;
     let applied: Vec<u8> = row.get(18)?;
     let corrupt = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
     let tier = Tier::parse(&tier).ok_or_else(|| corrupt(format!("unknown tier {tier}")))?;
     let metric = Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?;
-    let sketch = DdSketch::decode(&sketch).map_err(|e| corrupt(format!("sketch: {e}")))?;
-    let errors: BTreeMap<String, u64> = serde_json::from_str(&errors).map_err(|e| corrupt(format!("errors: {e}")))?;
     let applied = EventSet::decode(&applied).ok_or_else(|| corrupt("applied event set".into()))?;
     Ok(Rollup {
         applied,
         key: WindowKey { probe: row.get(1)?, target: row.get(2)?, metric, tier, start_ms: row.get(4)? },
         revision: row.get::<_, i64>(5)? as u64,
         closed: row.get(6)?,
-        agg: WindowAgg {
-            events: row.get::<_, i64>(7)? as u64,
-            count: row.get::<_, i64>(8)? as u64,
-            min: row.get(9)?,
-            max: row.get(10)?,
-            sum: row.get(11)?,
-            sent: row.get::<_, i64>(12)? as u64,
-            received: row.get::<_, i64>(13)? as u64,
-            jitter_sum: row.get(14)?,
-            jitter_n: row.get::<_, i64>(15)? as u64,
-            errors,
-            sketch,
-        },
+        agg: agg_from_row(row, 7)?,
     })
+}
+
+const FLEET_COLUMNS: &str =
+    "tier, target, metric, start_ms, probes, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch";
+
+fn row_to_fleet(row: &rusqlite::Row<'_>) -> rusqlite::Result<FleetRollup> {
+    let tier: String = row.get(0)?;
+    let metric: String = row.get(2)?;
+    let corrupt = |what: String| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, what.into());
+    Ok(FleetRollup {
+        tier: Tier::parse(&tier).ok_or_else(|| corrupt(format!("unknown tier {tier}")))?,
+        target: row.get(1)?,
+        metric: Metric::parse(&metric).ok_or_else(|| corrupt(format!("unknown metric {metric}")))?,
+        start_ms: row.get(3)?,
+        probes: row.get::<_, i64>(4)? as u64,
+        agg: agg_from_row(row, 5)?,
+    })
+}
+
+/// The stored state of one window (its event set not read).
+fn stored_window(tx: &Transaction<'_>, k: &WindowKey) -> rusqlite::Result<Option<(u64, WindowAgg)>> {
+    tx.prepare_cached(
+        "SELECT revision, events, count, min, max, sum, sent, received, jitter_sum, jitter_n, errors, sketch
+         FROM rollups WHERE tier = ?1 AND probe = ?2 AND target = ?3 AND metric = ?4 AND start_ms = ?5",
+    )?
+    .query_row(params![k.tier.as_str(), k.probe, k.target, k.metric.as_str(), k.start_ms], |row| {
+        Ok((row.get::<_, i64>(0)? as u64, agg_from_row(row, 1)?))
+    })
+    .optional()
+}
+
+/// What one commit adds to the fleet windows: per (tier, target, metric, start), the growth of
+/// every probe window it changed, and how many of those windows are new.
+#[derive(Default)]
+pub(super) struct FleetGrowth(HashMap<(Tier, String, Metric, i64), (WindowAgg, u64)>);
+
+impl FleetGrowth {
+    /// A probe window went from `old` (absent: new) to `new`.
+    pub(super) fn add(&mut self, k: &WindowKey, old: Option<&WindowAgg>, new: &WindowAgg) {
+        let e = self.0.entry((k.tier, k.target.clone(), k.metric, k.start_ms)).or_default();
+        match old {
+            Some(o) => e.0.merge(&new.growth_since(o)),
+            None => {
+                e.0.merge(new);
+                e.1 += 1;
+            }
+        }
+    }
+
+    /// Folds the growth into the stored fleet windows. Invariant kept: a fleet window is the merge
+    /// of the stored probe windows of its (tier, target, metric, start), changed in the same
+    /// transaction as they are.
+    pub(super) fn apply(self, tx: &Transaction<'_>, now_ms: i64) -> rusqlite::Result<()> {
+        let mut read = tx.prepare_cached(&format!(
+            "SELECT {FLEET_COLUMNS} FROM fleet_rollups WHERE tier = ?1 AND start_ms = ?2 AND target = ?3 AND metric = ?4"
+        ))?;
+        let mut write = tx.prepare_cached(
+            "INSERT OR REPLACE INTO fleet_rollups (tier, target, metric, start_ms, probes, events, count, min, max, sum,
+               sent, received, jitter_sum, jitter_n, errors, sketch, updated_ms)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)",
+        )?;
+        for ((tier, target, metric, start_ms), (growth, added)) in self.0 {
+            let stored =
+                read.query_row(params![tier.as_str(), start_ms, target, metric.as_str()], row_to_fleet).optional()?;
+            let (mut agg, probes) = match stored {
+                Some(f) => (f.agg, f.probes),
+                None => (WindowAgg::default(), 0),
+            };
+            agg.merge(&growth);
+            let errors = serde_json::to_string(&agg.errors).unwrap_or_else(|_| "{}".into());
+            write.execute(params![
+                tier.as_str(),
+                target,
+                metric.as_str(),
+                start_ms,
+                (probes + added) as i64,
+                agg.events as i64,
+                agg.count as i64,
+                agg.min,
+                agg.max,
+                agg.sum,
+                agg.sent as i64,
+                agg.received as i64,
+                agg.jitter_sum,
+                agg.jitter_n as i64,
+                errors,
+                agg.sketch.encode(),
+                now_ms,
+            ])?;
+        }
+        Ok(())
+    }
 }
 
 fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet, now_ms: i64) -> rusqlite::Result<CommitReport> {
     let mut report = CommitReport::default();
-    let mut changed = Vec::new();
+    let mut fleet = FleetGrowth::default();
     for r in &ws.rollups {
+        let old = stored_window(tx, &r.key)?;
+        if old.as_ref().is_some_and(|(rev, _)| *rev >= r.revision) {
+            continue;
+        }
         if upsert_rollup(tx, r, false, now_ms)? == 1 {
             insert_window_events(tx, r)?;
-            changed.push(r.key.clone());
+            fleet.add(&r.key, old.as_ref().map(|o| &o.1), &r.agg);
             *report.written.entry(Tier::M1).or_default() += 1;
         }
     }
@@ -136,6 +240,8 @@ fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet, now_ms: i64) -> rusqlite::Resu
             )?
             .collect::<rusqlite::Result<_>>()?;
         let Some((agg, closed)) = derive_parent(&children) else { continue };
+        let old = stored_window(tx, &parent)?;
+        fleet.add(&parent, old.as_ref().map(|o| &o.1), &agg);
         upsert_rollup(
             tx,
             &Rollup { key: parent.clone(), agg, applied: EventSet::default(), revision: 0, closed },
@@ -144,6 +250,7 @@ fn commit_tx(tx: &Transaction<'_>, ws: &WriteSet, now_ms: i64) -> rusqlite::Resu
         )?;
         *report.written.entry(parent.tier).or_default() += 1;
     }
+    fleet.apply(tx, now_ms)?;
     let at = now_ms;
     let mut ins = tx.prepare_cached("INSERT OR IGNORE INTO processed_batches (batch_id, at_ms) VALUES (?1, ?2)")?;
     for id in &ws.batches {
@@ -190,6 +297,12 @@ fn prune_tx(tx: &Transaction<'_>, now_ms: i64, retention: &Retention) -> rusqlit
     for tier in Tier::ALL {
         n += tx.execute(
             "DELETE FROM rollups WHERE tier = ?1 AND start_ms < ?2",
+            params![tier.as_str(), retention.expired_before(tier, now_ms)],
+        )?;
+    }
+    for tier in Tier::ALL {
+        n += tx.execute(
+            "DELETE FROM fleet_rollups WHERE tier = ?1 AND start_ms < ?2",
             params![tier.as_str(), retention.expired_before(tier, now_ms)],
         )?;
     }
@@ -318,6 +431,33 @@ impl RollupStore for Sqlite {
             let mut st = c.prepare(&sql)?;
             let rows = st.query_map(rusqlite::params_from_iter(args), row_to_rollup)?;
             rows.map(|r| r.map(|r| Rollup { applied: EventSet::default(), ..r })).collect()
+        })
+        .await
+    }
+
+    /// Read from the fleet windows the commits keep, not merged at query time: a fleet question
+    /// reads one row per answer (`max_windows` does not apply).
+    async fn query_fleet(&self, q: &FleetQuery) -> Result<FleetAnswer, StoreError> {
+        let q = q.clone();
+        self.read(move |c| {
+            let mut sql = format!(
+                "SELECT {FLEET_COLUMNS} FROM fleet_rollups WHERE tier = ?1 AND start_ms >= ?2 AND start_ms < ?3"
+            );
+            let mut args: Vec<rusqlite::types::Value> =
+                vec![q.tier.as_str().to_string().into(), q.from_ms.into(), q.to_ms.into()];
+            if let Some(t) = &q.target {
+                args.push(t.clone().into());
+                sql.push_str(&format!(" AND target = ?{}", args.len()));
+            }
+            if let Some(m) = q.metric {
+                args.push(m.as_str().to_string().into());
+                sql.push_str(&format!(" AND metric = ?{}", args.len()));
+            }
+            args.push((q.limit as i64).into());
+            sql.push_str(&format!(" ORDER BY target, metric, start_ms LIMIT ?{}", args.len()));
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), row_to_fleet)?;
+            Ok(FleetAnswer::Windows(rows.collect::<rusqlite::Result<_>>()?))
         })
         .await
     }

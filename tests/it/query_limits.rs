@@ -95,10 +95,19 @@ async fn answers_are_pages_and_fleet_views_never_use_part_of_their_input() {
     assert_eq!(probes.len(), 3);
     let t3 = start(3, &[("NETQOE__HTTP__MAX_QUERY_WINDOWS", "50")]).await;
     let base3 = feed(&t3, 4, 5).await;
-    let url = t3.app.url(&format!("/v1/rollups?tier=1m&from={base3}&to={}&group_by=target", base3 + 3_600_000));
-    let r = get(&t3.client, &url, Some(&t3.query_token)).await;
+    let range3 = format!("tier=1m&from={base3}&to={}", base3 + 3_600_000);
+    let r = get(&t3.client, &t3.app.url(&format!("/v1/rollups?{range3}&group_by=probe")), Some(&t3.query_token)).await;
     assert_eq!((r.status, r.body["field"].as_str()), (422, Some("group_by")), "{}", r.body);
     assert!(r.body["detail"].as_str().unwrap().contains("http.max_query_windows"), "{}", r.body);
+    // the whole fleet of each target is read from the fleet windows the embedded store keeps (one
+    // row per answer), so the same 60 windows are no merge at query time and need no bound
+    let r = get(&t3.client, &t3.app.url(&format!("/v1/rollups?{range3}&group_by=target")), Some(&t3.query_token)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows = r.body["rollups"].as_array().unwrap();
+    assert_eq!(rows.len(), 20, "4 targets × 5 minutes: {}", r.body);
+    for w in rows {
+        assert_eq!((w["probes"].as_u64(), w["count"].as_u64()), (Some(3), Some(3)), "a whole fleet window: {w}");
+    }
 
     // queries beyond http.max_concurrent_queries wait for nobody: 503 + Retry-After, and ingest
     // is not held up meanwhile

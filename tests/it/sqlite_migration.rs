@@ -1,4 +1,4 @@
-//! Store files of older schema versions open, are migrated in place to the current one (3), and
+//! Store files of older schema versions open, are migrated in place to the current one (4), and
 //! keep their rollups, event sets and ingest dedup records.
 
 use crate::common;
@@ -35,7 +35,7 @@ async fn a_version_1_store_is_migrated_in_place() {
     assert!(got[0].applied.is_empty());
     let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
     let v: i64 = c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     let gone: i64 =
         c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'applied_events'", [], |r| r.get(0)).unwrap();
     assert_eq!(gone, 0);
@@ -85,8 +85,81 @@ async fn a_version_2_store_keeps_its_event_sets_and_dedup_records() {
     assert_eq!((p.accepted, p.duplicates), (1, 1));
     let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
     let v: i64 = c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
-    assert_eq!(v, 3);
+    assert_eq!(v, 4);
     let gone: i64 =
         c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'seen_events'", [], |r| r.get(0)).unwrap();
     assert_eq!(gone, 0);
+}
+
+/// A version-3 file (no fleet windows) gets its fleet windows built from its rollups when opened,
+/// each the merge of the stored probe windows of its tier, target, metric and start.
+#[actix_rt::test]
+async fn a_version_3_store_gets_its_fleet_windows_built() {
+    use netqoe_actors::store::{merge_fleet, FleetAnswer, FleetQuery, RollupQuery, WriteSet};
+    use netqoe_domain::event::Contribution;
+    use netqoe_domain::{Rollup, WindowAgg};
+    let dir = tempfile::tempdir().unwrap();
+    let now = netqoe_actors::now_ms();
+    let hour = Tier::H1.bin_start(now - 86_400_000);
+    let mut rollups = Vec::new();
+    for (i, probe) in ["a", "b", "c"].iter().enumerate() {
+        for target in ["x", "y"] {
+            for m in [0, 1, 59] {
+                let mut agg = WindowAgg::default();
+                let values = [1.0 + i as f64, 20.0 + m as f64];
+                agg.add(&Contribution {
+                    metric: Metric::Rtt,
+                    values: &values,
+                    sent: 2,
+                    received: 2,
+                    jitter_estimate_ms: None,
+                    error: None,
+                });
+                let key = WindowKey {
+                    probe: probe.to_string(),
+                    target: target.into(),
+                    metric: Metric::Rtt,
+                    tier: Tier::M1,
+                    start_ms: hour + m * 60_000,
+                };
+                rollups.push(Rollup { key, agg, applied: Default::default(), revision: 1, closed: true });
+            }
+        }
+    }
+    {
+        let store = netqoe::sqlite::Sqlite::open(dir.path()).unwrap();
+        let derive = rollups.iter().map(|r| r.key.clone()).collect();
+        store.commit(WriteSet { rollups, derive, ..Default::default() }).await.unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+        c.execute_batch("DROP TABLE fleet_rollups; UPDATE schema_version SET version = 3;").unwrap();
+    }
+    let store = netqoe::sqlite::Sqlite::open(dir.path()).expect("a version-3 file opens");
+    for tier in Tier::ALL {
+        let (from_ms, to_ms) = (Tier::D1.bin_start(hour), Tier::D1.bin_start(hour) + 86_400_000);
+        let rows = store
+            .query(&RollupQuery {
+                probe: None,
+                target: None,
+                metric: None,
+                tier,
+                from_ms,
+                to_ms,
+                limit: 1000,
+                after: None,
+            })
+            .await
+            .unwrap();
+        let fq = FleetQuery { target: None, metric: None, tier, from_ms, to_ms, limit: 1000, max_windows: 1 };
+        let FleetAnswer::Windows(got) = store.query_fleet(&fq).await.unwrap() else {
+            panic!("kept fleet windows are never too wide")
+        };
+        let want = merge_fleet(&rows);
+        assert_eq!(got.len(), if tier == Tier::M1 { 6 } else { 2 }, "{}", tier.as_str());
+        assert_eq!(got, want, "{}", tier.as_str());
+    }
+    let c = rusqlite::Connection::open(dir.path().join("netqoe.db")).unwrap();
+    let v: i64 = c.query_row("SELECT version FROM schema_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 4);
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use crate::common::scylla_store;
 
 use netqoe_actors::memory::MemoryStore;
-use netqoe_actors::store::{ProbeMark, Retention, RollupQuery, RollupStore, WriteSet};
+use netqoe_actors::store::{
+    merge_fleet, FleetAnswer, FleetQuery, FleetRollup, ProbeMark, Retention, RollupQuery, RollupStore, WriteSet,
+};
 use netqoe_domain::event::Contribution;
 use netqoe_domain::rollup::merge_children;
 use netqoe_domain::{event_hash, EventSet, Metric, Rollup, SessionState, Tier, WindowAgg, WindowKey};
@@ -249,7 +251,7 @@ async fn retention_prunes_per_tier(s: Arc<dyn RollupStore>) {
     let n = s.prune(now, &retention).await.unwrap();
     // the expired 1m window, plus its event set where the backend keeps it in a table of its own
     let want = match s.name() {
-        "sqlite" => 2,
+        "sqlite" => 3, // and its fleet window
         "scylla" => 0,
         _ => 1,
     };
@@ -335,6 +337,125 @@ async fn queries_page_in_one_order(s: Arc<dyn RollupStore>) {
     assert_eq!(s.query(&full).await.unwrap().len(), 18);
     filtered.probe = Some("pb".into());
     assert_eq!(s.query(&filtered).await.unwrap().len(), 3);
+}
+
+async fn fleet(s: &Arc<dyn RollupStore>, tier: Tier, from_ms: i64, to_ms: i64) -> Vec<FleetRollup> {
+    let fq = FleetQuery { target: None, metric: None, tier, from_ms, to_ms, limit: 10_000, max_windows: 10_000 };
+    match s.query_fleet(&fq).await.unwrap() {
+        FleetAnswer::Windows(w) => w,
+        FleetAnswer::TooWide => panic!("10,000 windows are not too wide"),
+    }
+}
+
+/// The fleet windows equal the merge of the stored probe windows, field by field.
+fn assert_fleet_is_merge(got: &[FleetRollup], rows: &[Rollup], what: &str) {
+    let want = merge_fleet(rows);
+    assert_eq!(got.len(), want.len(), "{what}: fleet windows");
+    for (g, w) in got.iter().zip(&want) {
+        let at = format!("{what}: {} {} {}", g.target, g.metric.as_str(), g.start_ms);
+        assert_eq!((&g.target, g.metric, g.tier, g.start_ms), (&w.target, w.metric, w.tier, w.start_ms), "{at}");
+        assert_eq!(g.probes, w.probes, "{at}: probes");
+        assert_eq!(g.agg.events, w.agg.events, "{at}: events");
+        assert_eq!(g.agg.count, w.agg.count, "{at}: count");
+        assert_eq!(g.agg.sketch, w.agg.sketch, "{at}: sketch");
+        assert_eq!((g.agg.min, g.agg.max), (w.agg.min, w.agg.max), "{at}: min/max");
+        assert_eq!((g.agg.sent, g.agg.received, g.agg.jitter_n), (w.agg.sent, w.agg.received, w.agg.jitter_n), "{at}");
+        assert_eq!(g.agg.errors, w.agg.errors, "{at}: errors");
+        assert!((g.agg.sum - w.agg.sum).abs() <= 1e-9 * w.agg.sum.abs().max(1.0), "{at}: sum");
+    }
+}
+
+/// Fleet windows (`query_fleet`) answer as the merge of the probes' stored windows of each tier,
+/// through new windows, new revisions, replays, stale revisions and re-derived hours and days.
+async fn fleet_windows_are_merges_of_probe_windows(s: Arc<dyn RollupStore>) {
+    let b = base();
+    let check = |label: &'static str| {
+        let s = s.clone();
+        async move {
+            for tier in Tier::ALL {
+                let rows = s.query(&q(tier, b, b + DAY)).await.unwrap();
+                assert!(!rows.is_empty(), "{label}: {} windows", tier.as_str());
+                assert_fleet_is_merge(&fleet(&s, tier, b, b + DAY).await, &rows, &format!("{label} {}", tier.as_str()));
+            }
+        }
+    };
+    // 3 probes × 2 targets × 3 minutes over two hours, two metrics
+    let mut first = Vec::new();
+    for (i, p) in ["p1", "p2", "p3"].iter().enumerate() {
+        for t in ["t1", "t2"] {
+            for m in [0, 7, 65] {
+                let v = [1.0 + i as f64, 10.0 * (m + 1) as f64, 3.5];
+                first.push(rollup(key(p, t, b + m * 60_000), &v, 1));
+            }
+            let mut loss = rollup(key(p, t, b), &[], 1);
+            loss.key.metric = Metric::Dns;
+            loss.agg.add(&Contribution {
+                metric: Metric::Dns,
+                values: &[],
+                sent: 0,
+                received: 0,
+                jitter_estimate_ms: None,
+                error: Some(netqoe_domain::event::Status::Timeout),
+            });
+            first.push(loss);
+        }
+    }
+    s.commit(ws(first.clone())).await.unwrap();
+    check("first commit").await;
+    // new revisions that grow some windows (the rows carry the whole state, as an aggregator's do)
+    let mut grown = Vec::new();
+    for r in first.iter().filter(|r| r.key.probe != "p3" && r.key.metric == Metric::Rtt) {
+        let mut g = r.clone();
+        g.revision = 2;
+        g.agg.add(&Contribution {
+            metric: Metric::Rtt,
+            values: &[500.0, 0.25],
+            sent: 2,
+            received: 2,
+            jitter_estimate_ms: Some(4.0),
+            error: None,
+        });
+        g.applied = EventSet::default();
+        g.applied.insert(event_hash(&format!("grow-{}", r.key.start_ms)));
+        grown.push(g);
+    }
+    s.commit(ws(grown.clone())).await.unwrap();
+    check("grown").await;
+    // a replay of that commit, and a stale revision, change nothing
+    s.commit(ws(grown.clone())).await.unwrap();
+    let mut stale = first[0].clone();
+    stale.agg.add(&Contribution {
+        metric: Metric::Rtt,
+        values: &[9999.0],
+        sent: 1,
+        received: 1,
+        jitter_estimate_ms: None,
+        error: None,
+    });
+    s.commit(ws(vec![stale])).await.unwrap();
+    check("replayed and stale").await;
+    let m1 = fleet(&s, Tier::M1, b, b + 60_000).await;
+    let t1 = m1.iter().find(|f| f.target == "t1" && f.metric == Metric::Rtt).expect("t1's first minute");
+    assert_eq!((t1.probes, t1.agg.count), (3, 3 * 3 + 2 * 2), "three probes, two of them grown");
+    assert_eq!(t1.agg.max, Some(500.0));
+    // a new probe joins one minute
+    s.commit(ws(vec![rollup(key("p4", "t2", b + 7 * 60_000), &[42.0], 1)])).await.unwrap();
+    check("a new probe").await;
+    // filters and limits: one target, one metric, ordered by (target, metric, start)
+    let fq = FleetQuery {
+        target: Some("t2".into()),
+        metric: Some(Metric::Rtt),
+        tier: Tier::M1,
+        from_ms: b,
+        to_ms: b + DAY,
+        limit: 2,
+        max_windows: 10_000,
+    };
+    let FleetAnswer::Windows(two) = s.query_fleet(&fq).await.unwrap() else { panic!("too wide") };
+    assert_eq!(
+        two.iter().map(|f| (f.target.as_str(), f.start_ms, f.probes)).collect::<Vec<_>>(),
+        vec![("t2", b, 3), ("t2", b + 7 * 60_000, 4)]
+    );
 }
 
 fn incident(id: &str, opened_ms: i64, open: bool) -> netqoe_domain::diagnosis::Incident {
@@ -477,6 +598,12 @@ macro_rules! contract {
             async fn retention_prunes_per_tier() {
                 let (s, _d) = store().await;
                 super::retention_prunes_per_tier(s).await
+            }
+            #[actix_rt::test]
+            $(#[$attr])*
+            async fn fleet_windows_are_merges_of_probe_windows() {
+                let (s, _d) = store().await;
+                super::fleet_windows_are_merges_of_probe_windows(s).await
             }
             #[actix_rt::test]
             $(#[$attr])*
