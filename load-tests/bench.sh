@@ -80,8 +80,9 @@ if [ "$MODE" = influx ]; then
   for i in $(seq 1 "$PAIRS"); do
     echo "== influx run $i: InfluxDB, then netqoe, the same data set; then both are asked"
     rm -rf "$work/peer/data"
-    # the fleet question merges every 1m window of the hour: PEER_PROBES × PEER_TARGETS × minutes
-    NETQOE__HTTP__BIND="127.0.0.1:$PORT" NETQOE__LOG__LEVEL=warn NETQOE__HTTP__MAX_QUERY_WINDOWS=2000000 \
+    # the fleet question reads the store's fleet windows (one row per target and minute), so the
+    # default http.max_query_windows applies unchanged
+    NETQOE__HTTP__BIND="127.0.0.1:$PORT" NETQOE__LOG__LEVEL=warn \
       "$BIN/netqoe" --config "$work/peer/netqoe.toml" run > "$OUT/influx-$i.server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done

@@ -151,6 +151,11 @@ pub(super) struct FleetGrowth(HashMap<(Tier, String, Metric, i64), (WindowAgg, u
 impl FleetGrowth {
     /// A probe window went from `old` (absent: new) to `new`.
     pub(super) fn add(&mut self, k: &WindowKey, old: Option<&WindowAgg>, new: &WindowAgg) {
+        if old.is_some_and(|o| o.events == new.events) {
+            // every event adds one to `events`: a window that grew by none is unchanged (a
+            // revision that only marks it closed)
+            return;
+        }
         let e = self.0.entry((k.tier, k.target.clone(), k.metric, k.start_ms)).or_default();
         match old {
             Some(o) => e.0.merge(&new.growth_since(o)),
