@@ -324,6 +324,8 @@ mod tests {
             affected_targets: Default::default(),
             evidence: Default::default(),
             confidence: 1.0,
+            p_value: None,
+            runner_up: None,
         };
         assert!(incident_covers(&i, "p1", "t1", MatrixMetric::Loss));
         assert!(incident_covers(&i, "p1", "t1", MatrixMetric::Rtt), "loss is read from the RTT series");

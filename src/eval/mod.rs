@@ -85,8 +85,13 @@ pub async fn eval_files(
                 // plain words for people: `target=shop`, `loss, rtt`, a number or "-"
                 let subject: Vec<String> = r.subject.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let metrics: Vec<&str> = r.metrics.iter().map(String::as_str).collect();
+                let sure = match (r.p_value, &r.runner_up) {
+                    (Some(p), Some((alt, q))) => format!(", p {p:.1e} rather than {alt} (p {q:.1e})"),
+                    (Some(p), None) => format!(", p {p:.1e}"),
+                    _ => String::new(),
+                };
                 println!(
-                    "    {} {} {} metrics {} opened +{} s, resolved {}, severity {}, MOS impact {}",
+                    "    {} {} {} metrics {} opened +{} s, resolved {}, severity {}, MOS impact {}{}",
                     r.id,
                     r.scope,
                     subject.join(" "),
@@ -94,7 +99,8 @@ pub async fn eval_files(
                     r.opened_s,
                     r.resolved_s.map_or("never".into(), |t| format!("+{t} s")),
                     r.peak_severity,
-                    r.mos_impact.map_or("-".to_string(), |m| format!("{m:.2}"))
+                    r.mos_impact.map_or("-".to_string(), |m| format!("{m:.2}")),
+                    sure
                 );
             }
         }

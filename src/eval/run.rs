@@ -121,6 +121,11 @@ pub async fn run(s: &Scenario, dcfg: &DiagnosisConfig) -> anyhow::Result<Scenari
             peak_severity: (i.peak_severity * 100.0).round() / 100.0,
             mos_impact: i.mos_impact.map(|m| (m * 100.0).round() / 100.0),
             confidence: (i.confidence * 100.0).round() / 100.0,
+            p_value: i.p_value,
+            runner_up: i.runner_up.as_ref().map(|r| {
+                let subject: Vec<String> = r.subject.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                (format!("{} {}", r.scope.name(), subject.join(" ")), r.p_value)
+            }),
         })
         .collect();
     Ok(score(s, list, events))

@@ -20,6 +20,9 @@ pub struct Reported {
     pub peak_severity: f64,
     pub mos_impact: Option<f64>,
     pub confidence: f64,
+    /// The explanation's p-value and the runner-up's (`scope subject=…`, p-value).
+    pub p_value: Option<f64>,
+    pub runner_up: Option<(String, f64)>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -457,6 +457,8 @@ pub fn sample_incident(
         affected_targets: Default::default(),
         evidence: [("loss".to_string(), MetricEvidence { baseline: 0.002, observed: 1.0 })].into(),
         confidence: 1.0,
+        p_value: None,
+        runner_up: None,
     }
 }
 

@@ -476,6 +476,12 @@ fn incident(id: &str, opened_ms: i64, open: bool) -> netqoe_domain::diagnosis::I
         affected_targets: ["shop".to_string()].into(),
         evidence: [("loss".to_string(), MetricEvidence { baseline: 0.002, observed: 1.0 })].into(),
         confidence: 1.0,
+        p_value: Some(3.5e-12),
+        runner_up: Some(netqoe_domain::diagnosis::RunnerUp {
+            scope: netqoe_domain::diagnosis::Scope::Target,
+            subject: [("target".to_string(), "t".to_string())].into(),
+            p_value: 0.4,
+        }),
     }
 }
 

@@ -15,7 +15,9 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// P(X ≥ k) for X ~ Binomial(n, p).
+/// P(X ≥ k) for X ~ Binomial(n, p), in log space: the lower terms subtracted from 1 when `k` is
+/// at most the mean, else the upper terms summed from `k` (so a tail far below 1e-16 keeps its
+/// size instead of vanishing in `1 − …`); never below the smallest positive double when `k ≤ n`.
 pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
     if k == 0 {
         return 1.0;
@@ -24,14 +26,29 @@ pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
         return 0.0;
     }
     let p = p.clamp(1e-12, 1.0 - 1e-12);
-    // sum the lower part in log space: P(X ≥ k) = 1 − Σ_{i<k} C(n,i) p^i (1−p)^(n−i)
+    let step = |i: u64| ((n - i) as f64 / (i + 1) as f64).ln() + (p / (1.0 - p)).ln(); // log P(i+1)/P(i)
     let mut term = (n as f64) * (1.0 - p).ln(); // log P(X = 0)
-    let mut below = 0.0;
-    for i in 0..k {
-        below += term.exp();
-        term += ((n - i) as f64 / (i + 1) as f64).ln() + (p / (1.0 - p)).ln();
+    if k as f64 <= n as f64 * p {
+        let mut below = 0.0;
+        for i in 0..k {
+            below += term.exp();
+            term += step(i);
+        }
+        return (1.0 - below).max(0.0);
     }
-    (1.0 - below).max(0.0)
+    for i in 0..k {
+        term += step(i);
+    }
+    let (top, mut sum, mut i) = (term, 0.0, k);
+    loop {
+        sum += (term - top).exp();
+        if i == n || term < top - 60.0 {
+            break;
+        }
+        term += step(i);
+        i += 1;
+    }
+    (top.exp() * sum).clamp(f64::MIN_POSITIVE, 1.0)
 }
 
 /// The learned normal of one signal of one (probe, target) pair.
@@ -78,6 +95,13 @@ impl Baseline {
             }
         }
         dev
+    }
+
+    /// The failures and attempts of the windows a failure baseline holds, once it holds
+    /// `min_history` of them (what pooled evidence sums as the pair's normal).
+    pub fn failure_history(&self, cfg: &DiagnosisConfig) -> Option<(u64, u64)> {
+        (self.fails.len() >= cfg.min_history)
+            .then(|| self.fails.iter().fold((0, 0), |acc, (f, a)| (acc.0 + f, acc.1 + a)))
     }
 
     pub(crate) fn judge(&self, signal: Signal, v: Value, cfg: &DiagnosisConfig) -> Option<Deviation> {

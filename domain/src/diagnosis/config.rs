@@ -38,6 +38,21 @@ pub struct DiagnosisConfig {
     /// A target whose certificate expires in fewer days than this (as any probe last saw it)
     /// gets a `certificate` incident; 0 turns the check off.
     pub cert_warn_days: f64,
+    /// Pooled evidence (docs/diagnosis.md "Pooled evidence"): a scope's failure counts, summed
+    /// over its pairs, accumulate in a binomial CUSUM; the scope is blamed while the CUSUM is at
+    /// or above this log-likelihood ratio (and the window still adds to it).
+    pub pooled_threshold: f64,
+    /// Most one window adds to a CUSUM (below the threshold: a one-window blip never alarms).
+    pub pooled_step_cap: f64,
+    /// The failure rate the test looks for: the pooled baseline plus this …
+    pub pooled_min_shift: f64,
+    /// … or this many times the baseline, whichever is larger.
+    pub pooled_ratio: f64,
+    /// A pooled baseline rate is taken as at least this.
+    pub pooled_min_rate: f64,
+    /// For the p-value of a latency (level) explanation: the share of windows a healthy pair is
+    /// judged degraded by chance, assumed in the binomial test of how many of its pairs are.
+    pub level_false_rate: f64,
 }
 
 impl Default for DiagnosisConfig {
@@ -59,6 +74,12 @@ impl Default for DiagnosisConfig {
             offline_after: 2,
             rebaseline_after: 120,
             cert_warn_days: 14.0,
+            pooled_threshold: 15.0,
+            pooled_step_cap: 10.0,
+            pooled_min_shift: 0.01,
+            pooled_ratio: 3.0,
+            pooled_min_rate: 0.001,
+            level_false_rate: 0.05,
         }
     }
 }

@@ -48,6 +48,13 @@ pub struct Incident {
     pub evidence: BTreeMap<String, MetricEvidence>,
     /// Confidence 0…1: how cleanly the evidence fits (share of the explained pairs degraded).
     pub confidence: f64,
+    /// How unlikely the evidence of the incident's strongest window is if nothing changed in this
+    /// scope (docs/diagnosis.md "How sure"); absent for a silent probe or a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// The most plausible other explanation of the same evidence, with its p-value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_up: Option<RunnerUp>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -64,6 +71,8 @@ pub struct Diagnoser {
     baselines: BTreeMap<(String, String, Signal), Baseline>,
     mos_baselines: BTreeMap<(String, String), Baseline>,
     candidates: BTreeMap<Explanation, Candidate>,
+    /// Pooled evidence: a CUSUM per failure signal and candidate scope.
+    cusums: BTreeMap<(Signal, Explanation), Cusum>,
     /// Open incidents by explanation, with windows missing since last seen.
     open: BTreeMap<Explanation, (Incident, u32)>,
     /// Probes seen so far and windows each has been silent.
@@ -110,10 +119,17 @@ impl Diagnoser {
         let mut degraded: BTreeMap<Signal, Vec<Degraded>> = BTreeMap::new();
         let mut reporting: BTreeMap<Signal, BTreeSet<(String, String)>> = BTreeMap::new();
         let mut mos_drop: BTreeMap<(String, String), f64> = BTreeMap::new();
+        let mut pools: BTreeMap<Signal, BTreeMap<(String, String), Pool>> = BTreeMap::new();
         for ((p, t), pw) in &w.pairs {
             for (s, v) in &pw.values {
                 reporting.entry(*s).or_default().insert((p.clone(), t.clone()));
                 let b = self.baselines.entry((p.clone(), t.clone(), *s)).or_default();
+                if let (Value::Failures { failed, attempts }, Some((bf, ba))) = (v, b.failure_history(&cfg)) {
+                    if POOLED_SIGNALS.contains(s) && *attempts > 0 {
+                        let pool = Pool { failed: *failed, attempts: *attempts, base_failed: bf, base_attempts: ba };
+                        pools.entry(*s).or_default().insert((p.clone(), t.clone()), pool);
+                    }
+                }
                 if let Some(dev) = b.observe(*s, *v, &cfg) {
                     degraded.entry(*s).or_default().push(Degraded {
                         probe: p.clone(),
@@ -150,15 +166,44 @@ impl Diagnoser {
                 entry.1.extend(covered);
             }
         }
+        // pooled evidence of the failure signals, accumulated across windows: an alarm carries
+        // the windows its CUSUM has been rising, which count toward `open_after`
+        let mut held: BTreeMap<Explanation, u32> = BTreeMap::new();
+        for (s, by_pair) in &pools {
+            for (e, conf, list, rising) in pooled_alarms(*s, by_pair, &self.labels, &mut self.cusums, &cfg) {
+                let h = held.entry(e.clone()).or_default();
+                *h = (*h).max(rising);
+                let entry = found.entry(e).or_insert((conf, Vec::new()));
+                entry.0 = entry.0.max(conf);
+                entry.1.extend(list);
+            }
+        }
+        // how sure: each explanation's p-value and its runner-up's
+        let degraded_sets: BTreeMap<Signal, BTreeSet<(String, String)>> = degraded
+            .iter()
+            .map(|(s, l)| (*s, l.iter().map(|d| (d.probe.clone(), d.target.clone())).collect()))
+            .collect();
+        let strength = Strength {
+            pools: &pools,
+            degraded: &degraded_sets,
+            reporting: &reporting,
+            labels: &self.labels,
+            cfg: &cfg,
+        };
+        let strengths: BTreeMap<Explanation, (f64, Option<RunnerUp>)> =
+            found.iter().filter_map(|(e, (_, ev))| strength.of(e, ev).map(|s| (e.clone(), s))).collect();
         // hysteresis
         let mut changed = Vec::new();
         self.candidates.retain(|e, _| found.contains_key(e));
         for (e, (conf, evidence)) in &found {
-            let c = self.candidates.entry(e.clone()).or_insert(Candidate { run: 0, first_seen_ms: w.start_ms });
-            c.run += 1;
+            let rising = held.get(e).copied().unwrap_or(0);
+            let since = w.start_ms - (w.end_ms - w.start_ms) * i64::from(rising.saturating_sub(1));
+            let c = self.candidates.entry(e.clone()).or_insert(Candidate { run: 0, first_seen_ms: since });
+            c.run = (c.run + 1).max(rising);
             if let Some((inc, missing)) = self.open.get_mut(e) {
                 *missing = 0;
                 update(inc, evidence, &mos_drop, *conf, w.end_ms);
+                set_strength(inc, strengths.get(e));
                 changed.push(inc.clone());
             } else if c.run >= cfg.open_after {
                 self.next_id += 1;
@@ -180,11 +225,14 @@ impl Diagnoser {
                     affected_targets: BTreeSet::new(),
                     evidence: BTreeMap::new(),
                     confidence: *conf,
+                    p_value: None,
+                    runner_up: None,
                 };
                 if e.scope == Scope::ProbeOffline {
                     inc.affected_probes.extend(e.subject.get("probe").cloned());
                 }
                 update(&mut inc, evidence, &mos_drop, *conf, w.end_ms);
+                set_strength(&mut inc, strengths.get(e));
                 self.open.insert(e.clone(), (inc.clone(), 0));
                 changed.push(inc);
             }
@@ -253,7 +301,18 @@ impl Diagnoser {
     }
 }
 
-fn covers_pair(
+/// The p-values of the incident's strongest window so far (its smallest p-value), with that
+/// window's runner-up — like `peak_severity`, what the evidence showed at its clearest.
+fn set_strength(inc: &mut Incident, s: Option<&(f64, Option<RunnerUp>)>) {
+    if let Some((p, runner_up)) = s {
+        if inc.p_value.is_none_or(|old| *p < old) {
+            inc.p_value = Some(*p);
+            inc.runner_up = runner_up.clone();
+        }
+    }
+}
+
+pub(crate) fn covers_pair(
     e: &Explanation,
     probe: &str,
     target: &str,

@@ -13,6 +13,7 @@ mod config;
 mod emodel;
 mod incident;
 mod localise;
+mod pooled;
 mod signal;
 #[cfg(test)]
 mod tests;
@@ -22,4 +23,5 @@ pub use config::*;
 pub use emodel::*;
 pub use incident::*;
 pub use localise::*;
+pub use pooled::*;
 pub use signal::*;
