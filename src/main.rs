@@ -85,11 +85,22 @@ enum Command {
     /// generated from each file's seed run through the pipeline in simulated time.
     Eval {
         /// Scenario files.
-        #[arg(required = true)]
+        #[arg(required_unless_present_any = ["sweep", "healthy_days"])]
         files: Vec<PathBuf>,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
+        /// Power curves: families of generated faults (one probe, a label group, a target; loss,
+        /// RTT, DNS failures) at growing sizes; the table, and an SVG in --out.
+        #[arg(long)]
+        sweep: bool,
+        /// A healthy fleet (50 probes × 10 targets, diurnal swing, noise, brief blips) for this
+        /// many simulated days: every incident it opens is a false one.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=14))]
+        healthy_days: Option<u32>,
+        /// Where --sweep writes sweep.svg and sweep.json.
+        #[arg(long, default_value = "target/eval")]
+        out: PathBuf,
         #[command(flatten)]
         config: ConfigOpt,
     },
@@ -291,7 +302,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Eval { files, json, config } => {
+        Command::Eval { files, json, sweep, healthy_days, out, config } => {
             let config_file = config.file.or(cli.config);
             netqoe::init_logging("plain", "error");
             let cfg = match load(config_file.as_deref()) {
@@ -299,6 +310,16 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let system = actix_rt::System::new();
+            if sweep || healthy_days.is_some() {
+                let run = netqoe::eval::sweep_main(sweep, healthy_days.map(i64::from), &out, &cfg.diagnosis);
+                return match system.block_on(run) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("netqoe eval: {e:#}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
             match system.block_on(netqoe::eval::eval_files(&files, json, &cfg.diagnosis)) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {

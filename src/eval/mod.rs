@@ -15,12 +15,14 @@ mod generate;
 mod run;
 mod scenario;
 mod score;
+mod sweep;
 
 pub use generate::{round_events, Rng};
 pub use run::*;
 pub use scenario::*;
 use score::median_max;
 pub use score::*;
+pub use sweep::*;
 
 /// `netqoe eval FILE...`: prints the table (or JSON); fails when a file is malformed.
 pub async fn eval_files(
@@ -119,4 +121,40 @@ pub async fn eval_files(
         );
     }
     Ok(scores)
+}
+
+/// `netqoe eval --sweep` / `--healthy-days N`: prints the tables; the sweep's SVG and JSON go to
+/// `out`.
+pub async fn sweep_main(
+    do_sweep: bool,
+    healthy_days: Option<i64>,
+    out: &std::path::Path,
+    dcfg: &DiagnosisConfig,
+) -> anyhow::Result<()> {
+    if do_sweep {
+        let rows = sweep(dcfg, 7).await?;
+        print!("{}", table(&rows));
+        std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+        std::fs::write(out.join("sweep.svg"), svg(&rows))?;
+        let json: Vec<_> =
+            rows.iter().map(|(n, u, p)| serde_json::json!({"family": n, "unit": u, "points": p})).collect();
+        std::fs::write(out.join("sweep.json"), serde_json::to_string_pretty(&json)?)?;
+        println!("curve: {}, figures: {}", out.join("sweep.svg").display(), out.join("sweep.json").display());
+    }
+    if let Some(days) = healthy_days {
+        let started = std::time::Instant::now();
+        let (windows, incidents) = healthy(dcfg, days, 11).await?;
+        println!(
+            "healthy fleet: 50 probes × 10 targets, {days} simulated days ({windows} windows, blips every 3 h): {} false incidents ({:.2} per simulated week), {:.0} s",
+            incidents.len(),
+            incidents.len() as f64 * 7.0 / days as f64,
+            started.elapsed().as_secs_f64()
+        );
+        for r in &incidents {
+            let subject: Vec<String> = r.subject.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let metrics: Vec<&str> = r.metrics.iter().map(String::as_str).collect();
+            println!("    {} {} metrics {} opened +{} s", r.scope, subject.join(" "), metrics.join(", "), r.opened_s);
+        }
+    }
+    Ok(())
 }

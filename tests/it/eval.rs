@@ -122,3 +122,22 @@ fn service_kinds_send_only_their_measurements_and_carry_the_certificate() {
     let faulted = kinds(2000 / s.interval_s);
     assert!(cert(&faulted).is_some_and(|d| d < 5.0 && d > 4.9), "{:?}", cert(&faulted));
 }
+
+/// The goal of the pooled evidence, end to end (generated events → journal → aggregator →
+/// store → diagnoser): sustained 3 % loss on one probe's access network of the sweep's template
+/// fleet is blamed on that probe within 5 windows, and nothing else opens.
+#[actix_rt::test]
+async fn three_percent_loss_on_one_probe_is_found_within_five_windows() {
+    let families = netqoe::eval::families();
+    let f = families.iter().find(|f| f.name == "loss, one probe").unwrap();
+    let p = netqoe::eval::point(f, 3.0, 7, &DiagnosisConfig::default()).await.unwrap();
+    assert!(p.found, "{p:?}");
+    assert!(p.delay_s.unwrap() <= 300, "{p:?}");
+    assert_eq!(p.other_incidents, 0, "{p:?}");
+    // the table and the curve name every family
+    let rows = vec![(f.name.to_string(), f.unit.to_string(), vec![p])];
+    let table = netqoe::eval::table(&rows);
+    assert!(table.contains("loss, one probe") && table.contains("3%"), "{table}");
+    let svg = netqoe::eval::svg(&rows);
+    assert!(svg.starts_with("<svg") && svg.contains("loss, one probe"), "{svg}");
+}
