@@ -178,6 +178,22 @@ impl Diagnoser {
                 entry.1.extend(list);
             }
         }
+        // an open group incident (a label group toward everything) takes what it covers: one of its
+        // members, or itself toward one target, found in a window where the rest of its evidence
+        // was thinner (its members' CUSUMs rise and fall a window apart; it stays the explanation)
+        let folded: Vec<Explanation> = found
+            .iter()
+            .filter(|(e, _)| self.open.keys().any(|g| folds(g, e, &self.labels)))
+            .map(|(e, _)| e.clone())
+            .collect();
+        for e in folded {
+            if let Some((_, ev)) = found.remove(&e) {
+                let g = self.open.keys().find(|g| folds(g, &e, &self.labels));
+                if let Some(g) = g.cloned() {
+                    found.entry(g).or_insert((1.0, Vec::new())).1.extend(ev);
+                }
+            }
+        }
         // how sure: each explanation's p-value and its runner-up's
         let degraded_sets: BTreeMap<Signal, BTreeSet<(String, String)>> = degraded
             .iter()
@@ -309,6 +325,19 @@ fn set_strength(inc: &mut Incident, s: Option<&(f64, Option<RunnerUp>)>) {
             inc.p_value = Some(*p);
             inc.runner_up = runner_up.clone();
         }
+    }
+}
+
+/// Whether open group explanation `g` (a label group toward every target) takes explanation `e`:
+/// a probe that is one of its members, or the same group toward one target.
+fn folds(g: &Explanation, e: &Explanation, labels: &BTreeMap<String, BTreeMap<String, String>>) -> bool {
+    if g.scope != Scope::Group || g.subject.contains_key("target") {
+        return false;
+    }
+    match e.scope {
+        Scope::Probe => e.subject.get("probe").is_some_and(|p| covers_pair(g, p, "", labels)),
+        Scope::Group => e.subject.contains_key("target") && g.subject.iter().all(|(k, v)| e.subject.get(k) == Some(v)),
+        _ => false,
     }
 }
 

@@ -226,7 +226,7 @@ pub fn pooled_alarms(
     let mut up: BTreeSet<&String> = bad.keys().copied().collect();
     for p in &probes {
         let e = Explanation { scope: Scope::Probe, subject: BTreeMap::from([("probe".into(), (*p).clone())]) };
-        if cusums.get(&(signal, e)).is_some_and(|c| c.s >= cfg.pooled_threshold / 2.0) {
+        if cusums.get(&(signal, e)).is_some_and(|c| c.s >= cfg.pooled_threshold / 3.0) {
             up.insert(p);
         }
     }

@@ -322,7 +322,16 @@ fn draws(state: &mut u64, n: u64, p: f64) -> u64 {
 /// 8 probes × 4 targets, 60 packets a pair and window at 0.2 % loss; from window 30 on, `fault`
 /// gives the loss of a pair. Returns the incidents (latest state) and the window each opened.
 fn loss_run(fault: impl Fn(usize, usize) -> f64, seed: u64, windows: i64) -> Vec<(i64, Incident)> {
-    let mut d = Diagnoser::new(DiagnosisConfig::default(), BTreeMap::new());
+    loss_run_labelled(BTreeMap::new(), fault, seed, windows)
+}
+
+fn loss_run_labelled(
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    fault: impl Fn(usize, usize) -> f64,
+    seed: u64,
+    windows: i64,
+) -> Vec<(i64, Incident)> {
+    let mut d = Diagnoser::new(DiagnosisConfig::default(), labels);
     let mut st = seed;
     let mut opened = Vec::new();
     for i in 0..windows {
@@ -392,5 +401,30 @@ fn pooled_loss_blames_the_target_and_ignores_a_blip() {
         let blip = loss_run(|p, _| if p == 5 { 0.5 } else { 0.002 }, seed, 31);
         assert!(blip.is_empty(), "seed {seed}: a one-window blip opened {blip:?}");
         assert!(loss_run(|_, _| 0.002, seed, 200).is_empty(), "seed {seed}: healthy");
+    }
+}
+
+/// Loss on both probes of one ASN (and no other) blames the group, never its members alone.
+#[test]
+fn pooled_loss_on_a_label_group_blames_the_group() {
+    let labels: BTreeMap<String, BTreeMap<String, String>> = (0..8)
+        .map(|p| {
+            let asn = if p < 2 { "3320".to_string() } else { format!("65{p}") };
+            (format!("p{p}"), BTreeMap::from([("asn".to_string(), asn)]))
+        })
+        .collect();
+    for seed in 1..=10u64 {
+        for loss in [0.05, 0.1, 0.3] {
+            let got = loss_run_labelled(labels.clone(), |p, _| if p < 2 { loss } else { 0.002 }, seed, 60);
+            let scopes: Vec<_> = got.iter().map(|(_, i)| (i.scope, i.subject.clone())).collect();
+            let group = (Scope::Group, BTreeMap::from([("probe.asn".to_string(), "3320".to_string())]));
+            assert!(scopes.contains(&group), "seed {seed}, loss {loss}: {scopes:?}");
+            // never a member alone; at most the same group toward one target besides (the vote of
+            // one window's degraded pairs, §4, when it held before the group's incident opened)
+            assert!(
+                scopes.iter().all(|(s, subj)| *s == Scope::Group && subj.get("probe.asn").is_some_and(|v| v == "3320")),
+                "seed {seed}, loss {loss}: {scopes:?}"
+            );
+        }
     }
 }
