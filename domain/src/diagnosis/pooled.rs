@@ -166,10 +166,11 @@ fn worst<'a>(pairs: &[(&'a Pair, &Pool)], key: fn(&'a Pair) -> &'a String) -> Op
 /// evidence and the share of the scope's pairs they are.
 ///
 /// Probes first, each without its worst target (one bad target seen by a probe is not the
-/// probe's access network). When the probes whose CUSUM is rising (half-way to the threshold or
-/// more) are all within one label group and most (`majority`) of its reporting members, the
-/// smallest such group is blamed instead of each of them (as `localise` does). Then targets, each over the pairs the alarming probes did not take and without
-/// its worst probe (one bad access link is not the target).
+/// probe's access network). When the probes whose CUSUM is rising (a third of the way to the
+/// threshold or more) are all within one label group and most (`majority`) of its reporting
+/// members, the smallest such group is blamed instead of each of them (as `localise` does).
+/// Then targets, each over the pairs the rising probes did not take and without its worst probe
+/// (one bad access link is not the target).
 pub fn pooled_alarms(
     signal: Signal,
     pools: &BTreeMap<Pair, Pool>,
@@ -221,7 +222,7 @@ pub fn pooled_alarms(
             bad.insert(p, found);
         }
     }
-    // probes whose CUSUM is half-way up or more: a fault shared by a group of probes raises
+    // probes whose CUSUM is a third of the way up or more: a fault shared by a group of probes raises
     // their CUSUMs together, a window apart at most
     let mut up: BTreeSet<&String> = bad.keys().copied().collect();
     for p in &probes {
