@@ -264,26 +264,33 @@ pub fn table(rows: &[(String, String, Vec<Point>)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>26}  {:>14} {:>10} {:>8}",
-        "family", "found at sizes", "smallest found", "delay med", "other"
+        "{:<24} {:>44}  {:>14} {:>10} {:>6}",
+        "family", "sizes (delay)", "smallest found", "delay med", "other"
     );
     for (name, unit, points) in rows {
-        let sizes: Vec<String> =
-            points.iter().map(|p| format!("{}{}", if p.found { "" } else { "!" }, fmt_size(p.size))).collect();
+        let sizes: Vec<String> = points
+            .iter()
+            .map(|p| match p.delay_s.filter(|_| p.found) {
+                Some(d) => format!("{}({d}s)", fmt_size(p.size)),
+                None => format!("!{}", fmt_size(p.size)),
+            })
+            .collect();
         // the smallest size from which every larger one is found too
         let smallest = (0..points.len()).find(|&i| points[i..].iter().all(|p| p.found)).map(|i| points[i].size);
-        let mut delays: Vec<i64> = points.iter().filter_map(|p| p.delay_s).collect();
+        let mut delays: Vec<i64> = points.iter().filter(|p| p.found).filter_map(|p| p.delay_s).collect();
         delays.sort_unstable();
         let med = delays.get(delays.len().saturating_sub(1) / 2).map_or("-".into(), |d| format!("{d} s"));
         let other: usize = points.iter().map(|p| p.other_incidents).sum();
         let _ = writeln!(
             out,
-            "{name:<24} {:>26}  {:>14} {med:>10} {other:>8}",
+            "{name:<24} {:>44}  {:>14} {med:>10} {other:>6}",
             sizes.join(" "),
             smallest.map_or("none".into(), |s| format!("{}{unit}", fmt_size(s)))
         );
     }
-    out.push_str("(sizes in the family's unit; ! = not found with the right scope; delay from the fault's start)\n");
+    out.push_str(
+        "(sizes in the family's unit, each with its delay from the fault's start; ! = not found with the right scope)\n",
+    );
     out
 }
 
