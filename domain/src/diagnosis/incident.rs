@@ -181,17 +181,13 @@ impl Diagnoser {
         // an open group incident (a label group toward everything) takes what it covers: one of its
         // members, or itself toward one target, found in a window where the rest of its evidence
         // was thinner (its members' CUSUMs rise and fall a window apart; it stays the explanation)
-        let folded: Vec<Explanation> = found
-            .iter()
-            .filter(|(e, _)| self.open.keys().any(|g| folds(g, e, &self.labels)))
-            .map(|(e, _)| e.clone())
+        let folded: Vec<(Explanation, Explanation)> = found
+            .keys()
+            .filter_map(|e| self.open.keys().find(|g| folds(g, e, &self.labels)).map(|g| (e.clone(), g.clone())))
             .collect();
-        for e in folded {
+        for (e, g) in folded {
             if let Some((_, ev)) = found.remove(&e) {
-                let g = self.open.keys().find(|g| folds(g, &e, &self.labels));
-                if let Some(g) = g.cloned() {
-                    found.entry(g).or_insert((1.0, Vec::new())).1.extend(ev);
-                }
+                found.entry(g).or_insert((1.0, Vec::new())).1.extend(ev);
             }
         }
         // how sure: each explanation's p-value and its runner-up's
