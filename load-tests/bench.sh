@@ -2,7 +2,9 @@
 # netqoe benchmark: baseline (B) and netqoe (P) alternately, B P B P …, on this machine.
 #   load-tests/bench.sh [embedded|rabbitmq|both|scylla|scylla-embedded|scylla-rabbitmq|influx]
 # Environment: PAIRS (3), DURATION (30 s per run), RATE (offered events/s, 100000), BATCH (100),
-#   PROBES (10000), TARGETS (2), WORKERS (2).
+#   PROBES (10000), TARGETS (2), WORKERS (2), NETQOE_EXE (the server binary, default the release
+#   build: a baseline build side by side), ALIGN_MINUTE (set: each run starts 3 s into a minute, so
+#   a run under 57 s opens one 1m window per series; memory per series comparable run to run).
 # B, RabbitMQ mode: plain lapin publish (confirms) → consume (acks) of the same batches on a quorum
 #   queue of the same broker. B, embedded mode: none (there is no broker hop); P is reported alone.
 # P: a fresh release `netqoe run` fed by netqoe-loadgen (open loop), counted at the consumer
@@ -32,6 +34,8 @@ OUT=target/bench
 mkdir -p "$OUT"
 cargo build --release -q -p netqoe -p netqoe-loadgen
 BIN=target/release
+# NETQOE_EXE: another netqoe server binary (a baseline build) against the same generator
+EXE=${NETQOE_EXE:-$BIN/netqoe}
 modes=("$MODE")
 [ "$MODE" = both ] && modes=(embedded rabbitmq)
 [ "$MODE" = scylla ] && modes=(scylla-embedded scylla-rabbitmq)
@@ -83,7 +87,7 @@ if [ "$MODE" = influx ]; then
     # the fleet question reads the store's fleet windows (one row per target and minute), so the
     # default http.max_query_windows applies unchanged
     NETQOE__HTTP__BIND="127.0.0.1:$PORT" NETQOE__LOG__LEVEL=warn \
-      "$BIN/netqoe" --config "$work/peer/netqoe.toml" run > "$OUT/influx-$i.server.log" 2>&1 &
+      "$EXE" --config "$work/peer/netqoe.toml" run > "$OUT/influx-$i.server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
     "$BIN/netqoe-loadgen" peer --url "http://127.0.0.1:$PORT" --tokens "$work/peer/tokens.json" --server-pid "$pid" \
@@ -104,20 +108,26 @@ run_netqoe() {
   if [ "$store" = scylla ]; then
     env+=(NETQOE__SCYLLA__CONTACT_POINTS="[\"$cql\"]" NETQOE__SCYLLA__KEYSPACE="$ks" NETQOE__SCYLLA__REPLICATION=SimpleStrategy
           NETQOE__SCYLLA__READ_CONSISTENCY=ONE NETQOE__SCYLLA__WRITE_CONSISTENCY=ONE)
-    env "${env[@]}" "$BIN/netqoe" --config "$work/netqoe.toml" migrate >/dev/null
+    env "${env[@]}" "$EXE" --config "$work/netqoe.toml" migrate >/dev/null
   fi
   rm -rf "$work/data"
-  local bp broker0 jvm0 pid status utime stime hwm
+  local bp broker0 jvm0 pid status utime stime hwm rss
   bp=$(broker_pid); broker0=$(cpu_of "${bp:-0}"); jvm0=$(cpu_of "${cass_pid:-0}")
-  env "${env[@]}" "$BIN/netqoe" --config "$work/netqoe.toml" run > "$OUT/$label.server.log" 2>&1 &
+  env "${env[@]}" "$EXE" --config "$work/netqoe.toml" run > "$OUT/$label.server.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   status=0
+  if [ -n "${ALIGN_MINUTE:-}" ]; then
+    # start 3 s into a minute, so a run shorter than 57 s opens exactly one 1m window per series
+    local sec; sec=$(date +%S); sleep $(( (63 - 10#$sec) % 60 ))
+  fi
   "$BIN/netqoe-loadgen" run --url "http://127.0.0.1:$PORT" --tokens "$work/tokens.json" --rate "$RATE" \
     --duration "$DURATION" --batch "$BATCH" --targets "$TARGETS" --workers "$WORKERS" --oracle \
     --json "$json" --server-pid "$pid" 2> >(grep -v '^loadgen:' >&2) || status=$?
   read -r utime stime < <(awk '{print $14, $15}' "/proc/$pid/stat")
   hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  # resident once caught up and checked: the live series' state without the load's queues
+  rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   local broker1 jvm1
   broker1=$(cpu_of "${bp:-0}"); jvm1=$(cpu_of "${cass_pid:-0}")
   curl -sf "http://127.0.0.1:$PORT/metrics" > "$OUT/$label.metrics" || true
@@ -143,13 +153,14 @@ print(json.dumps(out))
 PY
 )
   fi
-  python3 - "$json" "$utime" "$stime" "$hwm" "$status" "$broker0" "$broker1" "$bus" "$jvm0" "$jvm1" "$store" "$OUT/$label.metrics" "$disk" <<'PY'
+  python3 - "$json" "$utime" "$stime" "$hwm" "$status" "$broker0" "$broker1" "$bus" "$jvm0" "$jvm1" "$store" "$OUT/$label.metrics" "$disk" "$rss" <<'PY'
 import json, os, sys
 p, ut, st, hwm, status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 d = json.load(open(p))
 # netqoe's CPU during the load (until caught up), not during the oracle's queries afterwards
 d["cpu_seconds"] = d.get("server_cpu_s") or (ut + st) / os.sysconf("SC_CLK_TCK")
 d["peak_rss_mib"] = hwm / 1024
+d["rss_after_mib"] = int(sys.argv[14]) / 1024
 d["oracle_exit"] = status
 d["broker_cpu_s"] = (float(sys.argv[7]) - float(sys.argv[6])) if sys.argv[8] == "rabbitmq" else None
 d["store"] = sys.argv[11]

@@ -22,16 +22,154 @@ fn ln_gamma() -> f64 {
 }
 
 /// A mergeable quantile sketch with dense bins between the lowest and highest key seen.
-#[derive(Clone, PartialEq, Default)]
+#[derive(Clone, Default)]
 pub struct DdSketch {
-    /// Key of `bins[0]`.
+    /// Key of bin 0.
     offset: i32,
     /// Counts for keys `offset ..= offset + bins.len() - 1`.
-    bins: Vec<u64>,
+    bins: Bins,
     /// Count of values in `[0, MIN_POSITIVE]`.
     zero_count: u64,
     /// Total count (zero bin included); kept so quantile ranks need no pass over the bins.
     count: u64,
+}
+
+/// Two sketches are equal when they count the same values: the width their bins are kept in
+/// does not matter.
+impl PartialEq for DdSketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.offset == other.offset
+            && self.zero_count == other.zero_count
+            && self.count == other.count
+            && self.bins.len() == other.bins.len()
+            && self.bins.iter().eq(other.bins.iter())
+    }
+}
+
+/// Bins kept once grown: a bin range that grows by a few keys at a time reallocates every few
+/// keys instead of doubling its capacity (an open window's sketch is most of its memory).
+const BIN_SLACK: usize = 4;
+
+/// Bin counts in the narrowest width their largest count fits: most windows count fewer than
+/// 65,536 values a bin, so 2 bytes a bin instead of 8 (#20: memory per live series); a count
+/// that outgrows its width widens every bin, once.
+#[derive(Clone)]
+enum Bins {
+    W16(Vec<u16>),
+    W32(Vec<u32>),
+    W64(Vec<u64>),
+}
+
+impl Default for Bins {
+    fn default() -> Self {
+        Bins::W16(Vec::new())
+    }
+}
+
+/// Runs `$e` with `$v` bound to the bins' vector, whatever its width.
+macro_rules! each_width {
+    ($bins:expr, $v:ident => $e:expr) => {
+        match $bins {
+            Bins::W16($v) => $e,
+            Bins::W32($v) => $e,
+            Bins::W64($v) => $e,
+        }
+    };
+}
+
+impl Bins {
+    /// The narrowest bins holding `counts`.
+    fn from_counts(counts: Vec<u64>) -> Self {
+        let max = counts.iter().copied().max().unwrap_or(0);
+        if max <= u64::from(u16::MAX) {
+            Bins::W16(counts.into_iter().map(|c| c as u16).collect())
+        } else if max <= u64::from(u32::MAX) {
+            Bins::W32(counts.into_iter().map(|c| c as u32).collect())
+        } else {
+            Bins::W64(counts)
+        }
+    }
+
+    fn len(&self) -> usize {
+        each_width!(self, v => v.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Bins::W16(v) => u64::from(v[i]),
+            Bins::W32(v) => u64::from(v[i]),
+            Bins::W64(v) => v[i],
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len()).map(move |i| self.get(i))
+    }
+
+    /// Widens every bin so that `max` fits.
+    fn fit(&mut self, max: u64) {
+        let widen = match self {
+            Bins::W16(_) => max > u64::from(u16::MAX),
+            Bins::W32(_) => max > u64::from(u32::MAX),
+            Bins::W64(_) => false,
+        };
+        if widen {
+            let counts: Vec<u64> = self.iter().collect();
+            *self = if max > u64::from(u32::MAX) {
+                Bins::W64(counts)
+            } else {
+                Bins::W32(counts.into_iter().map(|c| c as u32).collect())
+            };
+        }
+    }
+
+    /// Adds `n` to bin `i` (which exists), widening first if the sum needs it.
+    fn add(&mut self, i: usize, n: u64) {
+        let sum = self.get(i).saturating_add(n);
+        self.fit(sum);
+        each_width!(self, v => v[i] = sum as _);
+    }
+
+    /// Lowers bin `i` to `c`, which is at most its count (so it fits).
+    fn lower(&mut self, i: usize, c: u64) {
+        each_width!(self, v => v[i] = c as _);
+    }
+
+    /// Makes `extra` zero bins in front of the first.
+    fn grow_front(&mut self, extra: usize) {
+        each_width!(self, v => {
+            let mut nb = Vec::with_capacity(extra + v.len() + BIN_SLACK);
+            nb.resize(extra, 0);
+            nb.extend_from_slice(v);
+            *v = nb;
+        })
+    }
+
+    /// Makes bins up to `len` (zeros), keeping a little room for the next few.
+    fn grow_back(&mut self, len: usize) {
+        each_width!(self, v => {
+            if v.capacity() < len {
+                v.reserve_exact(len - v.len() + BIN_SLACK);
+            }
+            v.resize(len, 0);
+        })
+    }
+
+    /// Keeps bins `first ..= last` only.
+    fn keep(&mut self, first: usize, last: usize) {
+        each_width!(self, v => {
+            v.truncate(last + 1);
+            v.drain(..first);
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = Bins::default();
+    }
 }
 
 impl fmt::Debug for DdSketch {
@@ -94,21 +232,19 @@ impl DdSketch {
     fn add_to_key(&mut self, k: i32, n: u64) {
         if self.bins.is_empty() {
             self.offset = k;
-            self.bins.push(n);
+            self.bins.grow_back(1);
+            self.bins.add(0, n);
             return;
         }
         if k < self.offset {
-            let grow = (self.offset - k) as usize;
-            let mut nb = vec![0u64; grow + self.bins.len()];
-            nb[grow..].copy_from_slice(&self.bins);
-            self.bins = nb;
+            self.bins.grow_front((self.offset - k) as usize);
             self.offset = k;
         }
         let idx = (k - self.offset) as usize;
         if idx >= self.bins.len() {
-            self.bins.resize(idx + 1, 0);
+            self.bins.grow_back(idx + 1);
         }
-        self.bins[idx] += n;
+        self.bins.add(idx, n);
     }
 
     pub fn count(&self) -> u64 {
@@ -123,7 +259,7 @@ impl DdSketch {
     pub fn merge(&mut self, other: &DdSketch) {
         self.zero_count += other.zero_count;
         self.count += other.zero_count;
-        for (i, &c) in other.bins.iter().enumerate() {
+        for (i, c) in other.bins.iter().enumerate() {
             if c > 0 {
                 self.count += c;
                 self.add_to_key(other.offset + i as i32, c);
@@ -139,7 +275,7 @@ impl DdSketch {
     pub fn subtract(&mut self, part: &DdSketch) {
         let z = part.zero_count.min(self.zero_count);
         self.zero_count -= z;
-        for (i, &c) in part.bins.iter().enumerate() {
+        for (i, c) in part.bins.iter().enumerate() {
             if c == 0 {
                 continue;
             }
@@ -147,20 +283,21 @@ impl DdSketch {
             if k < self.offset {
                 continue;
             }
-            if let Some(b) = self.bins.get_mut((k - self.offset) as usize) {
-                *b -= c.min(*b);
+            let j = (k - self.offset) as usize;
+            if j < self.bins.len() {
+                let b = self.bins.get(j);
+                self.bins.lower(j, b - c.min(b));
             }
         }
-        let first = self.bins.iter().position(|&c| c > 0);
+        let first = self.bins.iter().position(|c| c > 0);
         match first {
             None => {
                 self.bins.clear();
                 self.offset = 0;
             }
             Some(f) => {
-                let last = self.bins.iter().rposition(|&c| c > 0).unwrap_or(f);
-                self.bins.truncate(last + 1);
-                self.bins.drain(..f);
+                let last = (f..self.bins.len()).rev().find(|&i| self.bins.get(i) > 0).unwrap_or(f);
+                self.bins.keep(f, last);
                 self.offset += f as i32;
             }
         }
@@ -178,14 +315,14 @@ impl DdSketch {
             return Some(0.0);
         }
         let mut seen = self.zero_count;
-        for (i, &c) in self.bins.iter().enumerate() {
+        for (i, c) in self.bins.iter().enumerate() {
             seen += c;
             if seen > rank {
                 return Some(Self::value_of(self.offset + i as i32));
             }
         }
         // Unreachable while `count` is consistent with the bins; stay total rather than panic.
-        self.bins.iter().rposition(|&c| c > 0).map(|i| Self::value_of(self.offset + i as i32))
+        (0..self.bins.len()).rev().find(|&i| self.bins.get(i) > 0).map(|i| Self::value_of(self.offset + i as i32))
     }
 
     /// Compact binary form: version, zero count, offset, bin count, then counts (LEB128 varints).
@@ -195,7 +332,7 @@ impl DdSketch {
         put_varint(&mut out, self.zero_count);
         put_varint(&mut out, zigzag(self.offset as i64));
         put_varint(&mut out, self.bins.len() as u64);
-        for &c in &self.bins {
+        for c in self.bins.iter() {
             put_varint(&mut out, c);
         }
         out
@@ -223,7 +360,7 @@ impl DdSketch {
         if !rest.is_empty() {
             return Err(SketchDecodeError::Trailing);
         }
-        Ok(Self { offset, bins, zero_count, count })
+        Ok(Self { offset, bins: Bins::from_counts(bins), zero_count, count })
     }
 }
 
@@ -313,6 +450,38 @@ mod tests {
         let mut enc = ok.encode();
         enc.push(0);
         assert_eq!(DdSketch::decode(&enc), Err(SketchDecodeError::Trailing));
+    }
+
+    #[test]
+    fn bins_widen_when_a_count_outgrows_them() {
+        // one bin past u16, then past u32: counts and quantiles stay exact, and the sketch
+        // equals (and encodes as) the same counts built another way
+        let mut s = DdSketch::new();
+        s.insert(1.0);
+        s.insert_n(10.0, 70_000);
+        assert!(matches!(s.bins, Bins::W32(_)));
+        assert_eq!(s.count(), 70_001);
+        s.insert_n(10.0, u64::from(u32::MAX));
+        assert!(matches!(s.bins, Bins::W64(_)));
+        assert_eq!(s.count(), 70_001 + u64::from(u32::MAX));
+        assert_close(s.quantile(0.5).unwrap(), 10.0);
+        assert_close(s.quantile(0.0).unwrap(), 1.0);
+        let back = DdSketch::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+        // a narrow sketch and a wide one of the same counts are equal
+        let mut narrow = DdSketch::new();
+        narrow.insert(3.0);
+        let mut wide = narrow.clone();
+        wide.bins.fit(u64::from(u32::MAX) + 1);
+        assert!(matches!(wide.bins, Bins::W64(_)));
+        assert_eq!(narrow, wide);
+        // merging a wide sketch into a narrow one widens it; subtracting it back narrows nothing
+        // but leaves the same counts
+        let mut m = narrow.clone();
+        m.merge(&s);
+        assert_eq!(m.count(), s.count() + 1);
+        m.subtract(&s);
+        assert_eq!(m, narrow);
     }
 
     proptest! {
