@@ -165,6 +165,8 @@ pub struct Point {
     pub delay_s: Option<i64>,
     /// Incidents that were not the expected one (wrong scope or subject, or elsewhere).
     pub other_incidents: usize,
+    /// Those incidents: `scope subject=… metrics … opened +s`.
+    pub others: Vec<String>,
 }
 
 /// Runs one size of one family through the pipeline and the diagnoser.
@@ -184,11 +186,27 @@ pub async fn point(f: &Family, size: f64, seed: u64, dcfg: &DiagnosisConfig) -> 
     }];
     let s = template(format!("{} {size}{}", f.name, f.unit), seed, Some(fault), expect);
     let score = run(&s, dcfg).await?;
+    let expected = score.delays_s.first().map(|d| d + 1800);
+    let others: Vec<String> = score
+        .incident_list
+        .iter()
+        .filter(|r| {
+            let subject_is = f.subject.len() == r.subject.len()
+                && f.subject.iter().all(|(k, v)| r.subject.get(*k).is_some_and(|x| x == v));
+            !(r.scope == f.scope && subject_is && Some(r.opened_s) == expected)
+        })
+        .map(|r| {
+            let subject: Vec<String> = r.subject.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let metrics: Vec<&str> = r.metrics.iter().map(String::as_str).collect();
+            format!("{} {} metrics {} opened +{} s", r.scope, subject.join(","), metrics.join("+"), r.opened_s)
+        })
+        .collect();
     Ok(Point {
         size,
         found: score.matched == 1,
         delay_s: score.delays_s.first().copied(),
         other_incidents: score.unexpected,
+        others,
     })
 }
 

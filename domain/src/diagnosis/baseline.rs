@@ -55,6 +55,9 @@ pub fn binomial_tail(k: u64, n: u64, p: f64) -> f64 {
 #[derive(Clone, Debug, Default)]
 pub struct Baseline {
     history: VecDeque<f64>,
+    /// (median, MAD) of `history`, computed once per change of it (a window asks for them up to
+    /// three times: the fleet's common swing, pooled evidence, the pair's own judgement).
+    robust: std::cell::Cell<Option<(f64, f64)>>,
     /// Failure baselines: (failed, attempts) of the same windows.
     fails: VecDeque<(u64, u64)>,
     degraded_run: u32,
@@ -81,6 +84,7 @@ impl Baseline {
         if dev.is_none() || self.degraded_run >= cfg.rebaseline_after {
             match v {
                 Value::Level(x) => {
+                    self.robust.set(None);
                     self.history.push_back(x);
                     if self.history.len() > cfg.horizon {
                         self.history.pop_front();
@@ -104,22 +108,59 @@ impl Baseline {
             .then(|| self.fails.iter().fold((0, 0), |acc, (f, a)| (acc.0 + f, acc.1 + a)))
     }
 
+    /// The level baseline's median and the margin above it that makes a window degraded:
+    /// `max(k_mad · 1.4826 · MAD, rel · median, floor)`; `None` before `min_history` windows.
+    fn level_margin(&self, signal: Signal, cfg: &DiagnosisConfig) -> Option<(f64, f64)> {
+        if self.history.len() < cfg.min_history {
+            return None;
+        }
+        let (med, mad) = self.robust();
+        let floor = match signal {
+            Signal::Jitter => cfg.jitter_floor_ms,
+            Signal::Ttfb => cfg.ttfb_floor_ms,
+            _ => cfg.floor_ms,
+        };
+        Some((med, (cfg.k_mad * 1.4826 * mad).max(cfg.rel * med).max(floor)))
+    }
+
+    /// Median and MAD of the level history (cached until it changes).
+    fn robust(&self) -> (f64, f64) {
+        if let Some(r) = self.robust.get() {
+            return r;
+        }
+        let mut h: Vec<f64> = self.history.iter().copied().collect();
+        let med = median(&mut h);
+        let mut abs: Vec<f64> = h.iter().map(|y| (y - med).abs()).collect();
+        let r = (med, median(&mut abs));
+        self.robust.set(Some(r));
+        r
+    }
+
+    /// The level baseline's median, once it holds `min_history` windows.
+    pub fn level_median(&self, cfg: &DiagnosisConfig) -> Option<f64> {
+        (self.history.len() >= cfg.min_history).then(|| self.robust().0)
+    }
+
+    /// A level window as pooled evidence (docs/diagnosis.md §4b): whether `x` (already divided by
+    /// the fleet's common swing) lies above the median by `pooled_level_share` of the margin, as
+    /// one trial, with the same question asked of every window the baseline holds as the pair's
+    /// normal rate of such exceedances; and the deviation an incident shows for the pair.
+    pub fn level_exceedance(&self, signal: Signal, x: f64, cfg: &DiagnosisConfig) -> Option<(Pool, Deviation)> {
+        let (med, margin) = self.level_margin(signal, cfg)?;
+        let bar = med + cfg.pooled_level_share * margin;
+        let pool = Pool {
+            failed: u64::from(x > bar),
+            attempts: 1,
+            base_failed: self.history.iter().filter(|y| **y > bar).count() as u64,
+            base_attempts: self.history.len() as u64,
+        };
+        Some((pool, Deviation { baseline: med, observed: x, severity: (x - med) / margin }))
+    }
+
     pub(crate) fn judge(&self, signal: Signal, v: Value, cfg: &DiagnosisConfig) -> Option<Deviation> {
         match v {
             Value::Level(x) => {
-                if self.history.len() < cfg.min_history {
-                    return None;
-                }
-                let mut h: Vec<f64> = self.history.iter().copied().collect();
-                let med = median(&mut h);
-                let mut abs: Vec<f64> = h.iter().map(|y| (y - med).abs()).collect();
-                let mad = median(&mut abs);
-                let floor = match signal {
-                    Signal::Jitter => cfg.jitter_floor_ms,
-                    Signal::Ttfb => cfg.ttfb_floor_ms,
-                    _ => cfg.floor_ms,
-                };
-                let margin = (cfg.k_mad * 1.4826 * mad).max(cfg.rel * med).max(floor);
+                let (med, margin) = self.level_margin(signal, cfg)?;
                 (x > med + margin).then(|| Deviation { baseline: med, observed: x, severity: (x - med) / margin })
             }
             Value::Failures { failed, attempts } => {

@@ -53,6 +53,13 @@ pub struct DiagnosisConfig {
     /// For the p-value of a latency (level) explanation: the share of windows a healthy pair is
     /// judged degraded by chance, assumed in the binomial test of how many of its pairs are.
     pub level_false_rate: f64,
+    /// Pooled level shifts: a latency window counts as one exceedance when it lies above its
+    /// pair's median by this share of the pair's margin (after the fleet's common swing is taken
+    /// out) …
+    pub pooled_level_share: f64,
+    /// … and a scope is blamed on them only while at least this share of its pairs exceed (a
+    /// group of probes slow toward one target is not the target).
+    pub pooled_level_spread: f64,
 }
 
 impl Default for DiagnosisConfig {
@@ -80,6 +87,8 @@ impl Default for DiagnosisConfig {
             pooled_ratio: 3.0,
             pooled_min_rate: 0.001,
             level_false_rate: 0.05,
+            pooled_level_share: 0.5,
+            pooled_level_spread: 0.5,
         }
     }
 }

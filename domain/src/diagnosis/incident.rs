@@ -63,6 +63,10 @@ struct Candidate {
     first_seen_ms: i64,
 }
 
+/// Fewest pairs with a level baseline for the fleet's common swing to be estimated (below it,
+/// pooled level evidence compares each pair with its own past only).
+const SWING_MIN_PAIRS: usize = 8;
+
 /// Per-fleet diagnosis state: baselines of every series, candidate explanations and incidents.
 #[derive(Debug, Default)]
 pub struct Diagnoser {
@@ -71,7 +75,7 @@ pub struct Diagnoser {
     baselines: BTreeMap<(String, String, Signal), Baseline>,
     mos_baselines: BTreeMap<(String, String), Baseline>,
     candidates: BTreeMap<Explanation, Candidate>,
-    /// Pooled evidence: a CUSUM per failure signal and candidate scope.
+    /// Pooled evidence: a CUSUM per signal (failures and latencies) and candidate scope.
     cusums: BTreeMap<(Signal, Explanation), Cusum>,
     /// Open incidents by explanation, with windows missing since last seen.
     open: BTreeMap<Explanation, (Incident, u32)>,
@@ -120,10 +124,20 @@ impl Diagnoser {
         let mut reporting: BTreeMap<Signal, BTreeSet<(String, String)>> = BTreeMap::new();
         let mut mos_drop: BTreeMap<(String, String), f64> = BTreeMap::new();
         let mut pools: BTreeMap<Signal, BTreeMap<(String, String), Pool>> = BTreeMap::new();
+        let mut levels: BTreeMap<Signal, BTreeMap<(String, String), Deviation>> = BTreeMap::new();
+        let swing = self.common_swing(w);
         for ((p, t), pw) in &w.pairs {
             for (s, v) in &pw.values {
                 reporting.entry(*s).or_default().insert((p.clone(), t.clone()));
                 let b = self.baselines.entry((p.clone(), t.clone(), *s)).or_default();
+                if let Value::Level(x) = v {
+                    let c = swing.get(s).copied().unwrap_or(1.0);
+                    if let Some((pool, mut dev)) = b.level_exceedance(*s, x / c, &cfg) {
+                        dev.observed = *x;
+                        pools.entry(*s).or_default().insert((p.clone(), t.clone()), pool);
+                        levels.entry(*s).or_default().insert((p.clone(), t.clone()), dev);
+                    }
+                }
                 if let (Value::Failures { failed, attempts }, Some((bf, ba))) = (v, b.failure_history(&cfg)) {
                     if POOLED_SIGNALS.contains(s) && *attempts > 0 {
                         let pool = Pool { failed: *failed, attempts: *attempts, base_failed: bf, base_attempts: ba };
@@ -170,7 +184,9 @@ impl Diagnoser {
         // the windows its CUSUM has been rising, which count toward `open_after`
         let mut held: BTreeMap<Explanation, u32> = BTreeMap::new();
         for (s, by_pair) in &pools {
-            for (e, conf, list, rising) in pooled_alarms(*s, by_pair, &self.labels, &mut self.cusums, &cfg) {
+            for (e, conf, list, rising) in
+                pooled_alarms(*s, by_pair, levels.get(s), &self.labels, &mut self.cusums, &cfg)
+            {
                 let h = held.entry(e.clone()).or_default();
                 *h = (*h).max(rising);
                 let entry = found.entry(e).or_insert((conf, Vec::new()));
@@ -267,6 +283,34 @@ impl Diagnoser {
             self.open.remove(&e);
         }
         changed
+    }
+
+    /// Per latency signal, the fleet's common swing this window: the median over the pairs with
+    /// a level baseline of value / baseline median (a diurnal rise that moves every path alike,
+    /// or a baseline still catching up with it); 1 with fewer than `SWING_MIN_PAIRS` pairs.
+    /// Pooled level evidence divides each value by it, so a scope is compared with the rest of
+    /// the fleet and not only with its own past.
+    fn common_swing(&self, w: &FleetWindow) -> BTreeMap<Signal, f64> {
+        let mut ratios: BTreeMap<Signal, Vec<f64>> = BTreeMap::new();
+        for ((p, t), pw) in &w.pairs {
+            for (s, v) in &pw.values {
+                let Value::Level(x) = v else { continue };
+                let med = self.baselines.get(&(p.clone(), t.clone(), *s)).and_then(|b| b.level_median(&self.cfg));
+                if let Some(m) = med.filter(|m| *m > 0.0) {
+                    ratios.entry(*s).or_default().push(x / m);
+                }
+            }
+        }
+        ratios
+            .into_iter()
+            .filter(|(_, r)| r.len() >= SWING_MIN_PAIRS)
+            .map(|(s, mut r)| {
+                r.sort_by(f64::total_cmp);
+                let n = r.len();
+                let m = if n % 2 == 1 { r[n / 2] } else { (r[n / 2 - 1] + r[n / 2]) / 2.0 };
+                (s, if m > 0.0 { m } else { 1.0 })
+            })
+            .collect()
     }
 
     /// Remembers the window's certificate observations and returns, per target whose

@@ -95,7 +95,11 @@ pub struct Cusum {
     last: f64,
     /// (failed, attempts) of the baseline frozen when `S` left zero.
     base: Option<(u64, u64)>,
-    /// Consecutive windows `S` has been above zero: how long the evidence has been building.
+    /// Consecutive windows with `S` above zero that showed some of the excess (a failure, an
+    /// exceedance): how long the evidence has been building without a break, what counts toward
+    /// `open_after`. A window showing none of it breaks the run: evidence left over from an
+    /// earlier blip adds to `S`, not to the run, so an incident still needs `open_after`
+    /// consecutive windows.
     pub rising: u32,
 }
 
@@ -117,15 +121,20 @@ impl Cusum {
         (rest.base_failed, rest.base_attempts) = (all.base_failed, all.base_attempts);
         let r = rest.llr(cfg);
         let scaled = r * all.attempts as f64 / rest.attempts.max(1) as f64;
-        self.step(if r > 0.0 { all.llr(cfg).min(scaled) } else { r }, cfg)
+        self.step_showing(if r > 0.0 { all.llr(cfg).min(scaled) } else { r }, all.failed > 0, cfg)
     }
 
+    /// One window's evidence, `shows` whether the window held any of the excess at all.
     pub fn step(&mut self, llr: f64, cfg: &DiagnosisConfig) -> bool {
+        self.step_showing(llr, llr > 0.0, cfg)
+    }
+
+    fn step_showing(&mut self, llr: f64, shows: bool, cfg: &DiagnosisConfig) -> bool {
         let h = cfg.pooled_threshold;
         self.s = (self.s + llr.min(cfg.pooled_step_cap)).clamp(0.0, h + cfg.pooled_step_cap);
         let recent = llr + self.last;
         self.last = llr;
-        self.rising = if self.s > 0.0 { self.rising + 1 } else { 0 };
+        self.rising = if self.s > 0.0 && shows { self.rising + 1 } else { 0 };
         self.s >= h && recent >= 1.0
     }
 }
@@ -171,13 +180,20 @@ fn worst<'a>(pairs: &[(&'a Pair, &Pool)], key: fn(&'a Pair) -> &'a String) -> Op
 /// members, the smallest such group is blamed instead of each of them (as `localise` does).
 /// Then targets, each over the pairs the rising probes did not take and without its worst probe
 /// (one bad access link is not the target).
+///
+/// Latency signals (`levels`: each pair's deviation, its pool one trial — "above its median by
+/// `pooled_level_share` of its margin" — docs/diagnosis.md §4b) go the same way, and a scope is
+/// blamed only while at least `pooled_level_spread` of its pairs exceed: a shift that moved the
+/// scope, not a few of its pairs.
 pub fn pooled_alarms(
     signal: Signal,
     pools: &BTreeMap<Pair, Pool>,
+    levels: Option<&BTreeMap<Pair, Deviation>>,
     labels: &BTreeMap<String, BTreeMap<String, String>>,
     cusums: &mut BTreeMap<(Signal, Explanation), Cusum>,
     cfg: &DiagnosisConfig,
 ) -> Vec<(Explanation, f64, Vec<Degraded>, u32)> {
+    let min_share = if levels.is_some() { cfg.pooled_level_spread } else { 0.0 };
     // updates a scope's CUSUM on its pairs (without the worst member `by` names); its evidence
     // when it alarms
     let judge = |cusums: &mut BTreeMap<(Signal, Explanation), Cusum>,
@@ -202,14 +218,16 @@ pub fn pooled_alarms(
         let list: Vec<Degraded> = pairs
             .iter()
             .filter(|(_, p)| p.failed > 0 && p.rate() > p.observed_base())
-            .map(|((probe, target), p)| Degraded {
-                probe: probe.clone(),
-                target: target.clone(),
-                signal,
-                deviation: Deviation { baseline: p.observed_base(), observed: p.rate(), severity: p.rate() / alt },
+            .filter_map(|(k, p)| {
+                let deviation = match levels {
+                    Some(devs) => devs.get(*k)?.clone(),
+                    None => Deviation { baseline: p.observed_base(), observed: p.rate(), severity: p.rate() / alt },
+                };
+                Some(Degraded { probe: k.0.clone(), target: k.1.clone(), signal, deviation })
             })
             .collect();
-        Some((list.len() as f64 / pairs.len().max(1) as f64, list, rising))
+        let share = list.len() as f64 / pairs.len().max(1) as f64;
+        (share >= min_share).then_some((share, list, rising))
     };
     let mut out = Vec::new();
     // probes: over their targets
@@ -297,8 +315,10 @@ pub fn pooled_alarms(
 /// Failure signals: the pooled binomial tail of the failures over the scope's pairs against their
 /// pooled baseline; an alternative (for a target: each probe that sees it failing; for a probe or
 /// a group: each target it fails toward) is tested on its *other* pairs — if the probe were the
-/// cause, its other targets would fail too. Latency signals: a binomial test of how many of the
-/// scope's reporting pairs were judged degraded, each by chance with `level_false_rate`.
+/// cause, its other targets would fail too. Latency signals the same way on their exceedances
+/// (each pair one trial against its own history's rate, §4b); a latency signal without any pair
+/// old enough to have a baseline falls back to a binomial test of how many of the scope's
+/// reporting pairs were judged degraded, each by chance with `level_false_rate`.
 pub struct Strength<'a> {
     pub pools: &'a BTreeMap<Signal, BTreeMap<Pair, Pool>>,
     pub degraded: &'a BTreeMap<Signal, BTreeSet<Pair>>,
@@ -309,9 +329,9 @@ pub struct Strength<'a> {
 
 impl Strength<'_> {
     fn p_over(&self, signal: Signal, covers: &dyn Fn(&str, &str) -> bool) -> Option<f64> {
-        if POOLED_SIGNALS.contains(&signal) {
+        if let Some(pools) = self.pools.get(&signal) {
             let mut pool = Pool::default();
-            self.pools.get(&signal)?.iter().filter(|((p, t), _)| covers(p, t)).for_each(|(_, x)| pool.add(x));
+            pools.iter().filter(|((p, t), _)| covers(p, t)).for_each(|(_, x)| pool.add(x));
             (pool.attempts > 0).then(|| pool.p_value(self.cfg))
         } else {
             let n = self.reporting.get(&signal)?.iter().filter(|(p, t)| covers(p, t)).count() as u64;

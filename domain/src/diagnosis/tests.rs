@@ -50,6 +50,30 @@ fn a_level_is_judged_against_its_learned_normal() {
 }
 
 #[test]
+fn a_level_window_as_pooled_evidence_is_one_trial_against_its_own_history() {
+    let cfg = DiagnosisConfig::default();
+    let mut b = Baseline::default();
+    assert!(b.level_exceedance(Signal::Rtt, 40.0, &cfg).is_none(), "no baseline yet");
+    for i in 0..20 {
+        level(&mut b, 30.0 + (i % 3) as f64);
+    }
+    // median 31, MAD 1: margin max(5 · 1.4826, 25 % of 31, 5 ms) = 7.75 ms, the bar half of it
+    // above the median: 34.875 ms; none of the 20 windows learnt is above it
+    let (pool, dev) = b.level_exceedance(Signal::Rtt, 35.0, &cfg).unwrap();
+    assert_eq!(pool, Pool { failed: 1, attempts: 1, base_failed: 0, base_attempts: 20 });
+    assert!((dev.severity - 4.0 / 7.75).abs() < 1e-9, "{dev:?}");
+    assert_eq!(b.level_exceedance(Signal::Rtt, 34.8, &cfg).unwrap().0.failed, 0);
+    // what the history holds above the bar is the pair's normal rate of exceedances
+    let (pool, _) = b.level_exceedance(Signal::Rtt, 31.0, &cfg.clone()).unwrap();
+    assert_eq!(pool.failed, 0);
+    let loose = DiagnosisConfig { pooled_level_share: 0.0, ..cfg };
+    assert_eq!(
+        b.level_exceedance(Signal::Rtt, 31.5, &loose).unwrap().0,
+        Pool { failed: 1, attempts: 1, base_failed: 6, base_attempts: 20 }
+    );
+}
+
+#[test]
 fn mos_of_a_window() {
     let w = |v: Vec<(Signal, Value)>| PairWindow { values: v.into_iter().collect(), ..Default::default() };
     let good = w(vec![(Signal::Rtt, Value::Level(40.0)), (Signal::Jitter, Value::Level(2.0))]);
@@ -185,7 +209,8 @@ fn incidents_need_consecutive_windows_and_resolve_after_quiet_ones() {
     // three in a row open a target incident
     assert!(d.window(&window(t, &bad)).is_empty());
     t += 60_000;
-    assert!(d.window(&window(t, &bad)).is_empty());
+    let got = d.window(&window(t, &bad));
+    assert!(got.is_empty(), "{got:#?}");
     t += 60_000;
     let opened = d.window(&window(t, &bad));
     assert_eq!(opened.len(), 1);
@@ -305,18 +330,49 @@ fn scope_names_are_the_serialised_names() {
     }
 }
 
-/// SplitMix64 draws for the pooled-evidence tests (the same sequence everywhere).
+/// SplitMix64: a uniform draw in [0, 1) (the same sequence everywhere).
+fn uniform(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Binomial draws for the pooled-evidence tests.
 fn draws(state: &mut u64, n: u64, p: f64) -> u64 {
-    (0..n)
-        .filter(|_| {
-            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = *state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 11) as f64 / (1u64 << 53) as f64) < p
-        })
-        .count() as u64
+    (0..n).filter(|_| uniform(state) < p).count() as u64
+}
+
+/// Runs 8 probes × 4 targets through a diagnoser for `windows` windows, each pair's one value
+/// given by `value(window, probe, target)`; returns the incidents (latest state) and the window
+/// each opened.
+fn fleet_run(
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    windows: i64,
+    mut value: impl FnMut(i64, usize, usize) -> (Signal, Value),
+) -> Vec<(i64, Incident)> {
+    let mut d = Diagnoser::new(DiagnosisConfig::default(), labels);
+    let mut opened = Vec::new();
+    for i in 0..windows {
+        let mut w = FleetWindow { start_ms: i * 60_000, end_ms: (i + 1) * 60_000, ..Default::default() };
+        for p in 0..8 {
+            for t in 0..4 {
+                let (signal, v) = value(i, p, t);
+                let mut pw = PairWindow::default();
+                pw.values.insert(signal, v);
+                w.pairs.insert((format!("p{p}"), format!("t{t}")), pw);
+            }
+        }
+        for inc in d.window(&w) {
+            match opened.iter_mut().find(|(_, o): &&mut (i64, Incident)| o.id == inc.id) {
+                Some(o) => o.1 = inc,
+                None => opened.push((i, inc)),
+            }
+        }
+    }
+    opened
 }
 
 /// 8 probes × 4 targets, 60 packets a pair and window at 0.2 % loss; from window 30 on, `fault`
@@ -331,28 +387,11 @@ fn loss_run_labelled(
     seed: u64,
     windows: i64,
 ) -> Vec<(i64, Incident)> {
-    let mut d = Diagnoser::new(DiagnosisConfig::default(), labels);
     let mut st = seed;
-    let mut opened = Vec::new();
-    for i in 0..windows {
-        let mut w = FleetWindow { start_ms: i * 60_000, end_ms: (i + 1) * 60_000, ..Default::default() };
-        for p in 0..8 {
-            for t in 0..4 {
-                let loss = if i >= 30 { fault(p, t) } else { 0.002 };
-                let lost = draws(&mut st, 60, loss);
-                let mut pw = PairWindow::default();
-                pw.values.insert(Signal::Loss, Value::Failures { failed: lost, attempts: 60 });
-                w.pairs.insert((format!("p{p}"), format!("t{t}")), pw);
-            }
-        }
-        for inc in d.window(&w) {
-            match opened.iter_mut().find(|(_, o): &&mut (i64, Incident)| o.id == inc.id) {
-                Some(o) => o.1 = inc,
-                None => opened.push((i, inc)),
-            }
-        }
-    }
-    opened
+    fleet_run(labels, windows, |i, p, t| {
+        let loss = if i >= 30 { fault(p, t) } else { 0.002 };
+        (Signal::Loss, Value::Failures { failed: draws(&mut st, 60, loss), attempts: 60 })
+    })
 }
 
 /// Sustained 3 % loss on one probe's access network: each of its pairs alone is rarely
@@ -426,5 +465,81 @@ fn pooled_loss_on_a_label_group_blames_the_group() {
                 "seed {seed}, loss {loss}: {scopes:?}"
             );
         }
+    }
+}
+
+/// 8 probes × 4 targets, RTT medians 30–36 ms with ±3 % noise; every pair's value is multiplied
+/// by `swing(window)` (what moves the whole fleet, a diurnal rise) and, from window 30 on, by
+/// `fault(probe, target, window)`. Returns the incidents (latest state) and the window each opened.
+fn rtt_run(
+    labels: BTreeMap<String, BTreeMap<String, String>>,
+    swing: impl Fn(i64) -> f64,
+    fault: impl Fn(usize, usize, i64) -> f64,
+    seed: u64,
+    windows: i64,
+) -> Vec<(i64, Incident)> {
+    let mut st = seed;
+    fleet_run(labels, windows, |i, p, t| {
+        let f = if i >= 30 { fault(p, t, i) } else { 1.0 };
+        let v = (30.0 + 2.0 * t as f64) * (1.0 + 0.06 * (uniform(&mut st) - 0.5)) * swing(i) * f;
+        (Signal::Rtt, Value::Level(v))
+    })
+}
+
+fn scopes_of(got: &[(i64, Incident)]) -> Vec<(Scope, BTreeMap<String, String>)> {
+    got.iter().map(|(_, i)| (i.scope, i.subject.clone())).collect()
+}
+
+/// A sustained +20 % RTT on one probe's access network (6–7 ms, under every pair's own 25 %
+/// margin, so no pair is ever judged degraded alone): its pairs' exceedances pooled across its
+/// targets and windows blame the probe within a few windows, with a p-value; the same shift on
+/// one target blames the target.
+#[test]
+fn a_small_sustained_latency_shift_is_found_by_its_pooled_exceedances() {
+    let flat = |_| 1.0;
+    for seed in 1..=10u64 {
+        let got = rtt_run(BTreeMap::new(), flat, |p, _, _| if p == 3 { 1.2 } else { 1.0 }, seed, 50);
+        assert_eq!(
+            scopes_of(&got),
+            vec![(Scope::Probe, BTreeMap::from([("probe".to_string(), "p3".to_string())]))],
+            "seed {seed}"
+        );
+        let (at, inc) = &got[0];
+        assert!(*at - 30 < 6, "seed {seed}: opened {} windows after the shift", at - 30 + 1);
+        assert!(inc.metrics.contains("rtt"), "seed {seed}: {:?}", inc.metrics);
+        assert!(inc.p_value.is_some_and(|p| p < 1e-3), "seed {seed}: p {:?}", inc.p_value);
+        let got = rtt_run(BTreeMap::new(), flat, |_, t, _| if t == 1 { 1.2 } else { 1.0 }, seed, 50);
+        assert_eq!(
+            scopes_of(&got),
+            vec![(Scope::Target, BTreeMap::from([("target".to_string(), "t1".to_string())]))],
+            "seed {seed}"
+        );
+    }
+}
+
+/// What moves the whole fleet is not a fault of any part of it: a ±20 % diurnal-like swing (a
+/// day compressed into 240 windows) opens nothing, and neither does a one-window doubling of one
+/// probe's RTT, nor a group of two probes slow toward one target (the pooled target test needs
+/// half of its pairs to exceed; the shared path is for the vote of §4).
+#[test]
+fn a_common_swing_a_blip_or_a_few_pairs_blame_no_probe_and_no_target() {
+    let diurnal = |i: i64| 1.0 + 0.2 * (i as f64 * std::f64::consts::TAU / 240.0).sin();
+    for seed in 1..=10u64 {
+        let got = rtt_run(BTreeMap::new(), diurnal, |_, _, _| 1.0, seed, 480);
+        assert!(got.is_empty(), "seed {seed}: a common swing opened {:?}", scopes_of(&got));
+        let got = rtt_run(BTreeMap::new(), diurnal, |p, _, i| if p == 5 && i == 40 { 2.0 } else { 1.0 }, seed, 80);
+        assert!(got.is_empty(), "seed {seed}: a one-window blip opened {:?}", scopes_of(&got));
+        let labels: BTreeMap<String, BTreeMap<String, String>> = (0..8)
+            .map(|p| {
+                let asn = if p < 2 { "3320".to_string() } else { format!("65{p}") };
+                (format!("p{p}"), BTreeMap::from([("asn".to_string(), asn)]))
+            })
+            .collect();
+        let got = rtt_run(labels, |_| 1.0, |p, t, _| if p < 2 && t == 0 { 1.5 } else { 1.0 }, seed, 60);
+        assert!(
+            scopes_of(&got).iter().all(|(s, _)| !matches!(s, Scope::Target | Scope::Probe)),
+            "seed {seed}: {:?}",
+            scopes_of(&got)
+        );
     }
 }
