@@ -169,8 +169,8 @@ pub struct Point {
     pub others: Vec<String>,
 }
 
-/// Runs one size of one family through the pipeline and the diagnoser.
-pub async fn point(f: &Family, size: f64, seed: u64, dcfg: &DiagnosisConfig) -> anyhow::Result<Point> {
+/// One size of one family as a scenario: the template with the family's fault at that size.
+fn point_scenario(f: &Family, size: f64, seed: u64) -> Scenario {
     let fault = Fault {
         id: "f".into(),
         matches: f.matches.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -184,8 +184,11 @@ pub async fn point(f: &Family, size: f64, seed: u64, dcfg: &DiagnosisConfig) -> 
         subject: f.subject.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         metrics: vec![f.metric.into()],
     }];
-    let s = template(format!("{} {size}{}", f.name, f.unit), seed, Some(fault), expect);
-    let score = run(&s, dcfg).await?;
+    template(format!("{} {size}{}", f.name, f.unit), seed, Some(fault), expect)
+}
+
+/// What a point's scenario score says: found with the right scope, the delay, the other incidents.
+fn point_of(f: &Family, size: f64, score: &ScenarioScore) -> Point {
     let expected = score.delays_s.first().map(|d| d + 1800);
     let others: Vec<String> = score
         .incident_list
@@ -201,22 +204,33 @@ pub async fn point(f: &Family, size: f64, seed: u64, dcfg: &DiagnosisConfig) -> 
             format!("{} {} metrics {} opened +{} s", r.scope, subject.join(","), metrics.join("+"), r.opened_s)
         })
         .collect();
-    Ok(Point {
+    Point {
         size,
         found: score.matched == 1,
         delay_s: score.delays_s.first().copied(),
         other_incidents: score.unexpected,
         others,
-    })
+    }
 }
 
-/// Every family at every size.
+/// Runs one size of one family through the pipeline and the diagnoser.
+pub async fn point(f: &Family, size: f64, seed: u64, dcfg: &DiagnosisConfig) -> anyhow::Result<Point> {
+    let score = run(&point_scenario(f, size, seed), dcfg).await?;
+    Ok(point_of(f, size, &score))
+}
+
+/// Every family at every size (the points side by side, `run_all`).
 pub async fn sweep(dcfg: &DiagnosisConfig, seed: u64) -> anyhow::Result<Vec<(String, String, Vec<Point>)>> {
+    let fams = families();
+    let cases: Vec<(&Family, f64)> = fams.iter().flat_map(|f| f.sizes.iter().map(move |&size| (f, size))).collect();
+    let scenarios: Vec<Scenario> = cases.iter().map(|(f, size)| point_scenario(f, *size, seed)).collect();
+    let mut scores = super::run_all(&scenarios, dcfg).into_iter();
     let mut out = Vec::new();
-    for f in families() {
+    for f in &fams {
         let mut points = Vec::new();
         for &size in f.sizes {
-            points.push(point(&f, size, seed, dcfg).await?);
+            let score = scores.next().ok_or_else(|| anyhow::anyhow!("a sweep point has no score"))??;
+            points.push(point_of(f, size, &score));
         }
         out.push((f.name.to_string(), f.unit.to_string(), points));
     }

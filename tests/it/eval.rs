@@ -3,7 +3,7 @@
 //! incident; the same file twice gives the same incidents; a malformed file is rejected naming
 //! the field.
 
-use netqoe::eval::{parse, run};
+use netqoe::eval::{parse, run, run_all};
 use netqoe_domain::diagnosis::DiagnosisConfig;
 
 fn scenarios() -> Vec<std::path::PathBuf> {
@@ -18,13 +18,14 @@ fn scenarios() -> Vec<std::path::PathBuf> {
     v
 }
 
-#[actix_rt::test]
-async fn every_public_scenario_is_diagnosed_exactly() {
+#[test]
+fn every_public_scenario_is_diagnosed_exactly() {
     let cfg = DiagnosisConfig::default();
     let (mut incidents, mut matched, mut expected) = (0, 0, 0);
-    for path in scenarios() {
-        let s = parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let r = run(&s, &cfg).await.unwrap();
+    let all: Vec<_> = scenarios().iter().map(|p| parse(&std::fs::read_to_string(p).unwrap()).unwrap()).collect();
+    // side by side, as `netqoe eval` runs them
+    for (s, r) in all.iter().zip(run_all(&all, &cfg)) {
+        let r = r.unwrap();
         eprintln!(
             "{}: {} events, {} incident(s) {:?}",
             s.name,
@@ -54,6 +55,13 @@ async fn the_same_file_gives_the_same_incidents() {
     assert!(!a.incident_list.is_empty());
     assert_eq!(a.incident_list, b.incident_list);
     assert_eq!(a.events, b.events);
+    // and side by side on threads of their own (`run_all`), in the order given
+    let both = std::thread::spawn(move || run_all(&[s.clone(), s], &cfg)).join().unwrap();
+    assert_eq!(both.len(), 2);
+    for r in both {
+        let r = r.unwrap();
+        assert_eq!((&r.incident_list, r.events), (&a.incident_list, a.events));
+    }
 }
 
 #[test]
