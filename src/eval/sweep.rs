@@ -27,7 +27,9 @@ pub struct Family {
     pub effect: fn(f64) -> Effect,
 }
 
-/// The families of the sweep: loss 0.5–10 %, RTT +5–200 %, DNS and connect failures 1–20 %.
+/// The families of the sweep: loss 0.5–10 % and RTT +5–200 % on a probe, a label group and a
+/// target; DNS failures 1–20 % on a target (the scenario format has no connect-failure effect;
+/// connect failures are pooled exactly as DNS failures are).
 pub fn families() -> Vec<Family> {
     let loss = |x: f64| Effect { loss: Some(x / 100.0), ..Default::default() };
     vec![
@@ -70,6 +72,16 @@ pub fn families() -> Vec<Family> {
             sizes: &[5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
             unit: "+%",
             // the template's RTT is 28 ms (a region override aside): +x % of it
+            effect: |x| Effect { rtt_ms_add: Some(28.0 * x / 100.0), ..Default::default() },
+        },
+        Family {
+            name: "RTT, a label group",
+            matches: &[("probe.asn", "3320")],
+            scope: "group",
+            subject: &[("probe.asn", "3320")],
+            metric: "rtt",
+            sizes: &[5.0, 10.0, 20.0, 50.0, 100.0, 200.0],
+            unit: "+%",
             effect: |x| Effect { rtt_ms_add: Some(28.0 * x / 100.0), ..Default::default() },
         },
         Family {

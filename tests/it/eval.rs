@@ -149,3 +149,20 @@ async fn three_percent_loss_on_one_probe_is_found_within_five_windows() {
     let svg = netqoe::eval::svg(&rows);
     assert!(svg.starts_with("<svg") && svg.contains("loss, one probe"), "{svg}");
 }
+
+/// Pooled level shifts end to end: +20 % RTT on one probe of the sweep's template fleet (5.6 ms
+/// on a 28 ms path, under every pair's own 25 % margin, so no pair is ever judged degraded alone)
+/// is blamed on that probe within 5 windows through the whole pipeline, and nothing else opens;
+/// the same on a label group blames the group.
+#[test]
+fn a_twenty_percent_rtt_rise_is_found_on_its_probe_and_on_its_group() {
+    let families = netqoe::eval::families();
+    let cfg = DiagnosisConfig::default();
+    for name in ["RTT, one probe", "RTT, a label group"] {
+        let f = families.iter().find(|f| f.name == name).unwrap();
+        let p = actix::System::new().block_on(netqoe::eval::point(f, 20.0, 7, &cfg)).unwrap();
+        assert!(p.found, "{name}: {p:?}");
+        assert!(p.delay_s.unwrap() <= 300, "{name}: {p:?}");
+        assert_eq!(p.other_incidents, 0, "{name}: {p:?}");
+    }
+}
