@@ -28,8 +28,9 @@ pub struct Family {
 }
 
 /// The families of the sweep: loss 0.5–10 % and RTT +5–200 % on a probe, a label group and a
-/// target; DNS failures 1–20 % on a target (the scenario format has no connect-failure effect;
-/// connect failures are pooled exactly as DNS failures are).
+/// target; DNS failures 1–20 % on a target. Connect failures have no family of their own: a
+/// scenario makes them with `loss` on a tcp/http target (a connect times out with the path's
+/// loss), and they are pooled exactly as DNS failures are.
 pub fn families() -> Vec<Family> {
     let loss = |x: f64| Effect { loss: Some(x / 100.0), ..Default::default() };
     vec![
