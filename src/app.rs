@@ -29,13 +29,18 @@ pub struct Roles {
     pub aggregate: bool,
     /// The diagnosis actor (incidents, webhooks, diagnoses exchange): one per deployment.
     pub diagnose: bool,
+    /// The global tier of a federation: consume the regions' window revisions from
+    /// `{prefix}federation.global` on the broker of `rabbitmq.uris` (docs/federation.md).
+    pub global: bool,
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { api: true, aggregate: true, diagnose: true };
-    pub const INGEST: Roles = Roles { api: true, aggregate: false, diagnose: false };
-    pub const AGGREGATE: Roles = Roles { api: false, aggregate: true, diagnose: false };
-    pub const DIAGNOSE: Roles = Roles { api: false, aggregate: false, diagnose: true };
+    pub const ALL: Roles = Roles { api: true, aggregate: true, diagnose: true, global: false };
+    pub const INGEST: Roles = Roles { api: true, aggregate: false, diagnose: false, global: false };
+    pub const AGGREGATE: Roles = Roles { api: false, aggregate: true, diagnose: false, global: false };
+    pub const DIAGNOSE: Roles = Roles { api: false, aggregate: false, diagnose: true, global: false };
+    /// `netqoe global`: the federation consumer, its query API and the global diagnoser.
+    pub const GLOBAL: Roles = Roles { api: true, aggregate: false, diagnose: true, global: true };
 }
 
 /// A running netqoe (all roles, one process).
@@ -51,6 +56,8 @@ pub struct RunningApp {
     server: actix_web::dev::ServerHandle,
     admin: Option<actix_web::dev::ServerHandle>,
     server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// The global role's consumer and its stop signal.
+    global: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// Starts every role on `listener` (see `start_roles`).
@@ -130,6 +137,21 @@ pub async fn start_with_clock(
     }
     let mut pcfg = cfg.pipeline_config();
     pcfg.clock = clock.clone();
+    if let (true, Some(r)) = (cfg.federation.uplink, &rabbit) {
+        let uplink =
+            crate::rabbit::federation::RabbitUplink::new(r.clone(), cfg.federation.region.clone(), clock.clone());
+        pcfg.aggregator.uplink = Some(netqoe_actors::uplink::UplinkHandle(Arc::new(uplink)));
+    }
+    let global = roles.global.then(|| {
+        let (stop, closing) = tokio::sync::watch::channel(false);
+        let task = crate::rabbit::federation::start_global(
+            cfg.rabbitmq.clone(),
+            store.clone(),
+            cfg.federation.prefetch,
+            closing,
+        );
+        (stop, task)
+    });
     if roles.diagnose {
         // incident changes go to the webhooks and, over a broker, to the diagnoses exchange
         let mut sinks = Vec::new();
@@ -241,7 +263,7 @@ pub async fn start_with_clock(
     };
     let tls = tls.is_some();
     tracing::info!(%addr, tls, ?admin_addr, ?roles, bus = state.bus.name(), data_dir = %state.cfg.storage.data_dir.display(), "netqoe listening");
-    Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, server: handle, admin, server_task })
+    Ok(RunningApp { addr, admin_addr, state, pipeline, diagnoser, server: handle, admin, server_task, global })
 }
 
 impl RunningApp {
@@ -281,6 +303,11 @@ impl RunningApp {
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
+        if let Some((stop, task)) = self.global.take() {
+            // messages being committed finish (and are acked); the rest stay on the broker
+            stop.send_replace(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), task).await;
+        }
         if let Some(p) = &self.pipeline {
             // first aggregate and commit what the embedded journal already holds (batches that
             // got their 202 just before the signal may still be on their way to an aggregator)

@@ -30,6 +30,9 @@ pub struct Config {
     /// Incident webhooks.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// Region identity and the upward flow to a global tier (docs/federation.md).
+    #[serde(default)]
+    pub federation: FederationConfig,
     /// Detection and localisation thresholds (docs/diagnosis.md).
     #[serde(default)]
     pub diagnosis: netqoe_domain::diagnosis::DiagnosisConfig,
@@ -138,6 +141,38 @@ pub enum ConsistencyLevel {
     LocalQuorum,
     EachQuorum,
     LocalOne,
+}
+
+/// Federation (`[federation]`, docs/federation.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FederationConfig {
+    /// This deployment's region: every rollup, probe and incident the API answers carries it.
+    /// Empty: not part of a federation.
+    pub region: String,
+    /// Send each committed 1m window revision to `{prefix}federation` on this region's broker
+    /// (needs `region` and `bus.kind = "rabbitmq"`).
+    pub uplink: bool,
+    /// `netqoe federate setup`: the global broker's AMQP URI as this region's broker reaches it
+    /// (the shovel's destination).
+    pub global_uri: String,
+    /// `netqoe federate setup`: this region's broker management API (`http://host:15672`);
+    /// empty: `rabbitmq.management_url`.
+    pub management_url: String,
+    /// The global role: federation messages committed together, at most (its prefetch).
+    pub prefetch: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            region: String::new(),
+            uplink: false,
+            global_uri: String::new(),
+            management_url: String::new(),
+            prefetch: 64,
+        }
+    }
 }
 
 /// Incident webhooks (`[webhooks]`).
@@ -537,6 +572,19 @@ impl Config {
     /// Every semantic problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut e = Vec::new();
+        let f = &self.federation;
+        if !f.region.is_empty() && !netqoe_domain::federation::valid_region(&f.region) {
+            e.push(format!("federation.region: {:?} must be 1-64 characters of A-Z a-z 0-9 - _ . : / @ [ ]", f.region));
+        }
+        if f.uplink && f.region.is_empty() {
+            e.push("federation.uplink: needs federation.region (the global tier files windows by region)".into());
+        }
+        if f.uplink && self.bus.kind != BusKind::Rabbitmq {
+            e.push("federation.uplink: windows travel over the region's broker; set bus.kind = \"rabbitmq\"".into());
+        }
+        if !(1..=10_000).contains(&f.prefetch) {
+            e.push("federation.prefetch: must be between 1 and 10000".into());
+        }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             e.push(format!("http.bind: {:?} is not an address such as 127.0.0.1:8080", self.http.bind));
         }
@@ -828,6 +876,7 @@ impl Config {
                 idle_evict_ms: self.pipeline.idle_evict_s * 1000,
                 mailbox: 64,
                 derive_interval_ms: self.pipeline.derive_interval_ms,
+                uplink: None,
             },
             sessions: SessionConfig {
                 passivate_after: Duration::from_secs(self.session.passivate_after_s),

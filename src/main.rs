@@ -73,6 +73,18 @@ enum Command {
         #[command(flatten)]
         opts: ServerOpts,
     },
+    /// Run the global tier of a federation: consume the regions' window revisions from the broker
+    /// of `rabbitmq.uris`, keep them in this deployment's store (series `region~probe`), answer
+    /// the query API and diagnose across regions (docs/federation.md).
+    Global {
+        #[command(flatten)]
+        opts: ServerOpts,
+    },
+    /// Federation set-up (docs/federation.md).
+    Federate {
+        #[command(subcommand)]
+        command: FederateCommand,
+    },
     /// Apply the CQL schema to ScyllaDB/Cassandra (idempotent; a no-op when current).
     Migrate {
         /// Print the schema instead of applying it.
@@ -150,6 +162,20 @@ enum ConfigCommand {
     Check {
         #[command(flatten)]
         config: ConfigOpt,
+    },
+}
+
+#[derive(Subcommand)]
+enum FederateCommand {
+    /// Declare the federation exchange and queues on this region's broker and the global broker,
+    /// and put the dynamic shovel between them (idempotent; needs federation.region,
+    /// federation.global_uri and a management URL).
+    Setup {
+        #[command(flatten)]
+        config: ConfigOpt,
+        /// Print the shovel definition (and the rabbitmqctl command that sets it) only.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -382,7 +408,39 @@ fn main() -> ExitCode {
         Command::Aggregate { opts } => {
             serve(netqoe::app::Roles::AGGREGATE, None, None, opts, cli.config, cli.log_format)
         }
+        Command::Global { opts } => serve(netqoe::app::Roles::GLOBAL, None, None, opts, cli.config, cli.log_format),
+        Command::Federate { command: FederateCommand::Setup { config, dry_run } } => {
+            federate_setup(config.file.or(cli.config), dry_run)
+        }
         Command::Diagnose { opts } => serve(netqoe::app::Roles::DIAGNOSE, None, None, opts, cli.config, cli.log_format),
+    }
+}
+
+/// `netqoe federate setup`.
+fn federate_setup(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netqoe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(netqoe::rabbit::federation::setup(&cfg, dry_run)) {
+        Ok(r) => {
+            let value = serde_json::to_string(&r.value).unwrap_or_default();
+            let what = if dry_run { "would set" } else { "set" };
+            println!("{what} shovel {:?} in vhost {:?} of the region's broker:", r.shovel, r.vhost);
+            println!("  rabbitmqctl set_parameter -p '{}' shovel '{}' '{}'", r.vhost, r.shovel, value);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("netqoe federate setup: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -47,6 +47,8 @@ pub struct AggregatorConfig {
     /// A changed window's 1h/1d parents are re-derived at most this often (and always when it
     /// closes or on drain): how stale the coarse tiers may be.
     pub derive_interval_ms: i64,
+    /// Federation: each commit's 1m windows are sent upward before its batches are acked.
+    pub uplink: Option<crate::uplink::UplinkHandle>,
 }
 
 impl Default for AggregatorConfig {
@@ -58,6 +60,7 @@ impl Default for AggregatorConfig {
             idle_evict_ms: 5 * 60_000,
             mailbox: 64,
             derive_interval_ms: 30_000,
+            uplink: None,
         }
     }
 }
@@ -69,6 +72,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    #[error("federation uplink: {0}")]
+    Uplink(#[from] crate::bus::BusError),
 }
 
 /// Apply one delivered batch.
@@ -199,6 +204,17 @@ impl KeyRef<'_> {
             start_ms: self.start_ms,
         }
     }
+}
+
+/// Every 1m window a batch touches.
+fn batch_keys(batch: &Batch) -> Vec<WindowKey> {
+    let mut keys = HashSet::new();
+    for e in &batch.events {
+        for c in e.contributions() {
+            keys.insert(m1_ref(&batch.probe, e, c.metric).to_key());
+        }
+    }
+    keys.into_iter().collect()
 }
 
 fn m1_ref<'a>(probe: &'a str, e: &'a netqoe_domain::Event, metric: netqoe_domain::Metric) -> KeyRef<'a> {
@@ -401,6 +417,8 @@ impl Aggregator {
         // The deltas are kept until the commit is known: a failed one puts them back.
         let written: Vec<(WindowKey, bool, EventSet)> =
             rollups.iter().map(|r| (r.key.clone(), r.closed, r.applied.clone())).collect();
+        // federation: the committed windows go upward before any batch of them is acked
+        let upward = self.cfg.uplink.clone().map(|u| (u, rollups.clone()));
         let ws = WriteSet {
             rollups,
             batches: pending.iter().filter(|p| p.observation.is_some()).map(|p| p.id.clone()).collect(),
@@ -423,6 +441,13 @@ impl Aggregator {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return Err((PipelineError::Store(e), pending)),
                     Err(e) => return Err((PipelineError::Mailbox(e), pending)),
+                }
+                if let Some((uplink, windows)) = upward {
+                    // Committed but not sent: the batches stay unacked and every window stays
+                    // dirty, so the next commit (a higher revision) sends them again.
+                    if let Err(e) = uplink.0.send(&windows).await {
+                        return Err((PipelineError::Uplink(e), pending));
+                    }
                 }
                 let mut observations = Vec::new();
                 let mut committed = Vec::new();
@@ -596,8 +621,23 @@ impl Handler<Process> for Aggregator {
                 }
                 Ok(Loaded::AlreadyCommitted) => {
                     BATCHES_SKIPPED.inc();
+                    // Federation: the process that committed it may have died before sending its
+                    // windows upward; send their stored state again (the global tier keeps the
+                    // highest revision, so a second copy changes nothing).
+                    let resend = act.cfg.uplink.clone().map(|u| (u, batch_keys(&batch), act.store.clone()));
                     Box::pin(
                         async move {
+                            if let Some((uplink, keys, store)) = resend {
+                                let sent = async {
+                                    let windows = store.load_windows(&keys).await.map_err(PipelineError::Store)?;
+                                    uplink.0.send(&windows).await.map_err(PipelineError::Uplink)
+                                }
+                                .await;
+                                if let Err(e) = sent {
+                                    acker.release();
+                                    return Err(e);
+                                }
+                            }
                             if let Err(error) = acker.ack().await {
                                 tracing::warn!(%error, "ack of an already committed batch failed");
                             }

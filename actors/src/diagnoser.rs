@@ -192,6 +192,24 @@ impl DiagnoserActor {
         Self { store, cfg, diag, next_ms: None, busy: false, targets, pairs, clock }
     }
 
+    /// The global tier (federation): a region's probe (`region~probe`) carries its region as the
+    /// `region` label, so a region is a label group the localisation can blame.
+    fn label_regions(&mut self, windows: &[FleetWindow]) {
+        let mut grew = false;
+        for (probe, _) in windows.iter().flat_map(|w| w.pairs.keys()) {
+            if let Some((region, _)) = netqoe_domain::federation::split_global(probe) {
+                if !self.cfg.labels.contains_key(probe) {
+                    let labels = BTreeMap::from([("region".to_string(), region.to_string())]);
+                    self.cfg.labels.insert(probe.clone(), labels);
+                    grew = true;
+                }
+            }
+        }
+        if grew {
+            self.diag.set_labels(self.cfg.labels.clone());
+        }
+    }
+
     fn tick(&mut self, ctx: &mut Context<Self>) {
         if self.busy {
             return;
@@ -239,6 +257,7 @@ impl DiagnoserActor {
                     if let Some(w) = windows.last().filter(|_| act.cfg.max_target_series > 0) {
                         act.targets.update(w.end_ms, &newest.targets);
                     }
+                    act.label_regions(&windows);
                     for w in &windows {
                         ACTOR_MESSAGES.with_label_values(&["diagnoser"]).inc();
                         for i in act.diag.window(w) {

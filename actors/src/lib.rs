@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod session;
 pub mod store;
 pub mod target_gauges;
+pub mod uplink;
 pub mod writer;
 
 pub use clock::{system_now_ms as now_ms, Clock};

@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod diagnosis;
 pub mod event;
+pub mod federation;
 pub mod matrix;
 pub mod rollup;
 pub mod session;

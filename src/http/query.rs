@@ -50,6 +50,9 @@ pub struct RollupParams {
     from: Option<String>,
     to: Option<String>,
     group_by: Option<String>,
+    /// Only windows of this region (federation: a regional deployment answers its own region;
+    /// the global tier the windows of that region's probes).
+    region: Option<String>,
     limit: Option<usize>,
     /// The `next` of the previous page.
     after: Option<String>,
@@ -80,8 +83,29 @@ const WINDOW_FIELDS: [&str; 18] = [
     "mos",
 ];
 /// A window's identity: always answered.
-const IDENTITY_FIELDS: [&str; 10] =
-    ["probe", "target", "metric", "tier", "window_start", "window_end", "revision", "closed", "probes", "targets"];
+const IDENTITY_FIELDS: [&str; 12] = [
+    "region",
+    "probe",
+    "target",
+    "metric",
+    "tier",
+    "window_start",
+    "window_end",
+    "revision",
+    "closed",
+    "probes",
+    "targets",
+    "regions",
+];
+
+/// (region, probe) of a stored probe id: the global tier's `region~probe`, or a regional
+/// deployment's own region (`federation.region`, none when it is not federated).
+pub fn region_of<'a>(probe: &'a str, own: &'a str) -> (Option<&'a str>, &'a str) {
+    match netqoe_domain::federation::split_global(probe) {
+        Some((r, p)) => (Some(r), p),
+        None => ((!own.is_empty()).then_some(own), probe),
+    }
+}
 
 fn parse_fields(s: &str) -> Result<Vec<String>, Problem> {
     let mut out = Vec::new();
@@ -109,8 +133,11 @@ fn decode_cursor(s: &str) -> Result<QueryCursor, Problem> {
         .ok_or_else(|| Problem::bad_query("after", "after must be the `next` value of a previous answer"))
 }
 
-/// One window's JSON; `key` is its (probe, target) — one of them absent in a group_by answer.
+/// One window's JSON; `key` is its (probe, target) — one of them absent in a group_by answer;
+/// `region` the region it belongs to, when known (a global probe id answers as region + probe).
+#[allow(clippy::too_many_arguments)]
 fn window_json(
+    region: Option<&str>,
     (key_probe, key_target): (Option<&str>, Option<&str>),
     metric: Metric,
     tier: Tier,
@@ -159,6 +186,16 @@ fn window_json(
             put("r_factor", json!((r * 100.0).round() / 100.0));
             put("mos", json!((m * 1000.0).round() / 1000.0));
         }
+    }
+    let (probe_region, key_probe) = match key_probe {
+        Some(p) => {
+            let (r, p) = region_of(p, "");
+            (r, Some(p))
+        }
+        None => (None, None),
+    };
+    if let Some(r) = probe_region.or(region) {
+        put("region", r.into());
     }
     if let Some(p) = key_probe {
         put("probe", p.into());
@@ -224,9 +261,22 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         return Err(Problem::bad_query("limit", format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     let group_by = params.group_by.clone();
-    if !matches!(group_by.as_deref(), None | Some("target") | Some("probe")) {
-        return Err(Problem::bad_query("group_by", "group_by must be target or probe"));
+    if !matches!(group_by.as_deref(), None | Some("target") | Some("probe") | Some("region")) {
+        return Err(Problem::bad_query("group_by", "group_by must be target, probe or region"));
     }
+    let own = state.cfg.federation.region.clone();
+    let region = params.region.clone();
+    if let Some(r) = region.as_deref().filter(|r| !netqoe_domain::federation::valid_region(r)) {
+        return Err(Problem::bad_query("region", format!("region={r:?} is not a region id")));
+    }
+    // another region's windows: on the global tier, the series `region~probe`
+    let foreign = region.clone().filter(|r| *r != own);
+    let probe = match (&foreign, params.probe) {
+        (Some(r), Some(p)) if netqoe_domain::federation::split_global(&p).is_none() => {
+            Some(netqoe_domain::federation::global_probe(r, &p))
+        }
+        (_, p) => p,
+    };
     let after = params.after.as_deref().map(decode_cursor).transpose()?;
     let fields = params.fields.as_deref().map(parse_fields).transpose()?;
     if after.is_some() && group_by.is_some() {
@@ -248,7 +298,7 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
         )
         .field("group_by")
     };
-    if group_by.as_deref() == Some("target") && params.probe.is_none() {
+    if group_by.as_deref() == Some("target") && probe.is_none() && foreign.is_none() {
         // The whole fleet of each target: the store's fleet windows (a store that keeps them
         // reads one row per answer; the others merge the probes' windows here).
         let fq =
@@ -257,28 +307,24 @@ pub async fn rollups(req: HttpRequest, state: web::Data<AppState>) -> Result<Htt
             FleetAnswer::Windows(w) => w,
             FleetAnswer::TooWide => return Err(too_wide()),
         };
-        let body = web::block(move || fleet_answer(fleet, (tier, from, to), limit, fields))
+        let body = web::block(move || fleet_answer(fleet, (tier, from, to), limit, fields, &own))
             .await
             .map_err(|e| Problem::internal(format!("query worker: {e}")))?;
         return Ok(HttpResponse::Ok().content_type("application/json").body(body));
     }
     let fetch = if group_by.is_some() { max_windows + 1 } else { limit + 1 };
-    let q = RollupQuery {
-        probe: params.probe,
-        target: params.target,
-        metric,
-        tier,
-        from_ms: from,
-        to_ms: to,
-        limit: fetch,
-        after,
-    };
+    let q = RollupQuery { probe, target: params.target, metric, tier, from_ms: from, to_ms: to, limit: fetch, after };
     let mut rows = state.store.query(&q).await.map_err(|e| Problem::unavailable(e.to_string(), 2))?;
     if group_by.is_some() && rows.len() > max_windows {
         return Err(too_wide());
     }
     let body = web::block(move || {
-        answer(rows_page(&mut rows, group_by.is_none(), limit), rows, (tier, from, to), group_by, limit, fields)
+        let next = rows_page(&mut rows, group_by.is_none(), limit);
+        // a region filter keeps the page's cursor: a page may hold fewer rows, `next` goes on
+        if let Some(r) = region.as_deref() {
+            rows.retain(|w| region_of(&w.key.probe, &own).0 == Some(r));
+        }
+        answer(next, rows, (tier, from, to), group_by, limit, fields, &own)
     })
     .await
     .map_err(|e| Problem::internal(format!("query worker: {e}")))?;
@@ -302,14 +348,17 @@ fn answer(
     group_by: Option<String>,
     limit: usize,
     fields: Option<Vec<String>>,
+    own: &str,
 ) -> String {
     let group_by = group_by.as_deref();
+    let own_region = (!own.is_empty()).then_some(own);
     let mut truncated = next.is_some();
     let mut out: Vec<serde_json::Value> = match group_by {
         None => rows
             .iter()
             .map(|r: &Rollup| {
                 window_json(
+                    own_region,
                     (Some(&r.key.probe), Some(&r.key.target)),
                     r.key.metric,
                     tier,
@@ -322,10 +371,13 @@ fn answer(
             .collect(),
         Some(g) => {
             let by_target = g == "target";
+            let by_region = g == "region";
             let mut groups: BTreeMap<(String, Metric, i64), (WindowAgg, std::collections::BTreeSet<String>)> =
                 BTreeMap::new();
             for r in &rows {
-                let (k, member) = if by_target {
+                let (k, member) = if by_region {
+                    (region_of(&r.key.probe, own).0.unwrap_or_default().to_string(), r.key.probe.clone())
+                } else if by_target {
                     (r.key.target.clone(), r.key.probe.clone())
                 } else {
                     (r.key.probe.clone(), r.key.target.clone())
@@ -337,15 +389,25 @@ fn answer(
             groups
                 .iter()
                 .map(|((k, m, start), (agg, members))| {
-                    let extra = if by_target {
+                    let extra = if by_target || by_region {
                         serde_json::json!({"probes": members.len()})
                     } else {
                         serde_json::json!({"targets": members.len()})
                     };
-                    if by_target {
-                        window_json((None, Some(k)), *m, tier, *start, agg, extra, fields.as_deref())
+                    if by_region {
+                        window_json(Some(k), (None, None), *m, tier, *start, agg, extra, fields.as_deref())
+                    } else if by_target {
+                        // the regions the group spans (the global tier merges across them)
+                        let regions: std::collections::BTreeSet<&str> =
+                            members.iter().filter_map(|p| region_of(p, own).0).collect();
+                        let mut extra = extra;
+                        if regions.len() > 1 {
+                            extra["regions"] = serde_json::json!(regions.len());
+                        }
+                        let region = if regions.len() == 1 { regions.first().copied() } else { None };
+                        window_json(region, (None, Some(k)), *m, tier, *start, agg, extra, fields.as_deref())
                     } else {
-                        window_json((Some(k), None), *m, tier, *start, agg, extra, fields.as_deref())
+                        window_json(own_region, (Some(k), None), *m, tier, *start, agg, extra, fields.as_deref())
                     }
                 })
                 .collect()
@@ -367,14 +429,25 @@ fn fleet_answer(
     range: (Tier, i64, i64),
     limit: usize,
     fields: Option<Vec<String>>,
+    own: &str,
 ) -> String {
     let truncated = fleet.len() > limit;
+    let own_region = (!own.is_empty()).then_some(own);
     fleet.truncate(limit);
     let out = fleet
         .iter()
         .map(|f| {
             let extra = serde_json::json!({"probes": f.probes});
-            window_json((None, Some(&f.target)), f.metric, range.0, f.start_ms, &f.agg, extra, fields.as_deref())
+            window_json(
+                own_region,
+                (None, Some(&f.target)),
+                f.metric,
+                range.0,
+                f.start_ms,
+                &f.agg,
+                extra,
+                fields.as_deref(),
+            )
         })
         .collect();
     envelope(range, Some("target"), truncated, None, out)
@@ -420,6 +493,7 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         by_id.insert(
             s.probe.clone(),
             serde_json::json!({
+                "region": region_of(&s.probe, &state.cfg.federation.region).0,
                 "probe": s.probe,
                 "status": s.status(now, offline_after),
                 "labels": labels_of(&s.probe),
@@ -489,6 +563,15 @@ pub async fn incidents(
         .map(|i| {
             let mut v = serde_json::to_value(i).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
+                // a regional deployment's incidents are its region's; the global tier's name
+                // theirs in the subject (`region` label group, or a probe's `region~probe`)
+                let own = &state.cfg.federation.region;
+                let region = i
+                    .subject
+                    .get("probe.region")
+                    .cloned()
+                    .or_else(|| i.subject.get("probe").and_then(|p| region_of(p, own).0.map(str::to_string)));
+                o.insert("region".into(), serde_json::json!(region.or_else(|| (!own.is_empty()).then(|| own.clone()))));
                 for (k, ms) in [
                     ("opened", Some(i.opened_ms)),
                     ("first_seen", Some(i.first_seen_ms)),

@@ -62,6 +62,57 @@ impl Management {
         tokio::time::timeout(timeout, self.get(&url)).await.map_err(|_| "management API timed out".to_string())?
     }
 
+    /// `PUT /api/parameters/{component}/{vhost}/{name}` with `{"value": value}` (idempotent: the
+    /// same value again changes nothing).
+    pub async fn put_parameter(
+        &self,
+        component: &str,
+        name: &str,
+        value: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let url = format!(
+            "{}/api/parameters/{}/{}/{}",
+            self.base,
+            utf8_percent_encode(component, SEGMENT),
+            self.vhost,
+            utf8_percent_encode(name, SEGMENT)
+        );
+        let body = serde_json::json!({ "value": value });
+        let send = self
+            .client
+            .put(&url)
+            .basic_auth(&self.user, Some(&self.password))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send();
+        let res = tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| "management API timed out".to_string())?
+            .map_err(|e| format!("{}: {e}", self.base))?;
+        let status = res.status();
+        if !status.is_success() {
+            let text = res.text().await.unwrap_or_default();
+            return Err(format!(
+                "management API answered {}: {}",
+                status.as_u16(),
+                text.chars().take(300).collect::<String>()
+            ));
+        }
+        Ok(())
+    }
+
+    /// `GET /api/shovels/{vhost}` as JSON: each shovel's state (`running`, `starting`, ...).
+    pub async fn shovels(&self, timeout: Duration) -> Result<serde_json::Value, String> {
+        let url = format!("{}/api/shovels/{}", self.base, self.vhost);
+        tokio::time::timeout(timeout, self.get(&url)).await.map_err(|_| "management API timed out".to_string())?
+    }
+
+    /// The AMQP URI's virtual host (decoded).
+    pub fn vhost(&self) -> String {
+        percent_encoding::percent_decode_str(&self.vhost).decode_utf8_lossy().into_owned()
+    }
+
     async fn get(&self, url: &str) -> Result<serde_json::Value, String> {
         let mut res = self
             .client

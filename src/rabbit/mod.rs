@@ -38,6 +38,7 @@ use crate::config::{redact_uri, RabbitConfig};
 mod connection;
 mod consumer;
 mod envelope;
+pub mod federation;
 pub mod management;
 mod metrics;
 mod publisher;

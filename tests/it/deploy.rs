@@ -103,7 +103,7 @@ fn merged(v: &Value) -> Value {
     }
 }
 
-const ROLES: [&str; 8] = ["run", "ingest", "aggregate", "diagnose", "probe", "reflector", "migrate", "eval"];
+const ROLES: [&str; 9] = ["run", "ingest", "aggregate", "diagnose", "global", "probe", "reflector", "migrate", "eval"];
 
 /// The secrets the docs tell an operator to export, with dummy values.
 fn dummy_secrets() -> BTreeMap<&'static str, &'static str> {
@@ -160,7 +160,7 @@ fn compose_files_run_real_roles_with_existing_files_and_secrets_from_the_environ
                 let role = s["command"][0].as_str().unwrap_or_else(|| panic!("{at}: command"));
                 assert!(ROLES.contains(&role), "{at}: {role} is not a netqoe role");
                 assert_eq!(s["read_only"], true, "{at}: read-only root filesystem");
-                if ["ingest", "aggregate", "diagnose", "run", "migrate"].contains(&role) {
+                if ["ingest", "aggregate", "diagnose", "global", "run", "migrate"].contains(&role) {
                     server_config_is_valid(&at, &dir, s, &secrets);
                 }
             }
