@@ -364,7 +364,7 @@ fn next_delivery(next: Option<lapin::Result<lapin::message::Delivery>>) -> Resul
 
 /// A region's windows as the global tier stores them: series `region~probe`, no event sets (the
 /// region deduplicated events; the global tier orders whole windows by revision).
-fn to_global(b: UplinkBatch) -> Result<Vec<Rollup>, netqoe_domain::federation::UplinkDecodeError> {
+pub fn to_global(b: UplinkBatch) -> Result<Vec<Rollup>, netqoe_domain::federation::UplinkDecodeError> {
     b.windows
         .into_iter()
         .map(|w| {

@@ -273,3 +273,54 @@ async fn only_the_diagnose_role_and_run_diagnose() {
         app.shutdown().await.unwrap();
     }
 }
+
+/// Windows of two regions (3 probes each, targets x and y) as the global tier stores them: through
+/// the federation message and `to_global` (series `region~probe`). `rtt(region, target, minute)`.
+async fn global_fleet(rtt: impl Fn(&str, &str, i64) -> f64) -> (Arc<dyn RollupStore>, i64) {
+    let store: Arc<dyn RollupStore> = Arc::new(MemoryStore::new());
+    let now = netqoe_actors::now_ms();
+    let first = (now / 60_000 - 30) * 60_000;
+    for region in ["eu", "us"] {
+        let mut windows = Vec::new();
+        for m in 0..29 {
+            for p in ["p1", "p2", "p3"] {
+                for t in ["x", "y"] {
+                    let w = rtt_window(p, t, first + m * 60_000, rtt(region, t, m));
+                    windows.push(netqoe_domain::federation::WindowRevision {
+                        key: w.key,
+                        revision: 1,
+                        closed: true,
+                        agg: w.agg,
+                    });
+                }
+            }
+        }
+        let msg = netqoe_domain::federation::UplinkBatch { region: region.into(), committed_ms: now, windows };
+        let decoded = netqoe_domain::federation::UplinkBatch::decode(&msg.encode()).unwrap();
+        let rollups = netqoe::rabbit::federation::to_global(decoded).unwrap();
+        store.commit(WriteSet { rollups, ..Default::default() }).await.unwrap();
+    }
+    (store, first)
+}
+
+#[actix_rt::test]
+async fn the_global_tier_blames_a_target_degraded_from_every_region() {
+    // a CDN origin slow everywhere: x from both regions' probes
+    let (store, first) = global_fleet(|_, t, m| if t == "x" && m >= 23 { 300.0 } else { 30.0 }).await;
+    let list = first_incidents(&store, 31, first).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].scope, Scope::Target);
+    assert_eq!(list[0].subject, BTreeMap::from([("target".to_string(), "x".to_string())]));
+    assert_eq!(list[0].affected_probes.len(), 6, "{:?}", list[0].affected_probes);
+}
+
+#[actix_rt::test]
+async fn the_global_tier_blames_a_region_whose_probes_alone_degrade() {
+    // one region's transit: every target slow from eu's probes only
+    let (store, first) = global_fleet(|r, _, m| if r == "eu" && m >= 23 { 300.0 } else { 30.0 }).await;
+    let list = first_incidents(&store, 31, first).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].scope, Scope::Group);
+    assert_eq!(list[0].subject, BTreeMap::from([("probe.region".to_string(), "eu".to_string())]));
+    assert!(list[0].affected_probes.iter().all(|p| p.starts_with("eu~")), "{:?}", list[0].affected_probes);
+}

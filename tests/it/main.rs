@@ -31,3 +31,4 @@ mod stamp;
 mod store_contract;
 mod store_outage;
 mod supervision;
+mod uplink;

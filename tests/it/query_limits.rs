@@ -67,6 +67,17 @@ async fn answers_are_pages_and_fleet_views_never_use_part_of_their_input() {
     assert_eq!((seen.len(), unique.len()), (60, 60), "every window exactly once across the pages");
     let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}&after=zz")), Some(&t.query_token)).await;
     assert_eq!((r.status, r.body["field"].as_str()), (400, Some("after")));
+    // federation parameters: a region id with a character no region may hold, a grouping that
+    // does not exist
+    for (q, field) in [("region=eu~west", "region"), ("group_by=continent", "group_by")] {
+        let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}&{q}")), Some(&t.query_token)).await;
+        assert_eq!((r.status, r.body["field"].as_str()), (400, Some(field)), "{q}: {}", r.body);
+    }
+    // a deployment that is not federated answers no region, and no windows for a region filter
+    let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}&limit=1")), Some(&t.query_token)).await;
+    assert!(r.body["rollups"][0].get("region").is_none(), "{}", r.body);
+    let r = get(&t.client, &t.app.url(&format!("/v1/rollups?{range}&region=eu")), Some(&t.query_token)).await;
+    assert_eq!((r.status, r.body["rollups"].as_array().map(Vec::len)), (200, Some(0)), "{}", r.body);
 
     // group_by with a small limit: fewer rows, but each merges every probe (not the first windows)
     let url = t.app.url(&format!("/v1/rollups?{range}&group_by=target&limit=2"));
