@@ -325,6 +325,45 @@ fn kubernetes_workloads_are_probed_hardened_and_drained() {
     }
 }
 
+/// The federation's global tier overlay (docs/federation.md): a hardened, probed `netqoe global`
+/// whose configuration, with the documented secrets, is valid; its config map and secret exist.
+#[test]
+fn the_global_overlay_runs_a_hardened_global_role_with_a_valid_configuration() {
+    let dir = root().join("k8s/overlays/global");
+    let k = &docs(&dir.join("kustomization.yaml"))[0];
+    let mut all = Vec::new();
+    for r in k["resources"].as_sequence().unwrap() {
+        all.extend(docs(&dir.join(r.as_str().unwrap())));
+    }
+    let d = all.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let spec = &d["spec"]["template"]["spec"];
+    let c = &spec["containers"][0];
+    assert_eq!(c["args"][0], "global");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(spec["terminationGracePeriodSeconds"].as_u64().unwrap() >= 40);
+    let secret = c["envFrom"][0]["secretRef"]["name"].as_str().unwrap();
+    assert!(k["secretGenerator"].as_sequence().unwrap().iter().any(|g| g["name"] == secret));
+    let cm_name = spec["volumes"][0]["configMap"]["name"].as_str().unwrap();
+    let cm = all.iter().find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == cm_name).expect("its ConfigMap");
+    let plugins = all.iter().find(|d| d["kind"] == "RabbitmqCluster").unwrap()["spec"]["rabbitmq"]["additionalPlugins"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    assert!(plugins.iter().any(|p| p == "rabbitmq_shovel"), "the regions' shovels need the plugin: {plugins:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("netqoe.toml");
+    std::fs::write(&f, cm["data"]["netqoe.toml"].as_str().unwrap()).unwrap();
+    let env = env_file(&root().join("k8s/overlays/secrets.env.example"));
+    let env: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("NETQOE__")).collect();
+    let cfg = netqoe::config::Config::load_from(Some(&f), env).unwrap_or_else(|e| panic!("global overlay config: {e}"));
+    assert!(cfg.validate_for(netqoe::app::Roles::GLOBAL).is_empty());
+}
+
 #[test]
 fn custom_resources_are_well_formed_and_refer_to_what_exists() {
     let docs = base_docs();
@@ -476,6 +515,7 @@ fn broken_copy(dir: &Path, file: &Path, from: &str, to: &str) -> PathBuf {
 fn validators_kubernetes_manifests_pass_the_kubernetes_schemas() {
     let mut files = Vec::new();
     yaml_files(&root().join("k8s/base"), &mut files);
+    files.push(root().join("k8s/overlays/global/global.yaml"));
     let args: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
     let (ok, text) = run("kubernetes-validate", &[&["--strict"][..], &args].concat());
     eprintln!("{text}");
