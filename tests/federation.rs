@@ -403,6 +403,26 @@ async fn regions_roll_up_into_the_global_tier_exactly_once_through_cuts_kills_an
         .collect();
     let stored = a.t.app.state.store.load_windows(&keys).await.unwrap();
     assert_eq!(stored.len(), keys.len());
+    let bytes = netqoe_domain::federation::UplinkBatch {
+        region: "region-a".into(),
+        committed_ms: 0,
+        windows: stored
+            .iter()
+            .map(|r| netqoe_domain::federation::WindowRevision {
+                key: r.key.clone(),
+                revision: r.revision,
+                closed: r.closed,
+                agg: r.agg.clone(),
+            })
+            .collect(),
+    }
+    .encode()
+    .len();
+    let samples_per_window = stored.iter().map(|r| r.agg.count).sum::<u64>() as f64 / stored.len() as f64;
+    eprintln!(
+        "uplink size: {:.0} bytes a window revision ({samples_per_window:.0} samples a window)",
+        bytes as f64 / stored.len() as f64
+    );
     let replay = |rev_shift: u64, other: bool| netqoe_domain::federation::UplinkBatch {
         region: "region-a".into(),
         committed_ms: 0,
