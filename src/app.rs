@@ -57,7 +57,7 @@ pub struct RunningApp {
     admin: Option<actix_web::dev::ServerHandle>,
     server_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// The global role's consumer and its stop signal.
-    global: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    global: Option<(tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
 }
 
 /// Starts every role on `listener` (see `start_roles`).
@@ -142,15 +142,38 @@ pub async fn start_with_clock(
             crate::rabbit::federation::RabbitUplink::new(r.clone(), cfg.federation.region.clone(), clock.clone());
         pcfg.aggregator.uplink = Some(netqoe_actors::uplink::UplinkHandle(Arc::new(uplink)));
     }
+    if let (true, Some(d)) = (roles.global, pcfg.diagnosis.as_mut()) {
+        // the regions' windows arrive after their own lateness and the uplink's transit
+        d.settle_ms = d.settle_ms.max(cfg.federation.settle_s as i64 * 1000);
+    }
     let global = roles.global.then(|| {
         let (stop, closing) = tokio::sync::watch::channel(false);
-        let task = crate::rabbit::federation::start_global(
+        // the global store has no pipeline whose writer prunes it: expire its windows here
+        let prune = {
+            let (store, clock, retention, every) = (store.clone(), clock.clone(), pcfg.retention, pcfg.prune_every);
+            let mut closing = closing.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => match store.prune(clock.now_ms(), &retention).await {
+                            Ok(n) if n > 0 => tracing::info!(rows = n, "pruned expired rows"),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "prune failed"),
+                        },
+                        _ = async { let _ = closing.wait_for(|c| *c).await; } => return,
+                    }
+                }
+            })
+        };
+        let consumer = crate::rabbit::federation::start_global(
             cfg.rabbitmq.clone(),
             store.clone(),
             cfg.federation.prefetch,
             closing,
         );
-        (stop, task)
+        (stop, vec![consumer, prune])
     });
     if roles.diagnose {
         // incident changes go to the webhooks and, over a broker, to the diagnoses exchange
@@ -303,10 +326,12 @@ impl RunningApp {
     }
 
     async fn drain(&mut self) -> anyhow::Result<()> {
-        if let Some((stop, task)) = self.global.take() {
+        if let Some((stop, tasks)) = self.global.take() {
             // messages being committed finish (and are acked); the rest stay on the broker
             stop.send_replace(true);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), task).await;
+            for task in tasks {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), task).await;
+            }
         }
         if let Some(p) = &self.pipeline {
             // first aggregate and commit what the embedded journal already holds (batches that

@@ -161,6 +161,9 @@ pub struct FederationConfig {
     pub management_url: String,
     /// The global role: federation messages committed together, at most (its prefetch).
     pub prefetch: usize,
+    /// The global role: a 1m window is diagnosed this long after its end, so every region's
+    /// revisions of it have crossed the uplinks (a region's own lateness plus the transit).
+    pub settle_s: u64,
 }
 
 impl Default for FederationConfig {
@@ -171,6 +174,7 @@ impl Default for FederationConfig {
             global_uri: String::new(),
             management_url: String::new(),
             prefetch: 64,
+            settle_s: 180,
         }
     }
 }
@@ -584,6 +588,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&f.prefetch) {
             e.push("federation.prefetch: must be between 1 and 10000".into());
+        }
+        if f.settle_s > 86_400 {
+            e.push("federation.settle_s: at most 86400 (a day)".into());
         }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             e.push(format!("http.bind: {:?} is not an address such as 127.0.0.1:8080", self.http.bind));

@@ -227,7 +227,7 @@ async fn start_region(name: &str, broker: u16, prefix: &str, global_uri: &str) -
     ov.push(("NETQOE__RABBITMQ__URIS".into(), format!("[\"{}\"]", amqp(broker))));
     ov.push(("NETQOE__PIPELINE__ALLOWED_LATENESS_S".into(), "5".into()));
     let borrowed: Vec<(&str, &str)> = ov.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut p = prepare(2, &borrowed);
+    let mut p = prepare(4, &borrowed);
     p.cfg.federation.region = name.into();
     p.cfg.federation.uplink = true;
     p.cfg.federation.global_uri = global_uri.into();
