@@ -226,6 +226,7 @@ pub async fn start_with_clock(
         queries: tokio::sync::Semaphore::new(cfg.http.max_concurrent_queries),
         drain: std::sync::Mutex::new(crate::drain::DrainProgress::default()),
         clock,
+        global: roles.global,
         cfg,
     });
     let addr = listener.local_addr()?;

@@ -465,7 +465,26 @@ async fn regions_roll_up_into_the_global_tier_exactly_once_through_cuts_kills_an
     assert_eq!(before, after, "a replayed revision changed the global tier");
     let n = converged(&client, &[&a, &b], &gbase, &gtoken, &prefix, range).await;
 
-    // 4. fleet answers across regions
+    // 4. the regions' probes, as the global tier sees them (their events are two hours old:
+    //    listed, and offline)
+    let probes = get(&client, &format!("{gbase}/v1/probes"), Some(&gtoken)).await.body;
+    let mut seen: Vec<(String, String, String)> = probes["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("region"), s("probe"), s("status"))
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(String, String, String)> = ["region-a", "region-b"]
+        .iter()
+        .flat_map(|r| (0..4).map(move |i| (r.to_string(), format!("probe-{i}"), "offline".to_string())))
+        .collect();
+    assert_eq!(seen, want, "{probes}");
+
+    // 5. fleet answers across regions
     let url = format!("{gbase}/v1/rollups?metric=rtt&tier=1h&group_by=target&from={}&to={}", range.0, range.1);
     let fleet = get(&client, &url, Some(&gtoken)).await;
     assert_eq!(fleet.status, 200, "{}", fleet.body);

@@ -109,6 +109,9 @@ pub struct AppState {
     pub drain: std::sync::Mutex<crate::drain::DrainProgress>,
     /// The time ingest validates against, queries default to and the drain records.
     pub clock: netqoe_actors::Clock,
+    /// The global tier of a federation (`netqoe global`): `/v1/probes` lists the regions' probes
+    /// from their windows.
+    pub global: bool,
 }
 
 /// Decrements the in-flight count when an ingest request ends, however it ends.

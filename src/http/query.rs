@@ -474,6 +474,9 @@ fn envelope(
 
 pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, Problem> {
     check_query_auth(&req, &state)?;
+    if state.global {
+        return global_probes(&state).await;
+    }
     let sessions = match &state.sessions {
         Some(registry) => registry
             .send(ListSessions)
@@ -515,6 +518,60 @@ pub async fn probes(req: HttpRequest, state: web::Data<AppState>) -> Result<Http
         });
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({"probes": by_id.into_values().collect::<Vec<_>>()})))
+}
+
+/// The global tier's `/v1/probes`: every region's probe with a 1h window in the last 24 hours
+/// (the regions keep the sessions; the global tier sees their windows), with its region, the start
+/// of its newest hour, its targets, and `online` when it has a 1m window that ended within
+/// `session.offline_after_s` plus `federation.settle_s` (else `offline`). Each of the two reads
+/// takes at most `http.max_query_windows` windows; beyond, `truncated` is true.
+async fn global_probes(state: &AppState) -> Result<HttpResponse, Problem> {
+    let now = state.clock.now_ms();
+    let max = state.cfg.http.max_query_windows;
+    let read = |tier: Tier, from_ms: i64| {
+        let q = RollupQuery {
+            probe: None,
+            target: None,
+            metric: None,
+            tier,
+            from_ms,
+            to_ms: now + tier.len_ms(),
+            limit: max + 1,
+            after: None,
+        };
+        let store = state.store.clone();
+        async move { store.query(&q).await.map_err(|e| Problem::unavailable(e.to_string(), 2)) }
+    };
+    let fresh = (state.cfg.session.offline_after_s + state.cfg.federation.settle_s as i64) * 1000;
+    let hours = read(Tier::H1, now - 86_400_000).await?;
+    let recent = read(Tier::M1, now - fresh - 60_000).await?;
+    let truncated = hours.len() > max || recent.len() > max;
+    let online: std::collections::BTreeSet<&str> = recent
+        .iter()
+        .take(max)
+        .filter(|r| now - (r.key.start_ms + 60_000) <= fresh)
+        .map(|r| r.key.probe.as_str())
+        .collect();
+    let mut by_probe: BTreeMap<&str, (i64, std::collections::BTreeSet<&str>)> = BTreeMap::new();
+    for r in hours.iter().take(max) {
+        let e = by_probe.entry(r.key.probe.as_str()).or_insert((i64::MIN, Default::default()));
+        e.0 = e.0.max(r.key.start_ms);
+        e.1.insert(r.key.target.as_str());
+    }
+    let out: Vec<serde_json::Value> = by_probe
+        .iter()
+        .map(|(id, (hour, targets))| {
+            let (region, probe) = region_of(id, "");
+            serde_json::json!({
+                "region": region,
+                "probe": probe,
+                "status": if online.contains(id) { "online" } else { "offline" },
+                "last_hour": rfc3339(*hour),
+                "targets": targets.len(),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({"probes": out, "truncated": truncated})))
 }
 
 #[derive(Debug, Deserialize)]
