@@ -177,6 +177,12 @@ enum FederateCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The region's uplink: the shovel's state and the messages waiting in the uplink queue
+    /// (exit 0 when the shovel runs, 1 otherwise).
+    Status {
+        #[command(flatten)]
+        config: ConfigOpt,
+    },
 }
 
 #[derive(Subcommand)]
@@ -412,6 +418,9 @@ fn main() -> ExitCode {
         Command::Federate { command: FederateCommand::Setup { config, dry_run } } => {
             federate_setup(config.file.or(cli.config), dry_run)
         }
+        Command::Federate { command: FederateCommand::Status { config } } => {
+            federate_status(config.file.or(cli.config))
+        }
         Command::Diagnose { opts } => serve(netqoe::app::Roles::DIAGNOSE, None, None, opts, cli.config, cli.log_format),
     }
 }
@@ -439,6 +448,35 @@ fn federate_setup(config: Option<PathBuf>, dry_run: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("netqoe federate setup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `netqoe federate status`.
+fn federate_status(config: Option<PathBuf>) -> ExitCode {
+    let cfg = match load(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("netqoe: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(netqoe::rabbit::federation::status(&cfg)) {
+        Ok(s) => {
+            println!("shovel {}: {}; uplink queue: {} messages waiting", s.shovel, s.state, s.queued);
+            if s.state == "running" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("netqoe federate status: {e}");
             ExitCode::FAILURE
         }
     }

@@ -363,6 +363,9 @@ async fn regions_roll_up_into_the_global_tier_exactly_once_through_cuts_kills_an
         a_alone.len()
     );
     assert!(max_buffered > 0, "nothing was buffered while the uplink was cut");
+    let st = netqoe::rabbit::federation::status(&a.t.app.state.cfg).await.unwrap();
+    eprintln!("federate status while cut: {st:?}");
+    assert!(st.state != "running" && st.queued > 0, "{st:?}");
     assert!(a_in_global < a_alone.len(), "region A's new windows reached the global tier through a cut link");
     relay.restore();
     let n = converged(&client, &[&a, &b], &gbase, &gtoken, &prefix, range).await;
@@ -370,6 +373,13 @@ async fn regions_roll_up_into_the_global_tier_exactly_once_through_cuts_kills_an
         "after the cut: {n} 1m windows equal, {:.1} s after the link came back",
         cut_at.elapsed().as_secs_f64() - 60.0
     );
+
+    // (the management API's queue figures are sampled every few seconds)
+    eventually(30, "federate status: running, nothing waiting", || async {
+        let st = netqoe::rabbit::federation::status(&a.t.app.state.cfg).await.ok()?;
+        (st.state == "running" && st.queued == 0).then_some(())
+    })
+    .await;
 
     // 2. the global process SIGKILLed under load, and restarted
     for i in 0..8 {

@@ -461,3 +461,40 @@ pub async fn setup(cfg: &crate::config::Config, dry_run: bool) -> Result<SetupRe
     mgmt.put_parameter("shovel", &name, &value, op).await.map_err(|e| format!("shovel {name}: {e}"))?;
     Ok(report)
 }
+
+/// What `netqoe federate status` reports of a region's uplink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkStatus {
+    pub shovel: String,
+    /// The shovel's state as the region's broker reports it (`running`, `starting`,
+    /// `terminated`), or `missing` when no such shovel is defined.
+    pub state: String,
+    /// Messages waiting in the uplink queue (buffered while the link is down).
+    pub queued: u64,
+}
+
+/// `netqoe federate status`: the region's shovel and uplink queue, from its management API.
+pub async fn status(cfg: &crate::config::Config) -> Result<UplinkStatus, String> {
+    let f = &cfg.federation;
+    if f.region.is_empty() {
+        return Err("federation.region: set this deployment's region".into());
+    }
+    let mgmt_url = if f.management_url.is_empty() { &cfg.rabbitmq.management_url } else { &f.management_url };
+    if mgmt_url.is_empty() {
+        return Err("federation.management_url: set the region's management API (http://host:15672)".into());
+    }
+    let first = cfg.rabbitmq.uris.first().ok_or("rabbitmq.uris: no broker configured")?;
+    let mgmt = crate::rabbit::management::Management::new(mgmt_url, first)
+        .map_err(|e| format!("federation.management_url: {e}"))?;
+    let op = Duration::from_millis(cfg.rabbitmq.op_timeout_ms);
+    let name = shovel_name(&cfg.rabbitmq.prefix, &f.region);
+    let shovels = mgmt.shovels(op).await?;
+    let state = shovels
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name.as_str())
+        .map_or("missing".to_string(), |s| s["state"].as_str().unwrap_or("unknown").to_string());
+    let queue = mgmt.queue(&FederationNames::new(&cfg.rabbitmq.prefix).uplink_queue, op).await?;
+    Ok(UplinkStatus { shovel: name, state, queued: queue["messages"].as_u64().unwrap_or(0) })
+}
