@@ -401,12 +401,17 @@ pub fn shovel_name(prefix: &str, region: &str) -> String {
 /// The shovel definition (`rabbitmqctl set_parameter shovel NAME '<this JSON>'`): the region's
 /// uplink queue to the global broker's federation exchange, acked on the global broker's confirm,
 /// never deleted, reconnecting every 5 s while the link is down.
-pub fn shovel_value(prefix: &str, global_uri: &str) -> serde_json::Value {
+pub fn shovel_value(prefix: &str, vhost: &str, global_uri: &str) -> serde_json::Value {
     let n = FederationNames::new(prefix);
+    // the region's own node (a direct connection), in the vhost the uplink queue is in
+    let src = if vhost == "/" {
+        "amqp://".to_string()
+    } else {
+        format!("amqp:///{}", percent_encoding::utf8_percent_encode(vhost, percent_encoding::NON_ALPHANUMERIC))
+    };
     serde_json::json!({
         "src-protocol": "amqp091",
-        // the region's own node, the shovel's vhost, as the node's default user
-        "src-uri": "amqp://",
+        "src-uri": src,
         "src-queue": n.uplink_queue,
         "src-prefetch-count": 64,
         "dest-protocol": "amqp091",
@@ -441,7 +446,7 @@ pub async fn setup(cfg: &crate::config::Config, dry_run: bool) -> Result<SetupRe
     let mgmt = crate::rabbit::management::Management::new(mgmt_url, first)
         .map_err(|e| format!("federation.management_url: {e}"))?;
     let name = shovel_name(&cfg.rabbitmq.prefix, &f.region);
-    let value = shovel_value(&cfg.rabbitmq.prefix, &f.global_uri);
+    let value = shovel_value(&cfg.rabbitmq.prefix, &mgmt.vhost(), &f.global_uri);
     let report = SetupReport { shovel: name.clone(), vhost: mgmt.vhost(), value: value.clone() };
     if dry_run {
         return Ok(report);
@@ -497,4 +502,44 @@ pub async fn status(cfg: &crate::config::Config) -> Result<UplinkStatus, String>
         .map_or("missing".to_string(), |s| s["state"].as_str().unwrap_or("unknown").to_string());
     let queue = mgmt.queue(&FederationNames::new(&cfg.rabbitmq.prefix).uplink_queue, op).await?;
     Ok(UplinkStatus { shovel: name, state, queued: queue["messages"].as_u64().unwrap_or(0) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shovel_reads_the_uplink_queue_of_the_regions_vhost_and_acks_on_the_global_confirm() {
+        let v = shovel_value("netqoe.", "/", "amqps://u:p@global:5671/%2f");
+        assert_eq!(v["src-uri"], "amqp://");
+        assert_eq!(v["src-queue"], "netqoe.federation.uplink");
+        assert_eq!(v["dest-exchange"], "netqoe.federation");
+        assert_eq!(v["dest-uri"], "amqps://u:p@global:5671/%2f");
+        assert_eq!(v["ack-mode"], "on-confirm");
+        assert_eq!(v["src-delete-after"], "never");
+        let v = shovel_value("netqoe.", "eu/west", "amqp://global");
+        assert_eq!(v["src-uri"], "amqp:///eu%2Fwest");
+    }
+
+    #[test]
+    fn a_regions_windows_become_series_of_its_region_and_only_1m_windows_travel() {
+        let w = |tier: Tier, start_ms: i64| WindowRevision {
+            key: WindowKey {
+                probe: "p-1".into(),
+                target: "t".into(),
+                metric: netqoe_domain::Metric::Rtt,
+                tier,
+                start_ms,
+            },
+            revision: 4,
+            closed: true,
+            agg: Default::default(),
+        };
+        let b = UplinkBatch { region: "eu".into(), committed_ms: 0, windows: vec![w(Tier::M1, 60_000)] };
+        let r = to_global(b).unwrap();
+        assert_eq!((r[0].key.probe.as_str(), r[0].revision, r[0].closed), ("eu~p-1", 4, true));
+        assert!(r[0].applied.is_empty());
+        let b = UplinkBatch { region: "eu".into(), committed_ms: 0, windows: vec![w(Tier::H1, 0)] };
+        assert!(to_global(b).is_err(), "a derived window is refused (the global tier derives its own)");
+    }
 }
